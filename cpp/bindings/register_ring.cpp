@@ -1,0 +1,9 @@
+#include <pybind11/pybind11.h>
+
+#include "register.hpp"
+
+namespace itp::bind {
+
+void register_ring(pybind11::module_& m) { (void)m; }
+
+}  // namespace itp::bind

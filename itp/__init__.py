@@ -1,0 +1,57 @@
+"""itp: Intelligent Task Partitioning.
+
+Decides, per task, which of 4 parallel network streams to use and how many bytes to put on each, predicts
+the completion time, and learns from reported outcomes. The public names are re-exported here; the native
+extension ``itp._native`` is private.
+"""
+
+from __future__ import annotations
+
+try:
+    from itp import _native  # noqa: F401
+except ImportError as exc:  # pragma: no cover - exercised only on a broken install
+    raise ImportError(
+        "itp's native extension itp._native is not built or does not load "
+        f"({exc}). Build and install it with `pip install .` from the repository root."
+    ) from exc
+
+from itp.actions import (
+    ACTION_STREAMS,
+    MAX_TASK_BYTES,
+    NUM_ACTIONS,
+    Split,
+    decode_action,
+    encode_streams,
+    split_task,
+)
+from itp.state import (
+    FEATURE_NAMES,
+    NUM_FEATURES,
+    NUM_STREAMS,
+    STATE_LAYOUT_VERSION,
+    RawState,
+    normalize_state,
+    normalize_states,
+    task_size_feature,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ACTION_STREAMS",
+    "FEATURE_NAMES",
+    "MAX_TASK_BYTES",
+    "NUM_ACTIONS",
+    "NUM_FEATURES",
+    "NUM_STREAMS",
+    "STATE_LAYOUT_VERSION",
+    "RawState",
+    "Split",
+    "__version__",
+    "decode_action",
+    "encode_streams",
+    "normalize_state",
+    "normalize_states",
+    "split_task",
+    "task_size_feature",
+]
