@@ -14,15 +14,31 @@ namespace itp::bind {
 
 namespace {
 
-int checked_action(long long action) {
-  if (action < 0 || action >= kNumActions) {
-    throw py::value_error("action must be in 0..14, got " + std::to_string(action));
+// Python ints and numpy integers (anything with __index__), never bool or float.
+py::int_ as_index(const py::handle& obj, const char* name) {
+  if (py::isinstance<py::bool_>(obj) || PyBool_Check(obj.ptr()) ||
+      std::string(py::str(py::type::of(obj).attr("__name__"))) == "bool_" || !PyIndex_Check(obj.ptr())) {
+    throw py::type_error(std::string(name) + " must be an int, got " +
+                         std::string(py::str(py::type::of(obj).attr("__name__"))));
   }
-  return static_cast<int>(action);
+  return py::reinterpret_steal<py::int_>(PyNumber_Index(obj.ptr()));
 }
 
-py::tuple decode(long long action) {
-  const unsigned mask = action_mask(checked_action(action));
+// Range check in Python's unbounded ints, so 2**70 is a ValueError, not an OverflowError.
+long long checked_range(const py::int_& v, const char* name, long long lo, long long hi) {
+  if (v < py::int_(lo) || v > py::int_(hi)) {
+    throw py::value_error(std::string(name) + " must be in " + std::to_string(lo) + ".." + std::to_string(hi) +
+                          ", got " + std::string(py::str(v)));
+  }
+  return v.cast<long long>();
+}
+
+int checked_action(const py::int_& action) {
+  return static_cast<int>(checked_range(action, "action", 0, kNumActions - 1));
+}
+
+py::tuple decode_checked(int action) {
+  const unsigned mask = action_mask(action);
   std::vector<int> ids;
   for (int i = 0; i < static_cast<int>(kNumStreams); ++i) {
     if ((mask >> i) & 1U) ids.push_back(i);
@@ -30,18 +46,13 @@ py::tuple decode(long long action) {
   return py::cast(ids);
 }
 
+py::tuple decode(const py::handle& action) { return decode_checked(checked_action(as_index(action, "action"))); }
+
 int encode(const py::iterable& streams) {
   unsigned mask = 0;
   std::size_t count = 0;
   for (const auto& item : streams) {
-    if (!py::isinstance<py::int_>(item) || py::isinstance<py::bool_>(item)) {
-      throw py::type_error("stream ids must be ints, got " +
-                           std::string(py::str(py::type::of(item).attr("__name__"))));
-    }
-    const auto s = item.cast<long long>();
-    if (s < 0 || s >= static_cast<long long>(kNumStreams)) {
-      throw py::value_error("stream id must be in 0..3, got " + std::to_string(s));
-    }
+    const long long s = checked_range(as_index(item, "stream id"), "stream id", 0, kNumStreams - 1);
     if ((mask >> s) & 1U) throw py::value_error("stream id " + std::to_string(s) + " appears twice");
     mask |= 1U << s;
     ++count;
@@ -60,17 +71,13 @@ void check_stream_metric(const double* v, const char* name) {
   }
 }
 
-py::tuple split(const py::object& size_obj, long long action, const py::handle& rate_obj,
+py::tuple split(const py::object& size_obj, const py::handle& action_obj, const py::handle& rate_obj,
                 const py::handle& latency_obj) {
-  if (!py::isinstance<py::int_>(size_obj) || py::isinstance<py::bool_>(size_obj)) {
-    throw py::type_error("size_bytes must be an int, got " +
-                         std::string(py::str(py::type::of(size_obj).attr("__name__"))));
-  }
-  const auto size_bytes = size_obj.cast<py::int_>();
+  const py::int_ size_bytes = as_index(size_obj, "size_bytes");
   if (size_bytes < py::int_(1) || size_bytes > py::int_(kMaxTaskBytes)) {
     throw py::value_error("size_bytes must be in 1..2**50, got " + std::string(py::str(size_bytes)));
   }
-  const int a = checked_action(action);
+  const int a = checked_action(as_index(action_obj, "action"));
   auto rate = as_input<double>(rate_obj, "rate_bps");
   require_1d(rate, "rate_bps", static_cast<py::ssize_t>(kNumStreams));
   auto lat = as_input<double>(latency_obj, "latency_s");
@@ -89,7 +96,7 @@ void register_actions(py::module_& m) {
   m.attr("NUM_ACTIONS") = kNumActions;
   m.attr("MAX_TASK_BYTES") = kMaxTaskBytes;
   py::tuple table(kNumActions);
-  for (int a = 0; a < kNumActions; ++a) table[static_cast<std::size_t>(a)] = decode(a);
+  for (int a = 0; a < kNumActions; ++a) table[static_cast<std::size_t>(a)] = decode_checked(a);
   m.attr("ACTION_STREAMS") = table;
   m.def("decode_action", &decode, py::arg("action"), "Stream ids (ascending) of action 0..14.");
   m.def("encode_streams", &encode, py::arg("streams"), "Action 0..14 whose stream set is `streams`.");
