@@ -24,6 +24,8 @@ from itp.actions import (
     encode_streams,
     split_task,
 )
+from itp.replay import MAX_REPLAY_CAPACITY, PrioritizedReplay, SampleBatch
+from itp.ring import MAX_RING_CAPACITY, ExperienceRing, TransitionBatch
 from itp.state import (
     FEATURE_NAMES,
     NUM_FEATURES,
@@ -40,13 +42,19 @@ __version__ = "0.1.0"
 __all__ = [
     "ACTION_STREAMS",
     "FEATURE_NAMES",
+    "MAX_REPLAY_CAPACITY",
+    "MAX_RING_CAPACITY",
     "MAX_TASK_BYTES",
     "NUM_ACTIONS",
     "NUM_FEATURES",
     "NUM_STREAMS",
     "STATE_LAYOUT_VERSION",
+    "ExperienceRing",
+    "PrioritizedReplay",
     "RawState",
+    "SampleBatch",
     "Split",
+    "TransitionBatch",
     "__version__",
     "decode_action",
     "encode_streams",

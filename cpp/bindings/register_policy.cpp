@@ -1,9 +1,322 @@
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "checks.hpp"
+#include "itp/decision.hpp"
+#include "itp/heuristic.hpp"
+#include "itp/mlp.hpp"
 #include "register.hpp"
 
 namespace itp::bind {
 
-void register_policy(pybind11::module_& m) { (void)m; }
+namespace {
+
+// Builds the network from PyTorch/ONNX-convention weights W[out, in] (y = W x + b).
+std::shared_ptr<FusedMlp> make_mlp(const py::list& weights, const py::list& biases) {
+  if (weights.size() != biases.size()) {
+    throw py::value_error("weights and biases must have the same length, got " +
+                          std::to_string(weights.size()) + " and " + std::to_string(biases.size()));
+  }
+  std::vector<DenseLayer> layers;
+  for (std::size_t k = 0; k < weights.size(); ++k) {
+    const std::string wname = "weights[" + std::to_string(k) + "]";
+    const std::string bname = "biases[" + std::to_string(k) + "]";
+    auto w = as_input<float>(weights[k], wname.c_str());
+    auto b = as_input<float>(biases[k], bname.c_str());
+    if (w.ndim() != 2) throw py::value_error(wname + " must be 2-D (out, in), got " + shape_str(w));
+    DenseLayer l;
+    l.out_dim = static_cast<std::size_t>(w.shape(0));
+    l.in_dim = static_cast<std::size_t>(w.shape(1));
+    require_1d(b, bname.c_str(), w.shape(0));
+    l.weight_t.resize(l.in_dim * l.out_dim);
+    const float* src = w.data();
+    for (std::size_t o = 0; o < l.out_dim; ++o) {
+      for (std::size_t i = 0; i < l.in_dim; ++i) l.weight_t[i * l.out_dim + o] = src[o * l.in_dim + i];
+    }
+    l.bias.assign(b.data(), b.data() + l.out_dim);
+    layers.push_back(std::move(l));
+  }
+  try {
+    return std::make_shared<FusedMlp>(std::move(layers));
+  } catch (const std::invalid_argument& e) {
+    throw py::value_error(e.what());
+  }
+}
+
+py::array_t<float> forward_one(const FusedMlp& mlp, const py::handle& x_obj) {
+  auto x = as_input<float>(x_obj, "state");
+  require_1d(x, "state", static_cast<py::ssize_t>(mlp.input_dim()));
+  py::array_t<float> q(static_cast<py::ssize_t>(mlp.output_dim()));
+  const float* src = x.data();
+  float* dst = q.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    mlp.forward(src, dst);
+  }
+  return q;
+}
+
+py::array_t<float> forward_many(const FusedMlp& mlp, const py::handle& x_obj, const py::object& out_obj) {
+  auto x = as_input<float>(x_obj, "states");
+  require_2d(x, "states", -1, static_cast<py::ssize_t>(mlp.input_dim()));
+  const py::ssize_t n = x.shape(0);
+  const auto od = static_cast<py::ssize_t>(mlp.output_dim());
+  py::array_t<float, py::array::c_style> out;
+  if (out_obj.is_none()) {
+    out = py::array_t<float, py::array::c_style>({n, od});
+  } else {
+    out = as_output<float>(out_obj, "out");
+    require_2d(out, "out", n, od);
+  }
+  const float* src = x.data();
+  float* dst = out.mutable_data();
+  const auto id = static_cast<py::ssize_t>(mlp.input_dim());
+  {
+    py::gil_scoped_release nogil;
+    for (py::ssize_t r = 0; r < n; ++r) mlp.forward(src + r * id, dst + r * od);
+  }
+  return out;
+}
+
+void check_metric(double v, const char* name, bool unit_interval) {
+  if (!std::isfinite(v) || v < 0.0 || (unit_interval && v > 1.0)) {
+    std::ostringstream os;
+    os << name << " must be " << (unit_interval ? "in [0, 1]" : "finite and >= 0") << ", got " << v;
+    throw py::value_error(os.str());
+  }
+}
+
+std::uint64_t checked_size(const py::handle& size_obj) {
+  if (!py::isinstance<py::int_>(size_obj) || py::isinstance<py::bool_>(size_obj)) {
+    throw py::type_error("size_bytes must be an int, got " +
+                         std::string(py::str(py::type::of(size_obj).attr("__name__"))));
+  }
+  const auto size = py::reinterpret_borrow<py::int_>(size_obj);
+  if (size < py::int_(1) || size > py::int_(kMaxTaskBytes)) {
+    throw py::value_error("size_bytes must be in 1..2**50, got " + std::string(py::str(size)));
+  }
+  return size.cast<std::uint64_t>();
+}
+
+const float* optional_q(const py::object& q_obj, py::array_t<float, py::array::c_style>& holder) {
+  if (q_obj.is_none()) return nullptr;
+  holder = as_input<float>(q_obj, "q_values");
+  require_1d(holder, "q_values", kNumActions);
+  return holder.data();
+}
+
+py::tuple to_tuple(const DecisionOutput& d) {
+  py::tuple chunks(kNumStreams);
+  for (std::size_t i = 0; i < kNumStreams; ++i) chunks[i] = py::int_(d.split.chunk_bytes[i]);
+  py::array_t<float> state(static_cast<py::ssize_t>(kNumFeatures));
+  std::copy(d.state.begin(), d.state.end(), state.mutable_data());
+  py::array_t<double> raw(static_cast<py::ssize_t>(kNumFeatures));
+  std::copy(d.raw.begin(), d.raw.end(), raw.mutable_data());
+  return py::make_tuple(d.action, static_cast<int>(d.source), chunks, d.split.expected_time_s, d.confidence,
+                        state, raw, d.model_fault);
+}
+
+py::tuple engine_decide(const DecisionEngine& e, const py::handle& size_obj, double priority, double hour,
+                        bool explore, const py::object& q_obj) {
+  const std::uint64_t size = checked_size(size_obj);
+  check_metric(priority, "priority", true);
+  if (!std::isfinite(hour) || hour < 0.0 || hour >= 24.0) {
+    throw py::value_error("hour must be in [0, 24), got " + std::to_string(hour));
+  }
+  py::array_t<float, py::array::c_style> qh;
+  const float* q = optional_q(q_obj, qh);
+  DecisionOutput d;
+  {
+    py::gil_scoped_release nogil;
+    e.decide(size, priority, hour, q, explore, d);
+  }
+  return to_tuple(d);
+}
+
+// A validated raw state (float64[20], every feature finite and >= 0) and its task size in bytes.
+std::pair<py::array_t<double, py::array::c_style>, std::uint64_t> checked_raw(const py::handle& raw_obj) {
+  auto raw = as_input<double>(raw_obj, "raw_state");
+  require_1d(raw, "raw_state", static_cast<py::ssize_t>(kNumFeatures));
+  const int bad = find_invalid_feature(raw.data());
+  if (bad >= 0) {
+    throw py::value_error(std::string("raw_state field ") + kFeatureNames[static_cast<std::size_t>(bad)] +
+                          " must be finite and >= 0, got " + std::to_string(raw.data()[bad]));
+  }
+  const double size_d = raw.data()[kTaskSizeIndex];
+  if (size_d < 1.0 || size_d > static_cast<double>(kMaxTaskBytes)) {
+    throw py::value_error("raw_state task_size_bytes must be in 1..2**50, got " + std::to_string(size_d));
+  }
+  return {raw, static_cast<std::uint64_t>(std::llround(size_d))};
+}
+
+py::tuple engine_decide_raw(const DecisionEngine& e, const py::handle& raw_obj, bool explore,
+                            const py::object& q_obj) {
+  const auto [raw, size] = checked_raw(raw_obj);
+  py::array_t<float, py::array::c_style> qh;
+  const float* q = optional_q(q_obj, qh);
+  DecisionOutput d;
+  {
+    py::gil_scoped_release nogil;
+    e.decide_raw(raw.data(), size, q, explore, d);
+  }
+  return to_tuple(d);
+}
+
+// Batch decisions over the current stream table: fills caller arrays, GIL released for the whole loop.
+void engine_decide_batch(const DecisionEngine& e, const py::handle& sizes_obj, const py::handle& prio_obj,
+                         double hour, bool explore, const py::handle& actions_obj, const py::handle& sources_obj,
+                         const py::handle& chunks_obj, const py::handle& times_obj, const py::handle& conf_obj,
+                         const py::handle& states_obj) {
+  auto sizes = as_input<std::uint64_t>(sizes_obj, "sizes_bytes");
+  require_1d(sizes, "sizes_bytes", -1);
+  const py::ssize_t n = sizes.shape(0);
+  auto prio = as_input<double>(prio_obj, "priorities");
+  require_1d(prio, "priorities", n);
+  if (!std::isfinite(hour) || hour < 0.0 || hour >= 24.0) {
+    throw py::value_error("hour must be in [0, 24), got " + std::to_string(hour));
+  }
+  for (py::ssize_t i = 0; i < n; ++i) {
+    const std::uint64_t s = sizes.data()[i];
+    if (s < 1 || s > kMaxTaskBytes) {
+      throw py::value_error("sizes_bytes[" + std::to_string(i) + "] must be in 1..2**50, got " +
+                            std::to_string(s));
+    }
+    const double p = prio.data()[i];
+    if (!std::isfinite(p) || p < 0.0 || p > 1.0) {
+      throw py::value_error("priorities[" + std::to_string(i) + "] must be in [0, 1], got " +
+                            std::to_string(p));
+    }
+  }
+  auto actions = as_output<std::int64_t>(actions_obj, "actions");
+  require_1d(actions, "actions", n);
+  auto sources = as_output<std::uint8_t>(sources_obj, "sources");
+  require_1d(sources, "sources", n);
+  auto chunks = as_output<std::uint64_t>(chunks_obj, "chunks");
+  require_2d(chunks, "chunks", n, static_cast<py::ssize_t>(kNumStreams));
+  auto times = as_output<double>(times_obj, "expected_times_s");
+  require_1d(times, "expected_times_s", n);
+  auto conf = as_output<double>(conf_obj, "confidences");
+  require_1d(conf, "confidences", n);
+  auto states = as_output<float>(states_obj, "states");
+  require_2d(states, "states", n, static_cast<py::ssize_t>(kNumFeatures));
+  const std::uint64_t* sp = sizes.data();
+  const double* pp = prio.data();
+  std::int64_t* ap = actions.mutable_data();
+  std::uint8_t* srcp = sources.mutable_data();
+  std::uint64_t* cp = chunks.mutable_data();
+  double* tp = times.mutable_data();
+  double* cfp = conf.mutable_data();
+  float* stp = states.mutable_data();
+  py::gil_scoped_release nogil;
+  DecisionOutput d;
+  for (py::ssize_t i = 0; i < n; ++i) {
+    e.decide(sp[i], pp[i], hour, nullptr, explore, d);
+    ap[i] = d.action;
+    srcp[i] = static_cast<std::uint8_t>(d.source) | static_cast<std::uint8_t>(d.model_fault ? 0x80 : 0);
+    std::copy(d.split.chunk_bytes.begin(), d.split.chunk_bytes.end(), cp + i * static_cast<py::ssize_t>(kNumStreams));
+    tp[i] = d.split.expected_time_s;
+    cfp[i] = d.confidence;
+    std::copy(d.state.begin(), d.state.end(), stp + i * static_cast<py::ssize_t>(kNumFeatures));
+  }
+}
+
+py::array_t<double> engine_snapshot(const DecisionEngine& e, double size_bytes, double priority, double hour) {
+  py::array_t<double> raw(static_cast<py::ssize_t>(kNumFeatures));
+  e.snapshot(size_bytes, priority, hour, raw.mutable_data());
+  return raw;
+}
+
+int heuristic_for_raw(const py::handle& raw_obj) {
+  const auto [raw, size] = checked_raw(raw_obj);
+  const double* data = raw.data();
+  py::gil_scoped_release nogil;
+  return heuristic_action(data, size, nullptr);
+}
+
+}  // namespace
+
+void register_policy(py::module_& m) {
+  py::class_<FusedMlp, std::shared_ptr<FusedMlp>>(m, "FusedMlp",
+                                                  "Native dense ReLU chain (the folded Q-network).")
+      .def(py::init(&make_mlp), py::arg("weights"), py::arg("biases"),
+           "Layers from W[out, in] float32 and b[out]; ReLU between layers, none after the last.")
+      .def("forward", &forward_one, py::arg("state"), "q_values float32[out] for one input.")
+      .def("forward_batch", &forward_many, py::arg("states"), py::arg("out") = py::none(),
+           "q_values float32[N, out] for N inputs (GIL released).")
+      .def_property_readonly("input_dim", &FusedMlp::input_dim)
+      .def_property_readonly("output_dim", &FusedMlp::output_dim)
+      .def_property_readonly("num_layers", &FusedMlp::num_layers)
+      .def_property_readonly_static("kernel_name", [](const py::object&) { return FusedMlp::kernel_name(); });
+
+  m.def("heuristic_action", &heuristic_for_raw, py::arg("raw_state"),
+        "The heuristic's action (0..14) for a raw state float64[20] (caller units).");
+
+  py::class_<DecisionEngine>(m, "DecisionEngine", "Native decision path (stream table, model, split).")
+      .def(py::init<std::uint64_t>(), py::arg("seed"))
+      .def(
+          "update_stream",
+          [](DecisionEngine& e, long long stream_id, double bandwidth_bps, double latency_s, double congestion,
+             double success_rate) {
+            if (stream_id < 0 || stream_id >= static_cast<long long>(kNumStreams)) {
+              throw py::value_error("stream_id must be in 0..3, got " + std::to_string(stream_id));
+            }
+            check_metric(bandwidth_bps, "bandwidth_bps", false);
+            check_metric(latency_s, "latency_s", false);
+            check_metric(congestion, "congestion", true);
+            check_metric(success_rate, "success_rate", true);
+            e.update_stream(static_cast<std::size_t>(stream_id),
+                            StreamMetrics{bandwidth_bps, latency_s, congestion, success_rate});
+          },
+          py::arg("stream_id"), py::arg("bandwidth_bps"), py::arg("latency_s"), py::arg("congestion"),
+          py::arg("success_rate"))
+      .def(
+          "set_queue_depth",
+          [](DecisionEngine& e, double q) {
+            check_metric(q, "queue_depth", false);
+            e.set_queue_depth(q);
+          },
+          py::arg("queue_depth"))
+      .def_property_readonly("queue_depth", &DecisionEngine::queue_depth)
+      .def(
+          "stream",
+          [](const DecisionEngine& e, long long stream_id) {
+            if (stream_id < 0 || stream_id >= static_cast<long long>(kNumStreams)) {
+              throw py::value_error("stream_id must be in 0..3, got " + std::to_string(stream_id));
+            }
+            const StreamMetrics s = e.stream(static_cast<std::size_t>(stream_id));
+            return py::make_tuple(s.bandwidth_bps, s.latency_s, s.congestion, s.success_rate);
+          },
+          py::arg("stream_id"))
+      .def(
+          "set_model", [](DecisionEngine& e, std::shared_ptr<FusedMlp> m) { e.set_model(std::move(m)); },
+          py::arg("model").none(true))
+      .def_property("epsilon", &DecisionEngine::epsilon,
+                    [](DecisionEngine& e, double eps) {
+                      if (!(eps >= 0.0 && eps <= 1.0)) {
+                        throw py::value_error("epsilon must be in [0, 1], got " + std::to_string(eps));
+                      }
+                      e.set_epsilon(eps);
+                    })
+      .def("decide", &engine_decide, py::arg("size_bytes"), py::arg("priority"), py::arg("hour"),
+           py::arg("explore") = true, py::arg("q_values") = py::none(),
+           "(action, source, chunks, expected_time_s, confidence, state f32[20], raw f64[20], model_fault)")
+      .def("decide_raw", &engine_decide_raw, py::arg("raw_state"), py::arg("explore") = false,
+           py::arg("q_values") = py::none())
+      .def("decide_batch", &engine_decide_batch, py::arg("sizes_bytes"), py::arg("priorities"), py::arg("hour"),
+           py::arg("explore"), py::arg("actions"), py::arg("sources"), py::arg("chunks"),
+           py::arg("expected_times_s"), py::arg("confidences"), py::arg("states"))
+      .def("snapshot", &engine_snapshot, py::arg("size_bytes"), py::arg("priority"), py::arg("hour"),
+           "Raw state float64[20] from the current stream table (no validation of the task fields).");
+}
 
 }  // namespace itp::bind

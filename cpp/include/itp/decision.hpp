@@ -1,0 +1,87 @@
+// The decision path for one task, natively: snapshot the stream table, build and normalise the state,
+// run the Q-network (or take the caller's Q-values), epsilon-greedy, fall back to the heuristic on any
+// model fault, and split the bytes by equal finish time over effective rates.
+//
+// Thread-safety: every public method may be called from any number of threads at once. The stream table
+// is guarded by a mutex held only to copy 16 doubles; the model is swapped atomically (shared_ptr) so a
+// decision in flight keeps the network it started with; exploration draws come from a counter-based
+// generator (splitmix64 over an atomic counter), which needs no lock.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+
+#include "itp/actions.hpp"
+#include "itp/mlp.hpp"
+#include "itp/state.hpp"
+
+namespace itp {
+
+enum class DecisionSource : std::uint8_t { kModel = 0, kExplore = 1, kHeuristic = 2 };
+
+struct DecisionOutput {
+  int action = 0;
+  DecisionSource source = DecisionSource::kHeuristic;
+  bool model_fault = false;  // the model produced NaN/inf (the decision then came from the heuristic)
+  bool has_q = false;        // q_values holds the model's output
+  Split split;
+  double confidence = 0.0;  // see DecisionEngine::decide
+  std::array<double, kNumFeatures> raw{};
+  std::array<float, kNumFeatures> state{};
+  std::array<float, kNumActions> q_values{};
+};
+
+struct StreamMetrics {
+  double bandwidth_bps = 0.0;
+  double latency_s = 0.0;
+  double congestion = 0.0;
+  double success_rate = 1.0;
+};
+
+class DecisionEngine {
+ public:
+  explicit DecisionEngine(std::uint64_t seed);
+
+  // Caller-validated metrics (finite, non-negative, congestion and success rate in [0, 1]).
+  void update_stream(std::size_t stream_id, const StreamMetrics& metrics);
+  void set_queue_depth(double queue_depth);
+  StreamMetrics stream(std::size_t stream_id) const;
+  double queue_depth() const;
+
+  void set_model(std::shared_ptr<const FusedMlp> model);  // nullptr: heuristic only
+  std::shared_ptr<const FusedMlp> model() const;
+  void set_epsilon(double epsilon) noexcept { epsilon_.store(epsilon, std::memory_order_relaxed); }
+  double epsilon() const noexcept { return epsilon_.load(std::memory_order_relaxed); }
+
+  // Writes the raw state (caller units) for a task of this size/priority at this hour.
+  void snapshot(double size_bytes, double priority, double hour, double* raw) const;
+
+  // Decides one task. `external_q` (15 floats, may be null) replaces the native model, for models served
+  // by ONNX Runtime. `explore`: whether epsilon-greedy may pick a random action.
+  // Confidence: for model and explore decisions, the softmax probability softmax(Q)[action] of the
+  // executed action under the model's Q-values (reward units, temperature 1); for heuristic decisions,
+  // min_a T_a / T_action, how close the executed action's predicted completion time is to the best
+  // predicted time over all 15 actions (1 = the fastest predicted).
+  void decide(std::uint64_t size_bytes, double priority, double hour, const float* external_q, bool explore,
+              DecisionOutput& out) const;
+
+  // The same decision for a caller-provided raw state (no stream table): used for batch and simulation.
+  void decide_raw(const double* raw, std::uint64_t size_bytes, const float* external_q, bool explore,
+                  DecisionOutput& out) const;
+
+ private:
+  double next_uniform() const noexcept;
+
+  mutable std::mutex table_mutex_;
+  std::array<StreamMetrics, kNumStreams> streams_{};
+  double queue_depth_ = 0.0;
+  std::shared_ptr<const FusedMlp> model_;  // read/written with std::atomic_load/store
+  std::atomic<double> epsilon_{0.0};
+  std::uint64_t seed_;
+  mutable std::atomic<std::uint64_t> draw_counter_{0};
+};
+
+}  // namespace itp

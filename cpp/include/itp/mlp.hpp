@@ -1,0 +1,52 @@
+// Fused forward pass of the Q-network on one state: a chain of dense layers with ReLU between them.
+//
+// The exported model is Gemm -> Relu -> Gemm -> Relu -> Gemm -> Relu -> Gemm (BatchNorm already folded into
+// the following Gemm, dropout removed). For one state the network is ~28k multiply-adds and ~111 KiB of
+// weights; ONNX Runtime spends more time in call overhead than in arithmetic, so we run it here:
+//
+//   y_0 = x;   y_{k+1} = relu(W_k y_k + b_k)  (no relu after the last layer)
+//
+// Weights are stored transposed ([in][out], row-major) so that each input element scales one contiguous
+// row that is added to the output: an axpy the compiler vectorises without reassociating float sums (which
+// keeps the result bit-identical between the baseline and the AVX2 kernels). The kernel is compiled twice,
+// for baseline x86-64 and for x86-64-v3 (AVX2), and chosen once at run time from CPUID.
+#pragma once
+
+#include <cstddef>
+#include <vector>
+
+namespace itp {
+
+struct DenseLayer {
+  std::size_t in_dim = 0;
+  std::size_t out_dim = 0;
+  std::vector<float> weight_t;  // [in_dim][out_dim], row-major (W transposed)
+  std::vector<float> bias;      // [out_dim]
+};
+
+class FusedMlp {
+ public:
+  // Largest layer width the stack scratch holds.
+  static constexpr std::size_t kMaxWidth = 1024;
+
+  // Takes ownership of the layers. Throws std::invalid_argument if the chain is empty, the dimensions do
+  // not chain, a width exceeds kMaxWidth, or a weight is not finite.
+  explicit FusedMlp(std::vector<DenseLayer> layers);
+
+  // q[output_dim()] = network(x[input_dim()]). No allocation; const, so any number of threads may call it
+  // at once. O(sum in*out).
+  void forward(const float* x, float* q) const noexcept;
+
+  std::size_t input_dim() const noexcept { return layers_.front().in_dim; }
+  std::size_t output_dim() const noexcept { return layers_.back().out_dim; }
+  std::size_t num_layers() const noexcept { return layers_.size(); }
+  const std::vector<DenseLayer>& layers() const noexcept { return layers_; }
+
+  // "avx2" or "baseline": which kernel forward() runs on this CPU.
+  static const char* kernel_name() noexcept;
+
+ private:
+  std::vector<DenseLayer> layers_;
+};
+
+}  // namespace itp

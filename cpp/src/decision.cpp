@@ -1,0 +1,145 @@
+#include "itp/decision.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "itp/heuristic.hpp"
+
+namespace itp {
+
+namespace {
+
+std::uint64_t splitmix64(std::uint64_t x) noexcept {
+  x += 0x9E3779B97F4A7C15ULL;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+  return x ^ (x >> 31);
+}
+
+int argmax(const float* q) noexcept {
+  int best = 0;
+  for (int a = 1; a < kNumActions; ++a) {
+    if (q[a] > q[best]) best = a;
+  }
+  return best;
+}
+
+double softmax_prob(const float* q, int action) noexcept {
+  const float qmax = q[argmax(q)];
+  double denom = 0.0;
+  for (int a = 0; a < kNumActions; ++a) denom += std::exp(static_cast<double>(q[a] - qmax));
+  return std::exp(static_cast<double>(q[action] - qmax)) / denom;
+}
+
+bool all_finite(const float* q) noexcept {
+  for (int a = 0; a < kNumActions; ++a) {
+    if (!std::isfinite(q[a])) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+DecisionEngine::DecisionEngine(std::uint64_t seed) : seed_(seed) {}
+
+void DecisionEngine::update_stream(std::size_t stream_id, const StreamMetrics& metrics) {
+  std::lock_guard<std::mutex> lock(table_mutex_);
+  streams_.at(stream_id) = metrics;
+}
+
+void DecisionEngine::set_queue_depth(double queue_depth) {
+  std::lock_guard<std::mutex> lock(table_mutex_);
+  queue_depth_ = queue_depth;
+}
+
+StreamMetrics DecisionEngine::stream(std::size_t stream_id) const {
+  std::lock_guard<std::mutex> lock(table_mutex_);
+  return streams_.at(stream_id);
+}
+
+double DecisionEngine::queue_depth() const {
+  std::lock_guard<std::mutex> lock(table_mutex_);
+  return queue_depth_;
+}
+
+void DecisionEngine::set_model(std::shared_ptr<const FusedMlp> model) {
+  std::atomic_store(&model_, std::move(model));
+}
+
+std::shared_ptr<const FusedMlp> DecisionEngine::model() const { return std::atomic_load(&model_); }
+
+void DecisionEngine::snapshot(double size_bytes, double priority, double hour, double* raw) const {
+  {
+    std::lock_guard<std::mutex> lock(table_mutex_);
+    for (std::size_t i = 0; i < kNumStreams; ++i) {
+      raw[kBandwidthOffset + i] = streams_[i].bandwidth_bps;
+      raw[kLatencyOffset + i] = streams_[i].latency_s;
+      raw[kCongestionOffset + i] = streams_[i].congestion;
+      raw[kSuccessRateOffset + i] = streams_[i].success_rate;
+    }
+    raw[kQueueDepthIndex] = queue_depth_;
+  }
+  raw[kTaskSizeIndex] = size_bytes;
+  raw[kPriorityIndex] = priority;
+  raw[kTimeOfDayIndex] = hour;
+}
+
+double DecisionEngine::next_uniform() const noexcept {
+  const std::uint64_t n = draw_counter_.fetch_add(1, std::memory_order_relaxed);
+  return static_cast<double>(splitmix64(seed_ ^ splitmix64(n)) >> 11) * 0x1.0p-53;
+}
+
+void DecisionEngine::decide(std::uint64_t size_bytes, double priority, double hour, const float* external_q,
+                            bool explore, DecisionOutput& out) const {
+  snapshot(static_cast<double>(size_bytes), priority, hour, out.raw.data());
+  decide_raw(out.raw.data(), size_bytes, external_q, explore, out);
+}
+
+void DecisionEngine::decide_raw(const double* raw, std::uint64_t size_bytes, const float* external_q,
+                                bool explore, DecisionOutput& out) const {
+  if (raw != out.raw.data()) std::copy(raw, raw + kNumFeatures, out.raw.begin());
+  normalize_state(out.raw.data(), out.state.data());
+  out.model_fault = false;
+  out.has_q = false;
+  if (external_q != nullptr) {
+    std::copy(external_q, external_q + kNumActions, out.q_values.begin());
+    out.has_q = true;
+  } else if (const auto m = model()) {
+    m->forward(out.state.data(), out.q_values.data());
+    out.has_q = true;
+  }
+  if (out.has_q && !all_finite(out.q_values.data())) {
+    out.has_q = false;
+    out.model_fault = true;
+  }
+
+  std::array<double, kNumStreams> rate{};
+  effective_rates(out.raw.data(), rate.data());
+  const double* latency = out.raw.data() + kLatencyOffset;
+
+  if (out.has_q) {
+    const double eps = epsilon();
+    if (explore && eps > 0.0 && next_uniform() < eps) {
+      out.action = std::min(kNumActions - 1, static_cast<int>(next_uniform() * kNumActions));
+      out.source = DecisionSource::kExplore;
+    } else {
+      out.action = argmax(out.q_values.data());
+      out.source = DecisionSource::kModel;
+    }
+    out.confidence = softmax_prob(out.q_values.data(), out.action);
+    out.split = split_bytes(size_bytes, action_mask(out.action), rate.data(), latency);
+    return;
+  }
+
+  std::array<double, kNumActions> times{};
+  out.action = heuristic_action(out.raw.data(), size_bytes, times.data());
+  out.source = DecisionSource::kHeuristic;
+  out.split = split_bytes(size_bytes, action_mask(out.action), rate.data(), latency);
+  double best = std::numeric_limits<double>::infinity();
+  for (double t : times) best = std::min(best, t);
+  const double mine = times[static_cast<std::size_t>(out.action)];
+  out.confidence = (std::isfinite(mine) && mine > 0.0) ? std::min(1.0, best / mine) : 0.0;
+}
+
+}  // namespace itp

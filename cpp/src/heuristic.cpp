@@ -1,0 +1,35 @@
+#include "itp/heuristic.hpp"
+
+#include <limits>
+
+namespace itp {
+
+void effective_rates(const double* raw, double* rate_out) noexcept {
+  for (std::size_t i = 0; i < kNumStreams; ++i) {
+    rate_out[i] = raw[kBandwidthOffset + i] * raw[kSuccessRateOffset + i];
+  }
+}
+
+int heuristic_action(const double* raw, std::uint64_t size_bytes, double* predicted_times_out) noexcept {
+  double rate[kNumStreams];
+  effective_rates(raw, rate);
+  const double* latency = raw + kLatencyOffset;
+  int best = 0;
+  double best_score = std::numeric_limits<double>::infinity();
+  for (int a = 0; a < kNumActions; ++a) {
+    const Split s = split_bytes(size_bytes, action_mask(a), rate, latency);
+    if (predicted_times_out != nullptr) predicted_times_out[a] = s.expected_time_s;
+    double fail_mass = 0.0;
+    for (std::size_t i = 0; i < kNumStreams; ++i) {
+      if ((s.used_mask >> i) & 1U) fail_mass += 1.0 - raw[kSuccessRateOffset + i];
+    }
+    const double score = s.expected_time_s * (1.0 + fail_mass);
+    if (score < best_score) {
+      best_score = score;
+      best = a;
+    }
+  }
+  return best;
+}
+
+}  // namespace itp

@@ -1,0 +1,315 @@
+"""ExperienceRing (itp/ring.py, cpp/include/itp/ring.hpp): FIFO semantics against ReferenceRing,
+bad input, drain_into, and real-thread concurrency with every record counted and checksummed."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from reference_replay import ReferenceRing, Row
+
+from itp import ExperienceRing, PrioritizedReplay, TransitionBatch, _native
+
+F = 20
+
+
+def make_rows(n: int, seed: int) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    return {
+        "states": rng.random((n, F), dtype=np.float32),
+        "actions": rng.integers(0, 15, n).astype(np.int64),
+        "rewards": rng.normal(size=n).astype(np.float32),
+        "next_states": rng.random((n, F), dtype=np.float32),
+        "dones": (rng.random(n) < 0.2).astype(np.float32),
+    }
+
+
+def rows_of(cols: dict[str, Any]) -> list[Row]:
+    return [
+        Row(
+            cols["states"][i].copy(),
+            int(cols["actions"][i]),
+            float(cols["rewards"][i]),
+            cols["next_states"][i].copy(),
+            bool(cols["dones"][i]),
+        )
+        for i in range(len(cols["actions"]))
+    ]
+
+
+def assert_batch_equals(batch: TransitionBatch, rows: list[Row]) -> None:
+    assert len(batch) == len(rows)
+    if not rows:
+        return
+    np.testing.assert_array_equal(batch.states, np.stack([r.state for r in rows]))
+    np.testing.assert_array_equal(batch.next_states, np.stack([r.next_state for r in rows]))
+    assert batch.actions.tolist() == [r.action for r in rows]
+    assert batch.rewards.tolist() == [r.reward for r in rows]
+    assert batch.dones.tolist() == [float(r.done) for r in rows]
+
+
+@pytest.mark.parametrize(
+    ("asked", "real"), [(1, 2), (2, 2), (3, 4), (1000, 1024), (1024, 1024), (2**16 + 1, 2**17)]
+)
+def test_capacity_rounds_up_to_a_power_of_two(asked: int, real: int) -> None:
+    ring = ExperienceRing(asked)
+    assert ring.capacity == real
+    assert (ring.pushed, ring.dropped, ring.drained, ring.size) == (0, 0, 0, 0)
+
+
+class RingMachine(RuleBasedStateMachine):
+    """Single-threaded interleavings of pushes and drains against a bounded deque."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ring: ExperienceRing
+        self.ref: ReferenceRing
+
+    @initialize(capacity=st.integers(1, 20))
+    def init(self, capacity: int) -> None:
+        self.ring = ExperienceRing(capacity)
+        self.ref = ReferenceRing(capacity)
+
+    @rule(seed=st.integers(0, 2**32))
+    def try_push(self, seed: int) -> None:
+        (row,) = rows_of(make_rows(1, seed))
+        ok = self.ring.try_push(row.state, row.action, row.reward, row.next_state, row.done)
+        assert ok == self.ref.try_push(row)
+
+    @rule(n=st.integers(0, 25), seed=st.integers(0, 2**32))
+    def push_batch(self, n: int, seed: int) -> None:
+        cols = make_rows(n, seed)
+        assert self.ring.push_batch(**cols) == self.ref.push_batch(rows_of(cols))
+
+    @rule(max_records=st.integers(0, 30))
+    def drain(self, max_records: int) -> None:
+        assert_batch_equals(self.ring.drain(max_records), self.ref.drain(max_records))
+
+    @invariant()
+    def counters_agree(self) -> None:
+        if not hasattr(self, "ref"):
+            return
+        assert self.ring.capacity == self.ref.capacity
+        assert self.ring.pushed == self.ref.pushed
+        assert self.ring.dropped == self.ref.dropped
+        assert self.ring.drained == self.ref.drained
+        assert self.ring.size == len(self.ring) == len(self.ref.queue)
+
+
+TestRingMachine = RingMachine.TestCase
+TestRingMachine.settings = settings(max_examples=80, stateful_step_count=40, deadline=None)
+
+
+def test_full_ring_rejects_without_overwriting() -> None:
+    ring = ExperienceRing(4)
+    cols = make_rows(6, 1)
+    assert ring.push_batch(**cols) == 4  # stops at the first that does not fit
+    assert ring.dropped == 2
+    s = cols["states"][5]
+    assert ring.try_push(s, 1, 0.0, s, False) is False
+    assert ring.dropped == 3
+    assert_batch_equals(ring.drain(10), rows_of(cols)[:4])  # the first four, untouched
+    assert ring.size == 0
+
+
+def test_drain_into_replay_preserves_order_and_counts() -> None:
+    ring = ExperienceRing(64)
+    replay = PrioritizedReplay(100, alpha=1.0)
+    cols = make_rows(50, 2)
+    assert ring.push_batch(**cols) == 50
+    assert ring.drain_into(replay, 30) == 30
+    assert ring.drain_into(replay, 1000) == 20
+    assert ring.drain_into(replay, 1000) == 0
+    assert (ring.drained, ring.size, len(replay), replay.rejected_records) == (50, 0, 50, 0)
+    snap = replay._native_buffer.snapshot()
+    np.testing.assert_array_equal(snap["states"], cols["states"])
+    np.testing.assert_array_equal(snap["next_states"], cols["next_states"])
+    assert snap["actions"].tolist() == cols["actions"].tolist()
+    assert snap["rewards"].tolist() == cols["rewards"].tolist()
+    assert snap["dones"].tolist() == cols["dones"].astype(np.uint8).tolist()
+    assert replay.priorities(np.arange(50)).tolist() == [1.0] * 50
+    assert replay.check_invariants()
+
+
+def _good() -> list[Any]:
+    return [np.full(F, 0.5, np.float32), 3, 1.0, np.full(F, 0.25, np.float32), False]
+
+
+def _with(pos: int, value: Any) -> list[Any]:
+    args = _good()
+    args[pos] = value
+    return args
+
+
+BAD_PUSH: list[tuple[list[Any], type[Exception], str]] = [
+    (_with(0, np.zeros(21)), ValueError, r"state must have shape \(20,\), got \(21,\)"),
+    (_with(0, np.full(F, np.nan)), ValueError, r"state\[0\] must be finite, got nan"),
+    (_with(3, "abc"), TypeError, "next_state must hold numbers"),
+    (_with(1, 15), ValueError, "action must be in 0..14, got 15"),
+    (_with(1, 2.0), TypeError, "action must be an int, got float"),
+    (_with(2, math.inf), ValueError, "reward must be finite"),
+    (_with(4, 3), ValueError, "done must be a bool"),
+]
+
+
+@pytest.mark.parametrize(("args", "exc", "match"), BAD_PUSH)
+def test_bad_try_push_is_rejected_and_counts_nothing(
+    args: list[Any], exc: type[Exception], match: str
+) -> None:
+    ring = ExperienceRing(8)
+    with pytest.raises(exc, match=match):
+        ring.try_push(*args)
+    assert (ring.pushed, ring.dropped, ring.size) == (0, 0, 0)
+
+
+def _poke(key: str, index: Any, value: Any) -> dict[str, Any]:
+    cols = make_rows(5, 0)
+    arr = cols[key].copy()
+    arr[index] = value
+    cols[key] = arr
+    return cols
+
+
+BAD_PUSH_BATCH: list[tuple[dict[str, Any], type[Exception], str]] = [
+    (_poke("states", (4, 19), np.nan), ValueError, r"states\[4, 19\] must be finite, got nan"),
+    (_poke("actions", 0, -1), ValueError, r"actions\[0\] must be in 0..14, got -1"),
+    (_poke("dones", 2, 7), ValueError, r"dones\[2\] must be 0 or 1, got 7"),
+    (
+        {**make_rows(5, 0), "actions": np.zeros(5, np.float32)},
+        TypeError,
+        "actions must have an integer dtype, got float32",
+    ),
+    ({**make_rows(5, 0), "rewards": np.zeros(4)}, ValueError, r"rewards must have shape \(5,\)"),
+]
+
+
+@pytest.mark.parametrize(("cols", "exc", "match"), BAD_PUSH_BATCH)
+def test_bad_push_batch_pushes_nothing(
+    cols: dict[str, Any], exc: type[Exception], match: str
+) -> None:
+    ring = ExperienceRing(8)
+    with pytest.raises(exc, match=match):
+        ring.push_batch(**cols)
+    assert (ring.pushed, ring.dropped, ring.size) == (0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("call", "exc", "match"),
+    [
+        (lambda r: r.drain(-1), ValueError, "max_records must be in 0..2147483647, got -1"),
+        (lambda r: r.drain(1.5), TypeError, "max_records must be an int, got float"),
+        (lambda r: r.drain_into(object(), 5), TypeError, "replay must be a PrioritizedReplay"),
+        (lambda r: r.drain_into(PrioritizedReplay(4), -2), ValueError, "max_records must be in"),
+    ],
+)
+def test_bad_drain_arguments(call: Any, exc: type[Exception], match: str) -> None:
+    ring = ExperienceRing(8)
+    ring.push_batch(**make_rows(3, 0))
+    with pytest.raises(exc, match=match):
+        call(ring)
+    assert (ring.size, ring.drained) == (3, 0)
+
+
+@pytest.mark.parametrize(
+    ("capacity", "exc", "match"),
+    [
+        (0, ValueError, "capacity must be in 1..4194304, got 0"),
+        (2**22 + 1, ValueError, "capacity must be in 1..4194304, got 4194305"),
+        (8.0, TypeError, "capacity must be an int, got float"),
+    ],
+)
+def test_bad_capacity(capacity: Any, exc: type[Exception], match: str) -> None:
+    with pytest.raises(exc, match=match):
+        ExperienceRing(capacity)
+
+
+def test_native_push_benchmark_checks_every_record() -> None:
+    ring = _native.ExperienceRing(1024)
+    for batch in (1, 64):
+        seconds = _native._ring_push_benchmark(ring, 2, 50_000, batch)
+        assert seconds > 0
+    assert ring.pushed == ring.drained == 200_000
+    assert ring.size == 0
+    ring.try_push(np.zeros(F, np.float32), 0, 0.0, np.zeros(F, np.float32), False)
+    with pytest.raises(ValueError, match="the ring must be empty"):
+        _native._ring_push_benchmark(ring, 2, 10, 1)
+    with pytest.raises(ValueError, match=r"n_threads must be in 1\.\.64, got 0"):
+        _native._ring_push_benchmark(_native.ExperienceRing(8), 0, 10, 1)
+
+
+def test_eight_python_producers_one_consumer_every_record_exactly_once() -> None:
+    """8 threads push 1,000,000 records each (push_batch, chunks of 10k, retrying what did not fit)
+    while one thread drains. Each record carries (producer, sequence); every one must arrive once,
+    in its producer's order, with a matching checksum; pushed == drained; rejections counted."""
+    n_producers, per_producer, chunk = 8, 1_000_000, 10_000
+    total = n_producers * per_producer
+    ring = ExperienceRing(1 << 16)
+    rejected = [0] * n_producers
+    errors: list[BaseException] = []
+
+    def producer(t: int) -> None:
+        try:
+            states = np.zeros((chunk, F), np.float32)
+            states[:, 1] = t
+            actions = np.full(chunk, t % 15, np.int64)
+            dones = np.zeros(chunk, np.float32)
+            for start in range(0, per_producer, chunk):
+                seq = np.arange(start, start + chunk)
+                states[:, 0] = seq  # exact in float32 below 2**24
+                rewards = (seq % 997).astype(np.float32)
+                offset = 0
+                while offset < chunk:
+                    k = ring.push_batch(
+                        states[offset:],
+                        actions[offset:],
+                        rewards[offset:],
+                        states[offset:],
+                        dones[offset:],
+                    )
+                    rejected[t] += chunk - offset - k
+                    offset += k
+                    if k == 0:
+                        time.sleep(0.0005)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    producers = [threading.Thread(target=producer, args=(t,)) for t in range(n_producers)]
+    for p in producers:
+        p.start()
+    tids: list[np.ndarray] = []
+    seqs: list[np.ndarray] = []
+    checksum = np.zeros(n_producers)
+    received = 0
+    deadline = time.monotonic() + 120
+    while received < total and time.monotonic() < deadline:
+        batch = ring.drain(1 << 16)
+        if len(batch) == 0:
+            time.sleep(0.0002)
+            continue
+        received += len(batch)
+        tid = batch.states[:, 1].astype(np.int64)
+        assert np.array_equal(batch.actions, tid % 15)
+        assert np.array_equal(batch.next_states, batch.states)
+        tids.append(tid.astype(np.int8))
+        seqs.append(batch.states[:, 0].astype(np.int32))
+        checksum += np.bincount(tid, weights=batch.rewards, minlength=n_producers)
+    for p in producers:
+        p.join()
+    assert not errors, errors
+    assert received == total
+    assert ring.pushed == ring.drained == total
+    assert ring.size == 0
+    assert ring.dropped == sum(rejected)
+    all_tids, all_seqs = np.concatenate(tids), np.concatenate(seqs)
+    expected_seq = np.arange(per_producer)
+    for t in range(n_producers):
+        # Exactly once and in the producer's order: the sequence seen is 0, 1, 2, ...
+        np.testing.assert_array_equal(all_seqs[all_tids == t], expected_seq)
+    assert checksum.tolist() == [float(np.sum(expected_seq % 997))] * n_producers
