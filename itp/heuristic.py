@@ -1,0 +1,79 @@
+"""The best non-learned policy: the production fallback and the bar a learned model has to clear.
+
+Rule (implemented natively in ``cpp/src/heuristic.cpp``; :func:`heuristic_action_reference` is the slow,
+obviously right pure-Python copy the tests compare it against):
+
+* Effective rate of stream i: ``e_i = bandwidth_i * success_rate_i`` (bit/s). A chunk that fails is resent,
+  so on average ``1 / success_i`` sends carry each byte.
+* For each of the 15 actions, the equal-finish-time split over the effective rates and the measured
+  latencies predicts a completion time ``T_a`` (seconds; ``itp.actions.split_task``).
+* A split is only as fast as its slowest chunk, and every stream used is one more chance for a failed
+  chunk to become the straggler, so the rule scores ``score_a = T_a * (1 + sum_{i used} (1 - success_i))``
+  and picks the lowest score; ties go to the lower action index (fewer streams).
+
+With perfect streams (success 1) this is the fastest predicted split: for large tasks all four streams in
+proportion to rate, for small tasks only the streams whose latency is below the finish time.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from itp import _native
+from itp.actions import ACTION_STREAMS, NUM_ACTIONS, split_task
+from itp.state import NUM_STREAMS
+
+__all__ = ["HeuristicPolicy", "heuristic_action", "heuristic_action_reference"]
+
+FloatArray = npt.NDArray[np.float64]
+
+_BANDWIDTH: Final = 0
+_LATENCY: Final = 4
+_SUCCESS: Final = 12
+_TASK_SIZE: Final = 17
+
+
+def _size_bytes(raw_state: FloatArray) -> int:
+    return max(1, round(float(raw_state[_TASK_SIZE])))
+
+
+def heuristic_action(raw_state: npt.ArrayLike) -> int:
+    """The heuristic's action (0..14) for a raw state (float64[20], caller units, ``itp.state`` layout).
+
+    Raises:
+        ValueError: a NaN, infinite or negative feature (named), or a task size outside 1..2**50.
+
+    Native, O(15 splits), thread-safe, GIL released.
+    """
+    return int(_native.heuristic_action(np.asarray(raw_state, dtype=np.float64)))
+
+
+def heuristic_action_reference(raw_state: npt.ArrayLike) -> int:
+    """Pure-Python copy of the rule (slow; for tests and documentation)."""
+    raw = np.asarray(raw_state, dtype=np.float64)
+    size = _size_bytes(raw)
+    rate = [float(raw[_BANDWIDTH + i]) * float(raw[_SUCCESS + i]) for i in range(NUM_STREAMS)]
+    latency = [float(raw[_LATENCY + i]) for i in range(NUM_STREAMS)]
+    best, best_score = 0, math.inf
+    for a in range(NUM_ACTIONS):
+        split = split_task(size, a, rate, latency)
+        fail_mass = sum(1.0 - float(raw[_SUCCESS + i]) for i in split.stream_ids)
+        score = split.expected_time_s * (1.0 + fail_mass)
+        if score < best_score:
+            best, best_score = a, score
+    assert best in range(NUM_ACTIONS) and len(ACTION_STREAMS) == NUM_ACTIONS
+    return best
+
+
+class HeuristicPolicy:
+    """The heuristic as a simulator policy (``itp.sim.policy.Policy``); stateless, thread-safe."""
+
+    name = "heuristic"
+
+    def select_action(self, raw_state: FloatArray) -> int:
+        """The heuristic's action for a raw state (see :func:`heuristic_action`)."""
+        return heuristic_action(raw_state)

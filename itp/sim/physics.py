@@ -1,0 +1,576 @@
+"""Network physics of the simulator: 4 parallel streams, time-varying rates, set-up, slow start, losses.
+
+Everything here is a pure function of a *realisation* (rate trajectories, per-task random draws) drawn
+once per episode from the seed; nothing depends on the actions taken, so any action can be evaluated on
+the same future (``PartitionEnv.simulate_action``).
+
+Rate trajectories
+-----------------
+Each stream i has an available rate ``r_i(t)`` (bit/s), piecewise constant on bins of ``bin_s`` seconds
+(default 0.1 s) and looped with period ``P_i = n_i * bin_s``. With ``R[k] = r[k] * bin_s`` (bits per bin)
+and prefix sums ``C[k] = sum_{j<k} R[j]`` (one loop carries ``B = C[n]`` bits), the capacity delivered
+from time 0 to t is exact::
+
+    k = floor(t / bin_s),  (q, m) = divmod(k, n)
+    Cap(t) = q * B + C[m] + (t / bin_s - k) * R[m]
+
+A transfer of b bits starting at t0 ends at the earliest ``t`` with ``Cap(t) - Cap(t0) = b``: with
+``y = Cap(t0) + b``, ``q = ceil(y / B) - 1``, ``z = y - q B`` in (0, B], the bin is ``m = min{k: C[k+1] >= z}``
+(a binary search, ``np.searchsorted``) and ``t = (q n + m + (z - C[m]) / R[m]) * bin_s``. So a rate drop
+mid-chunk slows that chunk exactly, and an outage (zero bins) stalls it until the rate returns.
+
+* **Synthetic** (``synthetic_stream``): per stream, a regime chain normal -> degraded/outage with
+  exponential dwell times (means ``dwell_s``, the normal dwell scaled per stream by a log-uniform
+  stability factor), multiplying an operating mean rate ``m_i ~ LogU[rate_min_bps, rate_max_bps]``:
+  ``r(t) = m_i * f_regime * (1 - 0.4 g(t)) * (1 - diurnal_amplitude * D(h)) * exp(s n(t) - s^2/2)``
+  with ``f = (1, 0.35, 0.03)``, ``g`` a shared (cross-stream correlated) congestion level, ``n`` a
+  unit-variance 1-s-correlated noise, and ``D(h) = (1 + cos(2 pi (h - 20) / 24)) / 2`` the diurnal load
+  (peak at 20:00). Congestion ``c_i(t) = clip(rho g + (1 - rho) h_i + c_regime + 0.2 D, 0, 1)`` with
+  ``c_regime = (0, 0.5, 0.9)``; ``g, h_i`` are smoothed Gaussian processes (time constant
+  ``congestion_tau_s``) mapped through ``clip(0.15 + 0.15 z, 0, 1)``.
+* **Trace** (``trace_stream``): ``r_i(t) = m_i / mean(trace) * trace(t + offset_i)`` (shape kept, scaled to
+  the operating mean, random start offset, looped); congestion ``c_i = clip(1 - smooth_1s(trace) / mean, 0, 1)``.
+
+Per-chunk physics (``simulate_chunk``)
+-------------------------------------
+A chunk of S bytes on stream i starting at t0, attempt j = 0, 1, ..., ``max_attempts - 1``:
+
+* RTT: ``rtt = base_rtt_i * (1 + queueing_factor * c_i(t)) + jitter_i * z_j``, ``z_j ~ Exp(1)``.
+* Set-up (connection/request): ``setup_rtts * rtt``; data starts at ``t_d = t + setup_rtts * rtt``.
+* Slow start from an initial window ``W = 8 * initial_window_bytes`` bits, doubling per RTT up to the
+  rate available at ``t_d`` (``r0``): ``n = log2(r0 rtt / W)`` rounds carry ``B_ramp = r0 rtt - W`` bits
+  (0 if ``r0 rtt <= W``). If ``8 S <= B_ramp`` the data ends at ``t_d + rtt * log2(1 + 8 S / W)``; otherwise
+  the rest ``8 S - B_ramp`` is integrated over ``r_i`` from ``t_d + n rtt`` (formula above).
+* Loss: the attempt fails with ``q = 1 - (1 - q0) exp(-lam * D)`` where D is the data duration,
+  ``q0 = min(0.9, l_i (loss_base + loss_congestion c))``, ``lam = l_i (hazard_base_per_s +
+  hazard_congestion_per_s c)`` (c at the attempt start, ``l_i`` a per-stream loss multiplier). A failing
+  attempt dies after a fraction ``f_j ~ U(0, 1)`` of D; the chunk is resent whole after
+  ``rto = max(rto_min_s, 2 rtt)``. Each resend is one retransmission. After ``max_attempts`` failed
+  attempts the chunk (hence the task) fails.
+* Completion: the last byte arrives half an RTT after it is sent: ``finish = t_end + rtt / 2``.
+
+A task's chunks run in parallel; it completes when its last chunk does:
+``completion_time_s = max_i finish_i - t0``; goodput = delivered bytes * 8 / completion_time_s.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+from itp.reward import DEFAULT_REWARD_WEIGHTS, RewardWeights
+from itp.sim.traces import Trace
+
+__all__ = [
+    "ChunkResult",
+    "SimConfig",
+    "StreamParams",
+    "StreamTrajectory",
+    "simulate_chunk",
+    "synthetic_stream",
+    "trace_stream",
+]
+
+FloatArray = npt.NDArray[np.float64]
+
+# Regimes of the synthetic chain: 0 normal, 1 degraded, 2 outage.
+_REGIME_RATE_FACTOR = np.array([1.0, 0.35, 0.03])
+_REGIME_CONGESTION = np.array([0.0, 0.5, 0.9])
+# Transition probabilities out of each regime (rows: from; columns: to), no self-loops.
+_REGIME_NEXT = ((0.0, 0.7, 0.3), (0.7, 0.0, 0.3), (0.5, 0.5, 0.0))
+_REGIME_NEXT_CUM = tuple((row[0], row[0] + row[1]) for row in _REGIME_NEXT)
+
+
+def _check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
+    ok = math.isfinite(value) and (value >= 0.0 if allow_zero else value > 0.0)
+    if not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"SimConfig.{name} must be finite and {bound}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Every knob of the simulator (units in the names). Defaults are the documented environment.
+
+    Episode and tasks:
+        tasks_per_episode: decisions per episode (the episode is truncated after them).
+        task_size_min_bytes, task_size_max_bytes: bounds of the log-uniform task size.
+        fixed_task_size_bytes: if set, every task has this size (tests, sweeps).
+        mean_interarrival_s: mean of the exponential gaps between task arrivals (queue depth follows
+            from arrivals while the sender is busy).
+    Streams:
+        bin_s: rate bin width, seconds.
+        synthetic_period_s: loop length of a synthetic trajectory, seconds.
+        rate_min_bps, rate_max_bps: log-uniform range of each stream's operating mean rate.
+        base_rtt_min_s, base_rtt_max_s: log-uniform range of each stream's base RTT.
+        jitter_fraction: mean RTT jitter as a fraction of the base RTT.
+        queueing_factor: RTT inflation at full congestion (rtt = base (1 + factor c)).
+        dwell_s: mean dwell (normal, degraded, outage) of the synthetic regime chain, seconds.
+        stability_max: normal dwell is scaled per stream by LogU[1/stability_max, stability_max].
+        congestion_correlation: weight rho of the shared congestion level.
+        congestion_tau_s: time constant of the congestion processes, seconds.
+        diurnal_amplitude: rate reduction at the diurnal peak (20:00), fraction.
+        rate_noise_sigma: log-sd of the fast (1 s) rate noise.
+    Transport:
+        setup_rtts: connection/request set-up per chunk attempt, in RTTs.
+        initial_window_bytes: slow-start initial window (10 x 1460 B).
+        rto_min_s: minimum retransmission timeout.
+        max_attempts: attempts per chunk before the task fails.
+        loss_base, loss_congestion: per-attempt failure probability q0 = l (base + congestion * c).
+        hazard_base_per_s, hazard_congestion_per_s: failure hazard per second of data transfer.
+        loss_multiplier_max: per-stream loss multiplier l ~ LogU[1/sqrt(max), max].
+    Observation (the sender's estimates):
+        rate_ewma_alpha, rtt_ewma_alpha, success_ewma_alpha: EWMA weights of new samples.
+        probe_interval_s: a stream not measured for this long is probed at the next decision.
+        probe_window_s: a probe measures the mean rate over the last this many seconds.
+        probe_noise_sigma, sample_noise_sigma: log-sd of probe and chunk throughput measurements.
+    reward_weights: weights of ``itp.reward.compute_reward``.
+    """
+
+    tasks_per_episode: int = 64
+    task_size_min_bytes: int = 64 * 1024
+    task_size_max_bytes: int = 4 * 1024**3
+    fixed_task_size_bytes: int | None = None
+    mean_interarrival_s: float = 2.0
+    bin_s: float = 0.1
+    synthetic_period_s: float = 1800.0
+    rate_min_bps: float = 50e6
+    rate_max_bps: float = 1e9
+    base_rtt_min_s: float = 0.01
+    base_rtt_max_s: float = 0.15
+    jitter_fraction: float = 0.1
+    queueing_factor: float = 1.0
+    dwell_s: tuple[float, float, float] = (45.0, 10.0, 2.0)
+    stability_max: float = 3.0
+    congestion_correlation: float = 0.6
+    congestion_tau_s: float = 20.0
+    diurnal_amplitude: float = 0.3
+    rate_noise_sigma: float = 0.15
+    setup_rtts: float = 1.5
+    initial_window_bytes: int = 14600
+    rto_min_s: float = 0.2
+    max_attempts: int = 4
+    loss_base: float = 0.002
+    loss_congestion: float = 0.05
+    hazard_base_per_s: float = 0.0002
+    hazard_congestion_per_s: float = 0.004
+    loss_multiplier_max: float = 4.0
+    rate_ewma_alpha: float = 0.3
+    rtt_ewma_alpha: float = 0.25
+    success_ewma_alpha: float = 0.1
+    probe_interval_s: float = 5.0
+    probe_window_s: float = 1.0
+    probe_noise_sigma: float = 0.25
+    sample_noise_sigma: float = 0.05
+    reward_weights: RewardWeights = field(default=DEFAULT_REWARD_WEIGHTS)
+
+    def __post_init__(self) -> None:
+        for name in ("tasks_per_episode", "task_size_min_bytes", "task_size_max_bytes", "max_attempts",
+                     "initial_window_bytes"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"SimConfig.{name} must be an int >= 1, got {v!r}")
+        if self.task_size_min_bytes > self.task_size_max_bytes:
+            raise ValueError(
+                f"SimConfig.task_size_min_bytes ({self.task_size_min_bytes}) must be <= "
+                f"task_size_max_bytes ({self.task_size_max_bytes})"
+            )
+        if self.task_size_max_bytes > 2**50:
+            raise ValueError(f"SimConfig.task_size_max_bytes must be <= 2**50, got {self.task_size_max_bytes}")
+        f = self.fixed_task_size_bytes
+        if f is not None and (not isinstance(f, int) or isinstance(f, bool) or not 1 <= f <= 2**50):
+            raise ValueError(f"SimConfig.fixed_task_size_bytes must be None or an int in 1..2**50, got {f!r}")
+        for name in ("mean_interarrival_s", "bin_s", "synthetic_period_s", "rate_min_bps", "rate_max_bps",
+                     "base_rtt_min_s", "base_rtt_max_s", "congestion_tau_s", "rto_min_s",
+                     "probe_interval_s", "probe_window_s"):
+            _check_positive(name, getattr(self, name))
+        for name in ("jitter_fraction", "queueing_factor", "setup_rtts", "rate_noise_sigma", "loss_base",
+                     "loss_congestion", "hazard_base_per_s", "hazard_congestion_per_s",
+                     "probe_noise_sigma", "sample_noise_sigma"):
+            _check_positive(name, getattr(self, name), allow_zero=True)
+        for name in ("congestion_correlation", "diurnal_amplitude"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and 0.0 <= v <= 1.0):
+                raise ValueError(f"SimConfig.{name} must be in [0, 1], got {v!r}")
+        for name in ("rate_ewma_alpha", "rtt_ewma_alpha", "success_ewma_alpha"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and 0.0 < v <= 1.0):
+                raise ValueError(f"SimConfig.{name} must be in (0, 1], got {v!r}")
+        if self.rate_min_bps > self.rate_max_bps:
+            raise ValueError(f"SimConfig.rate_min_bps ({self.rate_min_bps}) must be <= rate_max_bps")
+        if self.base_rtt_min_s > self.base_rtt_max_s:
+            raise ValueError(f"SimConfig.base_rtt_min_s ({self.base_rtt_min_s}) must be <= base_rtt_max_s")
+        if len(self.dwell_s) != 3 or not all(math.isfinite(d) and d > 0 for d in self.dwell_s):
+            raise ValueError(f"SimConfig.dwell_s must be 3 positive durations, got {self.dwell_s!r}")
+        for name in ("stability_max", "loss_multiplier_max"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 1.0):
+                raise ValueError(f"SimConfig.{name} must be >= 1, got {v!r}")
+        if not isinstance(self.reward_weights, RewardWeights):
+            raise TypeError(f"SimConfig.reward_weights must be a RewardWeights, got {self.reward_weights!r}")
+
+
+class StreamTrajectory:
+    """One stream's looped, piecewise-constant available rate and congestion level.
+
+    The arrays may be shared between trajectories (traces are parsed once); ``scale`` and ``offset_s``
+    turn a trace into this stream's rate without copying: ``r(t) = scale * base_rate(t + offset_s)``.
+
+    Not thread-safe to mutate (it is never mutated after construction); O(log n) queries.
+    """
+
+    __slots__ = ("_congestion", "_loop_bits", "_n", "_prefix", "_rate", "bin_s", "offset_s", "scale")
+
+    def __init__(
+        self,
+        base_rate_bps: FloatArray,
+        congestion: FloatArray,
+        *,
+        bin_s: float,
+        scale: float = 1.0,
+        offset_s: float = 0.0,
+        prefix_bits: FloatArray | None = None,
+    ) -> None:
+        if base_rate_bps.ndim != 1 or base_rate_bps.size == 0:
+            raise ValueError(f"base_rate_bps must be a non-empty 1-D array, got shape {base_rate_bps.shape}")
+        if congestion.shape != base_rate_bps.shape:
+            raise ValueError(f"congestion shape {congestion.shape} != rate shape {base_rate_bps.shape}")
+        if not (scale > 0.0 and math.isfinite(scale)):
+            raise ValueError(f"scale must be finite and > 0, got {scale}")
+        self._rate = base_rate_bps
+        self._congestion = congestion
+        self.bin_s = float(bin_s)
+        self.scale = float(scale)
+        self.offset_s = float(offset_s)
+        self._n = int(base_rate_bps.size)
+        if prefix_bits is None:
+            prefix_bits = _prefix_bits(base_rate_bps, self.bin_s)
+        self._prefix = prefix_bits
+        self._loop_bits = float(prefix_bits[-1])
+        if not self._loop_bits > 0.0:
+            raise ValueError("a stream trajectory needs some positive rate")
+
+    @property
+    def period_s(self) -> float:
+        """Loop length, seconds."""
+        return self._n * self.bin_s
+
+    @property
+    def mean_rate_bps(self) -> float:
+        """Mean available rate over one loop, bit/s."""
+        return self.scale * self._loop_bits / (self._n * self.bin_s)
+
+    def _bin(self, t_s: float) -> int:
+        return math.floor((t_s + self.offset_s) / self.bin_s) % self._n
+
+    def rate_at(self, t_s: float) -> float:
+        """Available rate at time ``t_s`` (bit/s)."""
+        return self.scale * float(self._rate[self._bin(t_s)])
+
+    def congestion_at(self, t_s: float) -> float:
+        """Congestion level in [0, 1] at time ``t_s``."""
+        return float(self._congestion[self._bin(t_s)])
+
+    def capacity_bits(self, t_s: float) -> float:
+        """``Cap(t)``: bits the stream can carry from time 0 to ``t_s`` (any real t, loops included)."""
+        x = (t_s + self.offset_s) / self.bin_s
+        k = math.floor(x)
+        q, m = divmod(k, self._n)
+        return self.scale * (
+            q * self._loop_bits + float(self._prefix[m]) + (x - k) * float(self._rate[m]) * self.bin_s
+        )
+
+    def mean_rate_between(self, t0_s: float, t1_s: float) -> float:
+        """Mean available rate over [t0, t1] (bit/s); the rate at t0 if the interval is empty."""
+        if t1_s <= t0_s:
+            return self.rate_at(t0_s)
+        return (self.capacity_bits(t1_s) - self.capacity_bits(t0_s)) / (t1_s - t0_s)
+
+    def finish_time(self, t0_s: float, bits: float) -> float:
+        """Earliest time at which ``bits`` sent from ``t0_s`` at the available rate have all been sent."""
+        if bits <= 0.0:
+            return t0_s
+        y = (self.capacity_bits(t0_s) + bits) / self.scale
+        b = self._loop_bits
+        q = math.ceil(y / b) - 1
+        z = y - q * b
+        if z <= 0.0:  # rounding at a loop boundary
+            q -= 1
+            z += b
+        z = min(z, b)
+        m = int(self._prefix.searchsorted(z)) - 1
+        m = min(max(m, 0), self._n - 1)
+        bin_bits = float(self._rate[m]) * self.bin_s
+        frac = (z - float(self._prefix[m])) / bin_bits if bin_bits > 0.0 else 0.0
+        frac = min(max(frac, 0.0), 1.0)
+        return (q * self._n + m + frac) * self.bin_s - self.offset_s
+
+
+def _prefix_bits(rate_bps: FloatArray, bin_s: float) -> FloatArray:
+    out = np.empty(rate_bps.size + 1)
+    out[0] = 0.0
+    np.cumsum(rate_bps * bin_s, out=out[1:])
+    out.setflags(write=False)
+    return out
+
+
+@dataclass(frozen=True)
+class StreamParams:
+    """Per-stream constants of one realisation.
+
+    Attributes:
+        base_rtt_s: propagation RTT, seconds.
+        jitter_s: mean of the exponential RTT jitter, seconds.
+        loss_multiplier: scales the stream's failure probability and hazard.
+    """
+
+    base_rtt_s: float
+    jitter_s: float
+    loss_multiplier: float
+
+
+class ChunkResult(NamedTuple):
+    """Outcome of one chunk on one stream (a NamedTuple: cheap to build in the inner loop).
+
+    Attributes:
+        finish_s: absolute time the chunk completed (or was given up), seconds.
+        success: delivered (False after ``max_attempts`` failed attempts).
+        attempts: attempts made (>= 1).
+        retransmissions: resends (attempts - 1).
+        failures: failed attempts.
+        rate_sample_bps: throughput measured over the steady (post slow-start) phase of the last attempt
+            that had one, or NaN if no attempt got past slow start.
+        sample_start_s, sample_end_s: the interval that sample covers.
+        rtt_sample_s: RTT of the last attempt, seconds.
+    """
+
+    finish_s: float
+    success: bool
+    attempts: int
+    retransmissions: int
+    failures: int
+    rate_sample_bps: float
+    sample_start_s: float
+    sample_end_s: float
+    rtt_sample_s: float
+
+
+def simulate_chunk(
+    traj: StreamTrajectory,
+    params: StreamParams,
+    config: SimConfig,
+    t0_s: float,
+    size_bytes: int,
+    fail_u: FloatArray,
+    fail_frac: FloatArray,
+    jitter_z: FloatArray,
+) -> ChunkResult:
+    """Simulate one chunk (see the module docstring). Pure: the same inputs give the same result.
+
+    Args:
+        traj, params: the stream.
+        config: the physics constants.
+        t0_s: start time, seconds.
+        size_bytes: chunk size, bytes (>= 1).
+        fail_u, fail_frac, jitter_z: per-attempt draws, each of length ``config.max_attempts``.
+
+    Complexity: O(max_attempts * log n).
+    """
+    w_bits = 8.0 * config.initial_window_bytes
+    bits = 8.0 * size_bytes
+    t = t0_s
+    failures = 0
+    rate_sample = math.nan
+    s_start = s_end = t0_s
+    rtt = params.base_rtt_s
+    attempts = 0
+    for j in range(config.max_attempts):
+        attempts = j + 1
+        cong = traj.congestion_at(t)
+        rtt = params.base_rtt_s * (1.0 + config.queueing_factor * cong) + params.jitter_s * float(jitter_z[j])
+        t_data = t + config.setup_rtts * rtt
+        r0 = traj.rate_at(t_data)
+        bdp = r0 * rtt
+        steady_start = math.nan
+        if bdp > w_bits:
+            ramp_bits = bdp - w_bits
+            ramp_s = rtt * math.log2(bdp / w_bits)
+        else:
+            ramp_bits = 0.0
+            ramp_s = 0.0
+        if bits <= ramp_bits:
+            t_end = t_data + rtt * math.log2(1.0 + bits / w_bits)
+        else:
+            steady_start = t_data + ramp_s
+            t_end = traj.finish_time(steady_start, bits - ramp_bits)
+        dur = t_end - t_data
+        lm = params.loss_multiplier
+        q0 = min(0.9, lm * (config.loss_base + config.loss_congestion * cong))
+        lam = lm * (config.hazard_base_per_s + config.hazard_congestion_per_s * cong)
+        q = 1.0 - (1.0 - q0) * math.exp(-lam * dur)
+        if float(fail_u[j]) < q:
+            failures += 1
+            t_fail = t_data + float(fail_frac[j]) * dur
+            if steady_start == steady_start and t_fail > steady_start:  # not NaN: had a steady phase
+                rate_sample = traj.mean_rate_between(steady_start, t_fail)
+                s_start, s_end = steady_start, t_fail
+            if j + 1 < config.max_attempts:
+                t = t_fail + max(config.rto_min_s, 2.0 * rtt)
+                continue
+            return ChunkResult(t_fail, False, attempts, attempts - 1, failures, rate_sample, s_start, s_end, rtt)
+        if steady_start == steady_start and t_end > steady_start:
+            rate_sample = (bits - ramp_bits) / (t_end - steady_start)
+            s_start, s_end = steady_start, t_end
+        return ChunkResult(
+            t_end + 0.5 * rtt, True, attempts, attempts - 1, failures, rate_sample, s_start, s_end, rtt
+        )
+    raise AssertionError("unreachable: max_attempts >= 1")  # pragma: no cover
+
+
+@lru_cache(maxsize=16)
+def _second_index(n: int, bin_s: float, n_sec: int) -> npt.NDArray[np.int64]:
+    """Index of the 1-s grid point of each of n bins (cached: it only depends on the config)."""
+    idx = np.minimum((np.arange(n) * bin_s).astype(np.int64), n_sec - 1)
+    idx.setflags(write=False)
+    return idx
+
+
+def _smooth_noise(rng: np.random.Generator, n: int, tau_steps: float) -> FloatArray:
+    """Unit-variance Gaussian noise with exponential autocorrelation time ``tau_steps`` (n values)."""
+    if tau_steps <= 1.0:
+        out: FloatArray = rng.standard_normal(n)
+        return out
+    k_len = min(int(4 * tau_steps) + 1, 4 * n + 1)
+    kernel = np.exp(-np.arange(k_len) / tau_steps)
+    kernel /= math.sqrt(float(np.sum(kernel**2)))
+    white = rng.standard_normal(n + k_len - 1)
+    smoothed: FloatArray = np.convolve(white, kernel, mode="valid")
+    return smoothed
+
+
+def diurnal_load(hour: FloatArray | float) -> FloatArray | float:
+    """Diurnal load D(h) in [0, 1], peak at 20:00: ``(1 + cos(2 pi (h - 20) / 24)) / 2``."""
+    return 0.5 + 0.5 * np.cos(2.0 * np.pi * (np.asarray(hour) - 20.0) / 24.0)  # type: ignore[no-any-return]
+
+
+def shared_congestion(rng: np.random.Generator, config: SimConfig) -> FloatArray:
+    """The cross-stream congestion level g (one value per second of the synthetic period), in [0, 1]."""
+    n_sec = math.ceil(config.synthetic_period_s)
+    z = _smooth_noise(rng, n_sec, config.congestion_tau_s)
+    g: FloatArray = np.clip(0.15 + 0.15 * z, 0.0, 1.0)
+    return g
+
+
+def synthetic_stream(
+    rng: np.random.Generator, config: SimConfig, shared_g: FloatArray, start_hour: float
+) -> StreamTrajectory:
+    """One synthetic stream trajectory (regime switching, shared congestion, diurnal load, fast noise).
+
+    Args:
+        rng: this stream's generator.
+        config: the physics constants.
+        shared_g: shared congestion level per second (``shared_congestion``).
+        start_hour: time of day at t = 0, hours.
+    """
+    bin_s = config.bin_s
+    n = max(1, math.ceil(config.synthetic_period_s / bin_s))
+    n_sec = shared_g.size
+    mean_rate = math.exp(rng.uniform(math.log(config.rate_min_bps), math.log(config.rate_max_bps)))
+    stability = math.exp(rng.uniform(-math.log(config.stability_max), math.log(config.stability_max)))
+    dwell_mean = (config.dwell_s[0] * stability, config.dwell_s[1], config.dwell_s[2])
+    # Regime chain, segment by segment (draws taken in blocks: far faster than one call per segment).
+    regimes: list[int] = []
+    lengths: list[int] = []
+    total = 0
+    regime = 0 if rng.random() < 0.8 else 1
+    exp_draws: list[float] = []
+    u_draws: list[float] = []
+    j = 0
+    while total < n:
+        if j >= len(exp_draws):
+            exp_draws = rng.standard_exponential(128).tolist()
+            u_draws = rng.random(128).tolist()
+            j = 0
+        length = max(1, round(exp_draws[j] * dwell_mean[regime] / bin_s))
+        regimes.append(regime)
+        lengths.append(length)
+        total += length
+        row = _REGIME_NEXT_CUM[regime]
+        u = u_draws[j]
+        regime = 0 if u < row[0] else (1 if u < row[1] else 2)
+        j += 1
+    per_bin = np.repeat(np.asarray(regimes), lengths)[:n]
+    # Slow components live on a 1-s grid (cheap), then are spread to the bins.
+    sec_idx = _second_index(n, bin_s, n_sec)
+    h_i = np.clip(0.15 + 0.15 * _smooth_noise(rng, n_sec, config.congestion_tau_s), 0.0, 1.0)
+    load = np.asarray(diurnal_load(start_hour + np.arange(n_sec) / 3600.0))
+    rho = config.congestion_correlation
+    sigma = config.rate_noise_sigma
+    # Fast noise: 70% of the variance correlated over ~1 s, 30% white per bin (unit variance overall).
+    slow = math.sqrt(0.7) * _smooth_noise(rng, n_sec, 1.0)
+    per_sec_rate = (
+        mean_rate
+        * (1.0 - 0.4 * shared_g)
+        * (1.0 - config.diurnal_amplitude * load)
+        * np.exp(sigma * slow - 0.5 * sigma * sigma)
+    )
+    per_sec_cong = rho * shared_g + (1.0 - rho) * h_i + 0.2 * load
+    white = rng.standard_normal(n)
+    white *= sigma * math.sqrt(0.3)
+    rate = per_sec_rate[sec_idx] * _REGIME_RATE_FACTOR[per_bin] * np.exp(white)
+    congestion = np.clip(per_sec_cong[sec_idx] + _REGIME_CONGESTION[per_bin], 0.0, 1.0)
+    rate.setflags(write=False)
+    congestion.setflags(write=False)
+    return StreamTrajectory(rate, congestion, bin_s=bin_s)
+
+
+_TRACE_ARRAYS: dict[int, tuple[Trace, FloatArray, FloatArray]] = {}
+
+
+def _trace_arrays(trace: Trace) -> tuple[FloatArray, FloatArray]:
+    """(prefix bits, congestion) of a trace, computed once per parsed trace (keyed by identity)."""
+    hit = _TRACE_ARRAYS.get(id(trace))
+    if hit is not None and hit[0] is trace:
+        return hit[1], hit[2]
+    rate = trace.rate_bps
+    prefix = _prefix_bits(rate, trace.bin_s)
+    w = max(1, round(1.0 / trace.bin_s))
+    kernel = np.full(w, 1.0 / w)
+    padded = np.concatenate((rate[-(w - 1):], rate)) if w > 1 and rate.size >= w else rate
+    smooth = np.convolve(padded, kernel, mode="valid")[-rate.size:] if padded.size >= w else rate
+    congestion = np.clip(1.0 - smooth / max(trace.mean_rate_bps, 1e-12), 0.0, 1.0)
+    congestion.setflags(write=False)
+    if len(_TRACE_ARRAYS) >= 1024:
+        _TRACE_ARRAYS.clear()
+    _TRACE_ARRAYS[id(trace)] = (trace, prefix, congestion)
+    return prefix, congestion
+
+
+def trace_stream(rng: np.random.Generator, config: SimConfig, trace: Trace) -> StreamTrajectory:
+    """A stream replaying ``trace``: random start offset, looped, scaled to LogU[rate_min, rate_max] mean."""
+    prefix, congestion = _trace_arrays(trace)
+    mean_rate = math.exp(rng.uniform(math.log(config.rate_min_bps), math.log(config.rate_max_bps)))
+    offset_s = float(rng.uniform(0.0, trace.period_s))
+    loop_mean = float(prefix[-1]) / trace.period_s
+    return StreamTrajectory(
+        trace.rate_bps,
+        congestion,
+        bin_s=trace.bin_s,
+        scale=mean_rate / loop_mean,
+        offset_s=offset_s,
+        prefix_bits=prefix,
+    )
+
+
+def draw_stream_params(rng: np.random.Generator, config: SimConfig) -> StreamParams:
+    """Base RTT ~ LogU[base_rtt_min_s, base_rtt_max_s], jitter = fraction * base, loss multiplier."""
+    base = math.exp(rng.uniform(math.log(config.base_rtt_min_s), math.log(config.base_rtt_max_s)))
+    lm_max = config.loss_multiplier_max
+    loss_mult = math.exp(rng.uniform(-0.5 * math.log(lm_max), math.log(lm_max)))
+    return StreamParams(base_rtt_s=base, jitter_s=config.jitter_fraction * base, loss_multiplier=loss_mult)
