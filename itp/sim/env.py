@@ -44,7 +44,7 @@ from itp.sim.physics import (
     StreamTrajectory,
     draw_stream_params,
     shared_congestion,
-    simulate_chunk,
+    simulate_task,
     synthetic_stream,
     trace_stream,
 )
@@ -378,35 +378,19 @@ class PartitionEnv(gym.Env[npt.NDArray[np.float32], int]):
         else:
             chunks = check_chunks(chunk_bytes, action, size)
             expected = predicted_time_s(raw, chunks)
-        cfg = self.config
-        results: list[ChunkResult | None] = [None] * NUM_STREAMS
-        finish = t0
-        delivered = 0
-        retrans = 0
-        success = True
-        for i in range(NUM_STREAMS):
-            c = chunks[i]
-            if c <= 0:
-                continue
-            r = simulate_chunk(
-                real.streams[i], real.params[i], cfg, t0, c,
-                real.fail_u[k, i], real.fail_frac[k, i], real.jitter_z[k, i],
-            )
-            results[i] = r
-            finish = max(finish, r.finish_s)
-            retrans += r.retransmissions
-            if r.success:
-                delivered += c
-            else:
-                success = False
-        completion = max(finish - t0, 1e-9)
-        goodput = 8.0 * delivered / completion
+        res = simulate_task(
+            real.streams, real.params, self.config, t0, chunks,
+            real.fail_u[k], real.fail_frac[k], real.jitter_z[k],
+        )
+        completion = max(res.finish_s - t0, 1e-9)
+        success, retrans = res.success, res.retransmissions
+        goodput = 8.0 * res.delivered_bytes / completion
         reward = reward_terms(
-            raw, chunks, expected, Outcome(goodput, completion, success, retrans), cfg.reward_weights,
+            raw, chunks, expected, Outcome(goodput, completion, success, retrans), self.config.reward_weights,
             validate=False,
         ).total
         return TaskOutcome(
-            action, chunks, expected, completion, goodput, success, retrans, reward, tuple(results)
+            action, chunks, expected, completion, goodput, success, retrans, reward, res.chunks
         )
 
     def _probe(self, i: int, k: int, t: float) -> tuple[float, float, bool]:

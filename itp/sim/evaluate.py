@@ -86,6 +86,7 @@ class EvaluationTable:
     tasks_per_episode: int
     mode: str
     trace_files: tuple[str, ...] = ()
+    source: str = ""
 
     def row(self, name: str) -> PolicyResult:
         """The row of the policy called ``name``. Raises KeyError if absent."""
@@ -111,10 +112,13 @@ class EvaluationTable:
         ]
 
     def _caption(self) -> str:
-        src = f"{len(self.trace_files)} trace files" if self.trace_files else "synthetic streams"
+        if self.source:
+            src = self.source
+        else:
+            src = f"{len(self.trace_files)} trace files" if self.trace_files else "synthetic streams"
         return (
             f"{self.episodes} episodes x {self.tasks_per_episode} tasks, seed {self.seed}, "
-            f"{self.mode} ({src})"
+            f"{self.mode} mode: {src}"
         )
 
     def to_markdown(self) -> str:
@@ -145,6 +149,7 @@ class EvaluationTable:
             "tasks_per_episode": self.tasks_per_episode,
             "mode": self.mode,
             "trace_files": list(self.trace_files),
+            "source": self.source,
             "rows": [asdict(r) for r in self.rows],
         }
 

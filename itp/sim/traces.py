@@ -48,13 +48,19 @@ import numpy.typing as npt
 
 __all__ = [
     "DEFAULT_BIN_S",
+    "DEFAULT_EVAL_FRACTION",
+    "DEFAULT_SPLIT_SEED",
     "MAHIMAHI_PACKET_BYTES",
+    "TRACE_SPLITS",
     "Trace",
     "TraceFormat",
+    "TraceSelection",
+    "TraceSplit",
     "default_traces_dir",
     "discover_trace_files",
     "load_trace",
     "parse_trace_text",
+    "select_trace_files",
     "shipped_traces_dir",
     "split_trace_files",
     "trace_group",
@@ -64,6 +70,10 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_BIN_S: float = 0.1
 MAHIMAHI_PACKET_BYTES: int = 1500
+DEFAULT_EVAL_FRACTION: float = 0.3
+"""Fraction of each group's recordings held out for evaluation (the training default)."""
+DEFAULT_SPLIT_SEED: int = 0
+"""Seed of the train/eval split by file (the training default)."""
 
 TraceFormat = Literal["mahimahi", "pensieve"]
 TraceGroup = Literal["mahimahi", "fcc", "norway", "other"]
@@ -127,8 +137,15 @@ def _parse_mahimahi(source: str, lines: list[tuple[int, str]], bin_s: float) -> 
     if period_ms <= 0:
         raise _fail(source, lines[-1][0], "trace period (last time stamp) must be > 0 ms")
     bin_ms = bin_s * 1000.0
-    n_bins = max(1, math.ceil(period_ms / bin_ms))
-    idx = np.minimum((times_ms / bin_ms).astype(np.int64), n_bins - 1)
+    if abs(bin_ms - round(bin_ms)) <= 1e-9 * bin_ms:
+        # A whole number of milliseconds (the usual case): exact integer binning, so that e.g.
+        # bin_s = 0.3 (0.3 * 1000 = 300.00000000000006) still puts t = 300 ms in bin 1.
+        bin_int = round(bin_ms)
+        n_bins = max(1, -(-period_ms // bin_int))
+        idx = np.minimum(times_ms // bin_int, n_bins - 1)
+    else:
+        n_bins = max(1, math.ceil(period_ms / bin_ms))
+        idx = np.minimum((times_ms / bin_ms).astype(np.int64), n_bins - 1)
     counts = np.bincount(idx, minlength=n_bins).astype(np.float64)
     # The last bin may cover only part of a bin width.
     widths_s = np.full(n_bins, bin_s)
@@ -214,10 +231,12 @@ def parse_trace_text(text: str, *, source: str = "<trace>", bin_s: float = DEFAU
 @lru_cache(maxsize=512)
 def _load_cached(path: str, size: int, mtime_ns: int, bin_s: float) -> Trace:
     del size, mtime_ns  # part of the cache key only
+    data = Path(path).read_bytes()
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{path}:1: not a text trace file ({exc.reason})") from None
+        line_no = data.count(b"\n", 0, exc.start) + 1
+        raise ValueError(f"{path}:{line_no}: not a text trace file ({exc.reason})") from None
     return parse_trace_text(text, source=path, bin_s=bin_s)
 
 
@@ -257,7 +276,9 @@ def _unit_key(seed: int, unit: str) -> str:
 
 
 def split_trace_files(
-    paths: Iterable[str | os.PathLike[str]], eval_fraction: float = 0.3, seed: int = 0
+    paths: Iterable[str | os.PathLike[str]],
+    eval_fraction: float = DEFAULT_EVAL_FRACTION,
+    seed: int = DEFAULT_SPLIT_SEED,
 ) -> tuple[list[Path], list[Path]]:
     """Split trace files into (train, eval) by file, deterministically and stratified by group.
 
@@ -294,7 +315,10 @@ def split_trace_files(
 
 
 def discover_trace_files(directory: str | os.PathLike[str]) -> list[Path]:
-    """All regular, non-hidden files below ``directory`` except README/LICENSE files, sorted.
+    """All regular trace files below ``directory``, sorted.
+
+    Skipped: hidden files and anything inside a hidden folder or ``__pycache__``, README/LICENSE files
+    and ``.md``/``.txt``/``.py``/``.pyc`` files (documentation and code living beside the data).
 
     Raises:
         FileNotFoundError: if ``directory`` is not a directory.
@@ -304,24 +328,35 @@ def discover_trace_files(directory: str | os.PathLike[str]) -> list[Path]:
         raise FileNotFoundError(f"trace directory not found: {d}")
     out: list[Path] = []
     for p in sorted(d.rglob("*")):
-        if not p.is_file() or p.name.startswith("."):
+        if not p.is_file():
             continue
-        if p.suffix.lower() in (".md", ".txt", ".py") or p.name.upper().startswith(("README", "LICENSE")):
+        parts = p.relative_to(d).parts
+        if any(part.startswith(".") or part == "__pycache__" for part in parts):
+            continue
+        if p.suffix.lower() in _NOT_TRACE_SUFFIXES or p.name.upper().startswith(("README", "LICENSE")):
             continue
         out.append(p)
     return out
 
 
+_NOT_TRACE_SUFFIXES = (".md", ".txt", ".py", ".pyc")
+
+
 def shipped_traces_dir() -> Path:
-    """The small FCC trace set shipped inside the package (``itp/sim/data``)."""
+    """The small trace set shipped inside the package (``itp/sim/data``, FCC broadband, public domain).
+
+    Six held-out FCC "Measuring Broadband America" traces in Pensieve format (see the README in that
+    folder for their source and licence), so that trace mode works after ``pip install`` without the
+    shared corpus.
+    """
     return Path(__file__).resolve().parent / "data"
 
 
 def default_traces_dir() -> Path | None:
     """The shared trace corpus: ``$ITP_TRACES_DIR`` if set, else ``<repo>/../shared/traces`` if present.
 
-    ``<repo>`` is the folder holding the ``itp`` package (the repository root for an editable install).
-    Returns None when neither exists (callers then fall back to ``shipped_traces_dir()``).
+    ``<repo>`` is the folder holding the ``itp`` package (the repository root for an editable
+    install). Returns None when neither exists (callers then fall back to ``shipped_traces_dir()``).
     """
     env = os.environ.get("ITP_TRACES_DIR")
     if env:
@@ -330,3 +365,73 @@ def default_traces_dir() -> Path | None:
     repo = Path(__file__).resolve().parents[2]
     candidate = repo.parent / "shared" / "traces"
     return candidate if candidate.is_dir() else None
+
+
+TraceSplit = Literal["auto", "all", "train", "eval"]
+TRACE_SPLITS: tuple[str, ...] = ("auto", "all", "train", "eval")
+
+
+@dataclass(frozen=True)
+class TraceSelection:
+    """Trace files chosen for a run, and where they came from.
+
+    Attributes:
+        files: the trace files, sorted.
+        directory: the folder they were discovered in.
+        split: the part of that folder used (``"all"``, ``"train"`` or ``"eval"``).
+        description: one human-readable line, e.g. for a table caption or a log.
+    """
+
+    files: tuple[Path, ...]
+    directory: Path
+    split: str
+    description: str
+
+
+def select_trace_files(
+    directory: str | os.PathLike[str] | None = None,
+    *,
+    split: TraceSplit = "auto",
+    eval_fraction: float = DEFAULT_EVAL_FRACTION,
+    split_seed: int = DEFAULT_SPLIT_SEED,
+) -> TraceSelection:
+    """The trace files an evaluation (or any other run) should use.
+
+    With ``directory=None``: the shared corpus (``default_traces_dir()``) if it exists, and with
+    ``split="auto"`` only its held-out evaluation files (the ``eval`` part of ``split_trace_files`` with
+    the training defaults, so a model is never scored on files it was trained on); otherwise the traces
+    shipped in the package (``shipped_traces_dir()``), all of them. With an explicit ``directory``,
+    ``split="auto"`` means every file in it.
+
+    Args:
+        directory: a folder of trace files, or None for the default described above.
+        split: ``"auto"``, ``"all"``, ``"train"`` or ``"eval"``.
+        eval_fraction, split_seed: the split's parameters (defaults: those of training).
+
+    Raises:
+        FileNotFoundError: ``directory`` is not a folder.
+        ValueError: bad ``split``, or no trace file is selected.
+    """
+    if split not in TRACE_SPLITS:
+        raise ValueError(f"split must be one of {', '.join(TRACE_SPLITS)}, got {split!r}")
+    if directory is None:
+        shared = default_traces_dir()
+        folder = shared if shared is not None else shipped_traces_dir()
+        if split == "auto":
+            split = "eval" if shared is not None else "all"
+    else:
+        folder = Path(directory)
+        if split == "auto":
+            split = "all"
+    files = discover_trace_files(folder)
+    if not files:
+        raise ValueError(f"trace directory {folder} holds no trace files")
+    if split != "all":
+        train, evals = split_trace_files(files, eval_fraction=eval_fraction, seed=split_seed)
+        files = evals if split == "eval" else train
+        if not files:
+            raise ValueError(f"the {split} split of trace directory {folder} is empty")
+    desc = f"{len(files)} trace files ({split} split) from {folder}" if split != "all" else (
+        f"{len(files)} trace files from {folder}"
+    )
+    return TraceSelection(files=tuple(files), directory=folder, split=split, description=desc)
