@@ -8,7 +8,7 @@ extension ``itp._native`` is private.
 from __future__ import annotations
 
 try:
-    from itp import _native  # noqa: F401
+    from itp import _native as _native
 except ImportError as exc:  # pragma: no cover - exercised only on a broken install
     raise ImportError(
         "itp's native extension itp._native is not built or does not load "

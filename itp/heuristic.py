@@ -5,14 +5,17 @@ obviously right pure-Python copy the tests compare it against):
 
 * Effective rate of stream i: ``e_i = bandwidth_i * success_rate_i`` (bit/s). A chunk that fails is resent,
   so on average ``1 / success_i`` sends carry each byte.
-* For each of the 15 actions, the equal-finish-time split over the effective rates and the measured
-  latencies predicts a completion time ``T_a`` (seconds; ``itp.actions.split_task``).
+* For each of the 15 actions, the transport-aware equal-finish split over the effective rates and the
+  measured RTTs (``itp.transport``: set-up and slow start included) predicts a completion time ``T_a``
+  (seconds).
 * A split is only as fast as its slowest chunk, and every stream used is one more chance for a failed
   chunk to become the straggler, so the rule scores ``score_a = T_a * (1 + sum_{i used} (1 - success_i))``
   and picks the lowest score; ties go to the lower action index (fewer streams).
 
-With perfect streams (success 1) this is the fastest predicted split: for large tasks all four streams in
-proportion to rate, for small tasks only the streams whose latency is below the finish time.
+With perfect streams (success 1) this is the fastest predicted split: all four streams for large tasks,
+and for small ones only the streams whose set-up ends well before the finish time. Modelling set-up and slow
+start is what lifts it above the plain rate-proportional split (about +10% mean goodput on the real
+traces; see the README's evaluation table).
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ import numpy as np
 import numpy.typing as npt
 
 from itp import _native
-from itp.actions import ACTION_STREAMS, NUM_ACTIONS, split_task
+from itp.actions import NUM_ACTIONS
 from itp.state import NUM_STREAMS
+from itp.transport import transport_split
 
 __all__ = ["HeuristicPolicy", "heuristic_action", "heuristic_action_reference"]
 
@@ -49,23 +53,22 @@ def heuristic_action(raw_state: npt.ArrayLike) -> int:
 
     Native, O(15 splits), thread-safe, GIL released.
     """
-    return int(_native.heuristic_action(np.asarray(raw_state, dtype=np.float64)))
+    return int(_native.heuristic_action(raw_state))
 
 
 def heuristic_action_reference(raw_state: npt.ArrayLike) -> int:
-    """Pure-Python copy of the rule (slow; for tests and documentation)."""
+    """Python copy of the scoring rule over the native split (slow; for tests and documentation)."""
     raw = np.asarray(raw_state, dtype=np.float64)
     size = _size_bytes(raw)
     rate = [float(raw[_BANDWIDTH + i]) * float(raw[_SUCCESS + i]) for i in range(NUM_STREAMS)]
-    latency = [float(raw[_LATENCY + i]) for i in range(NUM_STREAMS)]
+    rtt = [float(raw[_LATENCY + i]) for i in range(NUM_STREAMS)]
     best, best_score = 0, math.inf
     for a in range(NUM_ACTIONS):
-        split = split_task(size, a, rate, latency)
+        split = transport_split(size, a, rate, rtt)
         fail_mass = sum(1.0 - float(raw[_SUCCESS + i]) for i in split.stream_ids)
         score = split.expected_time_s * (1.0 + fail_mass)
         if score < best_score:
             best, best_score = a, score
-    assert best in range(NUM_ACTIONS) and len(ACTION_STREAMS) == NUM_ACTIONS
     return best
 
 

@@ -14,6 +14,7 @@
 #include "checks.hpp"
 #include "itp/decision.hpp"
 #include "itp/heuristic.hpp"
+#include "itp/transport.hpp"
 #include "itp/mlp.hpp"
 #include "register.hpp"
 
@@ -236,6 +237,47 @@ py::array_t<double> engine_snapshot(const DecisionEngine& e, double size_bytes, 
   return raw;
 }
 
+int checked_action(const py::handle& action_obj) {
+  if (!py::isinstance<py::int_>(action_obj) || py::isinstance<py::bool_>(action_obj)) {
+    throw py::type_error("action must be an int, got " +
+                         std::string(py::str(py::type::of(action_obj).attr("__name__"))));
+  }
+  const auto action = py::reinterpret_borrow<py::int_>(action_obj);
+  if (action < py::int_(0) || action > py::int_(kNumActions - 1)) {
+    throw py::value_error("action must be in 0..14, got " + std::string(py::str(action)));
+  }
+  return action.cast<int>();
+}
+
+py::array_t<double, py::array::c_style> checked_stream_values(const py::handle& obj, const char* name) {
+  auto v = as_input<double>(obj, name);
+  require_1d(v, name, static_cast<py::ssize_t>(kNumStreams));
+  for (std::size_t i = 0; i < kNumStreams; ++i) check_metric(v.data()[i], name, false);
+  return v;
+}
+
+py::tuple split_to_tuple(const Split& s) {
+  py::tuple chunks(kNumStreams);
+  for (std::size_t i = 0; i < kNumStreams; ++i) chunks[i] = py::int_(s.chunk_bytes[i]);
+  return py::make_tuple(chunks, s.expected_time_s);
+}
+
+py::tuple transport_split_py(const py::handle& size_obj, const py::handle& action_obj, const py::handle& rate_obj,
+                             const py::handle& rtt_obj) {
+  const std::uint64_t size = checked_size(size_obj);
+  const int action = checked_action(action_obj);
+  const auto rate = checked_stream_values(rate_obj, "rate_bps");
+  const auto rtt = checked_stream_values(rtt_obj, "rtt_s");
+  return split_to_tuple(transport_split(size, action_mask(action), rate.data(), rtt.data()));
+}
+
+double transport_chunk_time_py(double bits, double rate_bps, double rtt_s) {
+  check_metric(bits, "bits", false);
+  check_metric(rate_bps, "rate_bps", false);
+  check_metric(rtt_s, "rtt_s", false);
+  return transport_chunk_time(bits, rate_bps, rtt_s);
+}
+
 int heuristic_for_raw(const py::handle& raw_obj) {
   const auto [raw, size] = checked_raw(raw_obj);
   const double* data = raw.data();
@@ -258,6 +300,22 @@ void register_policy(py::module_& m) {
       .def_property_readonly("num_layers", &FusedMlp::num_layers)
       .def_property_readonly_static("kernel_name", [](const py::object&) { return FusedMlp::kernel_name(); });
 
+  m.attr("SETUP_RTTS") = kSetupRtts;
+  m.attr("INITIAL_WINDOW_BITS") = kInitialWindowBits;
+  m.def("transport_split", &transport_split_py, py::arg("size_bytes"), py::arg("action"), py::arg("rate_bps"),
+        py::arg("rtt_s"),
+        "Transport-aware equal-finish split: ((bytes per stream 0..3), expected_time_s).");
+  m.def("transport_chunk_time", &transport_chunk_time_py, py::arg("bits"), py::arg("rate_bps"), py::arg("rtt_s"),
+        "Seconds for one chunk of `bits` under the transport model (set-up and slow start included).");
+  m.def(
+      "production_split",
+      [](const py::handle& raw_obj, const py::handle& action_obj) {
+        const int action = checked_action(action_obj);
+        const auto [raw, size] = checked_raw(raw_obj);
+        return split_to_tuple(production_split(raw.data(), size, action));
+      },
+      py::arg("raw_state"), py::arg("action"),
+      "The production split of `action` for a raw state: transport_split over bandwidth x success rate.");
   m.def("heuristic_action", &heuristic_for_raw, py::arg("raw_state"),
         "The heuristic's action (0..14) for a raw state float64[20] (caller units).");
 

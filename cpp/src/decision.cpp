@@ -114,10 +114,6 @@ void DecisionEngine::decide_raw(const double* raw, std::uint64_t size_bytes, con
     out.model_fault = true;
   }
 
-  std::array<double, kNumStreams> rate{};
-  effective_rates(out.raw.data(), rate.data());
-  const double* latency = out.raw.data() + kLatencyOffset;
-
   if (out.has_q) {
     const double eps = epsilon();
     if (explore && eps > 0.0 && next_uniform() < eps) {
@@ -128,14 +124,14 @@ void DecisionEngine::decide_raw(const double* raw, std::uint64_t size_bytes, con
       out.source = DecisionSource::kModel;
     }
     out.confidence = softmax_prob(out.q_values.data(), out.action);
-    out.split = split_bytes(size_bytes, action_mask(out.action), rate.data(), latency);
+    out.split = production_split(out.raw.data(), size_bytes, out.action);
     return;
   }
 
   std::array<double, kNumActions> times{};
   out.action = heuristic_action(out.raw.data(), size_bytes, times.data());
   out.source = DecisionSource::kHeuristic;
-  out.split = split_bytes(size_bytes, action_mask(out.action), rate.data(), latency);
+  out.split = production_split(out.raw.data(), size_bytes, out.action);
   double best = std::numeric_limits<double>::infinity();
   for (double t : times) best = std::min(best, t);
   const double mine = times[static_cast<std::size_t>(out.action)];

@@ -10,14 +10,20 @@ void effective_rates(const double* raw, double* rate_out) noexcept {
   }
 }
 
+Split production_split(const double* raw, std::uint64_t size_bytes, int action) noexcept {
+  double rate[kNumStreams];
+  effective_rates(raw, rate);
+  return transport_split(size_bytes, action_mask(action), rate, raw + kLatencyOffset);
+}
+
 int heuristic_action(const double* raw, std::uint64_t size_bytes, double* predicted_times_out) noexcept {
   double rate[kNumStreams];
   effective_rates(raw, rate);
-  const double* latency = raw + kLatencyOffset;
+  const double* rtt = raw + kLatencyOffset;
   int best = 0;
   double best_score = std::numeric_limits<double>::infinity();
   for (int a = 0; a < kNumActions; ++a) {
-    const Split s = split_bytes(size_bytes, action_mask(a), rate, latency);
+    const Split s = transport_split(size_bytes, action_mask(a), rate, rtt);
     if (predicted_times_out != nullptr) predicted_times_out[a] = s.expected_time_s;
     double fail_mass = 0.0;
     for (std::size_t i = 0; i < kNumStreams; ++i) {

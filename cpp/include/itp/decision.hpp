@@ -1,6 +1,7 @@
 // The decision path for one task, natively: snapshot the stream table, build and normalise the state,
 // run the Q-network (or take the caller's Q-values), epsilon-greedy, fall back to the heuristic on any
-// model fault, and split the bytes by equal finish time over effective rates.
+// model fault, and split the bytes by the transport-aware equal finish time (transport.hpp) over effective
+// rates and measured RTTs.
 //
 // Thread-safety: every public method may be called from any number of threads at once. The stream table
 // is guarded by a mutex held only to copy 16 doubles; the model is swapped atomically (shared_ptr) so a

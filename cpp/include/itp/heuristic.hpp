@@ -3,9 +3,10 @@
 // pure-Python copy that the tests compare against.
 //
 // Effective rate of stream i: r_i = bandwidth_i * success_i (a chunk that fails is resent, so on average
-// 1/success_i sends carry each byte). For each of the 15 actions the equal-finish split over the effective
-// rates predicts a completion time T_a (see actions.hpp). A split is only as fast as its slowest stream, and
-// every stream used is one more chance for a failed chunk to become the straggler, so the rule scores
+// 1/success_i sends carry each byte). For each of the 15 actions the transport-aware equal-finish split
+// (transport.hpp: set-up and slow start included) over the effective rates and the measured RTTs predicts a
+// completion time T_a. A split is only as fast as its slowest stream, and every stream used is one more
+// chance for a failed chunk to become the straggler, so the rule scores
 //
 //   score_a = T_a * (1 + sum_{i used by a} (1 - success_i))
 //
@@ -16,14 +17,19 @@
 
 #include "itp/actions.hpp"
 #include "itp/state.hpp"
+#include "itp/transport.hpp"
 
 namespace itp {
 
 // rate_out[i] = raw bandwidth_i * success_rate_i (bits per second). raw is a validated raw state.
 void effective_rates(const double* raw, double* rate_out) noexcept;
 
+// The production split of action `action` for a validated raw state: transport_split over the effective
+// rates and the measured RTTs. O(1), no allocation.
+Split production_split(const double* raw, std::uint64_t size_bytes, int action) noexcept;
+
 // The heuristic's action for a validated raw state and a task of size_bytes (1..2^50). If
-// predicted_times_out is not null it receives T_a for all 15 actions (seconds). O(15), no allocation.
+// predicted_times_out is not null it receives T_a for all 15 actions (seconds). O(15 splits), no allocation.
 int heuristic_action(const double* raw, std::uint64_t size_bytes, double* predicted_times_out) noexcept;
 
 }  // namespace itp
