@@ -22,13 +22,19 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from model_factory import write_model  # noqa: E402
+from model_factory import write_model
 
-import itp  # noqa: E402
-from itp.partitioner import Task, TaskPartitioner  # noqa: E402
+import itp
+from itp import _native
+from itp.partitioner import Task, TaskPartitioner
 
 N_CALLS = 100_000
-STREAMS = [(800e6, 0.012, 0.1, 0.99), (400e6, 0.03, 0.2, 0.95), (100e6, 0.1, 0.0, 0.9), (900e6, 0.02, 0.5, 0.5)]
+STREAMS = [
+    (800e6, 0.012, 0.1, 0.99),
+    (400e6, 0.03, 0.2, 0.95),
+    (100e6, 0.1, 0.0, 0.9),
+    (900e6, 0.02, 0.5, 0.5),
+]
 
 
 def percentiles_us(fn: Callable[[int], Any], n: int = N_CALLS) -> dict[str, float]:
@@ -56,7 +62,7 @@ def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def make(model: Path | None, ttl_s: float = 1e9) -> TaskPartitioner:
-    p = TaskPartitioner(model, clock=lambda: 12.0, decision_ttl_s=ttl_s, ring_capacity=1 << 20)
+    p = TaskPartitioner(model, clock=lambda: 12.0, decision_ttl_s=ttl_s, ring_capacity=1 << 17)
     for i, (bw, lat, c, s) in enumerate(STREAMS):
         p.update_stream(i, bandwidth_bps=bw, latency_s=lat, congestion=c, success_rate=s)
     return p
@@ -72,6 +78,7 @@ def tasks(prefix: str) -> Iterator[Task]:
 def _single(benchmark: Any, model: Path | None, prefix: str) -> None:
     p = make(model)
     gen = tasks(prefix)
+
     # Bounded pending table: report every decision so memory stays flat over 100k+ calls.
     def decide_and_report(_: int) -> None:
         t = next(gen)
@@ -101,6 +108,14 @@ def test_partition_task_model(benchmark: Any, model_file: Path) -> None:
 @pytest.mark.benchmark(group="partition_task")
 def test_partition_task_heuristic(benchmark: Any) -> None:
     _single(benchmark, None, "h")
+
+
+@pytest.mark.benchmark(group="partition_task")
+def test_partition_task_onnxruntime(benchmark: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A model that is not a plain chain: served by ONNX Runtime (thread-local I/O binding)."""
+    from model_factory import write_raising_model
+
+    _single(benchmark, write_raising_model(tmp_path_factory.mktemp("ort") / "ort.onnx"), "o")
 
 
 @pytest.mark.benchmark(group="partition_tasks_256")
@@ -138,7 +153,6 @@ def test_report_outcome(benchmark: Any) -> None:
 @pytest.mark.benchmark(group="breakdown")
 def test_breakdown(benchmark: Any, model_file: Path) -> None:
     """Each stage alone, from Python, p50/p99 over 100k calls."""
-    from itp import _native
     from itp.model_loading import load_model
 
     p = make(model_file)
@@ -146,18 +160,33 @@ def test_breakdown(benchmark: Any, model_file: Path) -> None:
     engine = p._engine
     raw = engine.snapshot(1e8, 0.5, 12.0)
     state = _native.normalize_state(raw)
-    rates = raw[:4] * raw[12:16]
-    lat = raw[4:8].copy()
     info = benchmark.extra_info
-    for name, fn in {
+    gen = tasks("o")
+    task = next(gen)
+
+    def whole(_: int) -> None:
+        p.partition_task(task)
+        p._pending.clear()
+
+    stages = {
         "normalize": lambda _: _native.normalize_state(raw),
         "forward_native": lambda _: m.q_values(state),
-        "decode_split": lambda _: _native.split_task(100_000_000, 14, rates, lat),
-        "engine_decide_model": lambda _: engine.decide(100_000_000, 0.5, 12.0, True, None),
-    }.items():
+        "decode_split": lambda _: _native.production_split(raw, 14),
+        "engine_decide_model": lambda _: engine.decide(task.size, 0.5, 12.0, True, None),
+        "partition_task": whole,
+    }
+    for name, fn in stages.items():
         info.update({f"{name}_{k}": v for k, v in percentiles_us(fn).items() if k != "calls"})
+    # Python overhead: what partition_task adds around the native decision (validation, pending table,
+    # Decision object).
+    info["python_overhead_p50_us"] = info["partition_task_p50_us"] - info["engine_decide_model_p50_us"]
     ort = load_model(model_file, allow_native=False)
-    info.update({f"forward_ort_{k}": v for k, v in percentiles_us(lambda _: ort.q_values(state), 20_000).items()
-                 if k != "calls"})
-    out = benchmark(lambda: engine.decide(100_000_000, 0.5, 12.0, True, None))
+    info.update(
+        {
+            f"forward_ort_{k}": v
+            for k, v in percentiles_us(lambda _: ort.q_values(state), 20_000).items()
+            if k != "calls"
+        }
+    )
+    out = benchmark(lambda: engine.decide(task.size, 0.5, 12.0, True, None))
     assert 0 <= out[0] < 15

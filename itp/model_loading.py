@@ -18,6 +18,7 @@ onnxruntime and onnx are imported only inside this module's functions.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,7 +85,9 @@ def _ort_session(path: Path) -> Any:
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
+    # Fatal only: a model that fails at run time would otherwise print an error per decision; itp logs
+    # the fault once and counts every occurrence.
+    opts.log_severity_level = 4
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
@@ -119,8 +122,10 @@ def _dense_chain(path: Path) -> tuple[list[npt.NDArray[np.float32]], list[npt.ND
     graph = model.graph
     inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     ops = [n.op_type for n in graph.node]
-    if not ops or len(ops) % 2 == 0 or any(
-        op != ("Gemm" if i % 2 == 0 else "Relu") for i, op in enumerate(ops)
+    if (
+        not ops
+        or len(ops) % 2 == 0
+        or any(op != ("Gemm" if i % 2 == 0 else "Relu") for i, op in enumerate(ops))
     ):
         logger.info("model graph %s is not a plain Gemm/Relu chain: %s", path, ops)
         return None
@@ -146,6 +151,37 @@ def _dense_chain(path: Path) -> tuple[list[npt.NDArray[np.float32]], list[npt.ND
     if current != graph.output[0].name:
         return None
     return weights, biases
+
+
+class _OrtSingle:
+    """One state through ONNX Runtime with I/O binding: per thread, the input and output buffers are
+    bound once and reused (``run_with_iobinding`` without a RunOptions argument: ~5 us instead of ~8 us
+    for ``run``; passing RunOptions costs ~40 us). Thread-safe: each thread gets its own binding."""
+
+    def __init__(self, session: Any, in_name: str, out_name: str) -> None:
+        self._session = session
+        self._in_name = in_name
+        self._out_name = out_name
+        self._local = threading.local()
+
+    def _binding(self) -> tuple[Any, npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        x = np.zeros((1, NUM_FEATURES), dtype=np.float32)
+        y = np.zeros((1, NUM_ACTIONS), dtype=np.float32)
+        io = self._session.io_binding()
+        io.bind_cpu_input(self._in_name, x)
+        io.bind_output(self._out_name, "cpu", 0, np.float32, [1, NUM_ACTIONS], y.ctypes.data)
+        bound = (io, x, y)
+        self._local.bound = bound
+        return bound
+
+    def __call__(self, state: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """float32[20] -> a new float32[15] array."""
+        bound = getattr(self._local, "bound", None) or self._binding()
+        io, x, y = bound
+        x[0] = state
+        self._session.run_with_iobinding(io)
+        out: npt.NDArray[np.float32] = y[0].copy()
+        return out
 
 
 def _probe_states(seed: int = 20240601) -> npt.NDArray[np.float32]:
@@ -218,7 +254,9 @@ def load_model(path: str | Path, *, allow_native: bool = True) -> LoadedModel:
                 else:
                     logger.warning(
                         "native path refused for %s: max |dq| %.3g > %.1g vs ONNX Runtime",
-                        onnx_path, diff, PARITY_TOLERANCE,
+                        onnx_path,
+                        diff,
+                        PARITY_TOLERANCE,
                     )
     if native is not None:
         return LoadedModel(
@@ -230,9 +268,7 @@ def load_model(path: str | Path, *, allow_native: bool = True) -> LoadedModel:
             q_values_batch=native.forward_batch,
         )
 
-    def ort_one(state: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        out: npt.NDArray[np.float32] = ort_batch(state.reshape(1, NUM_FEATURES))[0]
-        return out
+    ort_one = _OrtSingle(session, in_name, out_name)
 
     return LoadedModel(
         path=onnx_path,

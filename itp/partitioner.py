@@ -1,37 +1,38 @@
 """TaskPartitioner: the API latency-critical callers import.
 
-One call decides one task: which streams, how many bytes on each, the predicted completion time. The whole
-decision — state snapshot, native normalisation, Q-network forward pass, epsilon-greedy, heuristic fallback,
-equal-finish-time split over effective rates (bandwidth x success rate) — runs in one native call with the
-GIL released (``itp._native.DecisionEngine``); Python only validates the task, records the pending
-decision and builds the result.
+One call decides one task: which streams, how many bytes on each, the predicted completion time. The
+decision itself — state snapshot, native normalisation, Q-network forward pass, epsilon-greedy, heuristic
+fallback, equal-finish-time split over effective rates ``e_i = bandwidth_i * success_rate_i`` (bit/s) —
+runs in one native call with the GIL released (``itp._native.DecisionEngine``, driven by
+:class:`itp.agent.Agent`, which also serves ONNX Runtime models, canary candidates and counts faults);
+Python validates the task, records the pending decision and builds the result.
 
-Learning signal: ``report_outcome`` computes the reward with :func:`itp.reward.compute_reward` (the same
-function the simulator and the trainer use) from the state *as it was at decision time*, the executed
-action and the reported outcome, and pushes the transition into the native lock-free ring
-(:class:`itp.ring.ExperienceRing`) without taking a lock or the GIL inside the push. Decisions that are
-never reported expire after ``decision_ttl_s`` and are counted.
+Learning signal: ``report_outcome`` computes the reward with :mod:`itp.reward` (the same function the
+simulator and the trainer use) from the raw state *as it was at decision time*, the executed action and
+the reported outcome, and pushes the transition ``(state then, action, reward, state now)`` into the
+native lock-free ring (:class:`itp.ring.ExperienceRing`: no lock and no GIL inside the push). Decisions
+that are never reported expire after ``decision_ttl_s`` seconds and are counted.
 
-Faults: a model that is missing, unreadable, corrupt, of the wrong layout, or that outputs NaN/inf never
-reaches the caller: the decision comes from the heuristic (``source="heuristic"``), ``fallback_count``
-rises and a warning is logged once per cause. Bad *caller* input raises ``ValueError``/``TypeError`` and
-changes nothing.
+Faults: a model that is missing, unreadable, corrupt, of the wrong shape or layout, whose inference
+raises, or that outputs NaN/inf never reaches the caller: the decision comes from the heuristic
+(``source="heuristic"``), ``fallback_count`` rises and a warning is logged once per cause. Bad *caller*
+input raises ``ValueError``/``TypeError`` naming the field and the value, and changes nothing.
 
 Thread-safety: every public method may be called from any number of threads at once. The engine is
 thread-safe natively; the pending-decision table and the counters are guarded by one lock held for a few
-dictionary operations.
+dictionary operations (never across a native call or the reward computation).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import random
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import compress
 from pathlib import Path
 from typing import Any, Final
 
@@ -40,9 +41,11 @@ import numpy.typing as npt
 
 from itp import _native
 from itp.actions import MAX_TASK_BYTES
-from itp.reward import Outcome, compute_reward
+from itp.agent import ARMS, Agent, EvaluationReport, evaluate_model
+from itp.model_loading import LoadedModel
+from itp.reward import Outcome, reward_terms
 from itp.ring import ExperienceRing
-from itp.state import NUM_FEATURES, NUM_STREAMS
+from itp.state import NUM_STREAMS
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -58,6 +61,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _SOURCES: Final = ("model", "explore", "heuristic")
+_SOURCE_CODE: Final = {name: i for i, name in enumerate(_SOURCES)}
+_STREAM_IDS: Final = tuple(range(NUM_STREAMS))
 
 
 def default_model_path() -> Path:
@@ -141,14 +146,30 @@ class Decision:
     def bytes_per_stream(self) -> tuple[int, int, int, int]:
         """Bytes for each of the 4 streams (0 where unused)."""
         out = [0, 0, 0, 0]
-        for s, c in zip(self.stream_ids, self.chunk_sizes):
+        for s, c in zip(self.stream_ids, self.chunk_sizes, strict=False):
             out[s] = c
         return (out[0], out[1], out[2], out[3])
 
 
 @dataclass(frozen=True)
 class PartitionerMetrics:
-    """A consistent snapshot of the partitioner's counters (see :meth:`TaskPartitioner.get_metrics`)."""
+    """A snapshot of the partitioner's counters (see :meth:`TaskPartitioner.get_metrics`).
+
+    Decisions and outcomes:
+        total_decisions, decisions_by_source ("model"/"explore"/"heuristic"), reported_outcomes,
+        successful_tasks, success_rate (of reported tasks), avg_reward (mean reward of reported tasks),
+        outstanding_decisions (pending), expired_decisions (never reported within the TTL).
+    Model serving:
+        agent_epsilon, model_version, model_backend ("native"/"onnxruntime"/None), fallback_count
+        (heuristic decisions while a model was wanted), model_faults and faults_by_cause ("load",
+        "inference_error", "nan_output"), candidate_version, canary_share, reward_by_arm and
+        outcomes_by_arm ("current"/"candidate", cumulative).
+    Experience and learning (zeros/None without a learner):
+        pushed_transitions (into the ring), dropped_transitions (ring full, plus any the learner's store
+        had to drop), experience_count (transitions durably stored), buffer_size (replay), the learner's
+        learner_is_training, learner_update_count, last_update (UTC ISO time or None),
+        time_until_update (seconds or None), rollbacks, and ``learner`` (all of its metrics).
+    """
 
     total_decisions: int
     decisions_by_source: dict[str, int]
@@ -159,6 +180,7 @@ class PartitionerMetrics:
     agent_epsilon: float
     fallback_count: int
     model_faults: int
+    faults_by_cause: dict[str, int]
     model_version: str | None
     model_backend: str | None
     outstanding_decisions: int
@@ -167,8 +189,15 @@ class PartitionerMetrics:
     dropped_transitions: int
     learner_is_training: bool
     learner_update_count: int
+    experience_count: int
+    buffer_size: int
+    last_update: str | None
+    time_until_update: float | None
     candidate_version: str | None
     canary_share: float
+    reward_by_arm: dict[str, float]
+    outcomes_by_arm: dict[str, int]
+    rollbacks: int
     learner: dict[str, Any]
 
     def as_dict(self) -> dict[str, Any]:
@@ -207,16 +236,38 @@ class OutcomeRecord:
     expected_time_s: float
 
 
-@dataclass(slots=True)
 class _Pending:
-    decision: Decision
-    state: npt.NDArray[np.float32]
-    raw: npt.NDArray[np.float64]
-    chunk_bytes: tuple[int, int, int, int]
-    size_bytes: int
-    priority: float
-    created_s: float
-    arm: str
+    """A decision awaiting its outcome (the transition's first half)."""
+
+    __slots__ = ("arm", "chunk_bytes", "created_s", "decision", "priority", "raw", "size_bytes", "state")
+
+    def __init__(
+        self,
+        decision: Decision,
+        state: npt.NDArray[np.float32],
+        raw: npt.NDArray[np.float64],
+        chunk_bytes: Sequence[int],
+        size_bytes: int,
+        priority: float,
+        arm: int,
+    ) -> None:
+        self.decision = decision
+        self.state = state
+        self.raw = raw
+        self.chunk_bytes = chunk_bytes
+        self.size_bytes = size_bytes
+        self.priority = priority
+        self.arm = arm
+        self.created_s = 0.0
+
+
+def _check_metric(name: str, value: object, *, positive: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    v = float(value)
+    if not math.isfinite(v) or v < 0.0 or (positive and v == 0.0):
+        raise ValueError(f"{name} must be finite and {'> 0' if positive else '>= 0'}, got {value!r}")
+    return v
 
 
 class TaskPartitioner:
@@ -226,12 +277,12 @@ class TaskPartitioner:
         model_path: path to a ``.onnx`` model (with ``.metadata.json`` beside it); the default is the model
             bundled in the wheel; None runs the heuristic only.
         epsilon: exploration rate in [0, 1] for live decisions (0 = always greedy).
-        seed: seed of the exploration draws (deterministic for a seed and call order).
+        seed: seed of the exploration draws and canary routing (deterministic for a seed and call order).
         decision_ttl_s: seconds after which an unreported decision expires (counted, memory freed).
         ring_capacity: transitions the experience ring holds before pushes are dropped (and counted).
         clock: returns the local hour of day in [0, 24) (injectable for simulation and tests).
         monotonic: returns seconds on a monotonic clock (injectable for tests of expiry).
-        learner: an optional online learner (``request_update()``, ``is_training``, ``update_count``).
+        learner: an optional online learner (see :meth:`attach_learner`).
 
     Raises:
         ValueError: for out-of-range arguments. A bad *model* never raises: it is logged and counted,
@@ -240,7 +291,7 @@ class TaskPartitioner:
 
     def __init__(
         self,
-        model_path: str | Path | None | _Default = DEFAULT_MODEL,
+        model_path: str | Path | _Default | None = DEFAULT_MODEL,
         *,
         epsilon: float = 0.0,
         seed: int = 0,
@@ -250,131 +301,108 @@ class TaskPartitioner:
         monotonic: Callable[[], float] = time.monotonic,
         learner: Any = None,
     ) -> None:
-        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-        if not (isinstance(decision_ttl_s, (int, float)) and decision_ttl_s > 0 and math.isfinite(decision_ttl_s)):
+        ttl_ok = isinstance(decision_ttl_s, (int, float)) and not isinstance(decision_ttl_s, bool)
+        if not (ttl_ok and decision_ttl_s > 0 and math.isfinite(decision_ttl_s)):
             raise ValueError(f"decision_ttl_s must be a positive number of seconds, got {decision_ttl_s!r}")
-        self._engine = _native.DecisionEngine(seed)
-        self.epsilon = epsilon  # validated by the property
+        if not callable(clock) or not callable(monotonic):
+            raise TypeError("clock and monotonic must be callables returning floats")
+        self._agent = Agent(seed, epsilon=epsilon)
+        self._engine = self._agent.engine
         self._clock = clock
         self._monotonic = monotonic
         self._ttl_s = float(decision_ttl_s)
         self._ring = ExperienceRing(ring_capacity)
-        self._learner = learner
+        self._learner: Any = None
         self._lock = threading.Lock()
         self._pending: OrderedDict[str, _Pending] = OrderedDict()
         self._by_source = [0, 0, 0]
         self._reported = 0
         self._successes = 0
         self._reward_sum = 0.0
-        self._fallbacks = 0
-        self._model_faults = 0
+        self._arm_count = [0, 0]
+        self._arm_reward = [0.0, 0.0]
         self._expired = 0
-        self._warned: set[str] = set()
-        self._model: Any = None
-        self._model_q: Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]] | None = None
-        self._candidate: Any = None
-        self._canary_share = 0.0
-        self._canary_rng = random.Random(seed ^ 0x5EED)
         self._listeners: list[Callable[[OutcomeRecord], None]] = []
-        # A model was asked for: from now on every heuristic decision is a fallback (counted).
-        self._model_wanted = model_path is not None
         if isinstance(model_path, _Default):
             model_path = default_model_path()
         if model_path is not None:
-            self.load_model(model_path)
+            self._agent.load(model_path)
+        if learner is not None:
+            self.attach_learner(learner)
 
     # ----------------------------------------------------------------------------------- model
+    @property
+    def agent(self) -> Agent:
+        """The model-serving agent (current/candidate models, fault counters)."""
+        return self._agent
+
     def load_model(self, model_path: str | Path) -> bool:
         """Load (or replace) the current model. Returns True if it loaded; on any fault keeps deciding with
         the heuristic (the previous model is dropped), logs a warning once and counts the fault."""
-        from itp.model_loading import ModelLoadError, load_model
+        return self._agent.load(model_path) is not None
 
-        self._model_wanted = True
-        try:
-            loaded = load_model(model_path)
-        except ModelLoadError as exc:
-            self._warn_once("load", f"model not loaded, using the heuristic: {exc}")
-            with self._lock:
-                self._model_faults += 1
-            self.set_model(None)
-            return False
-        self.set_model(loaded)
-        return True
+    def set_model(self, loaded: LoadedModel | None) -> None:
+        """Make an already loaded and verified model current, at once and atomically for new decisions;
+        None means heuristic only. Used by rollout and rollback."""
+        self._agent.set_model(loaded)
 
-    def set_model(self, loaded: Any) -> None:
-        """Make an already loaded and verified model (:class:`itp.model_loading.LoadedModel`) current, at
-        once and atomically for new decisions; None means heuristic only. Used by rollout and rollback."""
-        with self._lock:
-            self._model = loaded
-            self._model_q = None if loaded is None or loaded.backend == "native" else loaded.q_values
-            self._engine.set_model(loaded.native if loaded is not None and loaded.backend == "native" else None)
-        if loaded is not None:
-            logger.info(
-                "model loaded",
-                extra={"model_version": loaded.version, "backend": loaded.backend, "path": str(loaded.path)},
-            )
-
-    def set_candidate(self, loaded: Any, share: float = 0.1) -> None:
+    def set_candidate(self, loaded: LoadedModel | None, share: float = 0.1) -> None:
         """Route ``share`` (in [0, 1]) of live decisions to a candidate model (the canary arm); None ends
         the canary. Outcomes of each arm reach the outcome listeners with ``arm`` set."""
-        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 <= share <= 1.0:
-            raise ValueError(f"share must be a number in [0, 1], got {share!r}")
-        with self._lock:
-            self._candidate = loaded
-            self._canary_share = float(share) if loaded is not None else 0.0
+        self._agent.set_candidate(loaded, share)
 
-    def promote_candidate(self) -> Any:
+    def promote_candidate(self) -> LoadedModel:
         """Make the candidate the current model and end the canary; returns the promoted model."""
-        with self._lock:
-            cand = self._candidate
-            if cand is None:
-                raise ValueError("there is no candidate model to promote")
-            self._candidate = None
-            self._canary_share = 0.0
-        self.set_model(cand)
-        return cand
+        return self._agent.promote_candidate()
 
     @property
-    def candidate(self) -> Any:
+    def candidate(self) -> LoadedModel | None:
         """The canary model, or None."""
-        return self._candidate
+        return self._agent.candidate
 
     @property
     def canary_share(self) -> float:
         """Share of live decisions routed to the candidate, in [0, 1]."""
-        return self._canary_share
+        return self._agent.canary_share
+
+    @property
+    def model(self) -> LoadedModel | None:
+        """The current :class:`itp.model_loading.LoadedModel`, or None (heuristic only)."""
+        return self._agent.model
+
+    @property
+    def epsilon(self) -> float:
+        """Exploration rate of live decisions, in [0, 1]."""
+        return self._agent.epsilon
+
+    @epsilon.setter
+    def epsilon(self, value: float) -> None:
+        self._agent.epsilon = value
+
+    @property
+    def ring(self) -> ExperienceRing:
+        """The experience ring that reported transitions are pushed into (drained by a learner)."""
+        return self._ring
 
     def add_outcome_listener(self, listener: Callable[[OutcomeRecord], None]) -> None:
         """Call ``listener(record)`` after every accepted outcome, on the reporting thread. It must be
         quick and must not raise (an exception is logged and swallowed)."""
         self._listeners.append(listener)
 
+    def add_fault_listener(self, listener: Callable[[str, str, str | None], None]) -> None:
+        """Call ``listener(arm, cause, model_version)`` on every model fault (:class:`itp.agent.Agent`)."""
+        self._agent.add_fault_listener(listener)
+
     def attach_learner(self, learner: Any) -> None:
         """Attach the online learner whose state :meth:`get_metrics` reports and which
-        :meth:`force_model_update` triggers."""
+        :meth:`force_model_update` triggers (an object with ``request_update()`` and ``metrics()``)."""
+        if not (
+            callable(getattr(learner, "request_update", None)) and callable(getattr(learner, "metrics", None))
+        ):
+            raise TypeError(f"learner must have request_update() and metrics(), got {type(learner).__name__}")
         self._learner = learner
-
-    @property
-    def model(self) -> Any:
-        """The loaded :class:`itp.model_loading.LoadedModel`, or None (heuristic only)."""
-        return self._model
-
-    @property
-    def epsilon(self) -> float:
-        """Exploration rate of live decisions, in [0, 1]."""
-        return float(self._engine.epsilon)
-
-    @epsilon.setter
-    def epsilon(self, value: float) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-            raise ValueError(f"epsilon must be a number in [0, 1], got {value!r}")
-        self._engine.epsilon = float(value)
-
-    @property
-    def ring(self) -> ExperienceRing:
-        """The experience ring that reported transitions are pushed into (drained by a learner)."""
-        return self._ring
 
     # --------------------------------------------------------------------------- stream table
     def update_stream(
@@ -396,15 +424,38 @@ class TaskPartitioner:
             success_rate: recent chunk success rate, in [0, 1].
 
         Raises:
-            ValueError: naming the bad field; nothing changes.
+            TypeError: a non-int ``stream_id`` or a non-number metric.
+            ValueError: naming the bad field and value; nothing changes.
         """
         if isinstance(stream_id, bool) or not isinstance(stream_id, (int, np.integer)):
             raise TypeError(f"stream_id must be an int, got {type(stream_id).__name__}")
-        self._engine.update_stream(int(stream_id), bandwidth_bps, latency_s, congestion, success_rate)
+        for name, value in (
+            ("bandwidth_bps", bandwidth_bps),
+            ("latency_s", latency_s),
+            ("congestion", congestion),
+            ("success_rate", success_rate),
+        ):
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+                raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+        self._agent.update_stream(int(stream_id), bandwidth_bps, latency_s, congestion, success_rate)
 
     def set_queue_depth(self, queue_depth: float) -> None:
-        """Tasks waiting at the sender (>= 0)."""
-        self._engine.set_queue_depth(queue_depth)
+        """Tasks waiting at the sender (finite, >= 0). Raises ValueError/TypeError; nothing changes."""
+        if isinstance(queue_depth, bool) or not isinstance(
+            queue_depth, (int, float, np.floating, np.integer)
+        ):
+            raise TypeError(f"queue_depth must be a number, got {type(queue_depth).__name__}")
+        self._agent.set_queue_depth(queue_depth)
+
+    def get_stream(self, stream_id: int) -> tuple[float, float, float, float]:
+        """The stored ``(bandwidth_bps, latency_s, congestion, success_rate)`` of a stream."""
+        out: tuple[float, float, float, float] = tuple(self._engine.stream(stream_id))
+        return out
+
+    @property
+    def queue_depth(self) -> float:
+        """The stored queue depth (tasks)."""
+        return float(self._engine.queue_depth)
 
     # ------------------------------------------------------------------------------ decisions
     def partition_task(self, task: Task) -> Decision:
@@ -412,115 +463,91 @@ class TaskPartitioner:
 
         Raises:
             TypeError: ``task`` is not a :class:`Task`.
-            ValueError: the task id is already pending (decided and not yet reported).
+            ValueError: the task id is already pending (decided and not yet reported); nothing changes.
+
+        One native call (GIL released) for the decision; thread-safe.
         """
         if not isinstance(task, Task):
             raise TypeError(f"task must be an itp.Task, got {type(task).__name__}")
         hour = self._hour()
-        cand = self._candidate
-        if cand is not None and self._canary_rng.random() < self._canary_share:
-            return self._record(task, self._decide_with_q(cand.q_values, task, hour), cand)
-        q_fn = self._model_q
-        if q_fn is None:
-            out = self._engine.decide(task.size, float(task.priority), hour, True, None)
-        else:
-            out = self._decide_with_q(q_fn, task, hour)
-        return self._record(task, out)
+        if task.id in self._pending:  # cheap early refusal; re-checked under the lock
+            raise ValueError(f"task id {task.id!r} already has a pending decision")
+        out, arm, model = self._agent.decide(task.size, task.priority, hour)
+        pending = self._pending_for(task, out, arm, model)
+        with self._lock:
+            if task.id in self._pending:
+                raise ValueError(f"task id {task.id!r} already has a pending decision")
+            self._insert_locked(task.id, pending)
+        return pending.decision
 
     def partition_tasks(self, tasks: Sequence[Task]) -> list[Decision]:
-        """Decide many tasks in one native call (GIL released for the whole batch).
+        """Decide many tasks; with a natively served model (or the heuristic) in one native call with the
+        GIL released for the whole batch, on one snapshot of the stream table.
 
-        The stream table is read once per task, so concurrent ``update_stream`` calls may land between
-        tasks. Raises like :meth:`partition_task`; if any task is invalid or duplicated, none is decided.
+        All-or-nothing: if any task is invalid, appears twice, or is already pending, none is decided
+        (ValueError/TypeError naming it). Returns the decisions in task order.
         """
         tasks = list(tasks)
         n = len(tasks)
         if n == 0:
             return []
-        ids = set()
+        ids: set[str] = set()
         for t in tasks:
             if not isinstance(t, Task):
                 raise TypeError(f"tasks must hold itp.Task, got {type(t).__name__}")
             if t.id in ids:
                 raise ValueError(f"task id {t.id!r} appears twice in the batch")
             ids.add(t.id)
-        with self._lock:
-            dup = next((t.id for t in tasks if t.id in self._pending), None)
-        if dup is not None:
-            raise ValueError(f"task id {dup!r} already has a pending decision")
+        self._check_not_pending(tasks)
         hour = self._hour()
-        if self._model_q is not None or self._candidate is not None:
-            return [self.partition_task(t) for t in tasks]
         sizes = np.fromiter((t.size for t in tasks), dtype=np.uint64, count=n)
         prios = np.fromiter((t.priority for t in tasks), dtype=np.float64, count=n)
-        actions = np.empty(n, dtype=np.int64)
-        sources = np.empty(n, dtype=np.uint8)
-        chunks = np.empty((n, NUM_STREAMS), dtype=np.uint64)
-        times = np.empty(n, dtype=np.float64)
-        conf = np.empty(n, dtype=np.float64)
-        states = np.empty((n, NUM_FEATURES), dtype=np.float32)
-        self._engine.decide_batch(sizes, prios, hour, True, actions, sources, chunks, times, conf, states)
-        chunk_rows = chunks.tolist()
-        results = []
-        for i, t in enumerate(tasks):
-            src = int(sources[i])
-            out = (
-                int(actions[i]), src & 0x7F, tuple(chunk_rows[i]), float(times[i]), float(conf[i]),
-                states[i].copy(), None, bool(src & 0x80),
-            )
-            results.append(self._record(t, out))
-        return results
-
-    def _decide_with_q(
-        self, q_fn: Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]], task: Task, hour: float
-    ) -> tuple[Any, ...]:
-        raw = self._engine.snapshot(float(task.size), float(task.priority), hour)
-        state = _native.normalize_state(raw)
-        try:
-            q = q_fn(state)
-        except Exception as exc:  # a model fault must never reach the caller
-            self._warn_once("inference", f"model inference failed, using the heuristic: {exc}")
-            return self._fallback(raw)
-        return tuple(self._engine.decide_raw(raw, True, q))
-
-    def _fallback(self, raw: npt.NDArray[np.float64]) -> tuple[Any, ...]:
-        out = list(self._engine.decide_raw(raw, False, None))
-        out[7] = True  # a model fault: counted like NaN output
-        return tuple(out)
-
-    def _record(self, task: Task, out: tuple[Any, ...], candidate: Any = None) -> Decision:
-        action, source, chunks, expected, confidence, state, raw, fault = out
-        used = tuple(i for i in range(NUM_STREAMS) if chunks[i] > 0)
-        model = candidate if candidate is not None else self._model
-        decision = Decision(
-            task_id=task.id,
-            action=action,
-            stream_ids=used,
-            chunk_sizes=tuple(int(chunks[i]) for i in used),
-            expected_time=expected,
-            confidence=confidence,
-            source=_SOURCES[source],
-            model_version=model.version if model is not None else None,
-        )
-        if raw is None:
-            raw = self._engine.snapshot(float(task.size), float(task.priority), self._hour())
-        pending = _Pending(
-            decision, state, raw, chunks, task.size, float(task.priority), self._monotonic(),
-            "candidate" if candidate is not None else "current",
-        )
-        if fault:
-            self._warn_once("nan", "model returned NaN/inf Q-values, using the heuristic")
+        batch = self._agent.decide_batch(sizes, prios, hour)
+        if batch is None:
+            outs, arms, models = [], [], []
+            for t in tasks:
+                out, arm, model = self._agent.decide(t.size, t.priority, hour)
+                outs.append(out)
+                arms.append(arm)
+                models.append(model)
+        else:
+            outs, arms, models = batch
+        pendings = [
+            self._pending_for(t, o, a, m) for t, o, a, m in zip(tasks, outs, arms, models, strict=False)
+        ]
         with self._lock:
-            if task.id in self._pending:
-                raise ValueError(f"task id {task.id!r} already has a pending decision")
-            self._expire_locked(pending.created_s)
-            self._pending[task.id] = pending
-            self._by_source[source] += 1
-            if source == 2 and self._model_wanted:
-                self._fallbacks += 1
-            if fault:
-                self._model_faults += 1
-        return decision
+            self._check_not_pending(tasks, locked=True)
+            for t, pending in zip(tasks, pendings, strict=False):
+                self._insert_locked(t.id, pending)
+        return [p.decision for p in pendings]
+
+    def _check_not_pending(self, tasks: Sequence[Task], locked: bool = False) -> None:
+        pending = self._pending
+        dup = next((t.id for t in tasks if t.id in pending), None)
+        if dup is not None:
+            raise ValueError(f"task id {dup!r} already has a pending decision")
+
+    def _pending_for(self, task: Task, out: tuple[Any, ...], arm: int, model: LoadedModel | None) -> _Pending:
+        action, source, chunks, expected, confidence, state, raw = out[:7]
+        # chunks: 4 Python ints from the engine; compress/filter keep the used streams at C speed.
+        decision = Decision(
+            task.id,
+            action,
+            tuple(compress(_STREAM_IDS, chunks)),
+            tuple(filter(None, chunks)),
+            expected,
+            confidence,
+            _SOURCES[source],
+            model.version if model is not None else None,
+        )
+        return _Pending(decision, state, raw, chunks, task.size, float(task.priority), arm)
+
+    def _insert_locked(self, task_id: str, pending: _Pending) -> None:
+        now = self._monotonic()
+        pending.created_s = now
+        self._expire_locked(now)
+        self._pending[task_id] = pending
+        self._by_source[_SOURCE_CODE[pending.decision.source]] += 1
 
     # -------------------------------------------------------------------------------- outcomes
     def report_outcome(
@@ -535,41 +562,69 @@ class TaskPartitioner:
     ) -> float:
         """Report how a decided task went; returns the reward it earned.
 
+        The transition ``(state at decision time, executed action, reward, state now)`` is pushed into
+        the experience ring (lock-free; when the ring is full it is dropped and counted).
+
         Args:
             task_id: the id given to :meth:`partition_task`.
             decision: the :class:`Decision` returned for that task.
             throughput_bps: achieved goodput, bits per second (finite, >= 0).
-            latency_s: completion time of the task, seconds (finite, >= 0).
-            success: whether every byte arrived.
+            latency_s: completion time of the task, seconds (finite, > 0).
+            success: whether every byte arrived (bool).
             retransmissions: chunks resent (int >= 0).
 
         Raises:
             ValueError: unknown or already-reported (or expired) task id, a decision that does not belong
-                to the task, or a bad metric; nothing changes.
+                to the task, or a bad metric (named); nothing changes.
+            TypeError: a metric of the wrong type (named); nothing changes.
         """
-        outcome = Outcome(
-            throughput_bps=throughput_bps, latency_s=latency_s, success=success,
-            retransmissions=retransmissions,
-        )
+        throughput = _check_metric("throughput_bps", throughput_bps)
+        latency = _check_metric("latency_s", latency_s, positive=True)
+        if not isinstance(success, (bool, np.bool_)):
+            raise TypeError(f"success must be a bool, got {type(success).__name__}")
+        if isinstance(retransmissions, bool) or not isinstance(retransmissions, (int, np.integer)):
+            raise TypeError(f"retransmissions must be an int, got {type(retransmissions).__name__}")
+        if retransmissions < 0:
+            raise ValueError(f"retransmissions must be >= 0, got {retransmissions}")
         with self._lock:
-            pending = self._pending.get(task_id)
+            pending = self._pending.get(task_id) if isinstance(task_id, str) else None
             if pending is None:
                 raise ValueError(f"task_id {task_id!r} is unknown, already reported or expired")
             if pending.decision is not decision:
                 raise ValueError(f"decision does not belong to task {task_id!r}")
-            reward = compute_reward(pending.raw, pending.chunk_bytes, pending.decision.expected_time, outcome)
             del self._pending[task_id]
+        outcome = Outcome(throughput, latency, bool(success), int(retransmissions))
+        try:
+            # Inputs were validated above and the raw state came from the engine: the same reward
+            # function as the simulator, without re-validating.
+            reward = reward_terms(
+                pending.raw, pending.chunk_bytes, decision.expected_time, outcome, validate=False
+            ).total
+        except BaseException:
+            with self._lock:  # put it back: a failed report changes nothing
+                self._pending[task_id] = pending
+            raise
+        arm = pending.arm
+        with self._lock:
             self._reported += 1
             self._successes += 1 if success else 0
             self._reward_sum += reward
-        next_raw = self._engine.snapshot(float(pending.size_bytes), pending.priority, self._hour())
-        next_state = _native.normalize_state(next_raw)
+            self._arm_count[arm] += 1
+            self._arm_reward[arm] += reward
+        next_state = _native.normalize_state(
+            self._engine.snapshot(float(pending.size_bytes), pending.priority, self._hour())
+        )
         self._ring.try_push(pending.state, decision.action, reward, next_state, False)
         if self._listeners:
             record = OutcomeRecord(
-                arm=pending.arm, model_version=decision.model_version, source=decision.source,
-                reward=reward, success=bool(success), latency_s=float(latency_s),
-                throughput_bps=float(throughput_bps), expected_time_s=decision.expected_time,
+                arm=ARMS[arm],
+                model_version=decision.model_version,
+                source=decision.source,
+                reward=reward,
+                success=bool(success),
+                latency_s=latency,
+                throughput_bps=throughput,
+                expected_time_s=decision.expected_time,
             )
             for listener in self._listeners:
                 try:
@@ -579,61 +634,118 @@ class TaskPartitioner:
         return reward
 
     def expire_decisions(self) -> int:
-        """Drop pending decisions older than ``decision_ttl_s`` now; returns how many expired."""
+        """Drop pending decisions older than ``decision_ttl_s`` now; returns how many expired.
+
+        Expiry also runs on every new decision, so memory stays bounded by the decisions of one TTL."""
         with self._lock:
             return self._expire_locked(self._monotonic())
 
     def _expire_locked(self, now_s: float) -> int:
+        # Insertion order is creation order (created_s is taken under the lock), so the oldest is first.
         cutoff = now_s - self._ttl_s
+        pending = self._pending
         n = 0
-        while self._pending:
-            first = next(iter(self._pending.values()))
+        while pending:
+            first = next(iter(pending.values()))
             if first.created_s > cutoff:
                 break
-            self._pending.popitem(last=False)
+            pending.popitem(last=False)
             n += 1
-        self._expired += n
+        if n:
+            self._expired += n
+            logger.debug("%d unreported decisions expired", n)
         return n
 
     # -------------------------------------------------------------------------------- metrics
     def get_metrics(self) -> PartitionerMetrics:
-        """A consistent snapshot of the counters."""
+        """A snapshot of the counters (each group consistent; exact once callers are quiet)."""
         learner = self._learner
         # Read the learner outside our lock: it may call back into the partitioner.
-        learner_metrics = dict(learner.metrics()) if hasattr(learner, "metrics") else {}
+        lm: dict[str, Any] = dict(learner.metrics()) if learner is not None else {}
+        agent = self._agent.counters()
+        model, cand = self._agent.model, self._agent.candidate
         with self._lock:
-            model = self._model
             reported = self._reported
+            arm_reward = {
+                arm: (self._arm_reward[i] / self._arm_count[i] if self._arm_count[i] else 0.0)
+                for i, arm in enumerate(ARMS)
+            }
+            arm_count = dict(zip(ARMS, self._arm_count, strict=False))
             return PartitionerMetrics(
                 total_decisions=sum(self._by_source),
-                decisions_by_source=dict(zip(_SOURCES, self._by_source)),
+                decisions_by_source=dict(zip(_SOURCES, self._by_source, strict=False)),
                 reported_outcomes=reported,
                 successful_tasks=self._successes,
                 success_rate=self._successes / reported if reported else 0.0,
                 avg_reward=self._reward_sum / reported if reported else 0.0,
                 agent_epsilon=self.epsilon,
-                fallback_count=self._fallbacks,
-                model_faults=self._model_faults,
+                fallback_count=agent["fallback_count"],
+                model_faults=agent["model_faults"],
+                faults_by_cause=agent["faults_by_cause"],
                 model_version=model.version if model is not None else None,
                 model_backend=model.backend if model is not None else None,
                 outstanding_decisions=len(self._pending),
                 expired_decisions=self._expired,
                 pushed_transitions=int(self._ring.pushed),
-                dropped_transitions=int(self._ring.dropped),
-                learner_is_training=bool(getattr(learner, "is_training", False)),
-                learner_update_count=int(getattr(learner, "update_count", 0)),
-                candidate_version=self._candidate.version if self._candidate is not None else None,
-                canary_share=self._canary_share,
-                learner=learner_metrics,
+                dropped_transitions=int(self._ring.dropped) + int(lm.get("store_dropped", 0)),
+                learner_is_training=bool(lm.get("is_training", False)),
+                learner_update_count=int(lm.get("update_count", 0)),
+                experience_count=int(lm.get("experience_count", 0)),
+                buffer_size=int(lm.get("buffer_size", 0)),
+                last_update=lm.get("last_update"),
+                time_until_update=lm.get("time_until_update"),
+                candidate_version=cand.version if cand is not None else None,
+                canary_share=self._agent.canary_share,
+                reward_by_arm=arm_reward,
+                outcomes_by_arm=arm_count,
+                rollbacks=int(lm.get("rollbacks", 0)),
+                learner=lm,
             )
 
     def force_model_update(self) -> bool:
-        """Ask the attached online learner to retrain now. Returns False if no learner is attached."""
+        """Ask the attached online learner to retrain now (in the background; returns at once).
+        Returns False (and logs a warning) if no learner is attached."""
         if self._learner is None:
             logger.warning("force_model_update: no online learner is attached")
             return False
         self._learner.request_update()
         return True
+
+    # ------------------------------------------------------------------------------ evaluation
+    def evaluate(
+        self,
+        episodes: int = 100,
+        *,
+        seed: int = 0,
+        trace_files: Sequence[str | Path] | None = None,
+        config: Any = None,
+        baselines: Sequence[str] = (),
+    ) -> EvaluationReport:
+        """Evaluate the current model greedily on the simulator (``itp.sim``).
+
+        Runs on a private engine and simulator: the live stream table, pending decisions, counters,
+        exploration draws and the experience ring are not touched. Equal seeds give equal episodes, so
+        reports of different models (or of the heuristic) compare decisions only.
+
+        Args:
+            episodes: simulated episodes (int >= 1), each ``SimConfig.tasks_per_episode`` tasks.
+            seed: evaluation seed (int >= 0).
+            trace_files: trace-driven episodes from these files; None: synthetic streams.
+            config: an ``itp.sim.SimConfig``.
+            baselines: baseline policy names (``itp.sim.baselines``) to add to ``report.table``.
+
+        Returns:
+            An :class:`itp.agent.EvaluationReport` (``mean_reward``, goodput, completion-time
+            percentiles, success rate, fallbacks, and the full table).
+        """
+        return evaluate_model(
+            self._agent.model,
+            episodes,
+            seed=seed,
+            trace_files=trace_files,
+            config=config,
+            baselines=baselines,
+        )
 
     # -------------------------------------------------------------------------------- helpers
     def _hour(self) -> float:
@@ -641,9 +753,3 @@ class TaskPartitioner:
         if not 0.0 <= hour < 24.0:
             raise ValueError(f"clock must return an hour in [0, 24), got {hour}")
         return hour
-
-    def _warn_once(self, key: str, message: str) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            logger.warning(message)
-

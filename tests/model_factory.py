@@ -7,6 +7,7 @@ float32[N, 20], output ``q_values`` float32[N, 15]) with seeded random weights, 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,7 +29,7 @@ def random_layers(
     rng = np.random.default_rng(seed)
     dims = [20, *hidden, 15]
     weights = [
-        (rng.standard_normal((o, i)) / np.sqrt(i)).astype(np.float32) for i, o in zip(dims[:-1], dims[1:])
+        (rng.standard_normal((o, i)) / np.sqrt(i)).astype(np.float32) for i, o in itertools.pairwise(dims)
     ]
     biases = [(0.1 * rng.standard_normal(o)).astype(np.float32) for o in dims[1:]]
     return weights, biases
@@ -40,7 +41,7 @@ def build_onnx(
     nodes = []
     inits = []
     current = "state"
-    for k, (w, b) in enumerate(zip(weights, biases)):
+    for k, (w, b) in enumerate(zip(weights, biases, strict=False)):
         inits += [numpy_helper.from_array(w, f"W{k}"), numpy_helper.from_array(b, f"b{k}")]
         out = "q_values" if k == len(weights) - 1 else f"h{k}"
         nodes.append(helper.make_node("Gemm", [current, f"W{k}", f"b{k}"], [out], transB=1))
@@ -88,3 +89,61 @@ def save_with_metadata(model: onnx.ModelProto, path: Path, *, version: str = "0.
     )
     write_metadata(metadata_path_for(path), md)
     return path
+
+
+def write_nan_region_model(path: Path, *, version: str = "0.0.1") -> Path:
+    """A plain Gemm/Relu chain (served natively) whose Q-values are finite on the load-time probe states
+    but NaN (inf - inf) when the task-size feature exceeds the four bandwidth features' sum by 0.9 —
+    e.g. a 2**39-byte task on 1 Mbit/s streams. A real runtime NaN fault, not a mock."""
+    w0 = np.zeros((2, 20), dtype=np.float32)
+    w0[:, 17] = 1e30
+    w0[:, 0:4] = -1e30
+    b0 = np.full(2, -0.9e30, dtype=np.float32)
+    w1 = np.zeros((15, 2), dtype=np.float32)
+    w1[:, 0], w1[:, 1] = 1e30, -1e30
+    b1 = np.linspace(0.0, 1.4, 15).astype(np.float32)
+    return write_model(path, version=version, weights=[w0, w1], biases=[b0, b1])
+
+
+#: Priority at which :func:`write_raising_model`'s graph fails at run time.
+RAISING_PRIORITY = 0.123
+
+
+def write_raising_model(path: Path, seed: int = 0, *, version: str = "0.0.1") -> Path:
+    """A valid model (served by ONNX Runtime: not a plain chain) whose inference *raises* when the
+    priority feature equals float32(0.123): a Gather then indexes out of bounds. Finite elsewhere."""
+    weights, biases = random_layers(seed)
+    model = build_onnx(weights, biases)
+    graph = model.graph
+    graph.node[-1].output[0] = "q0"
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.array([18], dtype=np.int64), "sl_start"),
+            numpy_helper.from_array(np.array([19], dtype=np.int64), "sl_end"),
+            numpy_helper.from_array(np.array([1], dtype=np.int64), "sl_axis"),
+            numpy_helper.from_array(np.array([RAISING_PRIORITY], dtype=np.float32), "bad_priority"),
+            numpy_helper.from_array(np.array(5, dtype=np.int64), "five"),
+            numpy_helper.from_array(np.zeros(2, dtype=np.float32), "small"),
+        ]
+    )
+    graph.node.extend(
+        [
+            helper.make_node("Slice", ["state", "sl_start", "sl_end", "sl_axis"], ["prio"]),
+            helper.make_node("Equal", ["prio", "bad_priority"], ["is_bad"]),
+            helper.make_node("Cast", ["is_bad"], ["bad_i"], to=TensorProto.INT64),
+            helper.make_node("Mul", ["bad_i", "five"], ["index"]),
+            helper.make_node("Gather", ["small", "index"], ["extra"], axis=0),
+            helper.make_node("Add", ["q0", "extra"], ["q_values"]),
+        ]
+    )
+    onnx.checker.check_model(model)
+    return save_with_metadata(model, path, version=version)
+
+
+def write_wrong_input_model(path: Path) -> Path:
+    """A chain whose input is float32[N, 19] (the wrong state width)."""
+    weights, biases = random_layers(0)
+    weights[0] = weights[0][:, :19].copy()
+    model = build_onnx(weights, biases)
+    model.graph.input[0].type.tensor_type.shape.dim[1].dim_value = 19
+    return save_with_metadata(model, path)
