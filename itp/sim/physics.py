@@ -41,10 +41,14 @@ A chunk of S bytes on stream i starting at t0, attempt j = 0, 1, ..., ``max_atte
   rate available at ``t_d`` (``r0``): ``n = log2(r0 rtt / W)`` rounds carry ``B_ramp = r0 rtt - W`` bits
   (0 if ``r0 rtt <= W``). If ``8 S <= B_ramp`` the data ends at ``t_d + rtt * log2(1 + 8 S / W)``; otherwise
   the rest ``8 S - B_ramp`` is integrated over ``r_i`` from ``t_d + n rtt`` (formula above).
-* Loss: the attempt fails with ``q = 1 - (1 - q0) exp(-lam * D)`` where D is the data duration,
-  ``q0 = min(0.9, l_i (loss_base + loss_congestion c))``, ``lam = l_i (hazard_base_per_s +
-  hazard_congestion_per_s c)`` (c at the attempt start, ``l_i`` a per-stream loss multiplier). A failing
-  attempt dies after a fraction ``f_j ~ U(0, 1)`` of D; the chunk is resent whole after
+* Loss, with ``q0 = min(0.9, l_i (loss_base + loss_congestion c))`` and ``lam = l_i (hazard_base_per_s
+  + hazard_congestion_per_s c)`` (c at the attempt start, ``l_i`` a per-stream loss multiplier) and one
+  uniform draw ``u_j``: if ``u_j < q0`` the attempt is doomed and dies once a fraction ``f_j ~ U(0, 1)``
+  of its bits has been sent; otherwise it dies at ``t_d + tau`` with
+  ``tau = -ln(1 - (u_j - q0) / (1 - q0)) / lam ~ Exp(lam)`` if that comes before its end. So an attempt
+  of data duration D fails with probability ``q = 1 - (1 - q0) exp(-lam D)`` (exactly when
+  ``u_j < q``), and whether and when it fails depends only on the rates up to the failure (causal: a
+  sender observing a failure learns nothing about later rates). The chunk is resent whole after
   ``rto = max(rto_min_s, 2 rtt)``. Each resend is one retransmission. After ``max_attempts`` failed
   attempts the chunk (hence the task) fails.
 * Completion: the last byte arrives half an RTT after it is sent: ``finish = t_end + rtt / 2``.
@@ -414,14 +418,28 @@ def simulate_chunk(
         else:
             steady_start = t_data + ramp_s
             t_end = traj.finish_time(steady_start, bits - ramp_bits)
-        dur = t_end - t_data
         lm = params.loss_multiplier
         q0 = min(0.9, lm * (config.loss_base + config.loss_congestion * cong))
         lam = lm * (config.hazard_base_per_s + config.hazard_congestion_per_s * cong)
-        q = 1.0 - (1.0 - q0) * math.exp(-lam * dur)
-        if float(fail_u[j]) < q:
+        u = float(fail_u[j])
+        t_fail = math.inf
+        if u < q0:
+            # Doomed from the start: dies once a fraction f of its bits has been sent.
+            sent = float(fail_frac[j]) * bits
+            if sent <= ramp_bits:
+                t_fail = t_data + rtt * math.log2(1.0 + sent / w_bits)
+            else:
+                t_fail = traj.finish_time(steady_start, sent - ramp_bits)
+        elif lam > 0.0:
+            # Hazard lam per second of transfer: the failure time tau ~ Exp(lam) (from the same uniform,
+            # rescaled); the attempt fails if tau comes before its end. Causal: whether and when it fails
+            # depends on the rates up to the failure only.
+            x = (u - q0) / (1.0 - q0)
+            tau = -math.log1p(-x) / lam if x < 1.0 else math.inf
+            if t_data + tau < t_end:
+                t_fail = t_data + tau
+        if t_fail < math.inf:
             failures += 1
-            t_fail = t_data + float(fail_frac[j]) * dur
             if steady_start == steady_start and t_fail > steady_start:  # not NaN: had a steady phase
                 rate_sample = traj.mean_rate_between(steady_start, t_fail)
                 s_start, s_end = steady_start, t_fail

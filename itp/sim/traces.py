@@ -51,6 +51,7 @@ __all__ = [
     "DEFAULT_EVAL_FRACTION",
     "DEFAULT_SPLIT_SEED",
     "MAHIMAHI_PACKET_BYTES",
+    "MAX_TRACE_PERIOD_S",
     "TRACE_SPLITS",
     "Trace",
     "TraceFormat",
@@ -70,6 +71,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_BIN_S: float = 0.1
 MAHIMAHI_PACKET_BYTES: int = 1500
+MAX_TRACE_PERIOD_S: int = 7 * 86400
+"""Longest accepted trace period (one week): bounds the memory of the resampled array."""
 DEFAULT_EVAL_FRACTION: float = 0.3
 """Fraction of each group's recordings held out for evaluation (the training default)."""
 DEFAULT_SPLIT_SEED: int = 0
@@ -114,26 +117,60 @@ def _nonblank_lines(text: str) -> list[tuple[int, str]]:
     return [(i + 1, ln) for i, ln in enumerate(text.splitlines()) if ln.strip()]
 
 
-def _parse_mahimahi(source: str, lines: list[tuple[int, str]], bin_s: float) -> npt.NDArray[np.float64]:
-    tokens = [ln.split() for _, ln in lines]
-    values: list[int] = []
-    for (line_no, raw), tok in zip(lines, tokens):
-        if len(tok) != 1:
-            raise _fail(source, line_no, f"expected one integer (Mahimahi ms time stamp), got {raw!r}")
+MAX_TRACE_BINS = 20_000_000
+
+
+def _check_bins(source: str, line_no: int, n_bins: int, bin_s: float) -> None:
+    if n_bins > MAX_TRACE_BINS:
+        raise _fail(
+            source, line_no, f"{n_bins} bins of {bin_s} s exceed {MAX_TRACE_BINS}; use a larger bin_s"
+        )
+
+
+_MAX_MAHIMAHI_MS = 2**53  # ~285,000 years: anything larger is not a time stamp
+
+
+def _parse_mahimahi(
+    source: str, text: str, lines: list[tuple[int, str]], bin_s: float
+) -> npt.NDArray[np.float64]:
+    tokens = text.split()
+    times_ms: npt.NDArray[np.int64] | None = None
+    if len(tokens) == len(lines):  # one token a line: convert in one go (Mahimahi files are long)
         try:
-            values.append(int(tok[0]))
-        except ValueError:
-            raise _fail(source, line_no, f"not an integer millisecond time stamp: {tok[0]!r}") from None
-    times_ms = np.asarray(values, dtype=np.int64)
+            times_ms = np.array(tokens, dtype=np.int64)
+        except (ValueError, OverflowError):
+            times_ms = None  # find and name the bad line below
+    if times_ms is None:
+        values: list[int] = []
+        for line_no, raw in lines:
+            tok = raw.split()
+            if len(tok) != 1:
+                raise _fail(source, line_no, f"expected one integer (Mahimahi ms time stamp), got {raw!r}")
+            try:
+                v = int(tok[0])
+            except ValueError:
+                raise _fail(source, line_no, f"not an integer millisecond time stamp: {tok[0]!r}") from None
+            if abs(v) > _MAX_MAHIMAHI_MS:
+                raise _fail(source, line_no, f"time stamp {v} ms is out of range")
+            values.append(v)
+        times_ms = np.asarray(values, dtype=np.int64)
     neg = np.flatnonzero(times_ms < 0)
     if neg.size:
         i = int(neg[0])
-        raise _fail(source, lines[i][0], f"negative time stamp {values[i]}")
+        raise _fail(source, lines[i][0], f"negative time stamp {int(times_ms[i])}")
     dec = np.flatnonzero(np.diff(times_ms) < 0)
     if dec.size:
         i = int(dec[0]) + 1
-        raise _fail(source, lines[i][0], f"time stamp {values[i]} ms is before the previous {values[i - 1]}")
+        raise _fail(
+            source,
+            lines[i][0],
+            f"time stamp {int(times_ms[i])} ms is before the previous {int(times_ms[i - 1])}",
+        )
     period_ms = int(times_ms[-1])
+    if period_ms > MAX_TRACE_PERIOD_S * 1000:
+        raise _fail(
+            source, lines[-1][0], f"trace period {period_ms} ms exceeds {MAX_TRACE_PERIOD_S} s"
+        )
     if period_ms <= 0:
         raise _fail(source, lines[-1][0], "trace period (last time stamp) must be > 0 ms")
     bin_ms = bin_s * 1000.0
@@ -146,6 +183,7 @@ def _parse_mahimahi(source: str, lines: list[tuple[int, str]], bin_s: float) -> 
     else:
         n_bins = max(1, math.ceil(period_ms / bin_ms))
         idx = np.minimum((times_ms / bin_ms).astype(np.int64), n_bins - 1)
+    _check_bins(source, lines[-1][0], n_bins, bin_s)
     counts = np.bincount(idx, minlength=n_bins).astype(np.float64)
     # The last bin may cover only part of a bin width.
     widths_s = np.full(n_bins, bin_s)
@@ -179,7 +217,12 @@ def _parse_pensieve(source: str, lines: list[tuple[int, str]], bin_s: float) -> 
     v_arr = np.asarray(mbps)
     cum_mbit = np.concatenate(([0.0], np.cumsum(v_arr[1:] * np.diff(t_arr))))
     period_s = float(t_arr[-1])
+    if period_s > MAX_TRACE_PERIOD_S:
+        raise _fail(
+            source, lines[-1][0], f"trace period {period_s} s exceeds {MAX_TRACE_PERIOD_S} s"
+        )
     n_bins = max(1, math.ceil(period_s / bin_s - 1e-9))
+    _check_bins(source, lines[-1][0], n_bins, bin_s)
     edges = np.minimum(np.arange(n_bins + 1) * bin_s, period_s)
     m_edges = np.interp(edges, t_arr, cum_mbit)
     widths = np.diff(edges)
@@ -212,7 +255,7 @@ def parse_trace_text(text: str, *, source: str = "<trace>", bin_s: float = DEFAU
     fmt: TraceFormat
     if n_fields == 1:
         fmt = "mahimahi"
-        rates = _parse_mahimahi(source, lines, bin_s)
+        rates = _parse_mahimahi(source, text, lines, bin_s)
     elif n_fields == 2:
         fmt = "pensieve"
         rates = _parse_pensieve(source, lines, bin_s)

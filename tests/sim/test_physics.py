@@ -154,10 +154,12 @@ def test_a_failed_chunk_is_resent_and_becomes_the_straggler() -> None:
     assert c0 is not None and c1 is not None
     assert res.success and res.retransmissions == 1 and c1.failures == 1 and c1.attempts == 2
     assert res.finish_s == c1.finish_s > c0.finish_s == clean.finish_s
-    # Lost: the failed attempt's set-up and half its data phase, then the retransmission timeout.
+    # Lost: the failed attempt's set-up and the time to send half its bits (the rate is constant, so
+    # that is its data phase less the second half's bits at the full rate), then the timeout.
     rtt = c0.rtt_sample_s
     data_s = clean.finish_s - 0.5 * rtt - config.setup_rtts * rtt  # ~4 s
-    lost = config.setup_rtts * rtt + 0.5 * data_s + max(config.rto_min_s, 2 * rtt)
+    half_s = data_s - 8 * (size // 2) / 2 / 100e6
+    lost = config.setup_rtts * rtt + half_s + max(config.rto_min_s, 2 * rtt)
     assert res.finish_s - clean.finish_s == pytest.approx(lost, rel=1e-9)
 
 
@@ -265,6 +267,34 @@ def test_failure_probability_follows_the_formula() -> None:
     above = simulate_chunk(traj, ps, config, 0.0, size, np.array([q * (1 + 1e-9), 1, 1, 1]), f, z)
     assert below.failures == 1 and below.retransmissions == 1 and below.success
     assert above.failures == 0 and above.finish_s == ok.finish_s
+
+
+@pytest.mark.parametrize("u", [0.0, 0.03])  # doomed at the start (u < q0) / hazard failure
+def test_when_an_attempt_fails_does_not_depend_on_later_rates(u: float) -> None:
+    """Causality: the failure time depends on the rates up to the failure, never on later ones."""
+    config = SimConfig(jitter_fraction=0.0, max_attempts=1, hazard_base_per_s=0.01, loss_base=0.02)
+    r = 100e6
+    size = int(20 * r / 8)  # ~20 s of data
+    ps = StreamParams(base_rtt_s=0.02, jitter_s=0.0, loss_multiplier=1.0)
+    u_arr, f, z = np.array([u]), np.array([0.25]), np.zeros(1)
+    same = simulate_chunk(flat(r, period_s=200.0), ps, config, 0.0, size, u_arr, f, z)
+    assert not same.success  # failed (max_attempts = 1): finish_s is the failure time
+    later_drop = piecewise([(same.finish_s // BIN_S * BIN_S + 0.2, r), (150.0, r / 10)])
+    other = simulate_chunk(later_drop, ps, config, 0.0, size, u_arr, f, z)
+    assert other.finish_s == same.finish_s and not other.success
+
+
+def test_hazard_failure_time_is_exponential_in_seconds() -> None:
+    config = SimConfig(jitter_fraction=0.0, max_attempts=1, loss_base=0.0, loss_congestion=0.0,
+                       hazard_base_per_s=0.05, hazard_congestion_per_s=0.0)
+    r = 100e6
+    ps = StreamParams(base_rtt_s=0.02, jitter_s=0.0, loss_multiplier=1.0)
+    u = 0.2
+    res = simulate_chunk(flat(r), ps, config, 0.0, int(30 * r / 8), np.array([u]), np.zeros(1),
+                         np.zeros(1))
+    tau = -math.log(1.0 - u) / 0.05  # 4.46 s after the data starts
+    assert res.finish_s == pytest.approx(config.setup_rtts * 0.02 + tau, rel=1e-12)
+    assert res.rate_sample_bps == pytest.approx(r)  # measured over the steady part before failing
 
 
 def test_a_chunk_that_fails_every_attempt_fails_the_task() -> None:
