@@ -187,7 +187,10 @@ def reward_terms(
     elif thr <= 0.0:
         throughput = -THROUGHPUT_CLIP
     else:
-        throughput = min(max(math.log2(thr * t_ref / bits), -THROUGHPUT_CLIP), THROUGHPUT_CLIP)
+        # log2(thr * t_ref / bits) as a sum of logs: the product can under- or overflow for extreme
+        # (but valid) inputs, e.g. a subnormal throughput.
+        ratio_log2 = math.log2(thr) + math.log2(t_ref) - math.log2(bits)
+        throughput = min(max(ratio_log2, -THROUGHPUT_CLIP), THROUGHPUT_CLIP)
 
     latency_s = float(outcome.latency_s)
     if math.isinf(expected):
@@ -205,7 +208,10 @@ def reward_terms(
     else:
         finish = [lat[i] + 8.0 * chunks[i] / eff[i] for i in used]
         hi = max(finish)
-        imbalance = (hi - min(finish)) / hi if hi > 0.0 else 0.0
+        if math.isinf(hi):  # a used stream's rate is so small that its chunk never finishes: as e_i = 0
+            imbalance = 1.0
+        else:
+            imbalance = (hi - min(finish)) / hi if hi > 0.0 else 0.0
 
     completion = 1.0 if outcome.success else 0.0
     retrans = min(int(outcome.retransmissions) / max(1, len(used)), 1.0)

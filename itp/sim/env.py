@@ -470,14 +470,31 @@ def make_vector_env(
     config: SimConfig | None = None,
     *,
     trace_files: Sequence[str | Path] | None = None,
+    autoreset_mode: gym.vector.AutoresetMode = gym.vector.AutoresetMode.NEXT_STEP,
 ) -> gym.vector.SyncVectorEnv:
     """``num_envs`` independent ``PartitionEnv`` stepped together (Gymnasium ``SyncVectorEnv``).
 
-    Traces are parsed once (cached) and shared read-only by all copies.
+    ``reset(seed=s)`` seeds copy i with ``s + i`` (Gymnasium's rule), so copy i replays exactly the
+    episode of a single ``PartitionEnv`` reset with ``s + i``. Observations are stacked into
+    float32[num_envs, 20]; ``info`` values into arrays. Traces are parsed once (cached) and shared
+    read-only by all copies. Gymnasium's equivalent is ``gym.make_vec("itp/Partition-v0", num_envs,
+    vectorization_mode="sync")``.
+
+    Args:
+        num_envs: number of copies, >= 1.
+        config: simulator configuration shared by the copies (default ``SimConfig()``).
+        trace_files: trace mode with these files (None or empty: synthetic).
+        autoreset_mode: what happens after a copy's episode ends; the default ``NEXT_STEP`` resets it
+            on the following ``step`` (whose action is ignored and reward is 0), ``SAME_STEP`` resets
+            it at once and puts the final observation in ``info["final_obs"]``.
+
+    Raises:
+        ValueError: ``num_envs`` is not an int >= 1.
     """
     if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
         raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
     files = list(trace_files or ())
     return gym.vector.SyncVectorEnv(
-        [lambda: PartitionEnv(config, trace_files=files) for _ in range(num_envs)]
+        [lambda: PartitionEnv(config, trace_files=files) for _ in range(num_envs)],
+        autoreset_mode=autoreset_mode,
     )

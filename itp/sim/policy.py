@@ -160,7 +160,8 @@ class OnnxPolicy:
 
     Raises:
         FileNotFoundError: missing file.
-        ValueError: the graph lacks the ``state`` input or ``q_values`` output, or has the wrong widths.
+        ValueError: the file is not a loadable ONNX model, or the graph lacks the ``state`` input or
+            ``q_values`` output, or has the wrong widths (the message names the file).
 
     Not thread-safe per instance (one scratch buffer); ~10 us per decision.
     """
@@ -174,7 +175,10 @@ class OnnxPolicy:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1
         opts.inter_op_num_threads = 1
-        self._session: Any = ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
+        try:
+            self._session: Any = ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ORT raises its own exception types for unreadable or invalid graphs
+            raise ValueError(f"{p}: not a loadable ONNX model ({exc})") from None
         inputs = {i.name: i for i in self._session.get_inputs()}
         outputs = {o.name: o for o in self._session.get_outputs()}
         if "state" not in inputs:
