@@ -21,9 +21,7 @@ std::size_t log2_exact(std::size_t p) {
   return d;
 }
 
-// Descents run in groups of this many lanes: each level issues kLanes independent loads, so the misses of
-// one group overlap instead of queueing behind each other.
-constexpr std::size_t kLanes = 16;
+constexpr std::size_t kLanes = SumTree::kDescentLanes;
 // set_many walks up in chunks of this many leaves (stack buffer).
 constexpr std::size_t kUpdateChunk = 256;
 
@@ -48,8 +46,15 @@ double SumTree::min_positive() const noexcept {
 
 void SumTree::set(std::size_t index, double value) noexcept {
   std::size_t node = leaves_ + index;
+  if (sum_[node] == value) return;
   sum_[node] = value;
-  for (node >>= 1; node >= 1; node >>= 1) recompute(node);
+  // An ancestor that comes out unchanged leaves everything above it unchanged too.
+  bool sum_live = true;
+  bool min_live = true;
+  for (node >>= 1; node >= 1 && (sum_live || min_live); node >>= 1) {
+    if (sum_live) sum_live = recompute_sum(node);
+    if (min_live) min_live = recompute_min(node);
+  }
 }
 
 void SumTree::set_range(std::size_t first, std::size_t count, double value) noexcept {
@@ -66,18 +71,48 @@ void SumTree::set_range(std::size_t first, std::size_t count, double value) noex
 
 void SumTree::set_many(const std::int64_t* indices, const double* values, std::size_t n) noexcept {
   std::array<std::size_t, kUpdateChunk> node{};
+  std::array<bool, kUpdateChunk> sum_live{};
+  std::array<bool, kUpdateChunk> min_live{};
   for (std::size_t base = 0; base < n; base += kUpdateChunk) {
     const std::size_t m = std::min(kUpdateChunk, n - base);
-    // All leaves first (in order, so a repeated index keeps its last value), then each level for every
-    // walk: a level only reads children that are final, so the result equals m sequential set() calls.
+    // All leaves first (in order, so a repeated index keeps its last value); then the ancestors, a level
+    // at a time, so a level only reads children that are already final and the result equals m
+    // sequential set() calls. Every node is recomputed from its children, so the order of work does not
+    // change a single bit of the result.
     for (std::size_t k = 0; k < m; ++k) {
-      node[k] = leaves_ + static_cast<std::size_t>(indices[base + k]);
-      sum_[node[k]] = values[base + k];
+      const std::size_t leaf = leaves_ + static_cast<std::size_t>(indices[base + k]);
+      const double v = values[base + k];
+      const bool changed = sum_[leaf] != v;
+      sum_[leaf] = v;
+      node[k] = leaf;
+      sum_live[k] = changed;
+      min_live[k] = changed;
     }
-    for (std::size_t level = 0; level < depth_; ++level) {
+    // Low levels: one walk per leaf. A walk stops carrying the sum (or the min) at the first ancestor
+    // whose sum (or min) comes out unchanged: nothing above can change on its account, and any other
+    // walk below carries its own change. Mins settle within a few levels; re-applying the same
+    // priorities stops every walk at its leaf.
+    // High levels: from the first height with at most m nodes up, recomputing every node of the level
+    // in one dense pass (<= 2m nodes in all) is cheaper than m walks that share most of their nodes.
+    std::size_t dense_from = 1;
+    while (dense_from < depth_ && (leaves_ >> dense_from) > m) ++dense_from;
+    bool any = false;
+    for (std::size_t k = 0; k < m; ++k) any = any || sum_live[k];
+    for (std::size_t height = 1; height < dense_from && any; ++height) {
+      any = false;
       for (std::size_t k = 0; k < m; ++k) {
-        node[k] >>= 1;
-        recompute(node[k]);
+        if (!(sum_live[k] || min_live[k])) continue;
+        const std::size_t p = node[k] >> 1;
+        node[k] = p;
+        if (sum_live[k]) sum_live[k] = recompute_sum(p);
+        if (min_live[k]) min_live[k] = recompute_min(p);
+        any = any || sum_live[k] || min_live[k];
+      }
+    }
+    if (any) {
+      for (std::size_t height = dense_from; height <= depth_; ++height) {
+        const std::size_t lo = leaves_ >> height;
+        for (std::size_t p = lo; p < 2 * lo; ++p) recompute(p);
       }
     }
   }
@@ -89,13 +124,8 @@ void SumTree::rebuild() noexcept {
 
 std::size_t SumTree::find_prefix(double mass) const noexcept {
   std::size_t node = 1;
-  while (node < leaves_) {
-    const std::size_t l = 2 * node;
-    const double left = sum_[l];
-    const bool right = !(mass < left) && sum_[l + 1] > 0.0;
-    mass -= right ? left : 0.0;
-    node = l + static_cast<std::size_t>(right);
-  }
+  const double* s = sum_.data();
+  for (std::size_t level = 0; level < depth_; ++level) node = descend(s, node, mass);
   return node - leaves_;
 }
 
@@ -106,36 +136,25 @@ void SumTree::find_prefix_many(const double* masses, std::size_t n, std::int64_t
   const double* s = sum_.data();
   for (std::size_t base = 0; base < n; base += kLanes) {
     const std::size_t m = std::min(kLanes, n - base);
-    for (std::size_t k = 0; k < m; ++k) {
+    // Always kLanes lanes (a short group is padded with mass 0, a valid descent whose result is
+    // dropped), so the lane loop has a constant trip count and unrolls without branches.
+    for (std::size_t k = 0; k < kLanes; ++k) {
       node[k] = 1;
-      mass[k] = masses[base + k];
+      mass[k] = k < m ? masses[base + k] : 0.0;
     }
     for (std::size_t level = 0; level < depth_; ++level) {
-      for (std::size_t k = 0; k < m; ++k) {
-        const std::size_t l = 2 * node[k];
-        const double left = s[l];
-        const bool right = !(mass[k] < left) && s[l + 1] > 0.0;
-        mass[k] -= right ? left : 0.0;
-        node[k] = l + static_cast<std::size_t>(right);
+      // The descent is branch-free, so nothing speculates ahead of the loads: prefetch, for each lane,
+      // the line holding all 8 great-grandchildren of its node (8p..8p+7, 64-byte aligned), which is
+      // the line this lane reads two levels further down.
+      if (level + 3 <= depth_) {
+        for (std::size_t k = 0; k < kLanes; ++k) prefetch_read(s + 8 * node[k]);
       }
+      for (std::size_t k = 0; k < kLanes; ++k) node[k] = descend(s, node[k], mass[k]);
     }
     for (std::size_t k = 0; k < m; ++k) {
       if (indices != nullptr) indices[base + k] = static_cast<std::int64_t>(node[k] - leaves_);
       if (values != nullptr) values[base + k] = s[node[k]];
     }
-  }
-}
-
-void SumTree::sample_stratified(std::size_t batch, Xoshiro256& rng, std::int64_t* indices,
-                                double* values) const noexcept {
-  std::array<double, kLanes> masses{};
-  const double segment = total() / static_cast<double>(batch);
-  for (std::size_t base = 0; base < batch; base += kLanes) {
-    const std::size_t m = std::min(kLanes, batch - base);
-    for (std::size_t k = 0; k < m; ++k) {
-      masses[k] = (static_cast<double>(base + k) + rng.uniform()) * segment;
-    }
-    find_prefix_many(masses.data(), m, indices + base, values != nullptr ? values + base : nullptr);
   }
 }
 

@@ -155,6 +155,8 @@ class PrioritizedReplay {
   double priority_of(double td_abs) const noexcept;
   void write_row(std::size_t slot, const TransitionRecord& record) noexcept;
   std::size_t advance_one() noexcept;
+  // Cache hints for every line slot's row touches in the gather (no effect on results).
+  void prefetch_row(std::size_t slot) const noexcept;
   std::size_t add_locked(const TransitionRecord& record) noexcept;
 
   ReplayConfig config_;

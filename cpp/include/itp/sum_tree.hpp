@@ -45,40 +45,83 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <limits>
 #include <memory>
 #include <new>
 #include <type_traits>
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 namespace itp {
 
-// Owning array of a trivially copyable T, zero-initialised by calloc. Large buffers stay unmapped until
-// written (the kernel hands out zero pages lazily), so a 10-million-slot replay buffer is constructed in
-// microseconds and costs memory only for the pages it touches. RAII via unique_ptr with a free() deleter.
+// Owning array of a trivially copyable T, zero-initialised and aligned to a 64-byte cache line (so a
+// node's children, and two levels of descendants, share one line). Memory is mapped lazily: untouched
+// pages cost nothing, so a 10-million-slot replay buffer is constructed in microseconds and costs memory
+// only for the rows written. On Linux an array of at least kHugePageThreshold bytes is its own anonymous
+// mapping, aligned to 2 MiB and marked MADV_HUGEPAGE: random rows and tree nodes then cost far fewer TLB
+// misses (measured ~1.5x faster sampling at 1M slots); memory is then committed 2 MiB at a time.
+// Elsewhere, and for small arrays, calloc with slack for the alignment. RAII; movable, not copyable.
 template <typename T>
 class ZeroedArray {
   static_assert(std::is_trivially_copyable_v<T>, "ZeroedArray holds plain data only");
 
  public:
-  ZeroedArray() = default;
-  explicit ZeroedArray(std::size_t n) : data_(allocate(n)), size_(n) {}
+  static constexpr std::size_t kAlignment = 64;
+  static constexpr std::size_t kHugePage = std::size_t{2} << 20;
+  static constexpr std::size_t kHugePageThreshold = std::size_t{4} << 20;
 
-  T* data() noexcept { return data_.get(); }
-  const T* data() const noexcept { return data_.get(); }
+  ZeroedArray() = default;
+  explicit ZeroedArray(std::size_t n) : size_(n) {
+    if (n == 0) return;
+    if (n > (std::numeric_limits<std::size_t>::max() - kHugePage) / sizeof(T)) throw std::bad_alloc();
+    const std::size_t bytes = n * sizeof(T);
+#if defined(__linux__)
+    if (bytes >= kHugePageThreshold) {
+      const std::size_t mapped = bytes + kHugePage;
+      void* p = ::mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (p == MAP_FAILED) throw std::bad_alloc();
+      raw_ = std::unique_ptr<void, Release>(p, Release{mapped});
+      unsigned char* aligned = align(static_cast<unsigned char*>(p), kHugePage);
+      // Advisory only: without transparent huge pages the mapping still works with 4 KiB pages.
+      (void)::madvise(aligned, bytes, MADV_HUGEPAGE);
+      data_ = reinterpret_cast<T*>(aligned);
+      return;
+    }
+#endif
+    // calloc (not aligned_alloc + memset) keeps the lazily mapped zero pages; the slack buys alignment.
+    void* p = std::calloc(bytes + kAlignment, 1);
+    if (p == nullptr) throw std::bad_alloc();
+    raw_ = std::unique_ptr<void, Release>(p, Release{0});
+    data_ = reinterpret_cast<T*>(align(static_cast<unsigned char*>(p), kAlignment));
+  }
+
+  T* data() noexcept { return data_; }
+  const T* data() const noexcept { return data_; }
   std::size_t size() const noexcept { return size_; }
   T& operator[](std::size_t i) noexcept { return data_[i]; }
   const T& operator[](std::size_t i) const noexcept { return data_[i]; }
 
  private:
-  struct FreeDeleter {
-    void operator()(T* p) const noexcept { std::free(p); }
+  struct Release {
+    std::size_t mapped_bytes = 0;  // > 0: an mmap of that many bytes; 0: a calloc block
+    void operator()(void* p) const noexcept {
+#if defined(__linux__)
+      if (mapped_bytes > 0) {
+        ::munmap(p, mapped_bytes);
+        return;
+      }
+#endif
+      std::free(p);
+    }
   };
-  static T* allocate(std::size_t n) {
-    if (n == 0) return nullptr;
-    void* p = std::calloc(n, sizeof(T));
-    if (p == nullptr) throw std::bad_alloc();
-    return static_cast<T*>(p);
+  static unsigned char* align(unsigned char* p, std::size_t alignment) noexcept {
+    const auto addr = reinterpret_cast<std::uintptr_t>(p);
+    return p + (alignment - addr % alignment) % alignment;
   }
-  std::unique_ptr<T[], FreeDeleter> data_;
+  std::unique_ptr<void, Release> raw_;
+  T* data_ = nullptr;
   std::size_t size_ = 0;
 };
 
@@ -126,10 +169,22 @@ class Xoshiro256 {
   State s_{};
 };
 
+// Cache hint (no effect on results): bring the line holding *p towards L1 ahead of its use.
+inline void prefetch_read(const void* p) noexcept {
+#if defined(__GNUC__) || defined(__clang__)
+  __builtin_prefetch(p, 0, 3);
+#else
+  (void)p;
+#endif
+}
+
 class SumTree {
  public:
   // Largest capacity accepted (2^31 slots: 48 GiB of tree), far above any replay buffer we build.
   static constexpr std::size_t kMaxCapacity = std::size_t{1} << 31;
+  // Descents run in lock step in groups of this many lanes: each level issues that many independent
+  // loads, so the cache misses of a group overlap instead of queueing behind each other.
+  static constexpr std::size_t kDescentLanes = 16;
 
   // capacity: number of leaves used (1..kMaxCapacity); every leaf starts at 0 (empty).
   // Throws std::invalid_argument for a capacity out of range, std::bad_alloc if memory runs out.
@@ -168,21 +223,66 @@ class SumTree {
   // Stratified sample of `batch` slots (one uniform draw per equal segment of the total mass), with the
   // leaf value of each. Precondition: total() > 0. O(batch log N).
   void sample_stratified(std::size_t batch, Xoshiro256& rng, std::int64_t* indices,
-                         double* values) const noexcept;
+                         double* values) const noexcept {
+    sample_stratified(batch, rng, indices, values, [](const std::int64_t*, std::size_t) noexcept {});
+  }
+  // The same, calling on_group(indices + first, count) after each group of up to kDescentLanes draws,
+  // so a caller can start fetching the rows of a group while the next group descends. on_group must not
+  // throw.
+  template <typename OnGroup>
+  void sample_stratified(std::size_t batch, Xoshiro256& rng, std::int64_t* indices, double* values,
+                         OnGroup&& on_group) const noexcept {
+    std::array<double, kDescentLanes> masses{};
+    const double segment = total() / static_cast<double>(batch);
+    for (std::size_t base = 0; base < batch; base += kDescentLanes) {
+      const std::size_t m = batch - base < kDescentLanes ? batch - base : kDescentLanes;
+      for (std::size_t k = 0; k < m; ++k) {
+        masses[k] = (static_cast<double>(base + k) + rng.uniform()) * segment;
+      }
+      find_prefix_many(masses.data(), m, indices + base, values != nullptr ? values + base : nullptr);
+      on_group(static_cast<const std::int64_t*>(indices + base), m);
+    }
+  }
 
   // True when every internal node equals the sum (and positive min) of its children, bit for bit. O(L).
   bool check_invariants() const noexcept;
 
  private:
+  // Smaller of two leaves/mins where 0 marks "no positive leaf below" (real values are > 0). Branches, not
+  // selects: above the lowest levels the same child keeps the minimum, so they predict well and let the
+  // walk run ahead of its cache misses (a select version measured ~2x slower at 1M leaves).
   static double min_nonzero(double a, double b) noexcept {
-    // 0 marks "no positive leaf below"; real values are > 0.
     return a == 0.0 ? b : (b == 0.0 ? a : (a < b ? a : b));
   }
-  // Recomputes internal node p (1 <= p < L) from its children.
-  void recompute(std::size_t p) noexcept {
+  // Recompute internal node p (1 <= p < L) from its children; each returns whether the value changed.
+  bool recompute_sum(std::size_t p) noexcept {
+    const double sum = sum_[2 * p] + sum_[2 * p + 1];
+    const bool changed = sum != sum_[p];
+    sum_[p] = sum;
+    return changed;
+  }
+  bool recompute_min(std::size_t p) noexcept {
     const std::size_t l = 2 * p;
-    sum_[p] = sum_[l] + sum_[l + 1];
-    min_[p] = l >= leaves_ ? min_nonzero(sum_[l], sum_[l + 1]) : min_nonzero(min_[l], min_[l + 1]);
+    const double min = l >= leaves_ ? min_nonzero(sum_[l], sum_[l + 1]) : min_nonzero(min_[l], min_[l + 1]);
+    const bool changed = min != min_[p];
+    min_[p] = min;
+    return changed;
+  }
+  bool recompute(std::size_t p) noexcept {
+    const bool sum_changed = recompute_sum(p);
+    const bool min_changed = recompute_min(p);
+    return sum_changed || min_changed;
+  }
+  // One step of the prefix search from internal node `node` (see header comment): returns the child to
+  // take and subtracts the left sum from `mass` when going right. Branch-free, because the direction is
+  // a coin flip for the predictor; multiplying by 0 or 1 is exact, so the arithmetic is the same as
+  // `mass -= right ? left : 0.0`.
+  static std::size_t descend(const double* s, std::size_t node, double& mass) noexcept {
+    const std::size_t l = 2 * node;
+    const double left = s[l];
+    const std::size_t right = static_cast<std::size_t>(mass >= left) & static_cast<std::size_t>(s[l + 1] > 0.0);
+    mass -= static_cast<double>(right) * left;
+    return l + right;
   }
 
   std::size_t capacity_;
