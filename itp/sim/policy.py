@@ -2,10 +2,13 @@
 
 A policy maps a raw decision state (float64[20], caller units, ``itp.state`` layout) to one of the 15
 actions. By default the task's bytes are then placed by the *production chunking rule*
-(``default_split``): the equal-finish-time split (``itp.actions.split_task``) over the effective rates
-``e_i = bandwidth_i * success_rate_i`` (a chunk that fails is resent, so on average ``1 / success_i``
-sends carry each byte) and the measured latencies. A policy that wants its own chunking (e.g. equal
-bytes) also defines ``chunk_bytes(raw_state, action)``; ``decide`` calls it when present.
+(``default_split``), exactly the split ``TaskPartitioner`` executes (``itp.transport.production_split``):
+the transport-aware equal-finish split (connection set-up and slow start included) over the effective
+rates ``e_i = bandwidth_i * success_rate_i`` (a chunk that fails is resent, so on average
+``1 / success_i`` sends carry each byte) and the measured RTTs. So the simulator trains and scores a
+policy on the chunks production would send. A policy that wants its own chunking (e.g. equal bytes)
+also defines ``chunk_bytes(raw_state, action)``; ``decide`` calls it when present, and the prediction
+for such chunks is ``predicted_time_s`` (the same transport model, per stream).
 
 Optional hooks: ``reset()`` (called at each episode start) and ``bind(env)`` (called once per episode
 with the ``PartitionEnv``; only the clairvoyant oracle uses it).
@@ -22,8 +25,9 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from itp.actions import ACTION_STREAMS, NUM_ACTIONS, Split, split_task
+from itp.actions import ACTION_STREAMS, NUM_ACTIONS, Split
 from itp.state import NUM_FEATURES, NUM_STREAMS, normalize_states
+from itp.transport import production_split, transport_chunk_time
 
 __all__ = [
     "ChunkingPolicy",
@@ -83,21 +87,26 @@ def effective_rates(raw_state: FloatArray) -> list[float]:
 
 
 def default_split(raw_state: FloatArray, action: int) -> Split:
-    """The production chunking: equal finish time over effective rates and measured latencies."""
-    return split_task(
-        task_size_bytes(raw_state), action, effective_rates(raw_state), raw_state[4:8]
-    )
+    """The production chunking of ``action`` in ``raw_state``: ``itp.transport.production_split``.
+
+    Returns the bytes per stream (summing to the task size) and the predicted completion time, seconds.
+    """
+    return production_split(raw_state, action)
 
 
 def predicted_time_s(raw_state: FloatArray, chunk_bytes: tuple[int, int, int, int]) -> float:
-    """Fluid prediction for explicit chunks: ``max over used i of L_i + 8 c_i / e_i`` (s; inf if e_i = 0)."""
+    """Transport-model prediction for explicit chunks, seconds (+inf if a used stream has ``e_i = 0``).
+
+    ``max over used i of transport_chunk_time(8 c_i, e_i, rtt_i)``: the same per-chunk model as the
+    production split (``itp.transport``), so explicit chunks and production chunks are predicted alike.
+    """
     eff = effective_rates(raw_state)
     worst = 0.0
     for i, c in enumerate(chunk_bytes):
         if c > 0:
             if eff[i] <= 0.0:
                 return float("inf")
-            worst = max(worst, float(raw_state[4 + i]) + 8.0 * c / eff[i])
+            worst = max(worst, transport_chunk_time(8.0 * c, eff[i], float(raw_state[4 + i])))
     return worst
 
 
