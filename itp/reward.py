@@ -16,10 +16,12 @@ time, success, retransmission count). With task size ``S = sum(chunk_bytes)`` by
   the realised completion time over the decision's own prediction (stragglers, rate drops, failed
   chunks); it pushes towards decisions whose completion is predictable, i.e. a short p95 tail.
   0 if the prediction is +inf; 2 if it is 0 and the task took any time.
-* ``stream_imbalance``: spread of the predicted per-stream finish times ``f_i = L_i + 8 c_i / e_i`` over
-  the streams that carry bytes: ``(max f - min f) / max f`` in [0, 1] (1 if a used stream has e_i = 0;
-  0 for a single stream). The equal-finish split (``itp.actions.split_task`` over effective rates)
-  scores ~0; chunking that ignores rates (e.g. equal bytes on unequal streams) is penalised.
+* ``stream_imbalance``: spread of the predicted per-stream finish times
+  ``f_i = transport_chunk_time(8 c_i, e_i, L_i)`` (``itp.transport``: set-up, slow start, then the rate;
+  the model the production split equalises) over the streams that carry bytes:
+  ``(max f - min f) / max f`` in [0, 1] (1 if a used stream has e_i = 0 or never finishes; 0 for a
+  single stream). The production split (``itp.transport.production_split``) scores ~0; chunking that
+  ignores rates or set-up (e.g. equal bytes on unequal streams) is penalised.
 * ``completion_bonus = 1`` if the task succeeded, else 0.
 * ``retransmission_penalty = min(retransmissions / n_used_streams, 1)``: resends per chunk.
 
@@ -42,6 +44,7 @@ import numpy as np
 import numpy.typing as npt
 
 from itp.state import FEATURE_NAMES, NUM_FEATURES, NUM_STREAMS
+from itp.transport import transport_chunk_time
 
 __all__ = [
     "DEFAULT_REWARD_WEIGHTS",
@@ -53,8 +56,12 @@ __all__ = [
     "reward_terms",
 ]
 
-REWARD_SPEC_VERSION: int = 1
-"""Bumped whenever a term's definition or a default weight changes; copied into model metadata."""
+REWARD_SPEC_VERSION: int = 2
+"""Bumped whenever a term's definition or a default weight changes; copied into model metadata.
+
+History: 1 initial; 2 ``stream_imbalance`` measures finish times with the transport model of the
+production split (``itp.transport``) instead of ``L_i + 8 c_i / e_i``, so production's own chunks
+score ~0 again."""
 
 THROUGHPUT_CLIP: float = 3.0
 LATENCY_CLIP: float = 2.0
@@ -206,7 +213,7 @@ def reward_terms(
     elif any(eff[i] <= 0.0 for i in used):
         imbalance = 1.0
     else:
-        finish = [lat[i] + 8.0 * chunks[i] / eff[i] for i in used]
+        finish = [transport_chunk_time(8.0 * chunks[i], eff[i], lat[i]) for i in used]
         hi = max(finish)
         if math.isinf(hi):  # a used stream's rate is so small that its chunk never finishes: as e_i = 0
             imbalance = 1.0
