@@ -184,7 +184,7 @@ def reward_terms(
     bw = values[_BW:_BW + NUM_STREAMS]
     lat = values[_LAT:_LAT + NUM_STREAMS]
     succ = values[_SUCC:_SUCC + NUM_STREAMS]
-    eff = [b * min(s, 1.0) for b, s in zip(bw, succ)]
+    eff = [b * min(s, 1.0) for b, s in zip(bw, succ, strict=True)]
     bits = 8.0 * sum(chunks)
 
     t_ref = min((lat[i] + bits / eff[i] for i in range(NUM_STREAMS) if eff[i] > 0.0), default=math.inf)
@@ -215,10 +215,8 @@ def reward_terms(
     else:
         finish = [transport_chunk_time(8.0 * chunks[i], eff[i], lat[i]) for i in used]
         hi = max(finish)
-        if math.isinf(hi):  # a used stream's rate is so small that its chunk never finishes: as e_i = 0
-            imbalance = 1.0
-        else:
-            imbalance = (hi - min(finish)) / hi if hi > 0.0 else 0.0
+        # hi = inf: a used stream's rate is so small that its chunk never finishes, as with e_i = 0.
+        imbalance = 1.0 if math.isinf(hi) else (hi - min(finish)) / hi if hi > 0.0 else 0.0
 
     completion = 1.0 if outcome.success else 0.0
     retrans = min(int(outcome.retransmissions) / max(1, len(used)), 1.0)

@@ -270,7 +270,7 @@ def test_weights() -> None:
     assert (W.throughput, W.latency, W.imbalance, W.completion, W.retransmission) == (1.0, 0.5, 0.3, 2.0, 1.0)
     assert isinstance(REWARD_SPEC_VERSION, int) and REWARD_SPEC_VERSION >= 1
     for bad in (-1.0, math.nan, math.inf, True, "1"):
-        with pytest.raises(ValueError, match="RewardWeights.latency"):
+        with pytest.raises(ValueError, match=r"RewardWeights\.latency"):
             RewardWeights(latency=bad)  # type: ignore[arg-type]
 
 

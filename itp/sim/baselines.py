@@ -190,6 +190,8 @@ def make_policy(spec: str | os.PathLike[str]) -> Policy:
         "oracle": OraclePolicy,
     }
     if s not in factories:
-        raise ValueError(f"unknown policy {s!r}; expected one of {', '.join(BASELINE_NAMES)} or a *.onnx file")
+        raise ValueError(
+            f"unknown policy {s!r}; expected one of {', '.join(BASELINE_NAMES)} or a *.onnx file"
+        )
     policy: Policy = factories[s]()
     return policy

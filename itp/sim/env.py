@@ -150,7 +150,7 @@ def _draw_realisation(episode_seed: int, config: SimConfig, traces: Sequence[Tra
     )
 
 
-class PartitionEnv(gym.Env[npt.NDArray[np.float32], int]):
+class PartitionEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
     """Split each transfer task over 4 parallel network streams.
 
     ## Description
@@ -223,7 +223,7 @@ class PartitionEnv(gym.Env[npt.NDArray[np.float32], int]):
         self._real: _Realisation | None = None
         self._k = 0
         self._t = 0.0
-        self._raw = np.zeros(NUM_FEATURES)
+        self._raw: FloatArray = np.zeros(NUM_FEATURES)
         self._last: TaskOutcome | None = None
         # Sender estimates (Python lists: scalar work is faster than numpy on 4 values).
         self._rate = [0.0] * NUM_STREAMS
@@ -237,7 +237,8 @@ class PartitionEnv(gym.Env[npt.NDArray[np.float32], int]):
     def raw_state(self) -> FloatArray:
         """The current decision state in caller units (float64[20], a copy)."""
         self._require_reset()
-        return self._raw.copy()
+        out: FloatArray = self._raw.copy()
+        return out
 
     @property
     def task_index(self) -> int:
@@ -337,10 +338,13 @@ class PartitionEnv(gym.Env[npt.NDArray[np.float32], int]):
         self._require_reset()
         if self._k >= self.config.tasks_per_episode:
             raise RuntimeError("episode is over (truncated); call reset()")
-        chunks = None if chunk_bytes is None else tuple(int(c) for c in chunk_bytes)
-        return self._simulate(self._check_action(action), chunks)  # type: ignore[arg-type]
+        a = self._check_action(action)
+        if chunk_bytes is None:
+            return self._simulate(a, None)
+        real = self._require_reset()
+        return self._simulate(a, check_chunks(list(chunk_bytes), a, real.sizes_bytes[self._k]))
 
-    def render(self) -> str | None:  # type: ignore[override]
+    def render(self) -> str | None:
         """``"ansi"``: one line about the last step; None otherwise."""
         if self.render_mode != "ansi":
             return None
@@ -356,12 +360,11 @@ class PartitionEnv(gym.Env[npt.NDArray[np.float32], int]):
     # ------------------------------------------------------------------ internals
     @staticmethod
     def _check_action(action: object) -> int:
+        if isinstance(action, np.ndarray) and action.shape == () and np.issubdtype(action.dtype, np.integer):
+            action = action.item()  # a 0-d integer array, as vector envs and samplers produce
         if isinstance(action, (bool, np.bool_)) or not isinstance(action, (int, np.integer)):
-            if isinstance(action, np.ndarray) and action.shape == () and np.issubdtype(action.dtype, np.integer):
-                action = int(action)
-            else:
-                raise TypeError(f"action must be an int in 0..{NUM_ACTIONS - 1}, got {action!r}")
-        a = int(action)  # type: ignore[call-overload]
+            raise TypeError(f"action must be an int in 0..{NUM_ACTIONS - 1}, got {action!r}")
+        a = int(action)
         if not 0 <= a < NUM_ACTIONS:
             raise ValueError(f"action must be in 0..{NUM_ACTIONS - 1}, got {a}")
         return a
@@ -453,7 +456,8 @@ class PartitionEnv(gym.Env[npt.NDArray[np.float32], int]):
         raw[0:4] = self._rate
         raw[4:8] = self._srtt
         raw[8:12] = [
-            min(max((s - m) / m, 0.0), 1.0) if m > 0.0 else 0.0 for s, m in zip(self._srtt, self._min_rtt)
+            min(max((s - m) / m, 0.0), 1.0) if m > 0.0 else 0.0
+            for s, m in zip(self._srtt, self._min_rtt, strict=True)
         ]
         raw[12:16] = self._succ
         k = self._k

@@ -60,7 +60,7 @@ def _fmt_time(t_s: float) -> str:
 
 
 def _fmt_ratio(x: float | None) -> str:
-    return "–" if x is None else f"{x:.3f}×"
+    return "-" if x is None else f"{x:.3f}x"
 
 
 _HEADERS = (
@@ -136,7 +136,8 @@ class EvaluationTable:
         widths = [max(len(r[j]) for r in rows) for j in range(len(_HEADERS))]
         out = []
         for n, r in enumerate(rows):
-            out.append("  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths))))
+            cells = zip(r, widths, strict=True)
+            out.append("  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(cells)))
             if n == 0:
                 out.append("  ".join("-" * w for w in widths))
         return "\n".join(out) + f"\n{self._caption()}\n"

@@ -15,7 +15,8 @@ from time 0 to t is exact::
     Cap(t) = q * B + C[m] + (t / bin_s - k) * R[m]
 
 A transfer of b bits starting at t0 ends at the earliest ``t`` with ``Cap(t) - Cap(t0) = b``: with
-``y = Cap(t0) + b``, ``q = ceil(y / B) - 1``, ``z = y - q B`` in (0, B], the bin is ``m = min{k: C[k+1] >= z}``
+``y = Cap(t0) + b``, ``q = ceil(y / B) - 1``, ``z = y - q B`` in (0, B], the bin is
+``m = min{k: C[k+1] >= z}``
 (a binary search, ``np.searchsorted``) and ``t = (q n + m + (z - C[m]) / R[m]) * bin_s``. So a rate drop
 mid-chunk slows that chunk exactly, and an outage (zero bins) stalls it until the rate returns.
 
@@ -29,7 +30,8 @@ mid-chunk slows that chunk exactly, and an outage (zero bins) stalls it until th
   ``c_regime = (0, 0.5, 0.9)``; ``g, h_i`` are smoothed Gaussian processes (time constant
   ``congestion_tau_s``) mapped through ``clip(0.15 + 0.15 z, 0, 1)``.
 * **Trace** (``trace_stream``): ``r_i(t) = m_i / mean(trace) * trace(t + offset_i)`` (shape kept, scaled to
-  the operating mean, random start offset, looped); congestion ``c_i = clip(1 - smooth_1s(trace) / mean, 0, 1)``.
+  the operating mean, random start offset, looped); congestion
+  ``c_i = clip(1 - smooth_1s(trace) / mean, 0, 1)``.
 
 Per-chunk physics (``simulate_chunk``)
 -------------------------------------
@@ -191,7 +193,9 @@ class SimConfig:
                 f"task_size_max_bytes ({self.task_size_max_bytes})"
             )
         if self.task_size_max_bytes > 2**50:
-            raise ValueError(f"SimConfig.task_size_max_bytes must be <= 2**50, got {self.task_size_max_bytes}")
+            raise ValueError(
+                f"SimConfig.task_size_max_bytes must be <= 2**50, got {self.task_size_max_bytes}"
+            )
         f = self.fixed_task_size_bytes
         if f is not None and (not isinstance(f, int) or isinstance(f, bool) or not 1 <= f <= 2**50):
             raise ValueError(f"SimConfig.fixed_task_size_bytes must be None or an int in 1..2**50, got {f!r}")
@@ -446,7 +450,9 @@ def simulate_chunk(
             if j + 1 < config.max_attempts:
                 t = t_fail + max(config.rto_min_s, 2.0 * rtt)
                 continue
-            return ChunkResult(t_fail, False, attempts, attempts - 1, failures, rate_sample, s_start, s_end, rtt)
+            return ChunkResult(
+                t_fail, False, attempts, attempts - 1, failures, rate_sample, s_start, s_end, rtt
+            )
         if steady_start == steady_start and t_end > steady_start:
             rate_sample = (bits - ramp_bits) / (t_end - steady_start)
             s_start, s_end = steady_start, t_end
@@ -541,7 +547,8 @@ def _smooth_noise(rng: np.random.Generator, n: int, tau_steps: float) -> FloatAr
 
 def diurnal_load(hour: FloatArray | float) -> FloatArray | float:
     """Diurnal load D(h) in [0, 1], peak at 20:00: ``(1 + cos(2 pi (h - 20) / 24)) / 2``."""
-    return 0.5 + 0.5 * np.cos(2.0 * np.pi * (np.asarray(hour) - 20.0) / 24.0)  # type: ignore[no-any-return]
+    load: FloatArray | float = 0.5 + 0.5 * np.cos(2.0 * np.pi * (np.asarray(hour) - 20.0) / 24.0)
+    return load
 
 
 def shared_congestion(rng: np.random.Generator, config: SimConfig) -> FloatArray:

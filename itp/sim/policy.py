@@ -157,6 +157,11 @@ def decide(policy: Policy, raw_state: FloatArray) -> Decision:
     return Decision(action, check_chunks(chunks, action, task_size_bytes(raw_state)))
 
 
+def _width_ok(shape: Any, width: int) -> bool:
+    """A rank-2 ONNX shape whose second dimension is ``width`` or symbolic/unknown."""
+    return len(shape) == 2 and (isinstance(shape[1], str) or shape[1] in (width, None))
+
+
 class OnnxPolicy:
     """Greedy policy of an exported Q-network (``.onnx``), run with ONNX Runtime.
 
@@ -196,9 +201,9 @@ class OnnxPolicy:
             raise ValueError(f"{p}: model has no output named 'q_values' (outputs: {sorted(outputs)})")
         in_shape = inputs["state"].shape
         out_shape = outputs["q_values"].shape
-        if len(in_shape) != 2 or in_shape[1] not in (NUM_FEATURES, None) and not isinstance(in_shape[1], str):
+        if not _width_ok(in_shape, NUM_FEATURES):
             raise ValueError(f"{p}: input 'state' must be [N, {NUM_FEATURES}], got {in_shape}")
-        if len(out_shape) != 2 or out_shape[1] not in (NUM_ACTIONS, None) and not isinstance(out_shape[1], str):
+        if not _width_ok(out_shape, NUM_ACTIONS):
             raise ValueError(f"{p}: output 'q_values' must be [N, {NUM_ACTIONS}], got {out_shape}")
         self.path = p
         self.name = name if name is not None else p.stem

@@ -205,7 +205,7 @@ def test_onnx_policy_rejects_wrong_graphs(tmp_path: Path) -> None:
         OnnxPolicy(bad)
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(b"not a model")
-    with pytest.raises(ValueError, match="garbage.onnx"):
+    with pytest.raises(ValueError, match=r"garbage\.onnx"):
         OnnxPolicy(garbage)
 
 

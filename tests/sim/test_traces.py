@@ -249,7 +249,7 @@ def test_missing_file_raises_file_not_found(tmp_path: Path) -> None:
 def test_bad_bin_width_is_rejected() -> None:
     with pytest.raises(ValueError, match="bin_s"):
         parse_trace_text("0 1\n1 1\n", bin_s=0.0)
-    with pytest.raises(ValueError, match="f:2: .* bins .* use a larger bin_s"):
+    with pytest.raises(ValueError, match=r"f:2: .* bins .* use a larger bin_s"):
         parse_trace_text("0\n100000\n", source="f", bin_s=1e-6)
 
 
