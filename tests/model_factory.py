@@ -147,3 +147,13 @@ def write_wrong_input_model(path: Path) -> Path:
     model = build_onnx(weights, biases)
     model.graph.input[0].type.tensor_type.shape.dim[1].dim_value = 19
     return save_with_metadata(model, path)
+
+
+def write_constant_model(path: Path, action: int, *, version: str = "0.0.1") -> Path:
+    """A chain (QNetwork shapes, served natively) whose Q-values ignore the state and put ``action``
+    first: zero weights, biases 0 except 1.0 on ``action``. A policy that always takes one action."""
+    weights, biases = random_layers(0)
+    weights = [np.zeros_like(w) for w in weights]
+    biases = [np.zeros_like(b) for b in biases]
+    biases[-1][action] = 1.0
+    return write_model(path, version=version, weights=weights, biases=biases)

@@ -1,0 +1,420 @@
+"""Gated, gradual rollout of a retrained model: offline gate, canary with statistics, rollback.
+
+**Offline gate** (:func:`offline_gate`, run by the trainer before a candidate is ever served):
+
+1. *Simulator*: candidate and current model play the same ``episodes`` (equal seeds, so differences come
+   from decisions only; :func:`itp.agent.evaluate_model`). With mean per-task rewards ``R_c`` and
+   ``R_0``, the candidate passes if ``R_c >= R_0 - sim_margin``.
+2. *Held-back logged experience*: transitions from production that training never saw. For each model
+   the one-step TD error ``delta = r + gamma * max_a' Q(s', a') - Q(s, a)`` over the held-back rows
+   (``a`` the action actually executed); with mean squared errors ``L_c`` and ``L_0`` the candidate passes
+   if ``L_c <= L_0 * (1 + td_margin) + 1e-9``: it must explain real outcomes at least as well.
+
+Without a current model (heuristic only) the simulator check compares against the heuristic and the
+logged check is skipped. A failed gate discards the candidate; the reason is recorded.
+
+**Canary** (:class:`CanaryRollout`): the candidate answers a share ``s_k`` of live decisions, stage by
+stage (default 10% -> 50% -> 100%, where 100% means promotion). Per stage, rewards of the two arms are
+accumulated (Welford); with ``n`` outcomes per arm, means ``m``, variances ``v``::
+
+    d  = m_cand - m_cur            se = sqrt(v_cand / n_cand + v_cur / n_cur)
+    z  = Phi^-1(confidence)        (one-sided; 0.95 -> 1.645)
+
+* **advance** (or promote at the last stage) when ``d - z se > -margin``: not worse than ``margin`` with
+  the given confidence (a one-sided non-inferiority test);
+* **roll back** when ``d + z se < -margin``: worse by more than ``margin`` with that confidence;
+* otherwise keep collecting; after ``max_outcomes_per_stage`` outcomes on the candidate arm without a
+  verdict, roll back (inconclusive is not good enough to ship).
+
+Any model fault of the candidate (NaN/inf output, inference error) rolls back at once. Each stage needs
+at least ``min_outcomes_per_stage`` outcomes on *both* arms before a verdict. Rollback and promotion
+are atomic for new decisions (:meth:`itp.agent.Agent.set_candidate`, ``promote_candidate``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from itp.agent import EvaluationReport, evaluate_model
+from itp.model_loading import LoadedModel
+from itp.ring import TransitionBatch
+
+__all__ = [
+    "ArmStats",
+    "CanaryConfig",
+    "CanaryRollout",
+    "GateConfig",
+    "GateResult",
+    "offline_gate",
+    "td_error_mse",
+]
+
+logger = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------------ gate
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """Offline gate settings.
+
+    Attributes:
+        episodes: simulated episodes per model (>= 1).
+        seed: evaluation seed (both models see the same episodes).
+        sim_margin: tolerated loss of mean per-task reward on the simulator (reward units, >= 0).
+        td_margin: tolerated relative increase of the held-back TD mean squared error (>= 0).
+        gamma: discount of the TD error (the trainer's).
+        sim_config: an ``itp.sim.SimConfig`` (None: default); trace_files: trace-driven episodes.
+    """
+
+    episodes: int = 20
+    seed: int = 12345
+    sim_margin: float = 0.0
+    td_margin: float = 0.05
+    gamma: float = 0.2
+    sim_config: Any = None
+    trace_files: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.episodes, bool) or not isinstance(self.episodes, int) or self.episodes < 1:
+            raise ValueError(f"GateConfig.episodes must be an int >= 1, got {self.episodes!r}")
+        for name in ("sim_margin", "td_margin"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise ValueError(f"GateConfig.{name} must be a finite number >= 0, got {v!r}")
+        if not 0.0 <= self.gamma < 1.0:
+            raise ValueError(f"GateConfig.gamma must be in [0, 1), got {self.gamma!r}")
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """Verdict of :func:`offline_gate` (JSON-ready via :meth:`as_dict`)."""
+
+    passed: bool
+    reason: str
+    sim_reward_candidate: float
+    sim_reward_current: float
+    td_mse_candidate: float | None
+    td_mse_current: float | None
+    holdout_rows: int
+    episodes: int
+    seed: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data."""
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def td_error_mse(model: LoadedModel, batch: TransitionBatch, gamma: float) -> float:
+    """Mean of ``(r + gamma (1 - done) max_a' Q(s', a') - Q(s, a))**2`` over ``batch`` (float64)."""
+    if len(batch) == 0:
+        raise ValueError("td_error_mse needs at least one transition")
+    q = model.q_values_batch(np.ascontiguousarray(batch.states, dtype=np.float32)).astype(np.float64)
+    q_next = model.q_values_batch(np.ascontiguousarray(batch.next_states, dtype=np.float32)).astype(
+        np.float64
+    )
+    target = batch.rewards.astype(np.float64) + gamma * (1.0 - batch.dones.astype(np.float64)) * q_next.max(
+        axis=1
+    )
+    delta = target - q[np.arange(len(batch)), batch.actions]
+    return float(np.mean(delta * delta))
+
+
+def offline_gate(
+    candidate: LoadedModel,
+    current: LoadedModel | None,
+    holdout: TransitionBatch | None,
+    config: GateConfig = GateConfig(),
+) -> GateResult:
+    """Compare ``candidate`` with ``current`` (None: the heuristic); see the module docstring."""
+    trace_files = list(config.trace_files) or None
+    sim: dict[str, EvaluationReport] = {}
+    for name, model in (("candidate", candidate), ("current", current)):
+        sim[name] = evaluate_model(
+            model, config.episodes, seed=config.seed, trace_files=trace_files, config=config.sim_config
+        )
+    r_c, r_0 = sim["candidate"].mean_reward, sim["current"].mean_reward
+    reasons = []
+    passed = True
+    if not math.isfinite(r_c) or r_c < r_0 - config.sim_margin:
+        passed = False
+        reasons.append(f"simulator mean reward {r_c:.4f} < current {r_0:.4f} - margin {config.sim_margin}")
+    if sim["candidate"].fallback_decisions:
+        passed = False
+        reasons.append(f"{sim['candidate'].fallback_decisions} model faults on the simulator")
+    td_c = td_0 = None
+    rows = len(holdout) if holdout is not None else 0
+    if current is not None and holdout is not None and rows:
+        td_c = td_error_mse(candidate, holdout, config.gamma)
+        td_0 = td_error_mse(current, holdout, config.gamma)
+        if not math.isfinite(td_c) or td_c > td_0 * (1.0 + config.td_margin) + 1e-9:
+            passed = False
+            reasons.append(
+                f"held-back TD error {td_c:.4g} > current {td_0:.4g} x (1 + {config.td_margin}) "
+                f"on {rows} rows"
+            )
+    if passed:
+        held = (
+            f"; held-back TD error {td_c:.4g} vs {td_0:.4g}" if td_c is not None else "; no held-back check"
+        )
+        reason = f"simulator mean reward {r_c:.4f} vs current {r_0:.4f}{held}"
+    else:
+        reason = "; ".join(reasons)
+    return GateResult(passed, reason, r_c, r_0, td_c, td_0, rows, config.episodes, config.seed)
+
+
+def gate_from_files(
+    candidate_path: str | Path,
+    current_path: str | Path | None,
+    holdout: TransitionBatch | None,
+    config: GateConfig,
+) -> GateResult:
+    """:func:`offline_gate` on model files (each verified at load)."""
+    from itp.model_loading import load_model
+
+    cand = load_model(candidate_path)
+    cur = load_model(current_path) if current_path is not None else None
+    return offline_gate(cand, cur, holdout, config)
+
+
+# ---------------------------------------------------------------------------------- canary
+
+
+@dataclass(frozen=True)
+class CanaryConfig:
+    """Canary settings.
+
+    Attributes:
+        shares: candidate share of live decisions per stage, ascending in (0, 1]; a final 1.0 means
+            promotion when the previous stage passes.
+        confidence: one-sided confidence of the verdicts, in (0.5, 1).
+        margin: tolerated loss of mean reward per task (reward units, >= 0).
+        min_outcomes_per_stage: outcomes needed on each arm before a verdict (>= 2).
+        max_outcomes_per_stage: candidate outcomes after which an undecided stage rolls back.
+    """
+
+    shares: tuple[float, ...] = (0.1, 0.5, 1.0)
+    confidence: float = 0.95
+    margin: float = 0.05
+    min_outcomes_per_stage: int = 200
+    max_outcomes_per_stage: int = 20_000
+
+    def __post_init__(self) -> None:
+        s = tuple(self.shares)
+        if not s or any(not (0.0 < x <= 1.0) for x in s) or list(s) != sorted(s) or len(set(s)) != len(s):
+            raise ValueError(f"CanaryConfig.shares must be strictly ascending in (0, 1], got {self.shares!r}")
+        if not 0.5 < self.confidence < 1.0:
+            raise ValueError(f"CanaryConfig.confidence must be in (0.5, 1), got {self.confidence!r}")
+        if not math.isfinite(self.margin) or self.margin < 0:
+            raise ValueError(f"CanaryConfig.margin must be a finite number >= 0, got {self.margin!r}")
+        if self.min_outcomes_per_stage < 2 or self.max_outcomes_per_stage < self.min_outcomes_per_stage:
+            raise ValueError(
+                "CanaryConfig needs 2 <= min_outcomes_per_stage <= max_outcomes_per_stage, got "
+                f"{self.min_outcomes_per_stage}, {self.max_outcomes_per_stage}"
+            )
+
+
+@dataclass
+class ArmStats:
+    """Running count, mean and variance of one arm's rewards (Welford)."""
+
+    n: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+    successes: int = 0
+
+    def add(self, reward: float, success: bool) -> None:
+        """Add one outcome."""
+        self.n += 1
+        d = reward - self.mean
+        self.mean += d / self.n
+        self.m2 += d * (reward - self.mean)
+        self.successes += 1 if success else 0
+
+    @property
+    def variance(self) -> float:
+        """Sample variance (0 for fewer than 2 outcomes)."""
+        return self.m2 / (self.n - 1) if self.n > 1 else 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        """n, mean reward, variance, success rate."""
+        return {
+            "n": self.n,
+            "mean_reward": self.mean,
+            "variance": self.variance,
+            "success_rate": self.successes / self.n if self.n else 0.0,
+        }
+
+
+@dataclass
+class _Stage:
+    index: int
+    share: float
+    arms: dict[str, ArmStats] = field(
+        default_factory=lambda: {"current": ArmStats(), "candidate": ArmStats()}
+    )
+
+
+class CanaryRollout:
+    """One candidate's canary on a live partitioner (see the module docstring).
+
+    Feed it outcomes (:meth:`on_outcome`, an outcome listener) and faults (:meth:`on_fault`); call
+    :meth:`step` periodically (the learner thread does) to act on the statistics. Thread-safe.
+
+    Args:
+        partitioner: the live ``TaskPartitioner``.
+        candidate: the candidate model (already verified).
+        config: canary settings.
+    """
+
+    def __init__(
+        self, partitioner: Any, candidate: LoadedModel, config: CanaryConfig = CanaryConfig()
+    ) -> None:
+        self._p = partitioner
+        self.candidate = candidate
+        self.config = config
+        self._z = NormalDist().inv_cdf(config.confidence)
+        self._lock = threading.Lock()
+        self._stage = _Stage(0, config.shares[0])
+        self._fault: str | None = None
+        self.state = "running"  # running | promoted | rolled_back
+        self.reason = ""
+        self.stages_passed: list[dict[str, Any]] = []
+        partitioner.set_candidate(candidate, self._stage.share)
+
+    # ------------------------------------------------------------------------------- feeding
+    def on_outcome(self, record: Any) -> None:
+        """Outcome listener: counts rewards per arm for decisions made under this canary."""
+        if self.state != "running":
+            return
+        arm = record.arm
+        if arm == "candidate" and record.model_version != self.candidate.version:
+            return
+        with self._lock:
+            self._stage.arms[arm].add(float(record.reward), bool(record.success))
+
+    def on_fault(self, arm: str, cause: str, version: str | None) -> None:
+        """Fault listener: a candidate fault rolls back at the next :meth:`step` (and stops routing now)."""
+        if arm != "candidate" or self.state != "running" or version != self.candidate.version:
+            return
+        with self._lock:
+            if self._fault is None:
+                self._fault = cause
+        # Stop sending traffic to a faulty model at once; step() records the rollback.
+        self._p.set_candidate(None)
+
+    # ------------------------------------------------------------------------------- verdicts
+    def verdict(self) -> tuple[str, float, float]:
+        """(``"advance"``/``"rollback"``/``"wait"``, d, se) for the current stage's statistics."""
+        with self._lock:
+            cur, cand = self._stage.arms["current"], self._stage.arms["candidate"]
+            n_min = min(cur.n, cand.n)
+            if n_min < self.config.min_outcomes_per_stage:
+                if cand.n >= self.config.max_outcomes_per_stage:
+                    return "rollback", math.nan, math.nan
+                return "wait", math.nan, math.nan
+            d = cand.mean - cur.mean
+            se = math.sqrt(cand.variance / cand.n + cur.variance / cur.n)
+            zse = self._z * se
+            if d - zse > -self.config.margin:
+                return "advance", d, se
+            if d + zse < -self.config.margin or cand.n >= self.config.max_outcomes_per_stage:
+                return "rollback", d, se
+            return "wait", d, se
+
+    def step(self) -> str:
+        """Act on the statistics: advance, promote or roll back. Returns the state afterwards."""
+        if self.state != "running":
+            return self.state
+        with self._lock:
+            fault = self._fault
+        if fault is not None:
+            self._finish("rolled_back", f"candidate {self.candidate.version} faulted ({fault})")
+            return self.state
+        action, d, se = self.verdict()
+        if action == "wait":
+            return self.state
+        stats = self.stats()
+        if action == "rollback":
+            why = (
+                f"candidate worse than current at share {self._stage.share:.0%}: reward difference "
+                f"{d:.4f} +- {self._z * se:.4f} < -{self.config.margin}"
+                if math.isfinite(d)
+                else f"no verdict after {self.config.max_outcomes_per_stage} outcomes"
+            )
+            self._finish("rolled_back", why, stats)
+            return self.state
+        self.stages_passed.append({**stats, "d": d, "se": se})
+        nxt = self._stage.index + 1
+        if nxt >= len(self.config.shares) or self.config.shares[nxt] >= 1.0:
+            self._finish("promoted", f"not worse at every stage (last: d={d:.4f}, se={se:.4f})", stats)
+            return self.state
+        with self._lock:
+            self._stage = _Stage(nxt, self.config.shares[nxt])
+        self._p.set_candidate(self.candidate, self._stage.share)
+        logger.info(
+            "canary: candidate %s advances to share %.0f%%", self.candidate.version, 100 * self._stage.share
+        )
+        return self.state
+
+    def abort(self, reason: str) -> None:
+        """End the canary without promotion (e.g. a manual rollback)."""
+        if self.state == "running":
+            self._finish("rolled_back", reason)
+
+    def _finish(self, state: str, reason: str, stats: dict[str, Any] | None = None) -> None:
+        self.state = state
+        self.reason = reason
+        if state == "promoted":
+            self._p.promote_candidate()
+            logger.info("canary: candidate %s promoted: %s", self.candidate.version, reason)
+        else:
+            if self._p.candidate is self.candidate:
+                self._p.set_candidate(None)
+            logger.warning("canary: candidate %s rolled back: %s", self.candidate.version, reason)
+
+    # ---------------------------------------------------------------------------------- views
+    @property
+    def share(self) -> float:
+        """The current stage's candidate share (0 once finished)."""
+        return self._stage.share if self.state == "running" else 0.0
+
+    def stats(self) -> dict[str, Any]:
+        """Per-arm statistics of the current stage."""
+        with self._lock:
+            return {
+                "stage": self._stage.index,
+                "share": self._stage.share,
+                "arms": {arm: s.as_dict() for arm, s in self._stage.arms.items()},
+            }
+
+
+def holdout_split(n: int, fraction: float, seed: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Indices (train, held back) of ``n`` rows: a seeded random ``fraction`` is held back."""
+    rng = np.random.default_rng(seed)
+    idx = rng.permutation(n)
+    k = round(n * fraction)
+    return np.sort(idx[k:]), np.sort(idx[:k])
+
+
+def take(batch: TransitionBatch, rows: Sequence[int] | npt.NDArray[np.int64]) -> TransitionBatch:
+    """The rows ``rows`` of ``batch`` (copies)."""
+    r = np.asarray(rows, dtype=np.int64)
+    return TransitionBatch(
+        states=batch.states[r],
+        actions=batch.actions[r],
+        rewards=batch.rewards[r],
+        next_states=batch.next_states[r],
+        dones=batch.dones[r],
+    )

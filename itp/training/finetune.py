@@ -1,0 +1,380 @@
+"""Fine-tuning a deployed Q-network on logged production experience plus simulator rollouts.
+
+The online learner (:mod:`itp.learning.learner`) runs one :class:`FinetuneJob` per retrain, by default in
+a separate, niced process (``python -m itp.training.finetune JOB.json RESULT.json``) with one torch
+thread, so the decision path never waits for it. A job:
+
+1. **Starts from the current model.** The deployed ONNX graph is the BatchNorm-folded chain
+   ``Gemm -> Relu -> Gemm -> Relu -> Gemm -> Relu -> Gemm`` (:mod:`itp.training.export`), so the network is
+   rebuilt as a :class:`~itp.training.network.QNetwork` whose Linear layers take the folded weights and
+   whose BatchNorm layers are exact identities (gamma 1, beta 0, running mean 0, running variance
+   ``1 - eps``) and stay frozen (eval mode) while training: the rebuilt network computes exactly the
+   deployed function, and fine-tuning moves only the dense weights. Without a current model a fresh
+   network (seeded) is trained.
+2. **Fills a prioritized replay** (:class:`itp.replay.PrioritizedReplay`) with the logged transitions
+   (held-back rows excluded) and ``sim_episodes`` simulator episodes played epsilon-greedily by the
+   network being tuned (``itp/Partition-v0``), so rare production states are complemented by broad
+   coverage.
+3. **Takes ``steps`` Double-DQN gradient steps** with the training pipeline's own update
+   (``itp.training.dqn``: Huber TD loss weighted by PER importance weights, gradient clipping, Polyak
+   target), from the same hyper-parameters (:class:`~itp.training.config.TrainConfig`).
+4. **Exports** the candidate with :func:`itp.training.export.export_model` (folded, verified against
+   torch) and runs the **offline gate** (:func:`itp.learning.rollout.offline_gate`) against the current
+   model: same simulator seeds, plus the held-back logged rows.
+
+Determinism: a job is repeatable for its seed (torch seeded, deterministic algorithms, one thread,
+episode seeds derived with ``numpy.random.SeedSequence``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from itp.actions import NUM_ACTIONS
+from itp.replay import PrioritizedReplay, SampleBatch
+from itp.ring import TransitionBatch
+from itp.state import NUM_FEATURES
+from itp.training.config import TrainConfig
+from itp.training.dqn import _gradient_step, _State, _torch_settings
+from itp.training.export import export_model
+from itp.training.network import QNetwork
+
+__all__ = ["FinetuneCancelled", "FinetuneJob", "load_batch", "main", "network_from_onnx", "run_finetune", "save_batch"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FinetuneJob:
+    """One retrain (JSON-serialisable: paths are strings).
+
+    Attributes:
+        output: the candidate ``.onnx`` to write (metadata beside it).
+        version: semantic version of the candidate.
+        base_model: the current model's ``.onnx`` (None: train a fresh network).
+        store: the experience store (SQLite) to read logged transitions from (None: simulator only).
+        upto_id: use store rows with ``id <= upto_id`` (what was committed when the job was made).
+        logged_rows: newest logged rows to use (train + held back).
+        holdout_fraction: share of those rows held back for the gate (seeded split), in [0, 1).
+        steps: gradient steps (>= 1).
+        batch_size: transitions per step.
+        lr: Adam learning rate (smaller than from scratch: the network is already trained).
+        gamma: discount (the pipeline's).
+        sim_episodes: simulator episodes added to the replay (>= 0).
+        sim_tasks_per_episode: tasks per simulator episode.
+        sim_epsilon: exploration rate of the simulator rollouts.
+        seed: seed of everything.
+        num_threads: torch threads (1: bounded CPU).
+        trace_files: trace-driven rollouts and gate episodes from these files (empty: synthetic).
+        gate: :class:`itp.learning.rollout.GateConfig` fields (``sim_config`` excluded).
+    """
+
+    output: str
+    version: str
+    base_model: str | None = None
+    store: str | None = None
+    upto_id: int = 0
+    logged_rows: int = 50_000
+    holdout_fraction: float = 0.1
+    steps: int = 2000
+    batch_size: int = 64
+    lr: float = 1e-4
+    gamma: float = 0.2
+    sim_episodes: int = 20
+    sim_tasks_per_episode: int = 64
+    sim_epsilon: float = 0.1
+    seed: int = 0
+    num_threads: int = 1
+    trace_files: tuple[str, ...] = ()
+    gate: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "sim_tasks_per_episode", "num_threads"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"FinetuneJob.{name} must be an int >= 1, got {v!r}")
+        if (
+            isinstance(self.sim_episodes, bool)
+            or not isinstance(self.sim_episodes, int)
+            or self.sim_episodes < 0
+        ):
+            raise ValueError(f"FinetuneJob.sim_episodes must be an int >= 0, got {self.sim_episodes!r}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"FinetuneJob.lr must be a finite number > 0, got {self.lr!r}")
+        if not 0.0 <= self.holdout_fraction < 1.0:
+            raise ValueError(f"FinetuneJob.holdout_fraction must be in [0, 1), got {self.holdout_fraction!r}")
+        if not 0.0 <= self.sim_epsilon <= 1.0:
+            raise ValueError(f"FinetuneJob.sim_epsilon must be in [0, 1], got {self.sim_epsilon!r}")
+
+    def to_json(self) -> str:
+        """The job as JSON."""
+        return json.dumps(dataclasses.asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> FinetuneJob:
+        """Inverse of :meth:`to_json` (validated)."""
+        data = json.loads(text)
+        data["trace_files"] = tuple(data.get("trace_files", ()))
+        return cls(**data)
+
+
+def save_batch(path: str | Path, batch: TransitionBatch) -> None:
+    """Write transitions as an uncompressed ``.npz`` (plain arrays; never pickled)."""
+    np.savez(
+        Path(path),
+        states=batch.states,
+        actions=batch.actions,
+        rewards=batch.rewards,
+        next_states=batch.next_states,
+        dones=batch.dones,
+    )
+
+
+def load_batch(path: str | Path) -> TransitionBatch:
+    """Read :func:`save_batch`'s file (``allow_pickle=False``)."""
+    with np.load(Path(path), allow_pickle=False) as z:
+        return TransitionBatch(
+            states=z["states"].astype(np.float32),
+            actions=z["actions"].astype(np.int64),
+            rewards=z["rewards"].astype(np.float32),
+            next_states=z["next_states"].astype(np.float32),
+            dones=z["dones"].astype(np.float32),
+        )
+
+
+class _FrozenNormQNetwork(QNetwork):
+    """A QNetwork whose BatchNorm layers stay in eval mode (identity) even in ``train()``."""
+
+    def train(self, mode: bool = True) -> _FrozenNormQNetwork:
+        super().train(mode)
+        for m in self.modules():
+            if isinstance(m, nn.BatchNorm1d):
+                m.eval()
+        return self
+
+
+def network_from_onnx(path: str | Path) -> QNetwork:
+    """Rebuild the deployed (folded) network as a trainable QNetwork computing the same function.
+
+    Raises:
+        ValueError: the graph is not the exported 4-layer chain of the QNetwork's shapes.
+    """
+    from itp.model_loading import _dense_chain
+
+    chain = _dense_chain(Path(path))
+    if chain is None:
+        raise ValueError(f"cannot fine-tune {path}: it is not the exported Gemm/Relu chain")
+    weights, biases = chain
+    net = _FrozenNormQNetwork()
+    linears = [m for m in net.layers if isinstance(m, nn.Linear)]
+    norms = [m for m in net.layers if isinstance(m, nn.BatchNorm1d)]
+    if len(weights) != len(linears) or any(
+        tuple(w.shape) != tuple(lin.weight.shape) for w, lin in zip(weights, linears, strict=True)
+    ):
+        shapes = [tuple(w.shape) for w in weights]
+        raise ValueError(f"cannot fine-tune {path}: layer shapes {shapes} are not the QNetwork's")
+    with torch.no_grad():
+        for lin, w, b in zip(linears, weights, biases, strict=True):
+            lin.weight.copy_(torch.from_numpy(np.array(w, dtype=np.float32)))
+            lin.bias.copy_(torch.from_numpy(np.array(b, dtype=np.float32)))
+        for bn in norms:
+            bn.weight.fill_(1.0)
+            bn.bias.fill_(0.0)
+            assert bn.running_mean is not None and bn.running_var is not None
+            bn.running_mean.zero_()
+            bn.running_var.fill_(1.0 - bn.eps)  # sqrt(var + eps) == 1: an exact identity
+    net.eval()
+    return net
+
+
+def _episode_seed(seed: int, k: int) -> int:
+    state = np.random.SeedSequence([seed, 77, k]).generate_state(1, np.uint64)
+    return int(state[0] >> np.uint64(1))
+
+
+def _simulator_rollouts(net: QNetwork, replay: PrioritizedReplay, job: FinetuneJob) -> int:
+    from itp.sim.env import PartitionEnv
+    from itp.sim.physics import SimConfig
+
+    env = PartitionEnv(
+        SimConfig(tasks_per_episode=job.sim_tasks_per_episode), trace_files=list(job.trace_files)
+    )
+    rng = np.random.default_rng(_episode_seed(job.seed, 2**31))
+    x = torch.empty((1, NUM_FEATURES), dtype=torch.float32)
+    added = 0
+    net.eval()
+    for k in range(job.sim_episodes):
+        obs, _ = env.reset(seed=_episode_seed(job.seed, k))
+        while True:
+            if rng.random() < job.sim_epsilon:
+                action = int(rng.integers(NUM_ACTIONS))
+            else:
+                with torch.no_grad():
+                    x[0] = torch.from_numpy(obs)
+                    action = int(net(x)[0].argmax())
+            nxt, reward, terminated, truncated, _ = env.step(action)
+            replay.add(obs, action, float(reward), nxt, bool(terminated))
+            added += 1
+            obs = nxt
+            if terminated or truncated:
+                break
+    return added
+
+
+class FinetuneCancelled(RuntimeError):
+    """The job was cancelled through its ``should_stop`` callback."""
+
+
+def run_finetune(job: FinetuneJob, should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+    """Run a job (see the module docstring); returns a JSON-ready result with the gate verdict.
+
+    Args:
+        job: what to do.
+        should_stop: polled between gradient steps; when it returns True the job stops
+            (:class:`FinetuneCancelled`). Lets a learner running the job in a thread cancel it.
+
+    Raises:
+        ValueError: the base model cannot be rebuilt, or there is nothing to train on.
+        FinetuneCancelled: ``should_stop()`` returned True.
+    """
+    t0 = time.perf_counter()
+    with _torch_settings(job.num_threads):
+        torch.manual_seed(job.seed)
+        net = network_from_onnx(job.base_model) if job.base_model else _FrozenNormQNetwork()
+        if not job.base_model:
+            net.eval()
+        target = _FrozenNormQNetwork()
+        target.load_state_dict(net.state_dict())
+        target.eval()
+        config = TrainConfig(
+            batch_size=job.batch_size,
+            lr=job.lr,
+            gamma=job.gamma,
+            seed=job.seed,
+            num_threads=job.num_threads,
+            buffer_capacity=max(1, 1 << 17),
+            progress=False,
+        )
+        logged, holdout = _logged_experience(job)
+        n_logged = len(logged) if logged is not None else 0
+        capacity = max(1, n_logged + job.sim_episodes * job.sim_tasks_per_episode)
+        replay = PrioritizedReplay(capacity, alpha=config.per_alpha, seed=job.seed)
+        if logged is not None and n_logged:
+            replay.add_batch(logged.states, logged.actions, logged.rewards, logged.next_states, logged.dones)
+        n_sim = _simulator_rollouts(net, replay, job)
+        if len(replay) < job.batch_size:
+            raise ValueError(
+                f"only {len(replay)} transitions to fine-tune on, batch_size is {job.batch_size}"
+            )
+        optimizer = torch.optim.Adam(net.parameters(), lr=job.lr)
+        state = _State(online=net, target=target, optimizer=optimizer)
+        batch = SampleBatch.allocate(job.batch_size)
+        tensors = {
+            "states": torch.from_numpy(batch.states),
+            "next_states": torch.from_numpy(batch.next_states),
+            "actions": torch.from_numpy(batch.actions),
+            "rewards": torch.from_numpy(batch.rewards),
+            "dones": torch.from_numpy(batch.dones),
+            "weights": torch.from_numpy(batch.weights),
+        }
+        losses = []
+        for step in range(job.steps):
+            if should_stop is not None and step % 16 == 0 and should_stop():
+                raise FinetuneCancelled(f"fine-tuning cancelled after {step} of {job.steps} steps")
+            beta = config.per_beta_start + (config.per_beta_end - config.per_beta_start) * step / job.steps
+            losses.append(_gradient_step(state, config, replay, batch, tensors, beta))
+        net.eval()
+        training = {
+            "kind": "finetune",
+            "base_model": job.base_model,
+            "logged_transitions": n_logged,
+            "simulator_transitions": n_sim,
+            "steps": job.steps,
+            "final_loss": float(np.mean(losses[-max(1, job.steps // 10) :])),
+            "job": dataclasses.asdict(job),
+            "torch_version": torch.__version__,
+        }
+        out = Path(job.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        export_model(net, out, version=job.version, training=training, seed=job.seed)
+    gate = _run_gate(job, holdout)
+    return {
+        "output": str(out),
+        "version": job.version,
+        "logged_transitions": n_logged,
+        "simulator_transitions": n_sim,
+        "steps": job.steps,
+        "final_loss": training["final_loss"],
+        "wall_time_s": time.perf_counter() - t0,
+        "gate": gate,
+    }
+
+
+def _logged_experience(job: FinetuneJob) -> tuple[TransitionBatch | None, TransitionBatch | None]:
+    """(training rows, held-back rows) from the store, split by a seeded permutation."""
+    if not job.store:
+        return None, None
+    from itp.learning.rollout import holdout_split, take
+    from itp.learning.store import ExperienceStore
+
+    with ExperienceStore(job.store) as store:
+        rows = store.upto(job.upto_id, job.logged_rows)
+    if len(rows) == 0:
+        return None, None
+    train_idx, held_idx = holdout_split(len(rows), job.holdout_fraction, job.seed)
+    return take(rows, train_idx), (take(rows, held_idx) if len(held_idx) else None)
+
+
+def _run_gate(job: FinetuneJob, holdout: TransitionBatch | None) -> dict[str, Any]:
+    from itp.learning.rollout import GateConfig, gate_from_files
+    from itp.sim.physics import SimConfig
+
+    cfg = GateConfig(**{**job.gate, "trace_files": tuple(job.trace_files)})
+    cfg = dataclasses.replace(cfg, sim_config=SimConfig(tasks_per_episode=job.sim_tasks_per_episode))
+    return gate_from_files(job.output, job.base_model, holdout, cfg).as_dict()
+
+
+def main(argv: list[str] | None = None, should_stop: Callable[[], bool] | None = None) -> int:
+    """``python -m itp.training.finetune JOB.json RESULT.json``: run a job, write its result atomically.
+
+    Exit status 0 on success, 1 on failure (the result file then holds ``{"error": ...}``).
+    """
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        sys.stderr.write("usage: python -m itp.training.finetune JOB.json RESULT.json\n")
+        return 2
+    job_path, result_path = Path(args[0]), Path(args[1])
+    try:
+        result = run_finetune(FinetuneJob.from_json(job_path.read_text("utf-8")), should_stop)
+        status = 0
+    except FinetuneCancelled as exc:
+        logger.info("%s", exc)
+        result = {"error": str(exc), "cancelled": True}
+        status = 1
+    except Exception as exc:
+        logger.exception("fine-tuning failed")
+        result = {"error": f"{type(exc).__name__}: {exc}"}
+        status = 1
+    tmp = result_path.with_name(result_path.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2, default=str), "utf-8")
+    os.replace(tmp, result_path)
+    return status
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s finetune %(levelname)s %(message)s")
+    raise SystemExit(main())

@@ -1,0 +1,322 @@
+"""OnlineLearner: durability (flush, close, kill -9), reload, overflow, retraining, rollout, rollback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from lifecycle_helpers import make_partitioner, run_traffic, tiny_config
+from model_factory import write_constant_model, write_model
+
+from itp.learning import CanaryConfig, ExperienceStore, LearnerConfig, ModelRegistry, OnlineLearner
+from itp.model_loading import load_model
+from itp.partitioner import Decision, Task
+
+TESTS_DIR = str(Path(__file__).resolve().parents[1])
+
+
+def wait_for(pred: Callable[[], bool], timeout_s: float = 60.0) -> bool:
+    """Poll ``pred`` until true (the deadline only stops a hang; no timing is asserted)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return pred()
+
+
+def test_restart_with_no_loss_after_clean_close(tmp_path: Path) -> None:
+    p = make_partitioner(write_model(tmp_path / "m.onnx", version="1.0.0"))
+    learner = OnlineLearner(p, registry=tmp_path / "models", config=tiny_config(flush_interval_s=30.0))
+    decisions = run_traffic(p, 777)
+    learner.close()  # flushes although the interval is 30 s
+    with ExperienceStore(tmp_path / "models" / "experience.sqlite3") as store:
+        assert len(store) == 777
+        rows = store.recent(1000)
+    np.testing.assert_array_equal(rows.actions, [d.action for d in decisions])
+    # A new process would do exactly this: a new partitioner and learner on the same folders.
+    p2 = make_partitioner(None)
+    learner2 = OnlineLearner(p2, registry=tmp_path / "models", config=tiny_config())
+    m = p2.get_metrics()
+    assert m.experience_count == 777 and m.buffer_size == 777  # reloaded into the replay buffer
+    assert m.model_version == "1.0.0"  # the registry's current model is served again
+    learner2.close()
+
+
+def test_reload_is_bounded(tmp_path: Path) -> None:
+    p = make_partitioner(None)
+    with OnlineLearner(p, registry=tmp_path / "models", config=tiny_config()):
+        run_traffic(p, 300)
+    p2 = make_partitioner(None)
+    with OnlineLearner(p2, registry=tmp_path / "models", config=tiny_config(reload_limit=120)) as learner2:
+        assert len(learner2.replay) == 120
+        assert p2.get_metrics().experience_count == 300
+
+
+def test_flush_covers_everything_reported_before_it_from_many_threads(tmp_path: Path) -> None:
+    p = make_partitioner(None)
+    learner = OnlineLearner(p, registry=tmp_path / "models", config=tiny_config(flush_interval_s=60.0))
+    reported = [0] * 4
+
+    def worker(k: int) -> None:
+        for i in range(400):
+            d = p.partition_task(Task(f"{k}-{i}", 10**6 + i, 0.5))
+            p.report_outcome(d.task_id, d, throughput_bps=1e8, latency_s=0.1, success=True)
+            reported[k] += 1
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert learner.flush()
+    assert len(learner.store) == sum(reported) == 1600  # durable now, though the interval is 60 s
+    m = p.get_metrics()
+    assert m.experience_count == 1600 and m.learner["uncommitted_transitions"] == 0
+    learner.close()
+
+
+def test_ring_overflow_is_counted_and_visible(tmp_path: Path) -> None:
+    p = make_partitioner(None, ring_capacity=16)
+    learner = OnlineLearner(p, registry=tmp_path / "models", config=tiny_config(), start=False)
+    run_traffic(p, 100)  # nobody drains: the ring holds 16
+    m = p.get_metrics()
+    assert m.pushed_transitions == 16 and m.dropped_transitions == 84
+    assert learner.flush()  # stores what the ring accepted
+    assert len(learner.store) == 16
+    learner.close()
+
+
+CHILD = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, sys.argv[2]); sys.path.insert(0, sys.argv[3])
+    from lifecycle_helpers import make_partitioner, run_traffic, tiny_config
+    from itp.learning import OnlineLearner
+    p = make_partitioner(None)
+    learner = OnlineLearner(p, registry=sys.argv[1], config=tiny_config(flush_interval_s=0.02))
+    total = 0
+    while True:  # killed by the parent
+        run_traffic(p, 100, prefix=f"b{total}-")
+        total += 100
+        if total % 500 == 0:
+            assert learner.flush()
+            print(total, flush=True)
+    """
+)
+
+
+def test_kill_9_mid_write_loses_at_most_the_unflushed_rows(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    here = str(Path(__file__).resolve().parent)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(root), TESTS_DIR, here], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    flushed = 0
+    for line in proc.stdout:
+        flushed = int(line)
+        if flushed >= 3000:
+            break
+    os.kill(proc.pid, signal.SIGKILL)  # it keeps reporting and committing every 20 ms
+    proc.wait()
+    proc.stdout.close()
+    with ExperienceStore(root / "experience.sqlite3") as store:
+        assert store.integrity_check() == "ok"
+        assert len(store) >= flushed  # everything flushed survived
+        rows = store.recent(len(store))
+        assert np.all((rows.actions >= 0) & (rows.actions < 15)) and np.all(np.isfinite(rows.rewards))
+    # Restart: the new learner opens the store and reloads it.
+    p = make_partitioner(None)
+    with OnlineLearner(p, registry=root, config=tiny_config()) as learner:
+        assert len(learner.replay) == len(learner.store) >= flushed
+
+
+def test_forced_retrain_runs_in_the_background_and_is_gated(tmp_path: Path) -> None:
+    p = make_partitioner(write_model(tmp_path / "m.onnx", version="1.0.0"))
+    learner = OnlineLearner(p, registry=tmp_path / "models", config=tiny_config())
+    run_traffic(p, 300)
+    assert learner.flush()
+    caller = threading.current_thread().name
+    assert p.force_model_update()
+    assert wait_for(lambda: learner.is_training or learner.update_count > 0)
+    # The caller keeps deciding while the retrain runs (on another thread).
+    run_traffic(p, 50, prefix="during")
+    assert wait_for(lambda: learner.update_count == 1 and not learner.is_training, 120)
+    m = p.get_metrics()
+    assert m.learner_update_count == 1 and m.last_update is not None
+    events = [e for e in learner.registry.history() if e["event"].startswith(("retrain", "gate"))]
+    assert events[0]["event"] == "retrain_started"
+    verdict = events[-1]
+    assert verdict["event"] in ("gate_passed", "gate_rejected") and verdict["reason"]
+    assert m.learner["last_gate"]["episodes"] == 1
+    if verdict["event"] == "gate_passed":
+        assert m.candidate_version == verdict["version"] and m.canary_share == pytest.approx(0.1)
+    else:
+        assert m.candidate_version is None
+    assert caller == "MainThread"
+    learner.close()
+
+
+def test_retrain_triggers_min_experiences_and_interval(tmp_path: Path) -> None:
+    p = make_partitioner(write_model(tmp_path / "m.onnx", version="1.0.0"))
+    learner = OnlineLearner(p, registry=tmp_path / "models", config=tiny_config(min_experiences=150))
+    assert p.get_metrics().time_until_update == pytest.approx(86_400.0, abs=5.0)
+    run_traffic(p, 100)
+    learner.flush()
+    assert learner.update_count == 0 and not learner.is_training
+    run_traffic(p, 100, prefix="more")
+    assert wait_for(lambda: learner.update_count == 1, 120)
+    learner.close()
+    p2 = make_partitioner(write_model(tmp_path / "m2.onnx", version="1.0.0"))
+    learner2 = OnlineLearner(p2, registry=tmp_path / "models2", config=tiny_config(update_interval_s=0.3))
+    run_traffic(p2, 40)
+    assert wait_for(lambda: learner2.update_count >= 1, 120)
+    assert learner2.registry.history()[2]["trigger"] == "interval"
+    learner2.close()
+
+
+@pytest.mark.slow
+def test_retrain_in_a_separate_niced_process(tmp_path: Path) -> None:
+    p = make_partitioner(write_model(tmp_path / "m.onnx", version="1.0.0"))
+    learner = OnlineLearner(p, registry=tmp_path / "models", config=tiny_config(retrain_mode="process"))
+    run_traffic(p, 200)
+    learner.flush()
+    p.force_model_update()
+    assert wait_for(lambda: learner.is_training, 30)
+    job = learner._job
+    assert job is not None and job.proc is not None
+    assert os.getpriority(os.PRIO_PROCESS, job.proc.pid) >= 10
+    assert wait_for(lambda: learner.update_count == 1, 240)
+    assert learner.metrics()["last_error"] is None
+    learner.close()
+
+
+def test_learner_runs_the_canary_and_records_the_rollback(tmp_path: Path) -> None:
+    p = make_partitioner(write_constant_model(tmp_path / "a.onnx", 14, version="1.0.0"))
+    cfg = tiny_config(canary=CanaryConfig(shares=(0.5, 1.0), min_outcomes_per_stage=40, margin=0.1))
+    learner = OnlineLearner(p, registry=tmp_path / "models", config=cfg)
+    version = learner.registry.publish(write_constant_model(tmp_path / "b.onnx", 14), "1.0.1")
+    learner.start_canary(learner.registry.load(version))
+    rng = np.random.default_rng(0)
+
+    def outcome(d: Decision) -> dict[str, object]:
+        if d.model_version == "1.0.1":  # the candidate's tasks fail
+            return {"throughput_bps": 1e5, "latency_s": 4.0, "success": False}
+        return {"throughput_bps": 2e8, "latency_s": float(rng.uniform(0.04, 0.06)), "success": True}
+
+    for k in range(30):
+        run_traffic(p, 50, prefix=f"r{k}-", outcome=outcome)
+        if wait_for(lambda: learner.canary is None, 0.2):
+            break
+    assert learner.canary is None
+    m = p.get_metrics()
+    assert m.rollbacks == 1 and m.candidate_version is None and m.model_version == "1.0.0"
+    assert learner.registry.current_version() == "1.0.0"
+    assert learner.registry.history()[-1]["event"] == "canary_rolled_back"
+    learner.close()
+
+
+def test_manual_rollback_to_any_version(tmp_path: Path) -> None:
+    p = make_partitioner(write_constant_model(tmp_path / "a.onnx", 14, version="1.0.0"))
+    learner = OnlineLearner(p, registry=tmp_path / "models", config=tiny_config())
+    reg = learner.registry
+    v2 = reg.publish(write_constant_model(tmp_path / "b.onnx", 3))
+    p.set_model(reg.set_current(v2))
+    learner.rollback("1.0.0")
+    assert p.model is not None and p.model.version == "1.0.0" and reg.current_version() == "1.0.0"
+    assert p.partition_task(Task("x", 10**8)).model_version == "1.0.0"
+    assert p.get_metrics().rollbacks == 1
+    with pytest.raises(ValueError, match="not registered"):
+        learner.rollback("7.7.7")
+    assert reg.current_version() == "1.0.0"
+    learner.close()
+
+
+NO_TORCH = textwrap.dedent(
+    """
+    import json, logging, sys
+    sys.modules["torch"] = None  # as if torch were not installed: `import torch` raises ImportError
+    sys.path.insert(0, sys.argv[2]); sys.path.insert(0, sys.argv[3])
+    logging.basicConfig(level=logging.WARNING)
+    from lifecycle_helpers import make_partitioner, run_traffic, tiny_config
+    from itp.learning import OnlineLearner
+    p = make_partitioner(None)
+    learner = OnlineLearner(p, registry=sys.argv[1], config=tiny_config(min_experiences=10))
+    run_traffic(p, 120)
+    learner.flush()
+    p.force_model_update()
+    m = p.get_metrics()
+    learner.close()
+    print(json.dumps({"stored": m.experience_count, "learner": m.learner}))
+    """
+)
+
+
+def test_without_torch_experience_is_still_collected(tmp_path: Path) -> None:
+    here = str(Path(__file__).resolve().parent)
+    out = subprocess.run(
+        [sys.executable, "-c", NO_TORCH, str(tmp_path / "models"), TESTS_DIR, here],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["stored"] == 120
+    assert result["learner"]["retraining_available"] is False
+    assert "torch is not installed" in result["learner"]["retraining_unavailable_reason"]
+    assert result["learner"]["update_count"] == 0
+    assert "retraining is unavailable" in out.stderr
+
+
+def test_metrics_named_in_the_issue_are_present(tmp_path: Path) -> None:
+    p = make_partitioner(None)
+    with OnlineLearner(p, registry=tmp_path / "models", config=tiny_config()):
+        m = p.get_metrics()
+        for name in (
+            "experience_count",
+            "buffer_size",
+            "dropped_transitions",
+            "learner_is_training",
+            "learner_update_count",
+            "last_update",
+            "time_until_update",
+            "candidate_version",
+            "canary_share",
+            "reward_by_arm",
+            "rollbacks",
+        ):
+            assert name in m.as_dict()
+
+
+def test_bad_config_rejected() -> None:
+    for bad in (
+        {"flush_interval_s": 0},
+        {"min_experiences": 0},
+        {"retrain_mode": "gpu"},
+        {"nice": 40},
+        {"update_interval_s": float("inf")},
+    ):
+        with pytest.raises(ValueError):
+            LearnerConfig(**bad)  # type: ignore[arg-type]
+
+
+def test_registry_current_is_served_on_start(tmp_path: Path) -> None:
+    reg = ModelRegistry(tmp_path / "models")
+    v = reg.publish(write_model(tmp_path / "m.onnx", seed=3), "2.0.0")
+    reg.set_current(v)
+    p = make_partitioner(None)
+    with OnlineLearner(p, registry=reg, config=tiny_config()):
+        assert p.model is not None and p.model.version == "2.0.0"
+        assert load_model(reg.onnx_path(v)).version == "2.0.0"

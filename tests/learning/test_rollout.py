@@ -1,0 +1,166 @@
+"""Offline gate and canary: worse candidates are rejected or rolled back, equal ones promoted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from lifecycle_helpers import make_partitioner, run_traffic
+from model_factory import write_constant_model, write_model, write_nan_region_model
+
+from itp.learning.rollout import ArmStats, CanaryConfig, CanaryRollout, GateConfig, offline_gate, td_error_mse
+from itp.model_loading import load_model
+from itp.partitioner import Decision, Task
+from itp.ring import TransitionBatch
+from itp.sim import SimConfig
+
+GATE = GateConfig(episodes=2, seed=3, sim_config=SimConfig(tasks_per_episode=16))
+
+
+def holdout(n: int = 200, seed: int = 0) -> TransitionBatch:
+    rng = np.random.default_rng(seed)
+    return TransitionBatch(
+        states=rng.random((n, 20), dtype=np.float32),
+        actions=rng.integers(0, 15, n),
+        rewards=rng.normal(0.5, 1.0, n).astype(np.float32),
+        next_states=rng.random((n, 20), dtype=np.float32),
+        dones=np.zeros(n, dtype=np.float32),
+    )
+
+
+def test_deliberately_worse_candidate_is_rejected(tmp_path: Path) -> None:
+    current = load_model(write_constant_model(tmp_path / "good.onnx", 14, version="1.0.0"))
+    worse = load_model(write_constant_model(tmp_path / "bad.onnx", 0, version="1.0.1"))
+    result = offline_gate(worse, current, holdout(), GATE)
+    assert not result.passed
+    assert "simulator mean reward" in result.reason
+    assert result.sim_reward_candidate < result.sim_reward_current
+
+
+def test_equal_candidate_passes_with_both_checks(tmp_path: Path) -> None:
+    current = load_model(write_constant_model(tmp_path / "a.onnx", 14, version="1.0.0"))
+    same = load_model(write_constant_model(tmp_path / "b.onnx", 14, version="1.0.1"))
+    result = offline_gate(same, current, holdout(), GATE)
+    assert result.passed, result.reason
+    assert result.td_mse_candidate == pytest.approx(result.td_mse_current)
+    assert result.holdout_rows == 200
+
+
+def test_candidate_worse_on_held_back_experience_is_rejected(tmp_path: Path) -> None:
+    """Same greedy actions (same simulator score) but Q-values far from the logged returns."""
+    current = load_model(write_constant_model(tmp_path / "a.onnx", 14, version="1.0.0"))
+    w, b = (
+        [np.zeros((o, i), np.float32) for i, o in ((20, 128), (128, 128), (128, 64), (64, 15))],
+        [np.zeros(o, np.float32) for o in (128, 128, 64, 15)],
+    )
+    b[-1][:] = 40.0
+    b[-1][14] = 41.0  # argmax still 14, but every Q-value ~40 while rewards are ~0.5
+    far = load_model(write_model(tmp_path / "far.onnx", version="1.0.1", weights=w, biases=b))
+    result = offline_gate(far, current, holdout(), GATE)
+    assert not result.passed and "held-back TD error" in result.reason
+
+
+def test_td_error_matches_reference(tmp_path: Path) -> None:
+    m = load_model(write_model(tmp_path / "m.onnx", seed=3))
+    h = holdout(50)
+    q = m.q_values_batch(h.states).astype(np.float64)
+    qn = m.q_values_batch(h.next_states).astype(np.float64)
+    ref = np.mean([(h.rewards[i] + 0.3 * qn[i].max() - q[i, h.actions[i]]) ** 2 for i in range(50)])
+    assert td_error_mse(m, h, 0.3) == pytest.approx(ref, rel=1e-9)
+
+
+def test_arm_stats_welford_matches_numpy() -> None:
+    x = np.random.default_rng(1).normal(2.0, 3.0, 1000)
+    s = ArmStats()
+    for v in x:
+        s.add(float(v), True)
+    assert s.mean == pytest.approx(x.mean()) and s.variance == pytest.approx(x.var(ddof=1))
+
+
+def _outcomes_by_arm(bad_version: str | None, seed: int = 0):  # type: ignore[no-untyped-def]
+    """Outcome generator: seeded noise; decisions of ``bad_version`` fail and crawl."""
+    rng = np.random.default_rng(seed)
+
+    def outcome(d: Decision) -> dict[str, object]:
+        if d.model_version == bad_version:
+            return {"throughput_bps": 1e5, "latency_s": 5.0, "success": False}
+        t = float(rng.uniform(0.03, 0.09))
+        return {"throughput_bps": 8 * 1e6 / t, "latency_s": t, "success": bool(rng.random() < 0.97)}
+
+    return outcome
+
+
+CANARY = CanaryConfig(
+    shares=(0.1, 0.5, 1.0), min_outcomes_per_stage=60, max_outcomes_per_stage=5000, margin=0.2
+)
+
+
+def test_canary_promotes_a_candidate_that_is_not_worse(tmp_path: Path) -> None:
+    p = make_partitioner(write_constant_model(tmp_path / "a.onnx", 14, version="1.0.0"), seed=4)
+    cand = load_model(write_constant_model(tmp_path / "b.onnx", 14, version="1.0.1"))
+    canary = CanaryRollout(p, cand, CANARY)
+    p.add_outcome_listener(canary.on_outcome)
+    outcome = _outcomes_by_arm(None)
+    shares = []
+    for k in range(40):
+        run_traffic(p, 200, prefix=f"r{k}-", outcome=outcome)
+        shares.append(canary.share)
+        if canary.step() != "running":
+            break
+    assert canary.state == "promoted", canary.reason
+    assert 0.5 in shares and len(canary.stages_passed) == 2
+    assert p.model is cand and p.candidate is None
+
+
+def test_candidate_that_turns_bad_in_the_canary_is_rolled_back(tmp_path: Path) -> None:
+    p = make_partitioner(write_constant_model(tmp_path / "a.onnx", 14, version="1.0.0"), seed=5)
+    cur = p.model
+    cand = load_model(write_constant_model(tmp_path / "b.onnx", 14, version="1.0.1"))
+    canary = CanaryRollout(p, cand, CANARY)
+    p.add_outcome_listener(canary.on_outcome)
+    good = _outcomes_by_arm(None)
+    # Stage 1: the candidate behaves; it advances to 50%.
+    while canary.share == 0.1 and canary.state == "running":
+        run_traffic(p, 200, prefix=f"g{canary.stats()['arms']['candidate']['n']}-", outcome=good)
+        canary.step()
+    assert canary.state == "running" and canary.share == 0.5
+    # Then it turns bad: its tasks fail.
+    bad = _outcomes_by_arm("1.0.1", seed=1)
+    for k in range(20):
+        run_traffic(p, 100, prefix=f"b{k}-", outcome=bad)
+        if canary.step() != "running":
+            break
+    assert canary.state == "rolled_back" and "worse" in canary.reason
+    assert p.model is cur and p.candidate is None and p.canary_share == 0.0
+    assert all(p.partition_task(Task(f"after{i}", 10**6)).model_version == "1.0.0" for i in range(50))
+
+
+def test_candidate_fault_rolls_back_at_once(tmp_path: Path) -> None:
+    p = make_partitioner(write_constant_model(tmp_path / "a.onnx", 14, version="1.0.0"))
+    cand = load_model(write_nan_region_model(tmp_path / "nan.onnx", version="1.0.1"))
+    canary = CanaryRollout(p, cand, CanaryConfig(shares=(0.5, 1.0), min_outcomes_per_stage=10))
+    p.add_fault_listener(canary.on_fault)
+    for i in range(4):
+        p.update_stream(i, bandwidth_bps=1e6, latency_s=0.01)
+    for i in range(40):  # huge tasks on slow streams: the candidate's NaN region
+        p.partition_task(Task(f"x{i}", 2**39, 0.5))
+        if p.candidate is None:
+            break
+    assert p.candidate is None  # routing stopped on the first fault
+    assert canary.step() == "rolled_back" and "nan_output" in canary.reason
+    assert p.model is not None and p.model.version == "1.0.0"
+
+
+def test_canary_config_validation() -> None:
+    for bad in (
+        {"shares": (0.5, 0.1)},
+        {"shares": ()},
+        {"confidence": 0.4},
+        {"margin": -1.0},
+        {"min_outcomes_per_stage": 1},
+    ):
+        with pytest.raises(ValueError):
+            CanaryConfig(**bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="episodes"):
+        GateConfig(episodes=0)

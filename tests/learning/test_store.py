@@ -1,0 +1,129 @@
+"""ExperienceStore: SQLite WAL durability, retention, refusal of foreign or corrupt files, kill -9."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from itp.learning.store import ExperienceStore, StoreError
+from itp.ring import TransitionBatch
+
+
+def batch(n: int, start: int = 0) -> TransitionBatch:
+    rng = np.random.default_rng(start)
+    return TransitionBatch(
+        states=rng.random((n, 20), dtype=np.float32),
+        actions=(np.arange(start, start + n) % 15).astype(np.int64),
+        rewards=np.arange(start, start + n, dtype=np.float32),
+        next_states=rng.random((n, 20), dtype=np.float32),
+        dones=(np.arange(n) % 2).astype(np.float32),
+    )
+
+
+def test_append_then_read_back_exactly(tmp_path: Path) -> None:
+    b = batch(100)
+    with ExperienceStore(tmp_path / "x.sqlite3") as store:
+        assert store.append(b) == 100
+        got = store.recent(1000)
+        assert len(store) == 100 and store.last_id == 100
+    for name in ("states", "actions", "rewards", "next_states", "dones"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(b, name))
+
+
+def test_reopen_after_clean_close_keeps_everything(tmp_path: Path) -> None:
+    path = tmp_path / "x.sqlite3"
+    with ExperienceStore(path) as store:
+        store.append(batch(50, 0))
+        store.append(batch(70, 50))
+    with ExperienceStore(path) as store:
+        assert len(store) == 120 and store.integrity_check() == "ok"
+        np.testing.assert_array_equal(store.recent(120).rewards, np.arange(120, dtype=np.float32))
+        np.testing.assert_array_equal(store.upto(60, 10).rewards, np.arange(50, 60, dtype=np.float32))
+
+
+def test_retention_keeps_newest_rows(tmp_path: Path) -> None:
+    with ExperienceStore(tmp_path / "x.sqlite3", max_rows=30) as store:
+        for k in range(5):
+            store.append(batch(20, 20 * k))
+        assert len(store) == 30
+        np.testing.assert_array_equal(store.recent(100).rewards, np.arange(70, 100, dtype=np.float32))
+
+
+def test_bad_rows_store_nothing(tmp_path: Path) -> None:
+    with ExperienceStore(tmp_path / "x.sqlite3") as store:
+        b = batch(10)
+        b.rewards[3] = np.nan
+        with pytest.raises(ValueError, match="finite"):
+            store.append(b)
+        bad_action = batch(10)
+        bad_action.actions[0] = 99
+        with pytest.raises(sqlite3.IntegrityError):
+            store.append(bad_action)
+        assert len(store) == 0 and len(store.recent(100)) == 0
+
+
+def test_foreign_and_corrupt_files_refused(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.sqlite3"
+    junk.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError):
+        ExperienceStore(junk)
+    other = tmp_path / "other.sqlite3"
+    with ExperienceStore(other) as store:
+        store.append(batch(5))
+    con = sqlite3.connect(other)
+    con.execute("UPDATE meta SET value = '999' WHERE key = 'state_layout_version'")
+    con.commit()
+    con.close()
+    with pytest.raises(StoreError, match="state_layout_version"):
+        ExperienceStore(other)
+
+
+CHILD = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    from itp.learning.store import ExperienceStore
+    from itp.ring import TransitionBatch
+    store = ExperienceStore(sys.argv[1])
+    rng = np.random.default_rng(0)
+    k = 0
+    while True:  # killed by the parent
+        n = 500
+        b = TransitionBatch(rng.random((n, 20), dtype=np.float32), np.full(n, k % 15, dtype=np.int64),
+                            np.full(n, k, dtype=np.float32), rng.random((n, 20), dtype=np.float32),
+                            np.zeros(n, dtype=np.float32))
+        store.append(b)
+        k += 1
+        print(k * n, flush=True)
+    """
+)
+
+
+def test_kill_9_mid_write_leaves_a_consistent_store(tmp_path: Path) -> None:
+    path = tmp_path / "x.sqlite3"
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(path)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    acknowledged = 0
+    for line in proc.stdout:
+        acknowledged = int(line)
+        if acknowledged >= 20_000:
+            break
+    os.kill(proc.pid, signal.SIGKILL)  # while it keeps appending
+    proc.wait()
+    proc.stdout.close()
+    with ExperienceStore(path) as store:
+        assert store.integrity_check() == "ok"
+        assert len(store) >= acknowledged  # every acknowledged append survived
+        assert len(store) % 500 == 0  # transactions are whole: no torn batch
+        rows = store.recent(len(store))
+        k = rows.rewards.astype(np.int64)
+        np.testing.assert_array_equal(rows.actions, k % 15)
+        np.testing.assert_array_equal(np.bincount(k), np.full(len(store) // 500, 500))
