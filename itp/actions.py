@@ -3,10 +3,11 @@
 Actions: 0-3 one stream; 4-9 pairs (0,1) (0,2) (0,3) (1,2) (1,3) (2,3); 10-13 triples (0,1,2) (0,1,3)
 (0,2,3) (1,2,3); 14 all four. ``decode_action`` and ``encode_streams`` are exact inverses.
 
-Split physics: with rate r_i (bit/s) and latency L_i (s), every used stream finishes at the same time
-``T = (8 S + sum r_i L_i) / sum r_i``; stream i carries ``c_i = r_i (T - L_i) / 8`` bytes. Streams are admitted
-by latency; one whose latency alone reaches T (or whose rate is 0) gets nothing and is dropped. Chunks are
-rounded by largest remainder so they sum exactly to S. Implemented natively (``cpp/src/actions.cpp``).
+Split physics: with rate r_i (bit/s) and latency L_i (s), every used stream finishes at the same
+time ``T = (8 S + sum r_i L_i) / sum r_i``; stream i carries ``c_i = r_i (T - L_i) / 8`` bytes. Streams
+are admitted by latency; one whose latency alone reaches T (or whose rate is 0) gets nothing and is
+dropped. Chunks are rounded by largest remainder so they sum exactly to S. Implemented natively
+(``cpp/src/actions.cpp``).
 """
 
 from __future__ import annotations
@@ -62,9 +63,7 @@ def encode_streams(streams: Iterable[int]) -> int:
     return int(_native.encode_streams(list(streams)))
 
 
-def split_task(
-    size_bytes: int, action: int, rate_bps: npt.ArrayLike, latency_s: npt.ArrayLike
-) -> Split:
+def split_task(size_bytes: int, action: int, rate_bps: npt.ArrayLike, latency_s: npt.ArrayLike) -> Split:
     """Split ``size_bytes`` (1..2**50) over the streams of ``action`` so that finish times are equal.
 
     Args:
@@ -79,4 +78,7 @@ def split_task(
     Complexity O(1); thread-safe; native.
     """
     chunks, expected = _native.split_task(size_bytes, action, rate_bps, latency_s)
-    return Split(chunk_bytes=tuple(int(c) for c in chunks), expected_time_s=float(expected))  # type: ignore[arg-type]
+    return Split(
+        chunk_bytes=(int(chunks[0]), int(chunks[1]), int(chunks[2]), int(chunks[3])),
+        expected_time_s=float(expected),
+    )

@@ -152,12 +152,10 @@ class PrioritizedReplay:
     ) -> None:
         if not isinstance(prioritized, (bool, np.bool_)):
             raise TypeError(f"prioritized must be a bool, got {type(prioritized).__name__}")
-        self._impl: Any = _native.PrioritizedReplay(
-            capacity, alpha, epsilon, bool(prioritized), seed
-        )
+        self._impl = _native.PrioritizedReplay(capacity, alpha, epsilon, bool(prioritized), seed)
 
     @classmethod
-    def _from_native(cls, impl: Any) -> PrioritizedReplay:
+    def _from_native(cls, impl: _native.PrioritizedReplay) -> PrioritizedReplay:
         obj = cls.__new__(cls)
         obj._impl = impl
         return obj
@@ -167,78 +165,70 @@ class PrioritizedReplay:
     @property
     def capacity(self) -> int:
         """Maximum number of transitions kept; older ones are overwritten beyond it."""
-        value: int = self._impl.capacity
-        return value
+        return self._impl.capacity
 
     @property
     def size(self) -> int:
         """Number of transitions stored (<= capacity)."""
-        value: int = self._impl.size
-        return value
+        return self._impl.size
 
     def __len__(self) -> int:
-        value: int = self._impl.size
-        return value
+        return self._impl.size
+
+    @property
+    def cursor(self) -> int:
+        """Slot the next transition is written to (``size`` until full, then the oldest slot)."""
+        return self._impl.cursor
 
     @property
     def alpha(self) -> float:
         """Priority exponent."""
-        value: float = self._impl.alpha
-        return value
+        return self._impl.alpha
 
     @property
     def epsilon(self) -> float:
         """Offset added to |td error| before the exponent."""
-        value: float = self._impl.epsilon
-        return value
+        return self._impl.epsilon
 
     @property
     def prioritized(self) -> bool:
         """False in uniform mode."""
-        value: bool = self._impl.prioritized
-        return value
+        return self._impl.prioritized
 
     @property
     def seed(self) -> int:
         """The RNG seed given at construction."""
-        value: int = self._impl.seed
-        return value
+        return self._impl.seed
 
     @property
     def max_priority(self) -> float:
         """Running maximum priority, ``(|delta| + epsilon) ** alpha`` units; given to new items."""
-        value: float = self._impl.max_priority
-        return value
+        return self._impl.max_priority
 
     @property
     def total_priority(self) -> float:
         """Sum of stored priorities (the sum tree's root)."""
-        value: float = self._impl.total_priority
-        return value
+        return self._impl.total_priority
 
     @property
     def min_priority(self) -> float:
         """Smallest stored priority (+inf when empty); the weights are normalised by it."""
-        value: float = self._impl.min_priority
-        return value
+        return self._impl.min_priority
 
     @property
     def stale_updates(self) -> int:
         """Priority updates ignored because their slot was overwritten after it was sampled."""
-        value: int = self._impl.stale_updates
-        return value
+        return self._impl.stale_updates
 
     @property
     def rejected_records(self) -> int:
         """Records drained from a ring by ``drain_into`` that failed validation (never stored)."""
-        value: int = self._impl.rejected_records
-        return value
+        return self._impl.rejected_records
 
     @property
     def bytes_per_transition(self) -> int:
         """Bytes per slot: 177 of columns + the sum/min tree's share (about 24-48)."""
-        value: int = self._impl.bytes_per_transition
-        return value
+        return self._impl.bytes_per_transition
 
     # --- writing ---
 
@@ -264,8 +254,7 @@ class PrioritizedReplay:
 
         Complexity O(log capacity). Keeps the GIL unless another thread holds the buffer.
         """
-        slot: int = self._impl.add(state, action, reward, next_state, done)
-        return slot
+        return self._impl.add(state, action, reward, next_state, done)
 
     def add_batch(
         self,
@@ -358,19 +347,16 @@ class PrioritizedReplay:
 
         Complexity O(N log capacity). GIL released.
         """
-        applied: int = self._impl.update_priorities(indices, td_errors, generations)
-        return applied
+        return self._impl.update_priorities(indices, td_errors, generations)
 
     def priorities(self, indices: npt.ArrayLike) -> npt.NDArray[np.float64]:
         """Stored priorities (float64) of the given slots, for diagnostics and tests."""
-        result: npt.NDArray[np.float64] = self._impl.get_priorities(indices)
-        return result
+        return self._impl.get_priorities(indices)
 
     def check_invariants(self) -> bool:
         """True when every sum/min tree node matches its children exactly and every stored slot
         has a positive priority <= max_priority. O(capacity); for tests."""
-        ok: bool = self._impl.check_invariants()
-        return ok
+        return self._impl.check_invariants()
 
     # --- persistence ---
 
@@ -435,7 +421,7 @@ class PrioritizedReplay:
         return buffer
 
     @property
-    def _native_buffer(self) -> Any:
+    def _native_buffer(self) -> _native.PrioritizedReplay:
         """The compiled buffer (for ExperienceRing.drain_into)."""
         return self._impl
 
@@ -485,9 +471,7 @@ def _validated_snapshot(fields: Mapping[str, Any]) -> dict[str, Any]:
             )
         out[key] = value.item()
     if out["format_version"] != _FORMAT_VERSION:
-        raise ValueError(
-            f"replay file format_version must be {_FORMAT_VERSION}, got {out['format_version']}"
-        )
+        raise ValueError(f"replay file format_version must be {_FORMAT_VERSION}, got {out['format_version']}")
     del out["format_version"]
     size = int(out["size"])
     rng_state = np.asarray(fields.get("rng_state"))

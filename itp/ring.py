@@ -27,7 +27,6 @@ Contract:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -77,41 +76,35 @@ class ExperienceRing:
     __slots__ = ("_impl",)
 
     def __init__(self, capacity: int) -> None:
-        self._impl: Any = _native.ExperienceRing(capacity)
+        self._impl = _native.ExperienceRing(capacity)
 
     @property
     def capacity(self) -> int:
         """Number of records the ring holds (a power of two)."""
-        value: int = self._impl.capacity
-        return value
+        return self._impl.capacity
 
     @property
     def pushed(self) -> int:
         """Records accepted since construction."""
-        value: int = self._impl.pushed
-        return value
+        return self._impl.pushed
 
     @property
     def dropped(self) -> int:
         """Records rejected because the ring was full (counted per rejection)."""
-        value: int = self._impl.dropped
-        return value
+        return self._impl.dropped
 
     @property
     def drained(self) -> int:
         """Records handed to the consumer since construction."""
-        value: int = self._impl.drained
-        return value
+        return self._impl.drained
 
     @property
     def size(self) -> int:
         """Approximate number of records waiting (``pushed - drained``, read without a lock)."""
-        value: int = self._impl.size
-        return value
+        return self._impl.size
 
     def __len__(self) -> int:
-        value: int = self._impl.size
-        return value
+        return self._impl.size
 
     def try_push(
         self,
@@ -129,8 +122,7 @@ class ExperienceRing:
         Raises:
             TypeError, ValueError: naming the bad argument; nothing is pushed or counted.
         """
-        ok: bool = self._impl.try_push(state, action, reward, next_state, done)
-        return ok
+        return self._impl.try_push(state, action, reward, next_state, done)
 
     def push_batch(
         self,
@@ -147,8 +139,7 @@ class ExperienceRing:
         :meth:`PrioritizedReplay.add_batch`. Lock-free (one compare-and-swap per call), GIL
         released; O(N).
         """
-        count: int = self._impl.push_batch(states, actions, rewards, next_states, dones)
-        return count
+        return self._impl.push_batch(states, actions, rewards, next_states, dones)
 
     def drain(self, max_records: int) -> TransitionBatch:
         """Move up to ``max_records`` (>= 0) waiting records out, oldest first.
@@ -175,8 +166,7 @@ class ExperienceRing:
         """
         if not isinstance(replay, PrioritizedReplay):
             raise TypeError(f"replay must be a PrioritizedReplay, got {type(replay).__name__}")
-        stored: int = self._impl.drain_into(replay._native_buffer, max_records)
-        return stored
+        return self._impl.drain_into(replay._native_buffer, max_records)
 
     def __repr__(self) -> str:
         return (
