@@ -13,9 +13,11 @@ from itp.sim.physics import SimConfig
 from itp.sim.policy import Decision, OnnxPolicy, Policy, decide, default_split
 from itp.sim.traces import (
     Trace,
+    TraceSelection,
     default_traces_dir,
     discover_trace_files,
     load_trace,
+    select_trace_files,
     shipped_traces_dir,
     split_trace_files,
 )
@@ -34,12 +36,14 @@ __all__ = [
     "SimConfig",
     "TaskOutcome",
     "Trace",
+    "TraceSelection",
     "decide",
     "default_split",
     "default_traces_dir",
     "discover_trace_files",
     "load_trace",
     "make_vector_env",
+    "select_trace_files",
     "shipped_traces_dir",
     "split_trace_files",
 ]

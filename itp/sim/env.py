@@ -158,9 +158,10 @@ class PartitionEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
     replayed real traces scaled to 50-1000 Mbit/s), RTTs with jitter and queueing, per-chunk set-up and
     slow start, and a loss process that makes chunks fail and be resent (``itp.sim.physics``). Tasks
     (default sizes log-uniform 64 KiB - 4 GiB, priority U[0, 1]) arrive as a Poisson process; for each
-    one the agent chooses which streams carry it; the bytes are split over the chosen streams by the
-    production rule (equal predicted finish time over effective rates, ``itp.sim.policy.default_split``)
-    and the task completes when its last chunk does.
+    one the agent chooses which streams carry it; the bytes are split over the chosen streams exactly as
+    production splits them (``itp.transport.production_split``: equal predicted finish time with set-up
+    and slow start, over effective rates; ``itp.sim.policy.default_split``) and the task completes when
+    its last chunk does.
 
     ## Action Space
     ``Discrete(15)``: 0-3 a single stream, 4-9 the pairs (0,1) (0,2) (0,3) (1,2) (1,3) (2,3), 10-13 the
@@ -195,7 +196,9 @@ class PartitionEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
     success, expected_time_s, action, raw_state (at decision), task_index, start_time_s.
 
     ## Version History
-    * v0: initial version (reward spec 1, state layout 1).
+    * v0: initial version (reward spec 1, state layout 1). Since then, without a new id (no model had
+      been released): chunk failures made causal (same failure events, failure times no longer depend
+      on later rates); chunks placed by the transport-aware production split; reward spec 2.
     """
 
     metadata: dict[str, Any] = {"render_modes": ["ansi"], "render_fps": 4}  # noqa: RUF012
