@@ -61,7 +61,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _SOURCES: Final = ("model", "explore", "heuristic")
-_SOURCE_CODE: Final = {name: i for i, name in enumerate(_SOURCES)}
 _STREAM_IDS: Final = tuple(range(NUM_STREAMS))
 
 
@@ -239,7 +238,17 @@ class OutcomeRecord:
 class _Pending:
     """A decision awaiting its outcome (the transition's first half)."""
 
-    __slots__ = ("arm", "chunk_bytes", "created_s", "decision", "priority", "raw", "size_bytes", "state")
+    __slots__ = (
+        "arm",
+        "chunk_bytes",
+        "created_s",
+        "decision",
+        "priority",
+        "raw",
+        "size_bytes",
+        "source",
+        "state",
+    )
 
     def __init__(
         self,
@@ -250,8 +259,10 @@ class _Pending:
         size_bytes: int,
         priority: float,
         arm: int,
+        source: int,
     ) -> None:
         self.decision = decision
+        self.source = source
         self.state = state
         self.raw = raw
         self.chunk_bytes = chunk_bytes
@@ -513,12 +524,18 @@ class TaskPartitioner:
         else:
             outs, arms, models = batch
         pendings = [
-            self._pending_for(t, o, a, m) for t, o, a, m in zip(tasks, outs, arms, models, strict=False)
+            self._pending_for(t, o, a, m) for t, o, a, m in zip(tasks, outs, arms, models, strict=True)
         ]
         with self._lock:
             self._check_not_pending(tasks, locked=True)
-            for t, pending in zip(tasks, pendings, strict=False):
-                self._insert_locked(t.id, pending)
+            now = self._monotonic()
+            self._expire_locked(now)
+            table = self._pending
+            by_source = self._by_source
+            for t, pending in zip(tasks, pendings, strict=True):
+                pending.created_s = now
+                table[t.id] = pending
+                by_source[pending.source] += 1
         return [p.decision for p in pendings]
 
     def _check_not_pending(self, tasks: Sequence[Task], locked: bool = False) -> None:
@@ -540,14 +557,14 @@ class TaskPartitioner:
             _SOURCES[source],
             model.version if model is not None else None,
         )
-        return _Pending(decision, state, raw, chunks, task.size, float(task.priority), arm)
+        return _Pending(decision, state, raw, chunks, task.size, float(task.priority), arm, source)
 
     def _insert_locked(self, task_id: str, pending: _Pending) -> None:
         now = self._monotonic()
         pending.created_s = now
         self._expire_locked(now)
         self._pending[task_id] = pending
-        self._by_source[_SOURCE_CODE[pending.decision.source]] += 1
+        self._by_source[pending.source] += 1
 
     # -------------------------------------------------------------------------------- outcomes
     def report_outcome(

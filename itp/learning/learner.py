@@ -47,6 +47,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Final
 
@@ -259,10 +260,12 @@ class OnlineLearner:
         self._gate_rejections = 0
         # rollout
         self._canary: CanaryRollout | None = None
+        self._rollout_lock = threading.RLock()  # canary steps vs manual rollback
         self._promotions = 0
         self._rollbacks = 0
         self._last_expire_s = time.monotonic()
         self._reload()
+        self._restore_schedule()
         self._sync_model()
         partitioner.add_outcome_listener(self._on_outcome)
         partitioner.add_fault_listener(self._on_fault)
@@ -282,6 +285,24 @@ class OnlineLearner:
         if len(rows):
             self.replay.add_batch(rows.states, rows.actions, rows.rewards, rows.next_states, rows.dones)
         logger.info("online learner: reloaded %d stored transitions into the replay buffer", len(rows))
+
+    def _restore_schedule(self) -> None:
+        """Continue the retrain schedule across restarts from the registry history: the interval counts
+        from the last retrain's start, and rows stored since then count towards ``min_experiences``."""
+        last = next(
+            (e for e in reversed(self.registry.history()) if e.get("event") == "retrain_started"), None
+        )
+        if last is None:
+            return
+        try:
+            started = datetime.fromisoformat(str(last["time"]).replace("Z", "+00:00"))
+        except (KeyError, ValueError):
+            return
+        elapsed_s = max(0.0, (datetime.now(timezone.utc) - started).total_seconds())
+        self._last_update_s = time.monotonic() - elapsed_s
+        upto = last.get("upto_id")
+        if isinstance(upto, int):
+            self._rows_at_last_update = len(self.store) - max(0, self.store.last_id - upto)
 
     def _sync_model(self) -> None:
         """Serve the registry's current version; or seed an empty registry with the partitioner's model."""
@@ -382,11 +403,12 @@ class OnlineLearner:
             RegistryError: unknown version. ModelLoadError: its files do not verify (nothing changes).
         """
         loaded = self.registry.set_current(version, reason=reason)
-        canary = self._canary
-        if canary is not None:
-            canary.abort(f"manual rollback to {version}")
-            self._canary = None
-        self._p.set_model(loaded)
+        with self._rollout_lock:
+            canary = self._canary
+            if canary is not None:
+                canary.abort(f"manual rollback to {version}")
+                self._canary = None
+            self._p.set_model(loaded)
         with self._lock:
             self._rollbacks += 1
         self.registry.record("rollback", version=version, reason=reason)
@@ -541,7 +563,11 @@ class OnlineLearner:
             job.thread.start()
         self._job = job
         self.registry.record(
-            "retrain_started", version=version, trigger=why, base=current.version if current else None
+            "retrain_started",
+            version=version,
+            trigger=why,
+            base=current.version if current else None,
+            upto_id=self.store.last_id,
         )
         logger.info("online learner: retraining started (%s), candidate version %s", why, version)
 
@@ -593,6 +619,10 @@ class OnlineLearner:
         return canary
 
     def _canary_step(self) -> None:
+        with self._rollout_lock:
+            self._canary_step_locked()
+
+    def _canary_step_locked(self) -> None:
         canary = self._canary
         if canary is None:
             return

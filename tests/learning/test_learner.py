@@ -320,3 +320,26 @@ def test_registry_current_is_served_on_start(tmp_path: Path) -> None:
     with OnlineLearner(p, registry=reg, config=tiny_config()):
         assert p.model is not None and p.model.version == "2.0.0"
         assert load_model(reg.onnx_path(v)).version == "2.0.0"
+
+
+def test_retrain_schedule_survives_a_restart(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    p = make_partitioner(None)
+    with OnlineLearner(p, registry=root, config=tiny_config()):
+        run_traffic(p, 300)
+    reg = ModelRegistry(root)
+    events = reg.history()
+    two_hours_ago = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 7200))
+    events.append({"time": two_hours_ago, "event": "retrain_started", "version": "1.0.0", "upto_id": 100})
+    (root / "training_history.json").write_text(
+        json.dumps({"format": "itp-registry-history", "events": events})
+    )
+    assert reg.history()[-1]["upto_id"] == 100
+    cfg = tiny_config(update_interval_s=3 * 3600.0, min_experiences=250)
+    p2 = make_partitioner(None)
+    with OnlineLearner(p2, registry=root, config=cfg, start=False):
+        until = p2.get_metrics().time_until_update
+        assert until is not None and 3500 < until < 3700  # one of three hours left
+    p3 = make_partitioner(None)
+    with OnlineLearner(p3, registry=root, config=tiny_config(min_experiences=150), start=False):
+        assert p3.get_metrics().time_until_update == 0.0  # 200 rows stored since the last retrain
