@@ -66,6 +66,13 @@ __all__ = ["LearnerConfig", "OnlineLearner", "retraining_status"]
 logger = logging.getLogger(__name__)
 
 _STORE_NAME: Final = "experience.sqlite3"
+#: The retraining process: nice itself before importing anything (no preexec_fn: it is unsafe in a
+#: threaded parent), then run ``itp.training.finetune.main(JOB, RESULT)``.
+_CHILD_BOOT: Final = (
+    "import os, sys; os.nice(int(sys.argv[1])); "
+    "import logging; logging.basicConfig(level=logging.INFO, format='%(asctime)s finetune %(message)s'); "
+    "from itp.training.finetune import main; raise SystemExit(main(sys.argv[2:]))"
+)
 
 
 def retraining_status() -> tuple[bool, str]:
@@ -548,11 +555,10 @@ class OnlineLearner:
             log = open(folder / "log.txt", "wb")  # noqa: SIM115 - owned by the child for its lifetime
             nice = cfg.nice
             job.proc = subprocess.Popen(
-                [sys.executable, "-m", "itp.training.finetune", str(job.job_path), str(job.result_path)],
+                [sys.executable, "-c", _CHILD_BOOT, str(nice), str(job.job_path), str(job.result_path)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                preexec_fn=(lambda: os.nice(nice)) if nice else None,
                 env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
             )
             log.close()

@@ -53,7 +53,15 @@ from itp.training.dqn import _gradient_step, _State, _torch_settings
 from itp.training.export import export_model
 from itp.training.network import QNetwork
 
-__all__ = ["FinetuneCancelled", "FinetuneJob", "load_batch", "main", "network_from_onnx", "run_finetune", "save_batch"]
+__all__ = [
+    "FinetuneCancelled",
+    "FinetuneJob",
+    "load_batch",
+    "main",
+    "network_from_onnx",
+    "run_finetune",
+    "save_batch",
+]
 
 logger = logging.getLogger(__name__)
 
