@@ -117,9 +117,8 @@ def _policy_specs(requested: list[str] | None) -> list[str]:
                 f"unknown policy {s!r}; expected one of {', '.join(BASELINE_NAMES)} or a *.onnx file",
                 status=2,
             )
-    seen: set[str] = set()
-    unique = [s for s in specs if not (s in seen or seen.add(s))]  # type: ignore[func-returns-value]
-    return unique + [r for r in REFERENCE_POLICIES if r not in seen]
+    unique = list(dict.fromkeys(specs))  # drop repeats, keep the order given
+    return unique + [r for r in REFERENCE_POLICIES if r not in unique]
 
 
 def _progress(
