@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 __all__ = ["SUBCOMMANDS", "CLIError", "build_parser", "main"]
 
-SUBCOMMANDS: tuple[str, ...] = ("evaluate",)
+SUBCOMMANDS: tuple[str, ...] = ("evaluate", "train")
 """Subcommand modules of ``itp.cli``, in the order ``itp --help`` lists them."""
 
 PROG = "itp"
