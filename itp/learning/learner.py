@@ -638,7 +638,13 @@ class OnlineLearner:
             if canary.share != before:
                 self.registry.record("canary_stage", version=canary.candidate.version, share=canary.share)
             return
-        self._canary = None
+        try:
+            self._finish_canary(canary, state)
+        finally:
+            # Cleared last: whoever sees no canary also sees its verdict in the history and counters.
+            self._canary = None
+
+    def _finish_canary(self, canary: CanaryRollout, state: str) -> None:
         version = canary.candidate.version
         if state == "promoted":
             try:
@@ -648,6 +654,7 @@ class OnlineLearner:
                 logger.error("online learner: promoted %s cannot be made current: %s", version, exc)
                 self._p.set_model(self.registry.load_current())
                 self._rollbacks += 1
+                self.registry.record("promotion_refused", version=version, error=str(exc))
                 return
             self._promotions += 1
             self.registry.record(
