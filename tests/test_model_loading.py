@@ -20,7 +20,7 @@ from itp.model_metadata import metadata_path_for
 def numpy_forward(weights: list[np.ndarray], biases: list[np.ndarray], x: np.ndarray) -> np.ndarray:
     """Slow float64 reference of the Gemm/Relu chain."""
     y = x.astype(np.float64)
-    for k, (w, b) in enumerate(zip(weights, biases)):
+    for k, (w, b) in enumerate(zip(weights, biases, strict=True)):
         y = y @ w.astype(np.float64).T + b
         if k < len(weights) - 1:
             y = np.maximum(y, 0.0)
