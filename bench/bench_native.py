@@ -7,8 +7,8 @@ ns per call in ``extra_info``; the other groups time the same operations one cal
 Python, next to a pure-Python/numpy anchor on the same data, so the cost of crossing the binding is
 visible.
 
-Run: ``pytest bench/bench_native.py --benchmark-only`` (add ``-o python_files=bench_*.py`` if
-bench/conftest.py does not make bench_*.py collectable).
+Run: ``pytest bench/bench_native.py --benchmark-only`` (or the whole ``pytest bench/ --benchmark-only``;
+bench/conftest.py collects every bench_*.py).
 """
 
 from __future__ import annotations
@@ -110,6 +110,7 @@ def test_normalize_state_itp(benchmark: Any) -> None:
     rows = [STATES[i] for i in range(N_STATES)]
     out = benchmark(lambda: itp.normalize_state(rows[cyc.next()]))
     np.testing.assert_allclose(out, normalize_numpy(rows[cyc.i]), rtol=0, atol=1.2e-7)
+    benchmark.extra_info["role"] = "itp"
 
 
 @pytest.mark.benchmark(group="normalize_state")
@@ -118,6 +119,7 @@ def test_normalize_state_numpy_anchor(benchmark: Any) -> None:
     rows = [STATES[i] for i in range(N_STATES)]
     out = benchmark(lambda: normalize_numpy(rows[cyc.next()]))
     np.testing.assert_allclose(out, itp.normalize_state(rows[cyc.i]), rtol=0, atol=1.2e-7)
+    benchmark.extra_info["role"] = "anchor"
 
 
 # --- split_task -----------------------------------------------------------------------------------
@@ -137,6 +139,7 @@ def test_split_task_itp(benchmark: Any) -> None:
     assert sum(split.chunk_bytes) == size_bytes
     assert all(abs(a - b) <= 1 for a, b in zip(split.chunk_bytes, chunks, strict=True))
     assert split.expected_time_s == pytest.approx(t, rel=1e-9)
+    benchmark.extra_info["role"] = "itp"
 
 
 @pytest.mark.benchmark(group="split_task")
@@ -153,6 +156,7 @@ def test_split_task_python_anchor(benchmark: Any) -> None:
     assert sum(chunks) == size_bytes
     native = itp.split_task(size_bytes, action, rate_bps, latency_s)
     assert t == pytest.approx(native.expected_time_s)
+    benchmark.extra_info["role"] = "anchor"
 
 
 # --- decision core: normalise + decode + split ----------------------------------------------------
@@ -188,6 +192,7 @@ def test_decision_core_native_loop(benchmark: Any) -> None:
             "issue_target_ns": ISSUE_TARGET_NS,
         }
     )
+    benchmark.extra_info["role"] = "itp"
 
 
 @pytest.mark.benchmark(group="decision_core")
@@ -204,3 +209,38 @@ def test_decision_core_from_python(benchmark: Any) -> None:
 
     split = benchmark(run)
     assert sum(split.chunk_bytes) == SPLIT_ARGS[cyc.i][0]
+    benchmark.extra_info["role"] = "itp"
+
+
+# --- normalize_states: a batch of 1024 -------------------------------------------------------------
+
+BATCH_STATES = np.tile(STATES, (1024 // N_STATES, 1))
+
+
+def normalize_numpy_batch(raw: npt.NDArray[np.float64], out: npt.NDArray[np.float32]) -> None:
+    """Anchor: the feature table over N rows in numpy (validation included, as normalize_states does)."""
+    if not np.all(np.isfinite(raw) & (raw >= 0)):
+        raise ValueError("bad raw state")
+    x = raw / SCALE
+    x[:, 17] = np.log2(np.maximum(raw[:, 17], 1.0)) / 40.0
+    np.clip(x, 0.0, 1.0, out=x)
+    out[:] = x
+
+
+@pytest.mark.benchmark(group="normalize_states 1024")
+def test_normalize_states_itp(benchmark: Any) -> None:
+    out = np.empty((len(BATCH_STATES), itp.NUM_FEATURES), np.float32)
+    result = benchmark(lambda: itp.normalize_states(BATCH_STATES, out))
+    assert result is out
+    want = np.empty_like(out)
+    normalize_numpy_batch(BATCH_STATES, want)
+    np.testing.assert_allclose(out, want, rtol=0, atol=1.2e-7)
+    benchmark.extra_info["role"] = "itp"
+
+
+@pytest.mark.benchmark(group="normalize_states 1024")
+def test_normalize_states_numpy_anchor(benchmark: Any) -> None:
+    out = np.empty((len(BATCH_STATES), itp.NUM_FEATURES), np.float32)
+    benchmark(lambda: normalize_numpy_batch(BATCH_STATES, out))
+    np.testing.assert_allclose(out, itp.normalize_states(BATCH_STATES), rtol=0, atol=1.2e-7)
+    benchmark.extra_info["role"] = "anchor"

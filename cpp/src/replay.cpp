@@ -219,15 +219,27 @@ std::size_t PrioritizedReplay::add_batch(const TransitionColumns& rows, std::siz
 
 std::size_t PrioritizedReplay::add_records(const TransitionRecord* records, std::size_t n) noexcept {
   std::lock_guard<std::mutex> lock(mutex_);
+  // Rows are written one by one (an invalid record takes no slot), but the tree is updated once per
+  // contiguous run of slots with set_range, O(run + log C), instead of an O(log C) walk per record.
   std::size_t stored = 0;
+  std::size_t run_first = cursor_;
+  std::size_t run_length = 0;
   for (std::size_t k = 0; k < n; ++k) {
-    if (is_valid_record(records[k])) {
-      add_locked(records[k]);
-      ++stored;
-    } else {
+    if (!is_valid_record(records[k])) {
       ++rejected_records_;
+      continue;
     }
+    const std::size_t slot = advance_one();
+    if (run_length > 0 && slot == 0) {  // wrapped: flush the run that ended at the last slot
+      tree_.set_range(run_first, run_length, max_priority_);
+      run_length = 0;
+    }
+    if (run_length == 0) run_first = slot;
+    write_row(slot, records[k]);
+    ++run_length;
+    ++stored;
   }
+  if (run_length > 0) tree_.set_range(run_first, run_length, max_priority_);
   return stored;
 }
 

@@ -127,7 +127,8 @@ class PrioritizedReplay {
   // the slot of the first. O(n + log C) per contiguous run of slots.
   std::size_t add_batch(const TransitionColumns& rows, std::size_t n);
   // Stores the valid records of records[0..n) in order; invalid ones (is_valid_record false) are skipped
-  // and counted in rejected_records. Returns how many were stored. Never throws.
+  // and counted in rejected_records. Returns how many were stored. Never throws. O(n + log C) per
+  // contiguous run of slots (the same tree as n add() calls).
   std::size_t add_records(const TransitionRecord* records, std::size_t n) noexcept;
 
   // Draws `batch` transitions (1..size) into `out` with importance weights for beta in [0, 1].
