@@ -7,6 +7,11 @@ their heavy dependencies inside ``run``, so ``itp --help`` stays fast.
 Errors a user can fix are reported as one line on stderr, with no traceback: a subcommand raises
 ``CLIError`` (exit status 1 by default, 2 for usage errors), argparse reports bad arguments with
 status 2, and Ctrl-C exits with 130.
+
+Logging: the library logs through :mod:`logging` only. ``main`` sends records to stderr, warnings and
+errors by default, ``-v`` adds info (model loads, promotions, registry changes), ``-vv`` debug (one
+record per decision); structured fields passed with ``extra=`` (``task_id``, ``action``,
+``model_version``, ...) are appended to each line as ``key=value``.
 """
 
 from __future__ import annotations
@@ -15,11 +20,21 @@ import argparse
 import importlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
-__all__ = ["SUBCOMMANDS", "CLIError", "build_parser", "main"]
+__all__ = [
+    "SUBCOMMANDS",
+    "CLIError",
+    "ExtraFormatter",
+    "build_parser",
+    "configure_logging",
+    "int_at_least",
+    "main",
+    "progress",
+]
 
-SUBCOMMANDS: tuple[str, ...] = ("evaluate", "train")
+SUBCOMMANDS: tuple[str, ...] = ("demo", "train", "evaluate", "export", "models", "metrics", "plot")
 """Subcommand modules of ``itp.cli``, in the order ``itp --help`` lists them."""
 
 PROG = "itp"
@@ -38,17 +53,142 @@ class CLIError(Exception):
         self.status = status
 
 
+# Attributes every LogRecord has; anything else on a record came from ``extra=``.
+_STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+
+
+class ExtraFormatter(logging.Formatter):
+    """``LEVEL logger: message`` followed by the record's ``extra=`` fields as ``key=value`` pairs.
+
+    Library records carry their structured fields (``extra={"task_id": ..., "action": ...}``) so that a
+    JSON or key-value handler can index them; this formatter makes them visible on a terminal too.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("%(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The formatted line, extras appended in the order they were given."""
+        text = super().format(record)
+        extras = [
+            (k, v) for k, v in record.__dict__.items() if k not in _STANDARD_ATTRS and not k.startswith("_")
+        ]
+        if not extras:
+            return text
+        return text + " " + " ".join(f"{k}={_short(v)}" for k, v in extras)
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    text = str(value)
+    return text if " " not in text else repr(text)
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that writes to whatever ``sys.stderr`` is at emit time (test capture swaps it)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        del value
+
+
+def configure_logging(verbosity: int) -> Callable[[], None]:
+    """Send ``itp`` log records to stderr: warnings at 0, info at 1, debug at 2 and above.
+
+    Only the ``itp`` logger hierarchy is configured (third-party libraries keep their own levels).
+    Returns a function that restores the previous configuration (``main`` calls it on the way out, so
+    running ``main`` inside another program, or a test, leaves that program's logging as it was).
+    """
+    level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    logger = logging.getLogger("itp")
+    saved = (logger.level, logger.propagate)
+    handler = _StderrHandler()
+    handler.setFormatter(ExtraFormatter())
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+
+    def restore() -> None:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+
+    return restore
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type=`` that accepts integers >= ``minimum`` and names the bad value otherwise."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def progress(
+    enabled: bool | None, total: int, *, desc: str, unit: str
+) -> tuple[Callable[[int, str | None], None], Callable[[], None]]:
+    """A progress reporter on stderr: ``(update(n, note), close())``.
+
+    ``enabled=None`` means "when stderr is a terminal". A tqdm bar when tqdm is installed (an optional
+    dependency); without it, a plain line at each quarter of ``total``, which is enough to show that a
+    long run is alive. Disabled, both functions do nothing.
+    """
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled or total <= 0:
+        return (lambda n, note: None), (lambda: None)
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        done = [0, 0]  # items done, quarters reported
+
+        def line(n: int, note: str | None) -> None:
+            done[0] += n
+            quarter = 4 * done[0] // total
+            if quarter > done[1]:
+                done[1] = quarter
+                sys.stderr.write(f"{PROG} {desc}: {done[0]}/{total} {unit}s{f' ({note})' if note else ''}\n")
+
+        return line, lambda: None
+
+    bar = tqdm(total=total, unit=unit, desc=desc, file=sys.stderr, dynamic_ncols=True, leave=False)
+
+    def update(n: int, note: str | None) -> None:
+        if note is not None:
+            bar.set_postfix_str(note, refresh=False)
+        bar.update(n)
+
+    return update, bar.close
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with one subparser per module in ``SUBCOMMANDS``."""
     from itp import __version__
 
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="itp: learned multi-stream transfer splitting (Intelligent Task Partitioning).",
+        description=(
+            "itp: learned multi-stream transfer splitting (Intelligent Task Partitioning). "
+            "Start with `itp demo`; `itp COMMAND --help` explains each command."
+        ),
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
-        "-v", "--verbose", action="count", default=0, help="log more (-v info, -vv debug) on stderr"
+        "-v", "--verbose", action="count", default=0,
+        help="log more on stderr (-v: model loads and updates, -vv: every decision)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:
@@ -65,8 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         sys.stderr.write(f"{PROG}: error: a command is required ({', '.join(SUBCOMMANDS)})\n")
         return 2
-    level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    restore_logging = configure_logging(args.verbose)
     try:
         status: int = args.handler(args)
     except CLIError as exc:
@@ -75,4 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write(f"{PROG} {args.command}: interrupted\n")
         return 130
+    except BrokenPipeError:  # `itp ... | head`: the reader left; not an error of ours
+        return 0
+    finally:
+        restore_logging()
     return status
