@@ -24,6 +24,16 @@ from itp.actions import (
     encode_streams,
     split_task,
 )
+from itp.agent import EvaluationReport
+from itp.heuristic import HeuristicPolicy, heuristic_action
+from itp.partitioner import (
+    DEFAULT_MODEL,
+    Decision,
+    OutcomeRecord,
+    PartitionerMetrics,
+    Task,
+    TaskPartitioner,
+)
 from itp.replay import MAX_REPLAY_CAPACITY, PrioritizedReplay, SampleBatch
 from itp.ring import MAX_RING_CAPACITY, ExperienceRing, TransitionBatch
 from itp.state import (
@@ -36,11 +46,13 @@ from itp.state import (
     normalize_states,
     task_size_feature,
 )
+from itp.transport import production_split, transport_split
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ACTION_STREAMS",
+    "DEFAULT_MODEL",
     "FEATURE_NAMES",
     "MAX_REPLAY_CAPACITY",
     "MAX_RING_CAPACITY",
@@ -49,17 +61,27 @@ __all__ = [
     "NUM_FEATURES",
     "NUM_STREAMS",
     "STATE_LAYOUT_VERSION",
+    "Decision",
+    "EvaluationReport",
     "ExperienceRing",
+    "HeuristicPolicy",
+    "OutcomeRecord",
+    "PartitionerMetrics",
     "PrioritizedReplay",
     "RawState",
     "SampleBatch",
     "Split",
+    "Task",
+    "TaskPartitioner",
     "TransitionBatch",
     "__version__",
     "decode_action",
     "encode_streams",
+    "heuristic_action",
     "normalize_state",
     "normalize_states",
+    "production_split",
     "split_task",
     "task_size_feature",
+    "transport_split",
 ]
