@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -81,6 +82,8 @@ class ExtraFormatter(logging.Formatter):
 def _short(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
+    if isinstance(value, (tuple, list)):
+        return "(" + ",".join(_short(v) for v in value) + ")"
     text = str(value)
     return text if " " not in text else repr(text)
 
@@ -214,7 +217,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write(f"{PROG} {args.command}: interrupted\n")
         return 130
-    except BrokenPipeError:  # `itp ... | head`: the reader left; not an error of ours
+    except BrokenPipeError:
+        # `itp ... | head`: the reader left, which is not an error. Point stdout at /dev/null so the
+        # interpreter's final flush does not raise again on the way out.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
         return 0
     finally:
         restore_logging()

@@ -152,18 +152,23 @@ def _partitioner(args: argparse.Namespace, clock: Any) -> tuple[Any, str, str | 
     return p, f"model {model.version} ({model.path}, {model.backend} backend)", note
 
 
-def _session(p: Any, files: list[Path], tasks: int, seed: int, hour: list[float]) -> list[dict[str, Any]]:
-    """Play one episode through the partitioner's public API; one record per task."""
-    from itp.partitioner import Task
+def _environment(files: list[Path], tasks: int) -> Any:
+    """The simulator replaying ``files`` (parsed now, so a bad trace is reported before anything runs)."""
     from itp.sim.env import PartitionEnv
     from itp.sim.physics import SimConfig
+
+    try:
+        return PartitionEnv(SimConfig(tasks_per_episode=tasks), trace_files=files)
+    except ValueError as exc:  # a malformed trace file: the message names file and line
+        raise CLIError(str(exc)) from None
+
+
+def _session(p: Any, env: Any, tasks: int, seed: int, hour: list[float]) -> list[dict[str, Any]]:
+    """Play one episode through the partitioner's public API; one record per task."""
+    from itp.partitioner import Task
     from itp.sim.policy import Decision as SimDecision
     from itp.state import NUM_STREAMS
 
-    try:
-        env = PartitionEnv(SimConfig(tasks_per_episode=tasks), trace_files=files)
-    except ValueError as exc:  # a malformed trace file: the message names file and line
-        raise CLIError(str(exc)) from None
     env.reset(seed=seed)
     records: list[dict[str, Any]] = []
     for k in range(tasks):
@@ -299,9 +304,10 @@ def _summary(records: list[dict[str, Any]], metrics: Any) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     """Run the session and the comparison; print text (or JSON) on stdout; returns 0."""
     files, source = _trace_files(args.traces)
+    env = _environment(files, args.tasks)
     hour = [12.0]  # the partitioner's clock reads the simulated time of day
     p, who, note = _partitioner(args, lambda: hour[0])
-    records = _session(p, files, args.tasks, args.seed, hour)
+    records = _session(p, env, args.tasks, args.seed, hour)
     metrics = p.get_metrics()
     table = None
     if args.episodes > 0:

@@ -126,15 +126,15 @@ def _export(source: Path, args: argparse.Namespace) -> int:
     from itp.model_metadata import metadata_path_for, read_metadata
 
     stem = dqn.resolve_stem(source)
-    try:
-        net, checkpoint = dqn.load_network(stem)
-    except (FileNotFoundError, ValueError) as exc:
-        raise CLIError(str(exc)) from None
     target = Path(args.output) if args.output else stem.with_name(stem.name + ".onnx")
     if target.suffix != ".onnx":
         raise CLIError(f"--output must end in .onnx, got {target}", status=2)
     if not target.parent.is_dir():
         raise CLIError(f"--output folder {target.parent} does not exist")
+    try:
+        net, checkpoint = dqn.load_network(stem)
+    except (FileNotFoundError, ValueError) as exc:
+        raise CLIError(str(exc)) from None
 
     # Keep the training and evaluation records of the model exported with this checkpoint, if any:
     # they describe the same weights.

@@ -189,7 +189,7 @@ def plot_evaluation(table: Mapping[str, Any], path: str | Path, *, title: str | 
     ]
     hatches = ["//" if n == "oracle" else "" for n in names]
     xs = list(range(len(names)))
-    fig, axes = plt.subplots(1, 3, figsize=(max(10.0, 1.6 * len(names) * 3 / 2), 4.6))
+    fig, axes = plt.subplots(1, 3, figsize=(min(18.0, max(10.0, 1.65 * len(names))), 4.6))
 
     def bars(ax: Any, values: list[float], label: str) -> None:
         drawn = ax.bar(xs, values, color=colours, edgecolor="black", linewidth=0.5)
