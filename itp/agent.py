@@ -199,7 +199,13 @@ class Agent:
             if loaded is not None:
                 self._model_wanted = True
         if loaded is not None:
-            logger.info("model %s is current (%s backend, %s)", loaded.version, loaded.backend, loaded.path)
+            logger.info(
+                "model %s is current (%s backend, %s)", loaded.version, loaded.backend, loaded.path,
+                extra={
+                    "event": "model_current", "model_version": loaded.version,
+                    "backend": loaded.backend, "model_path": str(loaded.path),
+                },
+            )
 
     def set_candidate(self, loaded: LoadedModel | None, share: float = 0.1) -> None:
         """Route ``share`` (in [0, 1]) of decisions to ``loaded`` (None ends the canary).
@@ -231,7 +237,10 @@ class Agent:
                 native=cand.native if cand.backend == "native" else None,
                 set_native=True,
             )
-        logger.info("candidate %s promoted to current", cand.version)
+        logger.info(
+            "candidate %s promoted to current", cand.version,
+            extra={"event": "candidate_promoted", "model_version": cand.version},
+        )
         return cand
 
     def _swap(self, serving: _Serving, *, native: Any, set_native: bool) -> None:
@@ -371,9 +380,11 @@ class Agent:
             self._arm_faults[ARMS.index(arm)] += 1
             first = cause not in self._warned
             self._warned.add(cause)
-        if first:
-            logger.warning(message)
         version = model.version if model is not None else None
+        if first:
+            logger.warning(
+                message, extra={"event": "model_fault", "arm": arm, "cause": cause, "model_version": version}
+            )
         for listener in self._fault_listeners:
             try:
                 listener(arm, cause, version)

@@ -272,6 +272,26 @@ class _Pending:
         self.created_s = 0.0
 
 
+def _log_decision(d: Decision, size_bytes: int) -> None:
+    """One DEBUG record per decision, with its fields as structured ``extra`` attributes."""
+    logger.debug(
+        "decision %s: action %d, streams %s, %d bytes, expected %.4g s (%s)",
+        d.task_id, d.action, d.stream_ids, size_bytes, d.expected_time, d.source,
+        extra={
+            "event": "decision",
+            "task_id": d.task_id,
+            "action": d.action,
+            "stream_ids": d.stream_ids,
+            "chunk_sizes": d.chunk_sizes,
+            "size_bytes": size_bytes,
+            "expected_time_s": d.expected_time,
+            "confidence": d.confidence,
+            "source": d.source,
+            "model_version": d.model_version,
+        },
+    )
+
+
 def _check_metric(name: str, value: object, *, positive: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
@@ -489,6 +509,8 @@ class TaskPartitioner:
             if task.id in self._pending:
                 raise ValueError(f"task id {task.id!r} already has a pending decision")
             self._insert_locked(task.id, pending)
+        if logger.isEnabledFor(logging.DEBUG):  # one cached level check on the hot path
+            _log_decision(pending.decision, task.size)
         return pending.decision
 
     def partition_tasks(self, tasks: Sequence[Task]) -> list[Decision]:
@@ -536,6 +558,9 @@ class TaskPartitioner:
                 pending.created_s = now
                 table[t.id] = pending
                 by_source[pending.source] += 1
+        if logger.isEnabledFor(logging.DEBUG):
+            for t, pending in zip(tasks, pendings, strict=True):
+                _log_decision(pending.decision, t.size)
         return [p.decision for p in pendings]
 
     def _check_not_pending(self, tasks: Sequence[Task], locked: bool = False) -> None:
@@ -632,6 +657,21 @@ class TaskPartitioner:
             self._engine.snapshot(float(pending.size_bytes), pending.priority, self._hour())
         )
         self._ring.try_push(pending.state, decision.action, reward, next_state, False)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "outcome %s: reward %.3f, %s in %.4g s (expected %.4g s)",
+                task_id, reward, "delivered" if success else "failed", latency, decision.expected_time,
+                extra={
+                    "event": "outcome",
+                    "task_id": task_id,
+                    "reward": reward,
+                    "success": bool(success),
+                    "latency_s": latency,
+                    "throughput_bps": throughput,
+                    "expected_time_s": decision.expected_time,
+                    "model_version": decision.model_version,
+                },
+            )
         if self._listeners:
             record = OutcomeRecord(
                 arm=ARMS[arm],

@@ -575,7 +575,10 @@ class OnlineLearner:
             base=current.version if current else None,
             upto_id=self.store.last_id,
         )
-        logger.info("online learner: retraining started (%s), candidate version %s", why, version)
+        logger.info(
+            "online learner: retraining started (%s), candidate version %s", why, version,
+            extra={"event": "retrain_started", "model_version": version, "trigger": why},
+        )
 
     def _finish_job(self, job: _Job) -> None:
         try:
@@ -589,7 +592,10 @@ class OnlineLearner:
         if "error" in result:
             self._last_error = str(result["error"])
             self.registry.record("retrain_failed", version=job.version, error=result["error"])
-            logger.error("online learner: retraining failed: %s", result["error"])
+            logger.error(
+                "online learner: retraining failed: %s", result["error"],
+                extra={"event": "retrain_failed", "model_version": job.version},
+            )
             _remove_tree(job.folder)
             return
         gate = result.get("gate", {})
@@ -601,6 +607,7 @@ class OnlineLearner:
                 "online learner: candidate %s rejected by the offline gate: %s",
                 job.version,
                 gate.get("reason"),
+                extra={"event": "gate_rejected", "model_version": job.version},
             )
             _remove_tree(job.folder)
             return
@@ -610,11 +617,18 @@ class OnlineLearner:
         except (RegistryError, ModelLoadError, OSError) as exc:
             self._last_error = f"candidate not published: {exc}"
             self.registry.record("publish_failed", version=job.version, error=str(exc))
-            logger.error("online learner: candidate %s not published: %s", job.version, exc)
+            logger.error(
+                "online learner: candidate %s not published: %s", job.version, exc,
+                extra={"event": "publish_failed", "model_version": job.version},
+            )
             _remove_tree(job.folder)
             return
         _remove_tree(job.folder)
         self.registry.record("gate_passed", version=version, reason=gate.get("reason"), gate=gate)
+        logger.info(
+            "online learner: candidate %s passed the offline gate: %s", version, gate.get("reason"),
+            extra={"event": "gate_passed", "model_version": version},
+        )
         self.start_canary(candidate)
 
     def start_canary(self, candidate: LoadedModel) -> CanaryRollout:

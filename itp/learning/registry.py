@@ -293,7 +293,10 @@ class ModelRegistry:
             self._append_history_locked(
                 {"event": "published", "version": version, "source": str(src), "note": note}
             )
-        logger.info("registry: published version %s from %s", version, src)
+        logger.info(
+            "registry: published version %s from %s", version, src,
+            extra={"event": "model_published", "model_version": version, "source_path": str(src)},
+        )
         return version
 
     def set_current(self, version: str, *, reason: str = "") -> LoadedModel:
@@ -328,7 +331,10 @@ class ModelRegistry:
                     "reason": reason,
                 }
             )
-        logger.info("registry: version %s is current (%s)", version, reason or "no reason given")
+        logger.info(
+            "registry: version %s is current (%s)", version, reason or "no reason given",
+            extra={"event": "registry_current", "model_version": version, "reason": reason},
+        )
         return loaded
 
     def record(self, event: str, **fields: Any) -> None:

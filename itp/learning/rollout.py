@@ -364,7 +364,12 @@ class CanaryRollout:
             self._stage = _Stage(nxt, self.config.shares[nxt])
         self._p.set_candidate(self.candidate, self._stage.share)
         logger.info(
-            "canary: candidate %s advances to share %.0f%%", self.candidate.version, 100 * self._stage.share
+            "canary: candidate %s advances to share %.0f%%", self.candidate.version, 100 * self._stage.share,
+            extra={
+                "event": "canary_advanced",
+                "model_version": self.candidate.version,
+                "share": self._stage.share,
+            },
         )
         return self.state
 
@@ -378,11 +383,19 @@ class CanaryRollout:
         self.reason = reason
         if state == "promoted":
             self._p.promote_candidate()
-            logger.info("canary: candidate %s promoted: %s", self.candidate.version, reason)
+            logger.info(
+                "canary: candidate %s promoted: %s", self.candidate.version, reason,
+                extra={"event": "canary_promoted", "model_version": self.candidate.version, "reason": reason},
+            )
         else:
             if self._p.candidate is self.candidate:
                 self._p.set_candidate(None)
-            logger.warning("canary: candidate %s rolled back: %s", self.candidate.version, reason)
+            logger.warning(
+                "canary: candidate %s rolled back: %s", self.candidate.version, reason,
+                extra={
+                    "event": "canary_rolled_back", "model_version": self.candidate.version, "reason": reason
+                },
+            )
 
     # ---------------------------------------------------------------------------------- views
     @property
