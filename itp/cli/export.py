@@ -148,10 +148,11 @@ def _export(source: Path, args: argparse.Namespace) -> int:
     config = checkpoint["config"]
     training: dict[str, Any] = dict(previous.training) if previous is not None else {
         "config": config,
+        "seed": config.get("seed"),
+        "train_trace_files": checkpoint["train_files"],
         "episodes_run": checkpoint["episode"],
         "steps": checkpoint["global_step"],
         "gradient_steps": checkpoint["gradient_steps"],
-        "train_files": checkpoint["train_files"],
     }
     training["exported_from"] = str(stem.with_name(stem.name + ".pt"))
     evaluation = dict(previous.evaluation) if previous is not None else {}
