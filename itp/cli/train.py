@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import shlex
 import sys
 from pathlib import Path
@@ -22,6 +23,8 @@ from typing import Any
 from itp.cli import CLIError
 
 __all__ = ["add_arguments", "add_parser", "run"]
+
+logger = logging.getLogger(__name__)
 
 # CLI flag -> TrainConfig field, for the flags that map one to one (None default = "not given").
 _FIELDS: dict[str, str] = {
@@ -72,7 +75,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=_positive_float, help="Adam learning rate (default 1e-3)")
     p.add_argument("--gamma", type=float, help="discount factor in [0, 1) (default 0.2)")
     p.add_argument("--seed", type=_int(0), help="seed of every random stream (default 0)")
-    p.add_argument("--traces", metavar="DIR", help="trace folder (default: $ITP_TRACES_DIR or ../shared/traces)")
+    p.add_argument(
+        "--traces", metavar="DIR", help="trace folder (default: $ITP_TRACES_DIR or ../shared/traces)"
+    )
     p.add_argument("--output", metavar="DIR", help="folder for checkpoints, model, history (default models)")
     p.add_argument("--load-model", metavar="PATH", help="checkpoint stem or .pt file to resume or evaluate")
     p.add_argument("--evaluate", action="store_true", help="with --load-model: only evaluate that model")
@@ -154,12 +159,37 @@ def run(args: argparse.Namespace) -> int:
     out.write(f"model: {result.model_path}\n")
     if result.best_model_path is not None:
         out.write(f"best validation model: {result.best_model_path}\n")
-    out.write(f"episodes: {result.episodes_run}, steps: {result.steps}, wall time: {result.wall_time_s:.1f} s\n")
+    out.write(
+        f"episodes: {result.episodes_run}, steps: {result.steps}, wall time: {result.wall_time_s:.1f} s\n"
+    )
     if result.converged_at_episode is not None:
-        out.write(f"converged (validation goodput within 1% of its best) at episode {result.converged_at_episode}\n")
+        out.write(
+            "converged (validation goodput within 1% of its best) at episode "
+            f"{result.converged_at_episode}\n"
+        )
     if result.evaluation is not None:
         out.write("\nEvaluation on held-out trace files:\n\n" + result.evaluation["markdown"])
     return 0
+
+
+def _training_split(onnx_path: Path) -> tuple[dict[str, Any], set[str]]:
+    """The split fields of the model's training config and the names of the files it trained on.
+
+    Evaluation must hold out what the model did not see: the split is recomputed with the model's own
+    ``eval_fraction`` / ``split_seed`` (and its ``eval_seed``, to reproduce its metadata table), and any
+    file it was trained on is dropped. Empty when the model has no readable itp metadata.
+    """
+    from itp.model_metadata import metadata_path_for, read_metadata
+
+    try:
+        training = read_metadata(metadata_path_for(onnx_path)).training
+    except (OSError, ValueError):
+        return {}, set()
+    config = training.get("config")
+    split = {k: config[k] for k in ("eval_fraction", "split_seed", "eval_seed")
+             if isinstance(config, dict) and k in config}
+    names = training.get("train_trace_files")
+    return split, {str(n) for n in names} if isinstance(names, list) else set()
 
 
 def _evaluate(args: argparse.Namespace, dqn: Any) -> int:
@@ -169,9 +199,17 @@ def _evaluate(args: argparse.Namespace, dqn: Any) -> int:
     onnx_path = stem.with_name(stem.name + ".onnx")
     if not onnx_path.is_file():
         raise CLIError(f"model not found: {onnx_path}")
-    config = _config_from_args(args, {})
+    split, trained_on = _training_split(onnx_path)
+    config = _config_from_args(args, split)
     try:
         _, eval_files = dqn.trace_split(config)
+        held_out = [f for f in eval_files if f.name not in trained_on]
+        if not held_out:
+            raise ValueError(f"every evaluation trace file was used to train {onnx_path}")
+        if len(held_out) < len(eval_files):
+            logger.warning("skipping %d evaluation file(s) that %s was trained on",
+                           len(eval_files) - len(held_out), onnx_path)
+        eval_files = held_out
         table = dqn.evaluate_model(
             onnx_path, episodes=args.eval_episodes or config.eval_episodes or 100, seed=config.eval_seed,
             trace_files=eval_files, name=stem.name,

@@ -22,7 +22,17 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from itp.model_metadata import _SEMVER
+
 __all__ = ["TrainConfig"]
+
+#: Stems the trainer writes besides the final model (``itp.training.dqn``): best model, history.
+_RESERVED_STEMS: tuple[str, ...] = ("dqn_best", "training_history")
+
+
+def _is_number(value: object) -> bool:
+    """An int or float, but not a bool (``True`` is an int to Python, never a learning rate)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -57,6 +67,11 @@ class TrainConfig:
     """Exploration floor."""
     epsilon_decay_episodes: int = 500
     """Episodes over which epsilon falls linearly from start to end."""
+    counterfactual: bool = False
+    """Full-information replay: after each step also store, for every other action, the reward it would
+    have earned on the same realised future (``PartitionEnv.simulate_action``), with the executed step's
+    next state. A simulator-only shortcut that removes the exploration bottleneck (15 labelled actions per
+    state instead of 1); the online learner in production stores executed actions only."""
     learning_starts: int = 1000
     """Environment steps collected before the first gradient step."""
     train_frequency: int = 1
@@ -126,7 +141,7 @@ class TrainConfig:
         }
         for name, (low, high, inclusive) in ranges.items():
             value = getattr(self, name)
-            ok = isinstance(value, (int, float)) and math.isfinite(value) and value >= low
+            ok = _is_number(value) and math.isfinite(value) and value >= low
             ok = ok and (value <= high if inclusive else value < high)
             if not ok:
                 bracket = "]" if inclusive else ")"
@@ -135,8 +150,24 @@ class TrainConfig:
                 )
         for name in ("lr", "max_grad_norm", "huber_delta"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            if not _is_number(value) or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"TrainConfig.{name} must be a finite number > 0, got {value!r}")
+        for name in ("prioritized", "counterfactual", "progress"):
+            # A JSON config's "false" (a non-empty string) would otherwise switch the option on.
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise ValueError(f"TrainConfig.{name} must be a bool, got {value!r}")
+        if self.batch_size > self.buffer_capacity:
+            raise ValueError(
+                f"TrainConfig.batch_size ({self.batch_size}) must not exceed buffer_capacity "
+                f"({self.buffer_capacity}): no batch could ever be sampled"
+            )
+        if not isinstance(self.model_version, str) or not _SEMVER.match(self.model_version):
+            # Checked here, not only when the metadata is written at the end of a long run.
+            raise ValueError(
+                f"TrainConfig.model_version must be a semantic version MAJOR.MINOR.PATCH, "
+                f"got {self.model_version!r}"
+            )
         if self.epsilon_end > self.epsilon_start:
             raise ValueError(
                 f"TrainConfig.epsilon_end ({self.epsilon_end}) must not exceed epsilon_start "
@@ -146,8 +177,19 @@ class TrainConfig:
             raise ValueError(
                 f"TrainConfig.target_update must be 'hard' or 'polyak', got {self.target_update!r}"
             )
-        if not self.model_name or "/" in self.model_name or self.model_name.startswith("."):
+        if (
+            not isinstance(self.model_name, str)
+            or not self.model_name
+            or "/" in self.model_name
+            or self.model_name.startswith(".")
+        ):
             raise ValueError(f"TrainConfig.model_name must be a bare stem, got {self.model_name!r}")
+        if self.model_name in _RESERVED_STEMS or self.model_name.startswith("dqn_checkpoint_"):
+            # The trainer writes these files itself; the final model would overwrite them (or they it).
+            raise ValueError(
+                f"TrainConfig.model_name {self.model_name!r} is reserved for another output file "
+                f"({', '.join(_RESERVED_STEMS)}, dqn_checkpoint_<episode>)"
+            )
 
     def epsilon(self, episode: int) -> float:
         """Exploration rate for (0-based, global) ``episode``; see the module docstring."""

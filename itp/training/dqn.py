@@ -64,8 +64,8 @@ __all__ = [
     "load_checkpoint",
     "load_network",
     "resolve_stem",
-    "train",
     "trace_split",
+    "train",
 ]
 
 logger = logging.getLogger(__name__)
@@ -166,7 +166,8 @@ class GreedyPolicy:
     def q_values(self, raw_state: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
         """Q-values float32[15] of one raw state (caller units)."""
         x = normalize_state(raw_state).reshape(1, NUM_FEATURES)
-        return folded_forward(self._layers, x)[0]
+        q: npt.NDArray[np.float32] = folded_forward(self._layers, x)[0]
+        return q
 
     def select_action(self, raw_state: npt.NDArray[np.float64]) -> int:
         """argmax of the Q-values (lowest index on ties)."""
@@ -591,8 +592,15 @@ def _train(
                     with torch.no_grad():
                         state_t[0] = torch.from_numpy(obs)
                         action = int(online(state_t)[0].argmax())
+                others = (
+                    [(a, env.simulate_action(a).reward) for a in range(NUM_ACTIONS) if a != action]
+                    if config.counterfactual
+                    else []
+                )
                 next_obs, reward, terminated, truncated, info = env.step(action)
                 replay.add(obs, action, float(reward), next_obs, bool(terminated))
+                for other_action, other_reward in others:
+                    replay.add(obs, other_action, float(other_reward), next_obs, bool(terminated))
                 obs = next_obs
                 state.global_step += 1
                 ep_reward += float(reward)
@@ -667,8 +675,10 @@ def _train(
             best_episode=state.best_episode,
         )
         best_stem = out_dir / BEST_NAME
+        # The best checkpoint is at best_episode: its history stops there too, so that resuming from it
+        # continues the episode count instead of repeating episodes already in the history.
         _save_checkpoint(
-            best_stem, best_state, config, history, train_files, None,
+            best_stem, best_state, config, history.truncated(state.best_episode), train_files, None,
             {**training_meta, "selected_at_episode": state.best_episode},
         )
         best_path = best_stem.with_name(best_stem.name + ".onnx")

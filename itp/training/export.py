@@ -42,8 +42,8 @@ __all__ = [
     "EXPORTED_OPS",
     "OPSET",
     "PARITY_TOLERANCE",
-    "export_onnx",
     "export_model",
+    "export_onnx",
     "verify_onnx",
 ]
 
@@ -205,17 +205,29 @@ def export_model(
         The metadata written.
 
     Raises:
-        ValueError: failed verification or invalid metadata (nothing is left half-written).
+        ValueError: failed verification or invalid metadata (nothing is written then: a model already
+            at ``onnx_path`` and its metadata stay as they were).
     """
     path = Path(onnx_path)
-    export_onnx(net, path, seed=seed)
-    metadata = metadata_for_model(
-        path,
-        version=version,
-        reward_spec_version=REWARD_SPEC_VERSION,
-        reward_weights=dataclasses.asdict(reward_weights),
-        training=training,
-        evaluation=evaluation,
-    )
-    write_metadata(metadata_path_for(path), metadata)
+    # Export and verify beside the target and validate the metadata before anything replaces the
+    # target, so a bad version string or training field cannot leave a new .onnx without metadata.
+    staging = path.with_name(path.name + ".new")
+    export_onnx(net, staging, seed=seed)
+    try:
+        metadata = dataclasses.replace(
+            metadata_for_model(
+                staging,
+                version=version,
+                reward_spec_version=REWARD_SPEC_VERSION,
+                reward_weights=dataclasses.asdict(reward_weights),
+                training=training,
+                evaluation=evaluation,
+            ),
+            onnx_file=path.name,
+        )
+        write_metadata(metadata_path_for(path), metadata)
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
+    staging.replace(path)
     return metadata

@@ -15,6 +15,7 @@ of the greedy policy against each baseline's.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Mapping
@@ -80,6 +81,13 @@ class TrainingHistory:
             }
         )
 
+    def truncated(self, episode: int) -> TrainingHistory:
+        """A copy holding only the episodes and validation points up to ``episode`` (inclusive)."""
+        return TrainingHistory(
+            episodes=[r for r in self.episodes if r.episode <= episode],
+            validation=[dict(v) for v in self.validation if v["episode"] <= episode],
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict (NaN losses become null)."""
         return {
@@ -98,11 +106,19 @@ class TrainingHistory:
         """Inverse of :meth:`to_dict`. Raises ValueError on a foreign file."""
         if data.get("format") != _FORMAT:
             raise ValueError(f"not a training history (format {data.get('format')!r})")
-        episodes = [
-            EpisodeRecord(**{k: (math.nan if v is None else v) for k, v in rec.items()})
-            for rec in data.get("episodes", [])
-        ]
-        return cls(episodes=episodes, validation=list(data.get("validation", [])))
+        episodes = [_episode_from_dict(i, rec) for i, rec in enumerate(data.get("episodes", []))]
+        validation = list(data.get("validation", []))
+        for i, point in enumerate(validation):
+            if not (
+                isinstance(point, dict)
+                and isinstance(point.get("episode"), int)
+                and isinstance(point.get("policy"), dict)
+                and isinstance(point.get("baselines"), dict)
+            ):
+                raise ValueError(
+                    f"training history validation[{i}] must hold episode, policy and baselines, got {point!r}"
+                )
+        return cls(episodes=episodes, validation=validation)
 
     def save(self, path: str | Path) -> Path:
         """Write the JSON file (atomically) and return its path."""
@@ -116,6 +132,30 @@ class TrainingHistory:
     def load(cls, path: str | Path) -> TrainingHistory:
         """Read a file written by :meth:`save`."""
         return cls.from_dict(json.loads(Path(path).read_text("utf-8")))
+
+
+_INT_FIELDS = frozenset({"episode", "steps"})
+
+
+def _episode_from_dict(index: int, rec: Any) -> EpisodeRecord:
+    """One ``episodes[index]`` entry of a history file; ValueError naming the entry and the field."""
+    names = [f.name for f in dataclasses.fields(EpisodeRecord)]
+    if not isinstance(rec, Mapping) or set(rec) != set(names):
+        got = sorted(rec) if isinstance(rec, Mapping) else type(rec).__name__
+        raise ValueError(f"training history episodes[{index}] must have the fields {names}, got {got}")
+    values: dict[str, Any] = {}
+    for name in names:
+        value = rec[name]
+        if name in _INT_FIELDS:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        else:
+            value = math.nan if value is None else value  # NaN losses are stored as null
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            value = float(value) if ok else value
+        if not ok:
+            raise ValueError(f"training history episodes[{index}].{name} is not a number: {value!r}")
+        values[name] = value
+    return EpisodeRecord(**values)
 
 
 def _moving_average(values: list[float], window: int) -> list[float]:
