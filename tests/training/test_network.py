@@ -63,7 +63,7 @@ def test_train_mode_uses_dropout_and_batch_statistics() -> None:
     assert not torch.allclose(train_a, eval_out)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(seed=st.integers(0, 2**16), scale=st.floats(0.05, 3.0), batch=st.integers(1, 40))
 def test_folded_layers_reproduce_the_eval_network(seed: int, scale: float, batch: int) -> None:
     net = randomised_network(seed, scale)
