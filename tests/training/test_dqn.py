@@ -430,7 +430,8 @@ def expected_priorities(indices: np.ndarray, td: np.ndarray, replay: Prioritized
 
 @pytest.mark.parametrize("gamma", [0.2, 0.0])
 def test_gradient_step_is_the_documented_double_dqn_per_update(tmp_path: Path, gamma: float) -> None:
-    config = TrainConfig(batch_size=32, gamma=gamma, huber_delta=0.5, max_grad_norm=0.5, tau=0.1)
+    config = TrainConfig(batch_size=32, gamma=gamma, huber_delta=0.5, max_grad_norm=0.5, tau=0.1,
+                         target_update="polyak")
     replay = filled_replay(1)
     replay.save(tmp_path / "clone.npz")
     twin = PrioritizedReplay.load(tmp_path / "clone.npz")  # same contents and sampling RNG
