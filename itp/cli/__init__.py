@@ -10,8 +10,9 @@ status 2, and Ctrl-C exits with 130.
 
 Logging: the library logs through :mod:`logging` only. ``main`` sends records to stderr, warnings and
 errors by default, ``-v`` adds info (model loads, promotions, registry changes), ``-vv`` debug (one
-record per decision); structured fields passed with ``extra=`` (``task_id``, ``action``,
-``model_version``, ...) are appended to each line as ``key=value``.
+record per decision and per outcome); with ``-v`` and ``-vv`` the structured fields passed with
+``extra=`` (``event``, ``task_id``, ``action``, ``model_version``, ...) are appended to each line as
+``key=value``.
 """
 
 from __future__ import annotations
@@ -63,14 +64,20 @@ class ExtraFormatter(logging.Formatter):
 
     Library records carry their structured fields (``extra={"task_id": ..., "action": ...}``) so that a
     JSON or key-value handler can index them; this formatter makes them visible on a terminal too.
+
+    Args:
+        show_extras: append the fields (False: the plain ``LEVEL logger: message`` line).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, show_extras: bool = True) -> None:
         super().__init__("%(levelname)s %(name)s: %(message)s")
+        self.show_extras = show_extras
 
     def format(self, record: logging.LogRecord) -> str:
         """The formatted line, extras appended in the order they were given."""
         text = super().format(record)
+        if not self.show_extras:
+            return text
         extras = [
             (k, v) for k, v in record.__dict__.items() if k not in _STANDARD_ATTRS and not k.startswith("_")
         ]
@@ -103,6 +110,7 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
 def configure_logging(verbosity: int) -> Callable[[], None]:
     """Send ``itp`` log records to stderr: warnings at 0, info at 1, debug at 2 and above.
 
+    The structured ``extra=`` fields are appended from verbosity 1 on (at 0 a warning is one plain line).
     Only the ``itp`` logger hierarchy is configured (third-party libraries keep their own levels).
     Returns a function that restores the previous configuration (``main`` calls it on the way out, so
     running ``main`` inside another program, or a test, leaves that program's logging as it was).
@@ -111,7 +119,7 @@ def configure_logging(verbosity: int) -> Callable[[], None]:
     logger = logging.getLogger("itp")
     saved = (logger.level, logger.propagate)
     handler = _StderrHandler()
-    handler.setFormatter(ExtraFormatter())
+    handler.setFormatter(ExtraFormatter(show_extras=verbosity >= 1))
     logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False

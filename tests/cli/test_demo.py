@@ -66,7 +66,13 @@ def test_demo_end_to_end_after_install(tmp_path: Path) -> None:
 def test_missing_bundled_model_falls_back_to_the_heuristic_and_says_so(
     bundled: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    doc = demo_json(capsys, *TINY)
+    assert main(["demo", *TINY, "--json"]) == 0
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)
+    # One plain warning line on stderr (the structured fields only with -v).
+    assert captured.err == (
+        f"WARNING itp.agent: model not loaded, using the heuristic: model file not found: {bundled}\n"
+    )
     assert doc["policy"] == "the heuristic (fallback)"
     assert str(bundled) in doc["note"] and "is not installed" in doc["note"]
     assert {d["source"] for d in doc["session"]["decisions"]} == {"heuristic"}

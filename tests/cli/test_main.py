@@ -114,6 +114,7 @@ def test_extra_formatter_appends_structured_fields() -> None:
     record.__dict__.update({"task_id": "t 1", "stream_ids": (0, 2), "expected_time_s": 0.123456789})
     line = ExtraFormatter().format(record)
     assert line == "INFO itp.x: hello world task_id='t 1' stream_ids=(0,2) expected_time_s=0.123457"
+    assert ExtraFormatter(show_extras=False).format(record) == "INFO itp.x: hello world"
     plain = logging.LogRecord("itp.x", logging.WARNING, __file__, 1, "no extras", (), None)
     assert ExtraFormatter().format(plain) == "WARNING itp.x: no extras"
 
