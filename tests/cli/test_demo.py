@@ -174,3 +174,25 @@ def test_user_errors_are_one_line(tmp_path: Path, args: tuple[str, ...], status:
     assert "Traceback" not in out.stderr
     errors = [ln for ln in out.stderr.splitlines() if not ln.startswith(("usage:", " ", "WARNING"))]
     assert len(errors) == 1 and errors[0].startswith("itp demo: error: ")  # one line (after any usage)
+
+
+def test_progress_without_tqdm_prints_plain_lines(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "itp", "demo", "--heuristic", "--tasks", "2", "--episodes", "2", "--progress"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+        env=env_without("tqdm", tmp_path),
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stderr.splitlines()
+    # 6 baselines x 2 episodes = 12 episodes, reported at each quarter.
+    assert lines[-1].startswith("itp demo: baselines: 12/12 episodes")
+    assert all(ln.startswith("itp demo: baselines: ") for ln in lines)
+
+
+def env_without(module: str, tmp_path: Path) -> dict[str, str]:
+    """The environment with ``module`` shadowed by a package whose import fails, as if not installed."""
+    blocker = tmp_path / "blocked" / module
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text(f"raise ImportError('No module named {module}')\n")
+    path = os.pathsep.join([str(blocker.parent), os.environ.get("PYTHONPATH", "")])
+    return {**os.environ, "PYTHONPATH": path}

@@ -147,3 +147,24 @@ def test_missing_input_and_empty_folder(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     out = run_cli("plot", str(tmp_path / "empty"), cwd=tmp_path)
     assert out.returncode == 1 and "nothing to plot in" in out.stderr
+
+
+def test_without_matplotlib_says_what_to_install(tmp_path: Path) -> None:
+    path = history().save(tmp_path / "training_history.json")
+    out = subprocess.run(
+        [sys.executable, "-m", "itp", "plot", str(path)], cwd=tmp_path, capture_output=True, text=True,
+        timeout=120, check=False,
+        env=env_without("matplotlib", tmp_path),
+    )
+    assert out.returncode == 1
+    expected = "itp plot: error: plotting needs matplotlib: pip install matplotlib (or 'itp[train]')"
+    assert out.stderr.strip() == expected
+
+
+def env_without(module: str, tmp_path: Path) -> dict[str, str]:
+    """The environment with ``module`` shadowed by a package whose import fails, as if not installed."""
+    blocker = tmp_path / "blocked" / module
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text(f"raise ImportError('No module named {module}')\n")
+    path = os.pathsep.join([str(blocker.parent), os.environ.get("PYTHONPATH", "")])
+    return {**os.environ, "PYTHONPATH": path}
