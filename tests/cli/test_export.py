@@ -144,3 +144,24 @@ def test_missing_checkpoint(tmp_path: Path) -> None:
     out = run_cli("export", str(tmp_path / "none.pt"), cwd=tmp_path)
     assert out.returncode == 1
     assert out.stderr.strip() == f"itp export: error: checkpoint not found: {tmp_path}/none.pt"
+
+
+def test_exporting_without_torch_says_what_to_install(tmp_path: Path) -> None:
+    blocker = tmp_path / "blocked" / "torch"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('No module named torch')\n")
+    path = os.pathsep.join([str(blocker.parent), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": path}
+    out = subprocess.run(
+        [sys.executable, "-m", "itp", "export", str(tmp_path / "ckpt.pt")], cwd=tmp_path, capture_output=True,
+        text=True, timeout=120, check=False, env=env,
+    )
+    assert out.returncode == 1
+    assert out.stderr.startswith("itp export: error: exporting a checkpoint needs the train extra: pip")
+    # Verifying a model file needs no torch.
+    model = write_model(tmp_path / "m.onnx", seed=1)
+    out = subprocess.run(
+        [sys.executable, "-m", "itp", "export", str(model)], cwd=tmp_path, capture_output=True, text=True,
+        timeout=120, check=False, env=env,
+    )
+    assert out.returncode == 0, out.stderr
