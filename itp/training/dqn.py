@@ -8,6 +8,17 @@ Update (one gradient step on a batch of B transitions ``(s, a, r, s', d)`` drawn
     loss    = mean_b( w_b * huber(delta_b; huber_delta) )   (w: PER importance weights in (0, 1])
     priorities[idx] <- |delta| (the buffer adds epsilon and applies alpha)
 
+With ``counterfactual`` (full-information replay, simulator only) every stored state also carries the
+reward all 15 actions earned on the same realised future (``PartitionEnv.simulate_action``), and the
+update regresses every action at once::
+
+    y_a     = r_a + gamma * (1 - d) * Q_target(s', a*)       for a = 0..14 (s' of the executed action)
+    loss    = mean_b( w_b * mean_a huber(y_{b,a} - Q_online(s_b, a)) )
+    priorities[idx] <- mean_a |y_{b,a} - Q_online(s_b, a)|
+
+The 15 targets of a state share its realised future (common random numbers), so their differences, which
+decide the argmax, carry far less noise than 15 independent samples would.
+
 followed by gradient clipping to ``max_grad_norm``, an Adam step and a target update (Polyak
 ``theta' <- tau theta + (1 - tau) theta'`` after every step, or a hard copy every N steps). ``d`` is
 ``terminated`` only: episodes end by truncation (a fixed number of tasks), which is not a terminal state.
@@ -203,6 +214,11 @@ def _replay_path(stem: Path) -> Path:
     return stem.with_name(stem.name + ".replay.npz")
 
 
+def _rewards_path(stem: Path) -> Path:
+    """The counterfactual reward table saved beside a replay file (float32[capacity, 15], by slot)."""
+    return stem.with_name(stem.name + ".rewards.npy")
+
+
 # ----------------------------------------------------------------------------- checkpoints
 
 
@@ -324,8 +340,9 @@ def _save_checkpoint(
     train_files: list[Path],
     replay: PrioritizedReplay | None,
     training_meta: dict[str, Any],
+    all_rewards: npt.NDArray[np.float32] | None = None,
 ) -> None:
-    """``<stem>.pt`` and ``<stem>.onnx`` (+ metadata); the replay beside it if given."""
+    """``<stem>.pt`` and ``<stem>.onnx`` (+ metadata); the replay (and reward table) beside it if given."""
     pt = stem.with_name(stem.name + ".pt")
     tmp = pt.with_name(pt.name + ".tmp")
     torch.save(_checkpoint_dict(state, config, history, train_files), tmp)
@@ -338,6 +355,10 @@ def _save_checkpoint(
     )
     if replay is not None:
         replay.save(_replay_path(stem))
+        if all_rewards is not None:
+            tmp_rewards = stem.with_name(stem.name + ".rewards.tmp.npy")
+            np.save(tmp_rewards, all_rewards)
+            tmp_rewards.replace(_rewards_path(stem))
 
 
 # ----------------------------------------------------------------------------- learning step
@@ -361,25 +382,39 @@ def _gradient_step(
     batch: SampleBatch,
     tensors: dict[str, torch.Tensor],
     beta: float,
+    all_rewards: npt.NDArray[np.float32] | None = None,
 ) -> float:
-    """One Double-DQN update on a PER batch; returns the (weighted Huber) loss."""
+    """One Double-DQN update on a PER batch; returns the (weighted Huber) loss.
+
+    ``all_rewards`` (float32[capacity, 15], by slot): the full-information targets of the counterfactual
+    mode (see the module docstring); None: the executed action's reward only.
+    """
     replay.sample(config.batch_size, beta, out=batch)
     states, next_states = tensors["states"], tensors["next_states"]
     actions, rewards = tensors["actions"], tensors["rewards"]
     dones, weights = tensors["dones"], tensors["weights"]
     online, target = state.online, state.target
     with torch.no_grad():
+        if all_rewards is not None:
+            rewards = torch.from_numpy(all_rewards[batch.indices])  # [B, 15], a small gather copy
         if config.gamma > 0.0:
             online.eval()
             next_actions = online(next_states).argmax(dim=1, keepdim=True)
             next_q = target(next_states).gather(1, next_actions).squeeze(1)
-            y = rewards + config.gamma * (1.0 - dones) * next_q
+            bootstrap = config.gamma * (1.0 - dones) * next_q
+            y = rewards + (bootstrap.unsqueeze(1) if all_rewards is not None else bootstrap)
         else:
             y = rewards.clone()
     online.train()
-    q = online(states).gather(1, actions.unsqueeze(1)).squeeze(1)
-    td = y - q
-    loss = (weights * F.huber_loss(q, y, reduction="none", delta=config.huber_delta)).mean()
+    if all_rewards is not None:
+        q = online(states)
+        td = (y - q).abs().mean(dim=1)
+        per_state = F.huber_loss(q, y, reduction="none", delta=config.huber_delta).mean(dim=1)
+        loss = (weights * per_state).mean()
+    else:
+        q = online(states).gather(1, actions.unsqueeze(1)).squeeze(1)
+        td = y - q
+        loss = (weights * F.huber_loss(q, y, reduction="none", delta=config.huber_delta)).mean()
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()  # type: ignore[no-untyped-call]
     torch.nn.utils.clip_grad_norm_(online.parameters(), config.max_grad_norm)
@@ -532,6 +567,22 @@ def _train(
             prioritized=config.prioritized,
             seed=config.seed,
         )
+    all_rewards: npt.NDArray[np.float32] | None = None
+    if config.counterfactual:
+        all_rewards = np.zeros((replay.capacity, NUM_ACTIONS), dtype=np.float32)
+        rewards_file = _rewards_path(resolve_stem(resume_from)) if resume_from is not None else None
+        if len(replay) and rewards_file is not None and rewards_file.is_file():
+            saved = np.load(rewards_file)
+            if saved.shape != all_rewards.shape or saved.dtype != np.float32:
+                raise ValueError(
+                    f"{rewards_file}: reward table has shape {saved.shape} {saved.dtype}, expected "
+                    f"{all_rewards.shape} float32"
+                )
+            all_rewards[:] = saved
+        elif len(replay):
+            raise ValueError(
+                f"counterfactual resume needs the reward table {rewards_file} beside the replay file"
+            )
     batch = SampleBatch.allocate(config.batch_size)
     tensors = {
         "states": torch.from_numpy(batch.states),
@@ -592,15 +643,13 @@ def _train(
                     with torch.no_grad():
                         state_t[0] = torch.from_numpy(obs)
                         action = int(online(state_t)[0].argmax())
-                others = (
-                    [(a, env.simulate_action(a).reward) for a in range(NUM_ACTIONS) if a != action]
-                    if config.counterfactual
-                    else []
-                )
+                if all_rewards is not None:
+                    # Every action's reward on the same realised future (before the step advances it).
+                    row = [env.simulate_action(a).reward for a in range(NUM_ACTIONS)]
                 next_obs, reward, terminated, truncated, info = env.step(action)
-                replay.add(obs, action, float(reward), next_obs, bool(terminated))
-                for other_action, other_reward in others:
-                    replay.add(obs, other_action, float(other_reward), next_obs, bool(terminated))
+                slot = replay.add(obs, action, float(reward), next_obs, bool(terminated))
+                if all_rewards is not None:
+                    all_rewards[slot] = row
                 obs = next_obs
                 state.global_step += 1
                 ep_reward += float(reward)
@@ -611,7 +660,9 @@ def _train(
                     and len(replay) >= config.batch_size
                     and state.global_step % config.train_frequency == 0
                 ):
-                    losses.append(_gradient_step(state, config, replay, batch, tensors, beta))
+                    losses.append(
+                        _gradient_step(state, config, replay, batch, tensors, beta, all_rewards)
+                    )
                     online.eval()
                 if terminated or truncated:
                     break
@@ -634,7 +685,7 @@ def _train(
                 stem = out_dir / f"dqn_checkpoint_{state.episode}"
                 _save_checkpoint(
                     stem, state, config, history, train_files, replay,
-                    {**training_meta, "episodes_run": state.episode},
+                    {**training_meta, "episodes_run": state.episode}, all_rewards,
                 )
                 _drop_older_replays(out_dir, keep=_replay_path(stem))
             if bar is not None:
@@ -659,7 +710,9 @@ def _train(
         num_threads=config.num_threads,
     )
     final_stem = out_dir / config.model_name
-    _save_checkpoint(final_stem, state, config, history, train_files, replay, training_meta)
+    _save_checkpoint(
+        final_stem, state, config, history, train_files, replay, training_meta, all_rewards
+    )
     _drop_older_replays(out_dir, keep=_replay_path(final_stem))
 
     best_path: Path | None = None
@@ -777,9 +830,11 @@ def _with_evaluation(meta: ModelMetadata, evaluation: dict[str, Any]) -> ModelMe
 
 
 def _drop_older_replays(out_dir: Path, keep: Path) -> None:
-    """Replay files are large: keep only the newest one (beside the newest checkpoint)."""
-    for p in out_dir.glob("*.replay.npz"):
-        if p != keep:
+    """Replay files are large: keep only the newest one (and its reward table) beside the newest
+    checkpoint."""
+    keep_rewards = _rewards_path(resolve_stem(keep))
+    for p in [*out_dir.glob("*.replay.npz"), *out_dir.glob("*.rewards.npy")]:
+        if p not in (keep, keep_rewards):
             p.unlink(missing_ok=True)
 
 

@@ -350,29 +350,79 @@ def test_exported_final_model_matches_the_trained_network(runs: dict[str, Run]) 
 
 @pytest.mark.slow
 def test_counterfactual_stores_every_action_of_every_step(traces: Path, tmp_path: Path) -> None:
+    """One replay row per step (the executed action) plus, by slot, the reward every action earned on
+    the same realised future; the table is saved beside the replay file."""
     config = tiny_config(traces, tmp_path, seed=4, episodes=1, counterfactual=True, learning_starts=10**6)
     result = dqn.train(config)
     assert result.steps == TASKS_PER_EPISODE
     with np.load(tmp_path / "dqn_final.replay.npz") as data:
         states, actions, rewards = data["states"], data["actions"], data["rewards"]
         next_states, dones = data["next_states"], data["dones"]
-    assert len(actions) == NUM_ACTIONS * TASKS_PER_EPISODE
+    table = np.load(tmp_path / "dqn_final.rewards.npy")
+    assert table.dtype == np.float32
+    assert table.shape == (config.buffer_capacity, NUM_ACTIONS)
+    assert len(actions) == TASKS_PER_EPISODE
     # Replay the episode: same env seed, the executed actions read back from the buffer.
     env = PartitionEnv(trace_files=dqn.trace_split(config)[0])
     obs, _ = env.reset(seed=dqn._derived_seed(config.seed, dqn._TAG_ENV, 0))
     for step in range(TASKS_PER_EPISODE):
-        rows = slice(step * NUM_ACTIONS, (step + 1) * NUM_ACTIONS)
-        assert sorted(actions[rows]) == list(range(NUM_ACTIONS))
-        np.testing.assert_array_equal(states[rows], np.broadcast_to(obs, (NUM_ACTIONS, 20)))
-        simulated = {a: np.float32(env.simulate_action(a).reward) for a in range(NUM_ACTIONS)}
-        executed = int(actions[rows][0])  # the executed transition is stored first
+        np.testing.assert_array_equal(states[step], obs)
+        simulated = np.array([env.simulate_action(a).reward for a in range(NUM_ACTIONS)], np.float32)
+        executed = int(actions[step])
         next_obs, reward, *_ = env.step(executed)
-        assert rewards[rows][0] == np.float32(reward) == simulated[executed]
-        for a, r in zip(actions[rows], rewards[rows], strict=True):
-            assert r == simulated[int(a)]
-        np.testing.assert_array_equal(next_states[rows], np.broadcast_to(next_obs, (NUM_ACTIONS, 20)))
-        assert not dones[rows].any()
+        assert rewards[step] == np.float32(reward) == simulated[executed]
+        np.testing.assert_array_equal(table[step], simulated)
+        np.testing.assert_array_equal(next_states[step], next_obs)
+        assert not dones[step]
         obs = next_obs
+    assert not table[TASKS_PER_EPISODE:].any()
+
+
+@pytest.mark.slow
+def test_counterfactual_resume_equals_the_uninterrupted_run(traces: Path, tmp_path: Path) -> None:
+    """The reward table travels with the replay: 2 episodes + resume 1 == 3 episodes, bit for bit."""
+    whole = tiny_config(traces, tmp_path / "whole", seed=6, episodes=3, counterfactual=True)
+    first = tiny_config(traces, tmp_path / "part", seed=6, episodes=2, counterfactual=True)
+    a = dqn.train(whole)
+    dqn.train(first)
+    b = dqn.train(first.replace(episodes=1), resume_from=tmp_path / "part" / "dqn_final")
+    assert a.steps == b.steps
+    assert file_sha256(a.model_path) == file_sha256(b.model_path)
+    np.testing.assert_array_equal(np.load(tmp_path / "whole" / "dqn_final.rewards.npy"),
+                                  np.load(tmp_path / "part" / "dqn_final.rewards.npy"))
+    (tmp_path / "part" / "dqn_final.rewards.npy").unlink()
+    with pytest.raises(ValueError, match="needs the reward table"):
+        dqn.train(first.replace(episodes=1), resume_from=tmp_path / "part" / "dqn_final")
+
+
+def test_counterfactual_update_regresses_every_action(tmp_path: Path) -> None:
+    """The full-information step: loss = IS-weighted batch mean of the per-state mean Huber error over
+    all 15 actions; priorities follow the mean |TD| over the actions."""
+    config = TrainConfig(batch_size=16, gamma=0.0, per_alpha=0.6, counterfactual=True)
+    replay = filled_replay(3)
+    replay.save(tmp_path / "clone.npz")
+    twin = PrioritizedReplay.load(tmp_path / "clone.npz")  # same contents and sampling RNG
+    table = np.random.default_rng(3).normal(size=(replay.capacity, NUM_ACTIONS)).astype(np.float32)
+    state = learner_state(3)
+    ref_online = copy.deepcopy(state.online)
+    rng = torch.get_rng_state()  # dropout masks: the reference draws the same ones
+    batch = SampleBatch.allocate(config.batch_size)
+    tensors = {k: torch.from_numpy(getattr(batch, k))
+               for k in ("states", "next_states", "actions", "rewards", "dones", "weights")}
+    loss = dqn._gradient_step(state, config, replay, batch, tensors, 0.5, table)
+
+    torch.set_rng_state(rng)
+    ref_batch = twin.sample(config.batch_size, 0.5)
+    np.testing.assert_array_equal(ref_batch.indices, batch.indices)
+    ref_online.train()
+    with torch.no_grad():
+        q = ref_online(torch.from_numpy(ref_batch.states))
+    y = torch.from_numpy(table[ref_batch.indices])
+    per_state = F.huber_loss(q, y, reduction="none", delta=config.huber_delta).mean(dim=1)
+    assert loss == pytest.approx(float((torch.from_numpy(ref_batch.weights) * per_state).mean()), rel=1e-5)
+    td = (y - q).abs().mean(dim=1).numpy().astype(np.float64)
+    want = (td + replay.epsilon) ** config.per_alpha
+    np.testing.assert_allclose(replay.priorities(batch.indices), want, rtol=1e-4)
 
 
 # ----------------------------------------------------------------------------- the learning step
