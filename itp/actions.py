@@ -54,12 +54,32 @@ class Split:
 
 
 def decode_action(action: int) -> tuple[int, ...]:
-    """Stream ids (ascending) of ``action`` in 0..14. Raises ValueError otherwise."""
+    """Stream ids (ascending) of ``action``, the inverse of :func:`encode_streams`.
+
+    Args:
+        action: an int (Python or numpy integer, not bool) in 0..14.
+
+    Raises:
+        TypeError: ``action`` is not an int.
+        ValueError: ``action`` is outside 0..14 (the value is named).
+
+    O(1), thread-safe.
+    """
     return tuple(_native.decode_action(action))
 
 
 def encode_streams(streams: Iterable[int]) -> int:
-    """The action whose stream set is ``streams`` (distinct ids in 0..3, any order)."""
+    """The action (0..14) whose stream set is ``streams``, the inverse of :func:`decode_action`.
+
+    Args:
+        streams: one to four distinct stream ids in 0..3, any order.
+
+    Raises:
+        TypeError: an id is not an int.
+        ValueError: no ids, an id outside 0..3, or an id given twice (named).
+
+    O(1), thread-safe.
+    """
     return int(_native.encode_streams(list(streams)))
 
 
