@@ -25,6 +25,10 @@ inline std::string shape_str(const py::array& a) {
 // Raises TypeError if it is not numeric.
 template <typename T>
 py::array_t<T, py::array::c_style> as_input(const py::handle& obj, const char* name) {
+  // Fast path: already a C-contiguous array of exactly T (what numpy callers pass on the hot path).
+  if (py::isinstance<py::array_t<T, py::array::c_style>>(obj)) {
+    return py::reinterpret_borrow<py::array_t<T, py::array::c_style>>(obj);
+  }
   py::array arr;
   try {
     arr = py::array::ensure(obj);

@@ -96,6 +96,7 @@ py::array probe_array(const py::handle& obj) {
 
 // An integer array argument (no floats or bools), converted to int64.
 Int64Array read_index_array(const py::handle& obj, const char* name) {
+  if (py::isinstance<Int64Array>(obj)) return py::reinterpret_borrow<Int64Array>(obj);  // fast path
   py::array probe = probe_array(obj);
   if (!probe) throw py::type_error(std::string(name) + " must be an array of ints, got " + type_name(obj));
   const char kind = probe.dtype().kind();
@@ -267,16 +268,24 @@ std::size_t update_priorities(PrioritizedReplay& self, const py::handle& indices
   auto indices = read_index_array(indices_obj, "indices");
   require_1d(indices, "indices", -1);
   const py::ssize_t n = indices.shape(0);
-  py::array td_probe = probe_array(td_obj);
-  if (!td_probe) throw py::type_error("td_errors must be an array of numbers, got " + type_name(td_obj));
-  const bool single = td_probe.dtype().is(py::dtype::of<float>());
   py::array_t<float, py::array::c_style> td32;
   py::array_t<double, py::array::c_style> td64;
+  bool single = false;
+  if (py::isinstance<py::array_t<double, py::array::c_style>>(td_obj)) {  // fast path: float64 array
+    td64 = py::reinterpret_borrow<py::array_t<double, py::array::c_style>>(td_obj);
+  } else {
+    py::array td_probe = probe_array(td_obj);
+    if (!td_probe) throw py::type_error("td_errors must be an array of numbers, got " + type_name(td_obj));
+    single = td_probe.dtype().is(py::dtype::of<float>());
+    if (single) {
+      td32 = as_input<float>(td_probe, "td_errors");
+    } else {
+      td64 = as_input<double>(td_probe, "td_errors");
+    }
+  }
   if (single) {
-    td32 = as_input<float>(td_probe, "td_errors");
     require_1d(td32, "td_errors", n);
   } else {
-    td64 = as_input<double>(td_probe, "td_errors");
     require_1d(td64, "td_errors", n);
   }
   py::array_t<std::uint64_t, py::array::c_style> gens;
