@@ -229,6 +229,22 @@ def transport_chunk_time(bits: float, rate_bps: float, rtt_s: float) -> float: .
 def production_split(raw_state: npt.ArrayLike, action: int) -> _SplitTuple: ...
 def heuristic_action(raw_state: npt.ArrayLike) -> int: ...
 
+# ---- register_reward.cpp: the reward ----------------------------------------------------------------------
+
+THROUGHPUT_CLIP: float  # |throughput_improvement| bound
+LATENCY_CLIP: float  # latency_penalty bound
+
+def reward_terms(
+    raw_state: npt.ArrayLike,
+    chunk_bytes: npt.ArrayLike,
+    expected_time_s: float,
+    throughput_bps: float,
+    latency_s: float,
+    success: bool,
+    retransmissions: int,
+    weights: tuple[float, float, float, float, float],
+) -> tuple[float, float, float, float, float, float]: ...
+
 class DecisionEngine:
     """Native decision path: stream table, optional model, epsilon-greedy, split (decision.hpp)."""
 

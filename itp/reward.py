@@ -32,6 +32,9 @@ Why these agree with the evaluation (mean goodput, p95 completion time): for a g
 term is monotone in the task's goodput, failure costs the bonus and the -3 floor, and the penalties
 only fire on tail events (late completion, resends, unbalanced chunks) that also lengthen p95.
 ``docs/reward.md`` has the rationale and a check on the simulator.
+
+The formula is implemented once, natively (``cpp/src/reward.cpp``, about 1 us); this module validates the
+inputs and names the terms. The tests restate it in Python and compare.
 """
 
 from __future__ import annotations
@@ -43,8 +46,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from itp import _native
 from itp.state import FEATURE_NAMES, NUM_FEATURES, NUM_STREAMS
-from itp.transport import transport_chunk_time
 
 __all__ = [
     "DEFAULT_REWARD_WEIGHTS",
@@ -63,12 +66,8 @@ History: 1 initial; 2 ``stream_imbalance`` measures finish times with the transp
 production split (``itp.transport``) instead of ``L_i + 8 c_i / e_i``, so production's own chunks
 score ~0 again."""
 
-THROUGHPUT_CLIP: float = 3.0
-LATENCY_CLIP: float = 2.0
-
-_BW = 0
-_LAT = NUM_STREAMS
-_SUCC = 3 * NUM_STREAMS
+THROUGHPUT_CLIP: float = float(_native.THROUGHPUT_CLIP)
+LATENCY_CLIP: float = float(_native.LATENCY_CLIP)
 
 
 @dataclass(frozen=True)
@@ -177,57 +176,14 @@ def reward_terms(
     """
     if validate:
         raw, chunks, expected = _validate(raw_state, chunk_bytes, expected_time_s, outcome)
-        values = raw.tolist()
     else:
-        values = raw_state.tolist() if isinstance(raw_state, np.ndarray) else list(raw_state)  # type: ignore[arg-type]
-        chunks, expected = list(chunk_bytes), float(expected_time_s)
-    bw = values[_BW:_BW + NUM_STREAMS]
-    lat = values[_LAT:_LAT + NUM_STREAMS]
-    succ = values[_SUCC:_SUCC + NUM_STREAMS]
-    eff = [b * min(s, 1.0) for b, s in zip(bw, succ, strict=True)]
-    bits = 8.0 * sum(chunks)
-
-    t_ref = min((lat[i] + bits / eff[i] for i in range(NUM_STREAMS) if eff[i] > 0.0), default=math.inf)
-    thr = float(outcome.throughput_bps)
-    if math.isinf(t_ref):
-        throughput = 0.0
-    elif thr <= 0.0:
-        throughput = -THROUGHPUT_CLIP
-    else:
-        # log2(thr * t_ref / bits) as a sum of logs: the product can under- or overflow for extreme
-        # (but valid) inputs, e.g. a subnormal throughput.
-        ratio_log2 = math.log2(thr) + math.log2(t_ref) - math.log2(bits)
-        throughput = min(max(ratio_log2, -THROUGHPUT_CLIP), THROUGHPUT_CLIP)
-
-    latency_s = float(outcome.latency_s)
-    if math.isinf(expected):
-        latency = 0.0
-    elif expected <= 0.0:
-        latency = LATENCY_CLIP
-    else:
-        latency = min(max((latency_s - expected) / expected, 0.0), LATENCY_CLIP)
-
-    used = [i for i in range(NUM_STREAMS) if chunks[i] > 0]
-    if len(used) <= 1:
-        imbalance = 0.0
-    elif any(eff[i] <= 0.0 for i in used):
-        imbalance = 1.0
-    else:
-        finish = [transport_chunk_time(8.0 * chunks[i], eff[i], lat[i]) for i in used]
-        hi = max(finish)
-        # hi = inf: a used stream's rate is so small that its chunk never finishes, as with e_i = 0.
-        imbalance = 1.0 if math.isinf(hi) else (hi - min(finish)) / hi if hi > 0.0 else 0.0
-
-    completion = 1.0 if outcome.success else 0.0
-    retrans = min(int(outcome.retransmissions) / max(1, len(used)), 1.0)
-    total = (
-        weights.throughput * throughput
-        - weights.latency * latency
-        - weights.imbalance * imbalance
-        + weights.completion * completion
-        - weights.retransmission * retrans
+        raw, chunks, expected = raw_state, list(chunk_bytes), float(expected_time_s)  # type: ignore[assignment]
+    terms = _native.reward_terms(
+        raw, chunks, expected, float(outcome.throughput_bps), float(outcome.latency_s),
+        bool(outcome.success), int(outcome.retransmissions),
+        (weights.throughput, weights.latency, weights.imbalance, weights.completion, weights.retransmission),
     )
-    return RewardTerms(throughput, latency, imbalance, completion, retrans, total)
+    return RewardTerms(*terms)
 
 
 def compute_reward(
