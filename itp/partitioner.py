@@ -43,7 +43,7 @@ from itp import _native
 from itp.actions import MAX_TASK_BYTES
 from itp.agent import ARMS, Agent, EvaluationReport, evaluate_model
 from itp.model_loading import LoadedModel
-from itp.reward import Outcome, reward_terms
+from itp.reward import trusted_reward
 from itp.ring import ExperienceRing
 from itp.state import NUM_STREAMS
 
@@ -635,13 +635,13 @@ class TaskPartitioner:
             if pending.decision is not decision:
                 raise ValueError(f"decision does not belong to task {task_id!r}")
             del self._pending[task_id]
-        outcome = Outcome(throughput, latency, bool(success), int(retransmissions))
         try:
-            # Inputs were validated above and the raw state came from the engine: the same reward
+            # Inputs were validated above and the raw state came from the engine: the same native reward
             # function as the simulator, without re-validating.
-            reward = reward_terms(
-                pending.raw, pending.chunk_bytes, decision.expected_time, outcome, validate=False
-            ).total
+            reward = trusted_reward(
+                pending.raw, pending.chunk_bytes, decision.expected_time, throughput, latency,
+                bool(success), int(retransmissions),
+            )
         except BaseException:
             with self._lock:  # put it back: a failed report changes nothing
                 self._pending[task_id] = pending

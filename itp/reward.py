@@ -57,6 +57,7 @@ __all__ = [
     "RewardWeights",
     "compute_reward",
     "reward_terms",
+    "trusted_reward",
 ]
 
 REWARD_SPEC_VERSION: int = 2
@@ -184,6 +185,24 @@ def reward_terms(
         (weights.throughput, weights.latency, weights.imbalance, weights.completion, weights.retransmission),
     )
     return RewardTerms(*terms)
+
+
+def trusted_reward(
+    raw_state: npt.NDArray[np.float64],
+    chunk_bytes: Sequence[int],
+    expected_time_s: float,
+    throughput_bps: float,
+    latency_s: float,
+    success: bool,
+    retransmissions: int,
+    weights: RewardWeights = DEFAULT_REWARD_WEIGHTS,
+) -> float:
+    """The total reward for inputs the caller has already validated (the partitioner's report path):
+    the same native formula as :func:`reward_terms`, without building a :class:`RewardTerms` (~1 us)."""
+    return _native.reward_terms(
+        raw_state, chunk_bytes, expected_time_s, throughput_bps, latency_s, success, retransmissions,
+        (weights.throughput, weights.latency, weights.imbalance, weights.completion, weights.retransmission),
+    )[5]
 
 
 def compute_reward(

@@ -23,6 +23,7 @@ from itp.reward import (
     RewardWeights,
     compute_reward,
     reward_terms,
+    trusted_reward,
 )
 from itp.transport import production_split
 
@@ -309,5 +310,14 @@ def test_bad_input_names_the_field(raw: np.ndarray, chunks: list[int], expected:
 
 def test_simulator_and_production_use_the_one_reward_function() -> None:
     assert itp.sim.env.reward_terms is reward_terms
-    prod = [getattr(itp.partitioner, n, None) for n in ("reward_terms", "compute_reward")]
-    assert reward_terms in prod or compute_reward in prod
+    assert itp.partitioner.trusted_reward is trusted_reward
+
+
+@given(cases())
+def test_trusted_reward_is_the_same_formula(case: tuple[np.ndarray, list[int], float, Outcome]) -> None:
+    """The partitioner's unvalidated fast path and the validated API share the native definition."""
+    raw, chunks, expected, outcome = case
+    want = compute_reward(raw, chunks, expected, outcome)
+    got = trusted_reward(raw, chunks, expected, outcome.throughput_bps, outcome.latency_s, outcome.success,
+                         outcome.retransmissions)
+    assert got == want
