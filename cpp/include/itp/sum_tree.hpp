@@ -61,6 +61,18 @@
 #include <sys/mman.h>
 #endif
 
+// ITP_ASAN: built with AddressSanitizer (GCC defines __SANITIZE_ADDRESS__, Clang has the feature test).
+#if defined(__SANITIZE_ADDRESS__)
+#define ITP_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define ITP_ASAN 1
+#endif
+#endif
+#if defined(ITP_ASAN)
+#include <sanitizer/asan_interface.h>
+#endif
+
 namespace itp {
 
 // Owning array of a trivially copyable T, zero-initialised and aligned to a 64-byte cache line (so a
@@ -68,8 +80,10 @@ namespace itp {
 // pages cost nothing, so a 10-million-slot replay buffer is constructed in microseconds and costs memory
 // only for the rows written. On Linux an array of at least kHugePageThreshold bytes is its own anonymous
 // mapping, aligned to 2 MiB and marked MADV_HUGEPAGE: random rows and tree nodes then cost far fewer TLB
-// misses (measured ~1.5x faster sampling at 1M slots); memory is then committed 2 MiB at a time.
-// Elsewhere, and for small arrays, calloc with slack for the alignment. RAII; movable, not copyable.
+// misses (measured ~1.3x faster sampling at 1M slots); memory is then committed 2 MiB at a time.
+// Elsewhere, and for small arrays, calloc with slack for the alignment. Under AddressSanitizer every array
+// takes the calloc path and the slack on both sides is poisoned, so an access one element out of bounds is
+// reported (ASan does not guard raw mmaps). RAII; movable, not copyable.
 template <typename T>
 class ZeroedArray {
   static_assert(std::is_trivially_copyable_v<T>, "ZeroedArray holds plain data only");
@@ -84,12 +98,12 @@ class ZeroedArray {
     if (n == 0) return;
     if (n > (std::numeric_limits<std::size_t>::max() - kHugePage) / sizeof(T)) throw std::bad_alloc();
     const std::size_t bytes = n * sizeof(T);
-#if defined(__linux__)
+#if defined(__linux__) && !defined(ITP_ASAN)
     if (bytes >= kHugePageThreshold) {
       const std::size_t mapped = bytes + kHugePage;
       void* p = ::mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
       if (p == MAP_FAILED) throw std::bad_alloc();
-      raw_ = std::unique_ptr<void, Release>(p, Release{mapped});
+      raw_ = std::unique_ptr<void, Release>(p, Release{mapped, true});
       unsigned char* aligned = align(static_cast<unsigned char*>(p), kHugePage);
       // Advisory only: without transparent huge pages the mapping still works with 4 KiB pages.
       (void)::madvise(aligned, bytes, MADV_HUGEPAGE);
@@ -98,10 +112,17 @@ class ZeroedArray {
     }
 #endif
     // calloc (not aligned_alloc + memset) keeps the lazily mapped zero pages; the slack buys alignment.
-    void* p = std::calloc(bytes + kAlignment, 1);
+    const std::size_t total = bytes + kAlignment;
+    void* p = std::calloc(total, 1);
     if (p == nullptr) throw std::bad_alloc();
-    raw_ = std::unique_ptr<void, Release>(p, Release{0});
-    data_ = reinterpret_cast<T*>(align(static_cast<unsigned char*>(p), kAlignment));
+    raw_ = std::unique_ptr<void, Release>(p, Release{total, false});
+    unsigned char* base = static_cast<unsigned char*>(p);
+    unsigned char* aligned = align(base, kAlignment);
+    data_ = reinterpret_cast<T*>(aligned);
+#if defined(ITP_ASAN)
+    ASAN_POISON_MEMORY_REGION(base, static_cast<std::size_t>(aligned - base));
+    ASAN_POISON_MEMORY_REGION(aligned + bytes, total - static_cast<std::size_t>(aligned - base) - bytes);
+#endif
   }
 
   T* data() noexcept { return data_; }
@@ -112,13 +133,17 @@ class ZeroedArray {
 
  private:
   struct Release {
-    std::size_t mapped_bytes = 0;  // > 0: an mmap of that many bytes; 0: a calloc block
+    std::size_t bytes = 0;  // size of the block
+    bool mapped = false;    // an mmap (else a calloc block)
     void operator()(void* p) const noexcept {
 #if defined(__linux__)
-      if (mapped_bytes > 0) {
-        ::munmap(p, mapped_bytes);
+      if (mapped) {
+        ::munmap(p, bytes);
         return;
       }
+#endif
+#if defined(ITP_ASAN)
+      ASAN_UNPOISON_MEMORY_REGION(p, bytes);
 #endif
       std::free(p);
     }
