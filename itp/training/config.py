@@ -86,6 +86,13 @@ class TrainConfig:
     """Global L2 norm the gradients are clipped to."""
     huber_delta: float = 1.0
     """Huber (smooth L1) loss threshold, in reward units."""
+    task_weight_pivot_bytes: int = 1 << 28
+    """Tasks of at least this size (bytes) get full weight in the loss; see ``task_weight_floor``."""
+    task_weight_floor: float = 1.0
+    """Each state's loss is weighted ``clip(task_size / task_weight_pivot_bytes, floor, 1)`` (then
+    normalised by the batch mean). 1.0 weighs every state equally. Mean goodput and p95 completion time
+    are dominated by large tasks, and a per-state weight never changes which action is best for a state,
+    only where the network spends its approximation error; the shipped model uses 1/16."""
     checkpoint_every: int = 0
     """Write ``dqn_checkpoint_<episode>.{onnx,pt}`` every this many episodes (0: none)."""
     val_every: int = 50
@@ -117,7 +124,7 @@ class TrainConfig:
         """Reject values no run could use; the message names the field and the value."""
         positive = ("episodes", "batch_size", "buffer_capacity", "train_frequency",
                     "target_update_steps", "beta_anneal_episodes", "epsilon_decay_episodes",
-                    "val_episodes", "num_threads")
+                    "val_episodes", "num_threads", "task_weight_pivot_bytes")
         for name in positive:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -148,6 +155,10 @@ class TrainConfig:
                 raise ValueError(
                     f"TrainConfig.{name} must be in [{low}, {high}{bracket}, got {value!r}"
                 )
+        if not (_is_number(self.task_weight_floor) and 0.0 < self.task_weight_floor <= 1.0):
+            raise ValueError(
+                f"TrainConfig.task_weight_floor must be in (0, 1], got {self.task_weight_floor!r}"
+            )
         for name in ("lr", "max_grad_norm", "huber_delta"):
             value = getattr(self, name)
             if not _is_number(value) or not math.isfinite(value) or value <= 0:

@@ -719,3 +719,17 @@ def test_torch_settings_are_deterministic_inside_and_restored_after() -> None:
     finally:
         torch.use_deterministic_algorithms(False)
         torch.set_num_threads(threads)
+
+
+def test_task_weights_follow_the_size_and_average_one() -> None:
+    """clip(size / pivot, floor, 1) from the normalised size feature (log2(bytes) / 40), batch mean 1."""
+    config = TrainConfig(task_weight_floor=1 / 16, task_weight_pivot_bytes=1 << 28)
+    sizes = np.array([1 << 16, 1 << 24, 1 << 26, 1 << 28, 1 << 32], dtype=np.float64)
+    states = np.zeros((len(sizes), 20), np.float32)
+    states[:, 17] = np.log2(sizes) / 40.0
+    w = dqn._task_weights(torch.from_numpy(states), config).numpy()
+    raw = np.clip(sizes / (1 << 28), 1 / 16, 1.0)
+    np.testing.assert_allclose(w, raw / raw.mean(), rtol=1e-5)
+    assert w.mean() == pytest.approx(1.0, rel=1e-6)
+    with pytest.raises(ValueError, match="task_weight_floor must be in"):
+        TrainConfig(task_weight_floor=0.0)
