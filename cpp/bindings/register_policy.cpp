@@ -356,7 +356,7 @@ void register_policy(py::module_& m) {
           },
           py::arg("stream_id"))
       .def(
-          "set_model", [](DecisionEngine& e, std::shared_ptr<FusedMlp> m) { e.set_model(std::move(m)); },
+          "set_model", [](DecisionEngine& e, std::shared_ptr<FusedMlp> model) { e.set_model(std::move(model)); },
           py::arg("model").none(true))
       .def_property("epsilon", &DecisionEngine::epsilon,
                     [](DecisionEngine& e, double eps) {

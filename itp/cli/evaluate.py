@@ -23,32 +23,12 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from itp.cli import CLIError
+from itp.cli import CLIError, int_at_least
 
 __all__ = ["add_parser", "run"]
 
 REFERENCE_POLICIES: tuple[str, ...] = ("heuristic", "round-robin")
 DEFAULT_EPISODES = 20
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -86,12 +66,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "all for --traces DIR or the shipped traces)",
     )
     p.add_argument(
-        "--episodes", type=_positive_int, default=DEFAULT_EPISODES,
+        "--episodes", type=int_at_least(1), default=DEFAULT_EPISODES,
         help=f"episodes per policy (default {DEFAULT_EPISODES})",
     )
-    p.add_argument("--seed", type=_seed, default=0, help="evaluation seed (default 0)")
+    p.add_argument("--seed", type=int_at_least(0), default=0, help="evaluation seed (default 0)")
     p.add_argument(
-        "--tasks-per-episode", type=_positive_int, default=None, metavar="K",
+        "--tasks-per-episode", type=int_at_least(1), default=None, metavar="K",
         help="decisions per episode (default: the simulator's, 64)",
     )
     fmt = p.add_mutually_exclusive_group()

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from itp.cli import CLIError
+from itp.cli import CLIError, int_at_least
 
 __all__ = ["add_arguments", "add_parser", "run"]
 
@@ -45,19 +45,6 @@ _FIELDS: dict[str, str] = {
 }
 
 
-def _int(minimum: int) -> Any:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
-        return value
-
-    return parse
-
-
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -70,23 +57,27 @@ def _positive_float(text: str) -> float:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The training flags (shared by ``itp train`` and ``training/train_dqn.py``)."""
-    p.add_argument("--episodes", type=_int(1), help="episodes to run (on resume: this many more)")
-    p.add_argument("--batch-size", type=_int(1), help="transitions per gradient step (default 32)")
+    p.add_argument("--episodes", type=int_at_least(1), help="episodes to run (on resume: this many more)")
+    p.add_argument("--batch-size", type=int_at_least(1), help="transitions per gradient step (default 32)")
     p.add_argument("--lr", type=_positive_float, help="Adam learning rate (default 1e-3)")
     p.add_argument("--gamma", type=float, help="discount factor in [0, 1) (default 0.2)")
-    p.add_argument("--seed", type=_int(0), help="seed of every random stream (default 0)")
+    p.add_argument("--seed", type=int_at_least(0), help="seed of every random stream (default 0)")
     p.add_argument(
         "--traces", metavar="DIR", help="trace folder (default: $ITP_TRACES_DIR or ../shared/traces)"
     )
     p.add_argument("--output", metavar="DIR", help="folder for checkpoints, model, history (default models)")
     p.add_argument("--load-model", metavar="PATH", help="checkpoint stem or .pt file to resume or evaluate")
     p.add_argument("--evaluate", action="store_true", help="with --load-model: only evaluate that model")
-    p.add_argument("--checkpoint-every", type=_int(0), help="write dqn_checkpoint_<ep> every N episodes")
-    p.add_argument("--eval-episodes", type=_int(0), help="episodes of the final evaluation (default 100)")
-    p.add_argument("--val-every", type=_int(0), help="validate every N episodes (0: never)")
+    p.add_argument(
+        "--checkpoint-every", type=int_at_least(0), help="write dqn_checkpoint_<ep> every N episodes"
+    )
+    p.add_argument(
+        "--eval-episodes", type=int_at_least(0), help="episodes of the final evaluation (default 100)"
+    )
+    p.add_argument("--val-every", type=int_at_least(0), help="validate every N episodes (0: never)")
     p.add_argument("--model-name", help="stem of the final model files (default dqn_final)")
     p.add_argument("--model-version", help="semantic version written into the metadata (default 1.0.0)")
-    p.add_argument("--threads", type=_int(1), help="torch intra-op threads (default 1)")
+    p.add_argument("--threads", type=int_at_least(1), help="torch intra-op threads (default 1)")
     p.add_argument(
         "--counterfactual", action=argparse.BooleanOptionalAction, default=None,
         help="store the simulated reward of every action per step (full-information replay)",
