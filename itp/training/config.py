@@ -5,7 +5,8 @@ curve as an uninterrupted one, whatever ``episodes`` the resumed run asks for):
 
 * exploration: ``eps(e) = eps_end + (eps_start - eps_end) * max(0, 1 - e / epsilon_decay_episodes)``
   (linear in the episode index ``e`` counted from 0 over the whole training history);
-* importance sampling: ``beta(e) = beta_start + (beta_end - beta_start) * min(1, e / beta_anneal_episodes)``.
+* importance sampling: ``beta(e) = beta_start + (beta_end - beta_start) * min(1, e / beta_anneal_episodes)``;
+* learning rate (optional): ``lr(e) = lr_end + (lr - lr_end) (1 + cos(pi min(1, e / lr_decay_episodes)))/2``.
 
 Why ``gamma`` is small: a decision places one task; the next task's size, priority and the links' trace
 rates do not depend on the action, only the short-lived load it leaves on the chosen streams does. The
@@ -46,7 +47,12 @@ class TrainConfig:
     seed: int = 0
     """Seed of every random stream: torch, exploration, replay sampling, episode seeds."""
     lr: float = 1e-3
-    """Adam learning rate."""
+    """Adam learning rate (at episode 0)."""
+    lr_end: float | None = None
+    """If set, the learning rate follows a cosine from ``lr`` down to ``lr_end`` over
+    ``lr_decay_episodes`` (then stays there); None keeps it constant."""
+    lr_decay_episodes: int = 1000
+    """Episodes of the cosine learning-rate decay (used when ``lr_end`` is set)."""
     gamma: float = 0.2
     """Discount factor in [0, 1) (small: the task is close to a contextual bandit, see module doc)."""
     buffer_capacity: int = 100_000
@@ -124,7 +130,7 @@ class TrainConfig:
         """Reject values no run could use; the message names the field and the value."""
         positive = ("episodes", "batch_size", "buffer_capacity", "train_frequency",
                     "target_update_steps", "beta_anneal_episodes", "epsilon_decay_episodes",
-                    "val_episodes", "num_threads", "task_weight_pivot_bytes")
+                    "val_episodes", "num_threads", "task_weight_pivot_bytes", "lr_decay_episodes")
         for name in positive:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -155,6 +161,10 @@ class TrainConfig:
                 raise ValueError(
                     f"TrainConfig.{name} must be in [{low}, {high}{bracket}, got {value!r}"
                 )
+        if self.lr_end is not None and not (
+            _is_number(self.lr_end) and math.isfinite(self.lr_end) and 0 <= self.lr_end <= self.lr
+        ):
+            raise ValueError(f"TrainConfig.lr_end must be None or in [0, lr], got {self.lr_end!r}")
         if not (_is_number(self.task_weight_floor) and 0.0 < self.task_weight_floor <= 1.0):
             raise ValueError(
                 f"TrainConfig.task_weight_floor must be in (0, 1], got {self.task_weight_floor!r}"
@@ -206,6 +216,13 @@ class TrainConfig:
         """Exploration rate for (0-based, global) ``episode``; see the module docstring."""
         frac = max(0.0, 1.0 - episode / self.epsilon_decay_episodes)
         return self.epsilon_end + (self.epsilon_start - self.epsilon_end) * frac
+
+    def learning_rate(self, episode: int) -> float:
+        """Adam learning rate for (0-based, global) ``episode``: constant, or the cosine to ``lr_end``."""
+        if self.lr_end is None:
+            return self.lr
+        frac = min(1.0, episode / self.lr_decay_episodes)
+        return self.lr_end + (self.lr - self.lr_end) * 0.5 * (1.0 + math.cos(math.pi * frac))
 
     def beta(self, episode: int) -> float:
         """PER importance-sampling exponent for (0-based, global) ``episode``."""

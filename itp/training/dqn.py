@@ -647,6 +647,8 @@ def _train(
         for episode in range(first_episode, last_episode):
             eps = config.epsilon(episode)
             beta = config.beta(episode)
+            for group in optimizer.param_groups:
+                group["lr"] = config.learning_rate(episode)
             state.epsilon = eps
             explore = np.random.default_rng(_derived_seed(config.seed, _TAG_EXPLORE, episode))
             obs, _ = env.reset(seed=_derived_seed(config.seed, _TAG_ENV, episode))

@@ -125,3 +125,17 @@ def test_replace_validates_and_leaves_the_original_untouched() -> None:
         cfg.replace(episodes=0)
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.episodes = 6  # type: ignore[misc]
+
+
+def test_learning_rate_schedule_is_a_cosine_to_lr_end() -> None:
+    constant = TrainConfig(lr=1e-3)
+    assert constant.learning_rate(0) == constant.learning_rate(10**6) == 1e-3
+    cfg = TrainConfig(lr=1e-3, lr_end=1e-5, lr_decay_episodes=100)
+    assert cfg.learning_rate(0) == pytest.approx(1e-3)
+    assert cfg.learning_rate(50) == pytest.approx((1e-3 + 1e-5) / 2)
+    assert cfg.learning_rate(100) == cfg.learning_rate(500) == pytest.approx(1e-5)
+    lrs = [cfg.learning_rate(e) for e in range(101)]
+    assert all(a >= b for a, b in itertools.pairwise(lrs))
+    for bad in (-1.0, 2e-3, math.nan):
+        with pytest.raises(ValueError, match="lr_end must be None or in"):
+            TrainConfig(lr=1e-3, lr_end=bad)
