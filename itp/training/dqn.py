@@ -75,11 +75,15 @@ from itp.training.network import QNetwork, fold_batchnorm, folded_forward
 __all__ = [
     "CHECKPOINT_FORMAT",
     "GreedyPolicy",
+    "LearnerState",
     "TrainResult",
+    "batch_tensors",
     "evaluate_model",
+    "gradient_step",
     "load_checkpoint",
     "load_network",
     "resolve_stem",
+    "torch_settings",
     "trace_split",
     "train",
 ]
@@ -191,7 +195,7 @@ class GreedyPolicy:
 
 
 @contextlib.contextmanager
-def _torch_settings(num_threads: int) -> Iterator[None]:
+def torch_settings(num_threads: int) -> Iterator[None]:
     """Deterministic single-process torch for the duration of a run; restores the caller's settings."""
     old_threads = torch.get_num_threads()
     old_det = torch.are_deterministic_algorithms_enabled()
@@ -297,7 +301,7 @@ def load_network(path: str | Path) -> tuple[QNetwork, dict[str, Any]]:
 
 
 @dataclass
-class _State:
+class LearnerState:
     """Mutable training state (what a checkpoint holds besides the replay)."""
 
     online: QNetwork
@@ -313,7 +317,7 @@ class _State:
 
 
 def _checkpoint_dict(
-    state: _State, config: TrainConfig, history: TrainingHistory, train_files: list[Path]
+    state: LearnerState, config: TrainConfig, history: TrainingHistory, train_files: list[Path]
 ) -> dict[str, Any]:
     return {
         "format": CHECKPOINT_FORMAT,
@@ -339,7 +343,7 @@ def _checkpoint_dict(
 
 def _save_checkpoint(
     stem: Path,
-    state: _State,
+    state: LearnerState,
     config: TrainConfig,
     history: TrainingHistory,
     train_files: list[Path],
@@ -384,6 +388,13 @@ _TASK_SIZE_FEATURE = FEATURE_NAMES.index("task_size_bytes")
 _TASK_SIZE_LOG2_SCALE = float(_native.TASK_SIZE_LOG2_SCALE)
 
 
+def batch_tensors(batch: SampleBatch) -> dict[str, torch.Tensor]:
+    """Zero-copy torch views of a sample batch's arrays: ``replay.sample(out=batch)`` refills them in
+    place, so the tensors see every new batch without a copy."""
+    names = ("states", "next_states", "actions", "rewards", "dones", "weights")
+    return {name: torch.from_numpy(getattr(batch, name)) for name in names}
+
+
 def _task_weights(states: torch.Tensor, config: TrainConfig) -> torch.Tensor:
     """Per-state loss weights ``clip(size / pivot, floor, 1)`` normalised to batch mean 1 (see
     ``TrainConfig.task_weight_floor``). The size comes back from the normalised feature, log2(bytes)/40."""
@@ -393,8 +404,8 @@ def _task_weights(states: torch.Tensor, config: TrainConfig) -> torch.Tensor:
     return w / w.mean()
 
 
-def _gradient_step(
-    state: _State,
+def gradient_step(
+    state: LearnerState,
     config: TrainConfig,
     replay: PrioritizedReplay,
     batch: SampleBatch,
@@ -522,7 +533,7 @@ def train(
         ValueError: bad configuration, missing traces, or a corrupt checkpoint (one line).
     """
     wall_start = time.perf_counter()
-    with _torch_settings(config.num_threads):
+    with torch_settings(config.num_threads):
         return _train(config, resume_from, command, wall_start)
 
 
@@ -551,7 +562,7 @@ def _train(
     target.load_state_dict(online.state_dict())
     target.eval()
     optimizer = torch.optim.Adam(online.parameters(), lr=config.lr)
-    state = _State(online=online, target=target, optimizer=optimizer, epsilon=config.epsilon(0))
+    state = LearnerState(online=online, target=target, optimizer=optimizer, epsilon=config.epsilon(0))
     history = TrainingHistory()
     if checkpoint is not None:
         online.load_state_dict(checkpoint["online"])
@@ -603,14 +614,7 @@ def _train(
                 f"counterfactual resume needs the reward table {rewards_file} beside the replay file"
             )
     batch = SampleBatch.allocate(config.batch_size)
-    tensors = {
-        "states": torch.from_numpy(batch.states),
-        "next_states": torch.from_numpy(batch.next_states),
-        "actions": torch.from_numpy(batch.actions),
-        "rewards": torch.from_numpy(batch.rewards),
-        "dones": torch.from_numpy(batch.dones),
-        "weights": torch.from_numpy(batch.weights),
-    }
+    tensors = batch_tensors(batch)
     # Learning starts at a global step: a resumed run with its replay continues exactly; one with an
     # empty buffer first refills it for learning_starts steps.
     learn_from_step = config.learning_starts
@@ -682,7 +686,7 @@ def _train(
                     and state.global_step % config.train_frequency == 0
                 ):
                     losses.append(
-                        _gradient_step(state, config, replay, batch, tensors, beta, all_rewards)
+                        gradient_step(state, config, replay, batch, tensors, beta, all_rewards)
                     )
                     online.eval()
                 if terminated or truncated:
@@ -742,7 +746,7 @@ def _train(
         best_net = QNetwork()
         best_net.load_state_dict(state.best_weights)
         best_net.eval()
-        best_state = _State(
+        best_state = LearnerState(
             online=best_net, target=best_net, optimizer=optimizer, episode=state.best_episode,
             global_step=state.global_step, gradient_steps=state.gradient_steps,
             epsilon=state.epsilon, best_goodput_bps=state.best_goodput_bps,
@@ -778,7 +782,7 @@ def _train(
 
 
 def _validate(
-    state: _State,
+    state: LearnerState,
     config: TrainConfig,
     history: TrainingHistory,
     baseline_kpis: Mapping[str, Mapping[str, float]],

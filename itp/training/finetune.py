@@ -49,7 +49,7 @@ from itp.replay import PrioritizedReplay, SampleBatch
 from itp.ring import TransitionBatch
 from itp.state import NUM_FEATURES
 from itp.training.config import TrainConfig
-from itp.training.dqn import _gradient_step, _State, _torch_settings
+from itp.training.dqn import LearnerState, batch_tensors, gradient_step, torch_settings
 from itp.training.export import export_model
 from itp.training.network import QNetwork
 
@@ -260,7 +260,7 @@ def run_finetune(job: FinetuneJob, should_stop: Callable[[], bool] | None = None
         FinetuneCancelled: ``should_stop()`` returned True.
     """
     t0 = time.perf_counter()
-    with _torch_settings(job.num_threads):
+    with torch_settings(job.num_threads):
         torch.manual_seed(job.seed)
         net = network_from_onnx(job.base_model) if job.base_model else _FrozenNormQNetwork()
         if not job.base_model:
@@ -289,22 +289,15 @@ def run_finetune(job: FinetuneJob, should_stop: Callable[[], bool] | None = None
                 f"only {len(replay)} transitions to fine-tune on, batch_size is {job.batch_size}"
             )
         optimizer = torch.optim.Adam(net.parameters(), lr=job.lr)
-        state = _State(online=net, target=target, optimizer=optimizer)
+        state = LearnerState(online=net, target=target, optimizer=optimizer)
         batch = SampleBatch.allocate(job.batch_size)
-        tensors = {
-            "states": torch.from_numpy(batch.states),
-            "next_states": torch.from_numpy(batch.next_states),
-            "actions": torch.from_numpy(batch.actions),
-            "rewards": torch.from_numpy(batch.rewards),
-            "dones": torch.from_numpy(batch.dones),
-            "weights": torch.from_numpy(batch.weights),
-        }
+        tensors = batch_tensors(batch)
         losses = []
         for step in range(job.steps):
             if should_stop is not None and step % 16 == 0 and should_stop():
                 raise FinetuneCancelled(f"fine-tuning cancelled after {step} of {job.steps} steps")
             beta = config.per_beta_start + (config.per_beta_end - config.per_beta_start) * step / job.steps
-            losses.append(_gradient_step(state, config, replay, batch, tensors, beta))
+            losses.append(gradient_step(state, config, replay, batch, tensors, beta))
         net.eval()
         training = {
             "kind": "finetune",

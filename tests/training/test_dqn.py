@@ -409,7 +409,7 @@ def test_counterfactual_update_regresses_every_action(tmp_path: Path) -> None:
     batch = SampleBatch.allocate(config.batch_size)
     tensors = {k: torch.from_numpy(getattr(batch, k))
                for k in ("states", "next_states", "actions", "rewards", "dones", "weights")}
-    loss = dqn._gradient_step(state, config, replay, batch, tensors, 0.5, table)
+    loss = dqn.gradient_step(state, config, replay, batch, tensors, 0.5, table)
 
     torch.set_rng_state(rng)
     ref_batch = twin.sample(config.batch_size, 0.5)
@@ -446,7 +446,8 @@ def learner_state(seed: int, lr: float = 1e-3) -> Any:
         for p in target.parameters():
             p.add_(0.05 * torch.randn_like(p))
     target.eval()
-    return dqn._State(online=online, target=target, optimizer=torch.optim.Adam(online.parameters(), lr=lr))
+    optimizer = torch.optim.Adam(online.parameters(), lr=lr)
+    return dqn.LearnerState(online=online, target=target, optimizer=optimizer)
 
 
 def reference_step(state: Any, config: TrainConfig, batch: SampleBatch, use_weights: bool = True
@@ -493,7 +494,7 @@ def test_gradient_step_is_the_documented_double_dqn_per_update(tmp_path: Path, g
     batch = SampleBatch.allocate(32)
     tensors = {k: torch.from_numpy(getattr(batch, k))
                for k in ("states", "next_states", "actions", "rewards", "dones", "weights")}
-    loss = dqn._gradient_step(state, config, replay, batch, tensors, beta=0.7)
+    loss = dqn.gradient_step(state, config, replay, batch, tensors, beta=0.7)
 
     torch.set_rng_state(rng)
     ref_batch = twin.sample(32, 0.7)
@@ -532,7 +533,7 @@ def test_importance_weights_change_the_update(tmp_path: Path) -> None:
     batch = SampleBatch.allocate(32)
     tensors = {k: torch.from_numpy(getattr(batch, k))
                for k in ("states", "next_states", "actions", "rewards", "dones", "weights")}
-    loss = dqn._gradient_step(state, config, replay, batch, tensors, beta=1.0)
+    loss = dqn.gradient_step(state, config, replay, batch, tensors, beta=1.0)
     torch.set_rng_state(rng)
     plain_loss, _ = reference_step(unweighted, config, twin.sample(32, 1.0), use_weights=False)
     assert loss < plain_loss  # weights in (0, 1] shrink every term
@@ -548,9 +549,9 @@ def test_hard_target_update_copies_every_n_gradient_steps() -> None:
     batch = SampleBatch.allocate(16)
     tensors = {k: torch.from_numpy(getattr(batch, k))
                for k in ("states", "next_states", "actions", "rewards", "dones", "weights")}
-    dqn._gradient_step(state, config, replay, batch, tensors, beta=0.4)
+    dqn.gradient_step(state, config, replay, batch, tensors, beta=0.4)
     assert_state_dicts_equal(state.target.state_dict(), before)  # untouched after 1 step
-    dqn._gradient_step(state, config, replay, batch, tensors, beta=0.4)
+    dqn.gradient_step(state, config, replay, batch, tensors, beta=0.4)
     assert_state_dicts_equal(state.target.state_dict(), state.online.state_dict())  # copied after 2
 
 
@@ -705,14 +706,14 @@ def test_torch_settings_are_deterministic_inside_and_restored_after() -> None:
     threads = torch.get_num_threads()
     torch.use_deterministic_algorithms(False)
     try:
-        with dqn._torch_settings(2):
+        with dqn.torch_settings(2):
             assert torch.are_deterministic_algorithms_enabled()
             assert not torch.is_deterministic_algorithms_warn_only_enabled()
             assert torch.get_num_threads() == 2
         assert not torch.are_deterministic_algorithms_enabled()
         assert torch.get_num_threads() == threads
         torch.use_deterministic_algorithms(True, warn_only=True)
-        with dqn._torch_settings(1):
+        with dqn.torch_settings(1):
             assert not torch.is_deterministic_algorithms_warn_only_enabled()
         assert torch.are_deterministic_algorithms_enabled()
         assert torch.is_deterministic_algorithms_warn_only_enabled()
