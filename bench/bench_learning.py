@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,33 +24,18 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from model_factory import write_model
+from partitioner_data import N_CALLS, make_partitioner, summary_us, tasks
 
 from itp.learning import GateConfig, LearnerConfig, OnlineLearner
 from itp.partitioner import Task, TaskPartitioner
 
-N_CALLS = 100_000
-STREAMS = [
-    (800e6, 0.012, 0.1, 0.99),
-    (400e6, 0.03, 0.2, 0.95),
-    (100e6, 0.1, 0.0, 0.9),
-    (900e6, 0.02, 0.5, 0.5),
-]
 #: A retrain long enough to outlast the measurement (it is cancelled at close).
 LONG_FINETUNE = {"steps": 200_000, "batch_size": 64, "sim_episodes": 2, "sim_tasks_per_episode": 16}
 
 
 def make(model: Path) -> TaskPartitioner:
-    p = TaskPartitioner(model, clock=lambda: 12.0, decision_ttl_s=1e9, ring_capacity=1 << 16)
-    for i, (bw, lat, c, s) in enumerate(STREAMS):
-        p.update_stream(i, bandwidth_bps=bw, latency_s=lat, congestion=c, success_rate=s)
-    return p
+    return make_partitioner(model, ring_capacity=1 << 16)
 
-
-def tasks(prefix: str) -> Iterator[Task]:
-    i = 0
-    while True:
-        yield Task(f"{prefix}{i}", 64 * 1024 + (i * 2654435761) % (4 * 2**30), 0.5)
-        i += 1
 
 
 def measure(p: TaskPartitioner, prefix: str, n: int = N_CALLS) -> dict[str, float]:
@@ -65,12 +49,7 @@ def measure(p: TaskPartitioner, prefix: str, n: int = N_CALLS) -> dict[str, floa
         d = p.partition_task(t)
         samples[i] = clock() - t0
         p.report_outcome(t.id, d, throughput_bps=5e8, latency_s=0.2, success=True)
-    return {
-        "p50_us": float(np.percentile(samples, 50)) / 1e3,
-        "p99_us": float(np.percentile(samples, 99)) / 1e3,
-        "mean_us": float(samples.mean()) / 1e3,
-        "calls": n,
-    }
+    return summary_us(samples)
 
 
 @pytest.fixture(scope="module")

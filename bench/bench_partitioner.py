@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,18 +23,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from model_factory import write_model
+from partitioner_data import N_CALLS, make_partitioner, summary_us, tasks
 
 import itp
 from itp import _native
-from itp.partitioner import Task, TaskPartitioner
-
-N_CALLS = 100_000
-STREAMS = [
-    (800e6, 0.012, 0.1, 0.99),
-    (400e6, 0.03, 0.2, 0.95),
-    (100e6, 0.1, 0.0, 0.9),
-    (900e6, 0.02, 0.5, 0.5),
-]
+from itp.partitioner import TaskPartitioner
 
 
 def percentiles_us(fn: Callable[[int], Any], n: int = N_CALLS) -> dict[str, float]:
@@ -45,12 +38,7 @@ def percentiles_us(fn: Callable[[int], Any], n: int = N_CALLS) -> dict[str, floa
         t0 = clock()
         fn(i)
         samples[i] = clock() - t0
-    return {
-        "p50_us": float(np.percentile(samples, 50)) / 1e3,
-        "p99_us": float(np.percentile(samples, 99)) / 1e3,
-        "mean_us": float(samples.mean()) / 1e3,
-        "calls": n,
-    }
+    return summary_us(samples)
 
 
 @pytest.fixture(scope="module")
@@ -62,17 +50,8 @@ def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def make(model: Path | None, ttl_s: float = 1e9) -> TaskPartitioner:
-    p = TaskPartitioner(model, clock=lambda: 12.0, decision_ttl_s=ttl_s, ring_capacity=1 << 17)
-    for i, (bw, lat, c, s) in enumerate(STREAMS):
-        p.update_stream(i, bandwidth_bps=bw, latency_s=lat, congestion=c, success_rate=s)
-    return p
+    return make_partitioner(model, ttl_s=ttl_s)
 
-
-def tasks(prefix: str) -> Iterator[Task]:
-    i = 0
-    while True:
-        yield Task(f"{prefix}{i}", 64 * 1024 + (i * 2654435761) % (4 * 2**30), 0.5)
-        i += 1
 
 
 def _single(benchmark: Any, model: Path | None, prefix: str) -> None:
