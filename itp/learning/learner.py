@@ -559,6 +559,9 @@ class OnlineLearner:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                # Its own folder as cwd: a source checkout in the caller's cwd must not shadow the
+                # installed package (python -c puts cwd first on sys.path).
+                cwd=folder,
                 env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
             )
             log.close()

@@ -92,6 +92,7 @@ def test_end_to_end_subprocess(registry: ModelRegistry) -> None:
         pytest.skip("`models` is not registered in itp/cli/__init__.py SUBCOMMANDS yet")
     out = subprocess.run(
         [sys.executable, "-m", "itp", "models", "--dir", str(registry.root), "list"],
+        cwd=registry.root,
         capture_output=True,
         text=True,
         timeout=120,
@@ -99,6 +100,7 @@ def test_end_to_end_subprocess(registry: ModelRegistry) -> None:
     assert out.returncode == 0 and "* 1.0.2" in out.stdout
     bad = subprocess.run(
         [sys.executable, "-m", "itp", "models", "--dir", str(registry.root), "rollback", "5.0.0"],
+        cwd=registry.root,
         capture_output=True,
         text=True,
         timeout=120,

@@ -120,7 +120,8 @@ def test_kill_9_mid_write_loses_at_most_the_unflushed_rows(tmp_path: Path) -> No
     root = tmp_path / "models"
     here = str(Path(__file__).resolve().parent)
     proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(root), TESTS_DIR, here], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", CHILD, str(root), TESTS_DIR, here], stdout=subprocess.PIPE, text=True,
+        cwd=tmp_path,
     )
     assert proc.stdout is not None
     flushed = 0
@@ -268,6 +269,7 @@ def test_without_torch_experience_is_still_collected(tmp_path: Path) -> None:
     here = str(Path(__file__).resolve().parent)
     out = subprocess.run(
         [sys.executable, "-c", NO_TORCH, str(tmp_path / "models"), TESTS_DIR, here],
+        cwd=tmp_path,
         capture_output=True,
         text=True,
         check=True,

@@ -109,7 +109,8 @@ def test_kill_9_mid_update_leaves_previous_model_current_and_loadable(tmp_path: 
     root = tmp_path / "models"
     tests_dir = str(Path(__file__).resolve().parents[1])
     proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(root), tests_dir], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", CHILD, str(root), tests_dir], stdout=subprocess.PIPE, text=True,
+        cwd=tmp_path,
     )
     assert proc.stdout is not None
     acknowledged = None

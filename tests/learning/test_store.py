@@ -109,7 +109,9 @@ CHILD = textwrap.dedent(
 
 def test_kill_9_mid_write_leaves_a_consistent_store(tmp_path: Path) -> None:
     path = tmp_path / "x.sqlite3"
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(path)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(path)], stdout=subprocess.PIPE, text=True, cwd=tmp_path
+    )
     assert proc.stdout is not None
     acknowledged = 0
     for line in proc.stdout:
