@@ -99,3 +99,12 @@ def test_policy_interface() -> None:
 def test_bad_state_is_rejected_with_its_name(raw: Any, exc: type[Exception], match: str) -> None:
     with pytest.raises(exc, match=match):
         heuristic_action(raw)
+
+
+def test_no_usable_stream_still_places_every_byte() -> None:
+    """All rates 0: no finite score; the fallback is action 0 with every byte on it, time +inf."""
+    raw = raw_state([0.0] * 4, [0.01, 0.02, 0.03, 0.04], [1.0] * 4, 4_000_000_000)
+    action, source, chunks, expected, *_ = _native.DecisionEngine(0).decide_raw(raw, False, None)
+    assert (action, source) == (0, 2)
+    assert tuple(chunks) == (4_000_000_000, 0, 0, 0)
+    assert math.isinf(expected)

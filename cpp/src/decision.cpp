@@ -129,9 +129,8 @@ void DecisionEngine::decide_raw(const double* raw, std::uint64_t size_bytes, con
   }
 
   std::array<double, kNumActions> times{};
-  out.action = heuristic_action(out.raw.data(), size_bytes, times.data());
+  out.action = heuristic_action(out.raw.data(), size_bytes, times.data(), &out.split);
   out.source = DecisionSource::kHeuristic;
-  out.split = production_split(out.raw.data(), size_bytes, out.action);
   double best = std::numeric_limits<double>::infinity();
   for (double t : times) best = std::min(best, t);
   const double mine = times[static_cast<std::size_t>(out.action)];

@@ -31,6 +31,10 @@ struct StreamModel {
     }
   }
 
+  // From precomputed parts (TransportStreams caches them per decision state).
+  StreamModel(double a_s, double rtt_s, double rate_bps, double ramp_duration_s, double ramp_bits_total) noexcept
+      : a(a_s), rtt(rtt_s), rate(rate_bps), ramp_s(ramp_duration_s), ramp_bits(ramp_bits_total) {}
+
   // Bits delivered by `elapsed` seconds after the chunk started.
   double bits_by(double elapsed) const noexcept {
     const double t = elapsed - a;
@@ -67,8 +71,25 @@ double transport_bits_by(double elapsed_s, double rate_bps, double rtt_s) noexce
   return StreamModel(rate_bps, rtt_s).bits_by(elapsed_s);
 }
 
+TransportStreams::TransportStreams(const double* rate_bps, const double* rtt_s) noexcept {
+  for (std::size_t i = 0; i < kNumStreams; ++i) {
+    rate_[i] = rate_bps[i];
+    rtt_[i] = rtt_s[i];
+    const StreamModel m(rate_bps[i] > 0.0 ? rate_bps[i] : 0.0, rtt_s[i]);
+    a_[i] = m.a;
+    ramp_s_[i] = m.ramp_s;
+    ramp_bits_[i] = m.ramp_bits;
+  }
+}
+
 Split transport_split(std::uint64_t size_bytes, unsigned mask, const double* rate_bps,
                       const double* rtt_s) noexcept {
+  return TransportStreams(rate_bps, rtt_s).split(size_bytes, mask);
+}
+
+Split TransportStreams::split(std::uint64_t size_bytes, unsigned mask) const noexcept {
+  const double* rate_bps = rate_.data();
+  const double* rtt_s = rtt_.data();
   Split out;
   std::array<int, kNumStreams> ids{};
   std::array<StreamModel, kNumStreams> models{
@@ -80,7 +101,7 @@ Split transport_split(std::uint64_t size_bytes, unsigned mask, const double* rat
     if (lowest_rtt < 0 || rtt_s[i] < rtt_s[lowest_rtt]) lowest_rtt = i;
     if (rate_bps[i] > 0.0) {
       ids[m] = i;
-      models[m] = StreamModel(rate_bps[i], rtt_s[i]);
+      models[m] = StreamModel(a_[i], rtt_s[i], rate_bps[i], ramp_s_[i], ramp_bits_[i]);
       ++m;
     }
   }

@@ -30,6 +30,8 @@ Split production_split(const double* raw, std::uint64_t size_bytes, int action) 
 
 // The heuristic's action for a validated raw state and a task of size_bytes (1..2^50). If
 // predicted_times_out is not null it receives T_a for all 15 actions (seconds). O(15 splits), no allocation.
-int heuristic_action(const double* raw, std::uint64_t size_bytes, double* predicted_times_out) noexcept;
+// If chosen_split_out is not null it receives the chosen action's split (the production split).
+int heuristic_action(const double* raw, std::uint64_t size_bytes, double* predicted_times_out,
+                     Split* chosen_split_out = nullptr) noexcept;
 
 }  // namespace itp

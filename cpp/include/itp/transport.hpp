@@ -33,6 +33,7 @@
 // For chunks past the ramp the model is exactly the plain split with latency  a_i + s_i - rho_i / r_i.
 #pragma once
 
+#include <array>
 #include <cstdint>
 
 #include "itp/actions.hpp"
@@ -50,6 +51,23 @@ double transport_chunk_time(double bits, double rate_bps, double rtt_s) noexcept
 
 // Bits a stream has delivered `elapsed_s` seconds after its chunk started (fixed cost included). O(1).
 double transport_bits_by(double elapsed_s, double rate_bps, double rtt_s) noexcept;
+
+// The four streams' transport models for one decision state, built once (the logarithms of the ramp)
+// and shared by the splits of all 15 actions. Trivially copyable, no allocation, thread-safe to read.
+class TransportStreams {
+ public:
+  // rate_bps (effective rates) and rtt_s: 4 finite, non-negative values each.
+  TransportStreams(const double* rate_bps, const double* rtt_s) noexcept;
+  // transport_split(size_bytes, mask, rate_bps, rtt_s) with the cached models.
+  Split split(std::uint64_t size_bytes, unsigned mask) const noexcept;
+
+ private:
+  std::array<double, kNumStreams> rate_{};
+  std::array<double, kNumStreams> rtt_{};
+  std::array<double, kNumStreams> a_{};
+  std::array<double, kNumStreams> ramp_s_{};
+  std::array<double, kNumStreams> ramp_bits_{};
+};
 
 // Splits size_bytes (1..2^50) over the streams of `mask` (1..15) so that transport-model finish times are
 // equal. rate_bps (effective rates) and rtt_s hold 4 finite, non-negative values. If no stream of the mask
