@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -102,6 +103,32 @@ class Row:
     reward: float
     next_state: npt.NDArray[np.float32]
     done: bool
+
+
+def make_rows(n: int, seed: int, num_features: int = 20) -> dict[str, Any]:
+    """n random transitions as the columns ``add_batch`` / ``push_batch`` take (fixed seed)."""
+    rng = np.random.default_rng(seed)
+    return {
+        "states": rng.random((n, num_features), dtype=np.float32),
+        "actions": rng.integers(0, 15, n).astype(np.int64),
+        "rewards": rng.normal(size=n).astype(np.float32),
+        "next_states": rng.random((n, num_features), dtype=np.float32),
+        "dones": (rng.random(n) < 0.2).astype(np.float32),
+    }
+
+
+def rows_of(cols: dict[str, Any]) -> list[Row]:
+    """The same transitions as reference ``Row`` objects."""
+    return [
+        Row(
+            state=cols["states"][i].copy(),
+            action=int(cols["actions"][i]),
+            reward=float(cols["rewards"][i]),
+            next_state=cols["next_states"][i].copy(),
+            done=bool(cols["dones"][i]),
+        )
+        for i in range(len(cols["actions"]))
+    ]
 
 
 @dataclass

@@ -24,7 +24,7 @@ from hypothesis.stateful import (
     precondition,
     rule,
 )
-from reference_replay import ReferenceReplay, Row
+from reference_replay import ReferenceReplay, make_rows, rows_of
 from scipy import stats
 
 from itp import PrioritizedReplay, SampleBatch
@@ -32,28 +32,6 @@ from itp import PrioritizedReplay, SampleBatch
 F = 20
 
 
-def make_rows(n: int, seed: int) -> dict[str, Any]:
-    rng = np.random.default_rng(seed)
-    return {
-        "states": rng.random((n, F), dtype=np.float32),
-        "actions": rng.integers(0, 15, n).astype(np.int64),
-        "rewards": rng.normal(size=n).astype(np.float32),
-        "next_states": rng.random((n, F), dtype=np.float32),
-        "dones": (rng.random(n) < 0.2).astype(np.float32),
-    }
-
-
-def as_ref_rows(cols: dict[str, Any]) -> list[Row]:
-    return [
-        Row(
-            state=cols["states"][i].copy(),
-            action=int(cols["actions"][i]),
-            reward=float(cols["rewards"][i]),
-            next_state=cols["next_states"][i].copy(),
-            done=bool(cols["dones"][i]),
-        )
-        for i in range(len(cols["actions"]))
-    ]
 
 
 def filled(capacity: int, n: int, seed: int = 0, **kwargs: Any) -> PrioritizedReplay:
@@ -109,7 +87,7 @@ class ReplayMachine(RuleBasedStateMachine):
     @rule(seed=st.integers(0, 2**32))
     def add(self, seed: int) -> None:
         cols = make_rows(1, seed)
-        (row,) = as_ref_rows(cols)
+        (row,) = rows_of(cols)
         slot = self.buf.add(row.state, row.action, row.reward, row.next_state, row.done)
         assert slot == self.ref.add(row)
 
@@ -117,7 +95,7 @@ class ReplayMachine(RuleBasedStateMachine):
     def add_batch(self, n: int, seed: int) -> None:
         cols = make_rows(n, seed)
         self.buf.add_batch(**cols)
-        for row in as_ref_rows(cols):
+        for row in rows_of(cols):
             self.ref.add(row)
 
     @precondition(lambda self: self.ref.size > 0)

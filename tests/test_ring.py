@@ -13,35 +13,13 @@ import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
-from reference_replay import ReferenceRing, Row
+from reference_replay import ReferenceRing, Row, make_rows, rows_of
 
 from itp import ExperienceRing, PrioritizedReplay, TransitionBatch, _native
 
 F = 20
 
 
-def make_rows(n: int, seed: int) -> dict[str, Any]:
-    rng = np.random.default_rng(seed)
-    return {
-        "states": rng.random((n, F), dtype=np.float32),
-        "actions": rng.integers(0, 15, n).astype(np.int64),
-        "rewards": rng.normal(size=n).astype(np.float32),
-        "next_states": rng.random((n, F), dtype=np.float32),
-        "dones": (rng.random(n) < 0.2).astype(np.float32),
-    }
-
-
-def rows_of(cols: dict[str, Any]) -> list[Row]:
-    return [
-        Row(
-            cols["states"][i].copy(),
-            int(cols["actions"][i]),
-            float(cols["rewards"][i]),
-            cols["next_states"][i].copy(),
-            bool(cols["dones"][i]),
-        )
-        for i in range(len(cols["actions"]))
-    ]
 
 
 def assert_batch_equals(batch: TransitionBatch, rows: list[Row]) -> None:
