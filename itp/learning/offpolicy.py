@@ -1,0 +1,471 @@
+"""Off-policy evaluation: how a candidate policy *would have done* on the deployment's own logged decisions.
+
+Why: a candidate retrained on a real network must be judged by that network, not by the simulator whose
+physics it has just unlearned. Every logged decision carries the context (raw state ``s_i``), the action the
+behaviour policy executed (``a_i``), the probability it had of executing it (its *propensity*
+``mu_i = mu(a_i | s_i)`` in (0, 1]: ``1 - eps + eps/15`` for an epsilon-greedy greedy action, ``eps/15``
+for an explored one, ``1`` for a deterministic policy) and the reward observed (``r_i``). Treating each
+decision as a contextual-bandit round (the reward of one task), a target policy ``pi`` with action
+probabilities ``pi(a | s_i)`` has importance weights ``w_i = pi(a_i | s_i) / mu_i`` and value estimates:
+
+* **SNIPS** (self-normalised inverse propensity scoring)::
+
+      V_snips = sum_i w_i r_i / sum_i w_i
+
+  biased by O(1/n) but far less variable than plain IPS; invariant to adding a constant to the rewards.
+* **DR** (doubly robust, Dudik et al. 2011) with a reward model ``q(s, a)`` fitted on *another* fold of the
+  logs (cross-fitting, so a row never scores its own fit)::
+
+      V_dr = mean_i [ sum_a pi(a | s_i) q(s_i, a) + w_i (r_i - q(s_i, a_i)) ]
+
+  unbiased when either the propensities or the reward model are right; the model term carries the
+  actions the logs rarely took, the weighted residual corrects its bias.
+
+**Confidence bounds** come from the estimators' influence functions (the delta method): a per-row value
+``psi_i`` whose mean is the estimate's first-order error, so ``se = std(psi) / sqrt(n)`` and the two-sided
+interval is ``V +- z se`` with ``z = Phi^-1((1 + confidence) / 2)``. For SNIPS ``psi_i = w_i (r_i - V) /
+mean(w)``; for DR ``psi_i`` is the row's term minus ``V``. **Comparisons** of a candidate with the current
+policy are *paired* (both evaluated on the same rows, so the logs' noise cancels in the difference):
+``psi_i = psi_cand_i - psi_cur_i``.
+
+**Support**: the effective sample size ``ESS = (sum w)^2 / sum w^2`` says how many logged rows the
+estimate effectively rests on. A candidate that takes actions the behaviour policy almost never took has a
+small ESS and an untrustworthy estimate, whatever its value: :func:`compare_policies` refuses to call such a
+candidate better (``min_effective_samples``). This is why the behaviour policy must explore (epsilon > 0):
+with a deterministic logger only candidates that agree with it can be evaluated.
+
+All functions are pure (numpy in, frozen dataclasses out), O(n * actions), and thread-safe.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from statistics import NormalDist
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "METHODS",
+    "OffPolicyComparison",
+    "OffPolicyEstimate",
+    "RidgeRewardModel",
+    "compare_policies",
+    "cross_fitted_reward_predictions",
+    "epsilon_greedy_probabilities",
+    "estimate_value",
+]
+
+METHODS: Final = ("snips", "dr")
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+
+# ------------------------------------------------------------------------------------ results
+
+
+@dataclass(frozen=True)
+class OffPolicyEstimate:
+    """The estimated per-decision value of one target policy on logged data.
+
+    Attributes:
+        method: ``"snips"`` or ``"dr"``.
+        value: estimated mean reward per decision (reward units).
+        lower, upper: two-sided ``confidence`` interval (delta method).
+        std_error: standard error of ``value``.
+        effective_sample_size: ``(sum w)^2 / sum w^2`` (rows), in [0, n].
+        rows: logged rows used.
+        confidence: of the interval, in (0, 1).
+    """
+
+    method: str
+    value: float
+    lower: float
+    upper: float
+    std_error: float
+    effective_sample_size: float
+    rows: int
+    confidence: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data (JSON-ready)."""
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class OffPolicyComparison:
+    """Paired comparison of a candidate with the current policy on the same logged rows.
+
+    Attributes:
+        candidate, current: each policy's own estimate.
+        difference: candidate minus current (reward units per decision).
+        lower, upper: two-sided ``confidence`` interval of the difference.
+        margin: tolerated loss (reward units, >= 0).
+        passed: ``lower >= -margin`` (non-inferior with the interval's one-sided confidence
+            ``(1 + confidence) / 2``) and the candidate's ESS reaches ``min_effective_samples``.
+        reason: one line saying why.
+    """
+
+    candidate: OffPolicyEstimate
+    current: OffPolicyEstimate
+    difference: float
+    lower: float
+    upper: float
+    margin: float
+    passed: bool
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data (JSON-ready)."""
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        out["candidate"] = self.candidate.as_dict()
+        out["current"] = self.current.as_dict()
+        return out
+
+
+# ------------------------------------------------------------------------------------ validation
+
+
+def _as_float_vector(name: str, values: npt.ArrayLike, rows: int | None = None) -> FloatArray:
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional, got shape {arr.shape}")
+    if rows is not None and arr.shape[0] != rows:
+        raise ValueError(f"{name} must have {rows} rows, got {arr.shape[0]}")
+    if not np.all(np.isfinite(arr)):
+        bad = int(np.flatnonzero(~np.isfinite(arr))[0])
+        raise ValueError(f"{name} must be finite, got {arr[bad]} at row {bad}")
+    return arr
+
+
+def _check_logs(
+    target_probabilities: npt.ArrayLike,
+    actions: npt.ArrayLike,
+    rewards: npt.ArrayLike,
+    propensities: npt.ArrayLike,
+) -> tuple[FloatArray, IntArray, FloatArray, FloatArray]:
+    probs = np.asarray(target_probabilities, dtype=np.float64)
+    if probs.ndim != 2 or probs.shape[0] == 0 or probs.shape[1] == 0:
+        raise ValueError(f"target_probabilities must be a non-empty [rows, actions] array, got {probs.shape}")
+    n, k = probs.shape
+    if not np.all(np.isfinite(probs)) or np.any(probs < 0.0):
+        raise ValueError("target_probabilities must be finite and >= 0")
+    sums = probs.sum(axis=1)
+    if np.any(np.abs(sums - 1.0) > 1e-6):
+        bad = int(np.flatnonzero(np.abs(sums - 1.0) > 1e-6)[0])
+        raise ValueError(f"target_probabilities rows must sum to 1, row {bad} sums to {sums[bad]}")
+    act = np.asarray(actions)
+    if act.ndim != 1 or act.shape[0] != n:
+        raise ValueError(f"actions must have shape ({n},), got {act.shape}")
+    if not np.issubdtype(act.dtype, np.integer):
+        raise TypeError(f"actions must be integers, got dtype {act.dtype}")
+    act = act.astype(np.int64)
+    if np.any(act < 0) or np.any(act >= k):
+        bad = int(np.flatnonzero((act < 0) | (act >= k))[0])
+        raise ValueError(f"actions must be in 0..{k - 1}, got {act[bad]} at row {bad}")
+    rew = _as_float_vector("rewards", rewards, n)
+    mu = _as_float_vector("propensities", propensities, n)
+    if np.any(mu <= 0.0) or np.any(mu > 1.0):
+        bad = int(np.flatnonzero((mu <= 0.0) | (mu > 1.0))[0])
+        raise ValueError(f"propensities must be in (0, 1], got {mu[bad]} at row {bad}")
+    return probs, act, rew, mu
+
+
+def _check_confidence(confidence: float) -> float:
+    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)):
+        raise TypeError(f"confidence must be a number, got {type(confidence).__name__}")
+    if not 0.0 < float(confidence) < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    return float(confidence)
+
+
+# ------------------------------------------------------------------------------------ policies
+
+
+def epsilon_greedy_probabilities(q_values: npt.ArrayLike, epsilon: float) -> FloatArray:
+    """Action probabilities of epsilon-greedy over ``q_values`` (float[rows, actions]).
+
+    The greedy action (lowest index on ties, as :func:`numpy.argmax` and the agent pick it) gets
+    ``1 - epsilon + epsilon / k``, every other action ``epsilon / k``.
+
+    Raises:
+        ValueError: a non-2-D or non-finite ``q_values``, ``epsilon`` outside [0, 1].
+    """
+    q = np.asarray(q_values, dtype=np.float64)
+    if q.ndim != 2 or q.shape[1] == 0:
+        raise ValueError(f"q_values must be a [rows, actions] array, got shape {q.shape}")
+    if not np.all(np.isfinite(q)):
+        raise ValueError("q_values must be finite")
+    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not 0.0 <= epsilon <= 1.0:
+        raise ValueError(f"epsilon must be a number in [0, 1], got {epsilon!r}")
+    k = q.shape[1]
+    probs = np.full(q.shape, epsilon / k, dtype=np.float64)
+    probs[np.arange(q.shape[0]), np.argmax(q, axis=1)] += 1.0 - epsilon
+    return probs
+
+
+# ------------------------------------------------------------------------------------ reward model
+
+
+class RidgeRewardModel:
+    """Per-action ridge regression of the reward on features: ``q(s, a) = [x(s), 1] . beta_a``.
+
+    The direct-method half of the doubly robust estimator. Actions with fewer than ``min_rows`` logged
+    rows fall back to the pooled fit over all actions (a biased but finite guess, corrected by DR's
+    weighted residual). Features should be scaled to O(1) (e.g. ``itp.state.normalize_states``).
+    """
+
+    def __init__(self, num_actions: int, *, ridge: float = 1.0, min_rows: int = 5) -> None:
+        if isinstance(num_actions, bool) or not isinstance(num_actions, int) or num_actions < 1:
+            raise ValueError(f"num_actions must be an int >= 1, got {num_actions!r}")
+        if not isinstance(ridge, (int, float)) or not math.isfinite(ridge) or ridge <= 0:
+            raise ValueError(f"ridge must be a finite number > 0, got {ridge!r}")
+        if isinstance(min_rows, bool) or not isinstance(min_rows, int) or min_rows < 1:
+            raise ValueError(f"min_rows must be an int >= 1, got {min_rows!r}")
+        self.num_actions = num_actions
+        self.ridge = float(ridge)
+        self.min_rows = min_rows
+        self._coef: FloatArray | None = None
+
+    @staticmethod
+    def _design(features: FloatArray) -> FloatArray:
+        return np.hstack([features, np.ones((features.shape[0], 1))])
+
+    def _solve(self, x: FloatArray, y: FloatArray) -> FloatArray:
+        gram = x.T @ x + self.ridge * np.eye(x.shape[1])
+        gram[-1, -1] -= self.ridge  # the intercept is not shrunk
+        gram[-1, -1] += 1e-9
+        coef: FloatArray = np.linalg.solve(gram, x.T @ y)
+        return coef
+
+    def fit(
+        self, features: npt.ArrayLike, actions: npt.ArrayLike, rewards: npt.ArrayLike
+    ) -> RidgeRewardModel:
+        """Fit on logged rows; returns self. O(n d^2 + k d^3)."""
+        feats = np.asarray(features, dtype=np.float64)
+        if feats.ndim != 2 or feats.shape[0] == 0:
+            raise ValueError(f"features must be a non-empty [rows, features] array, got {feats.shape}")
+        if not np.all(np.isfinite(feats)):
+            raise ValueError("features must be finite")
+        n = feats.shape[0]
+        act = np.asarray(actions).astype(np.int64)
+        if act.shape != (n,) or np.any(act < 0) or np.any(act >= self.num_actions):
+            raise ValueError(f"actions must be {n} ints in 0..{self.num_actions - 1}")
+        rew = _as_float_vector("rewards", rewards, n)
+        x = self._design(feats)
+        pooled = self._solve(x, rew)
+        coef = np.empty((self.num_actions, x.shape[1]), dtype=np.float64)
+        for a in range(self.num_actions):
+            mask = act == a
+            coef[a] = self._solve(x[mask], rew[mask]) if int(mask.sum()) >= self.min_rows else pooled
+        self._coef = coef
+        return self
+
+    def predict(self, features: npt.ArrayLike) -> FloatArray:
+        """Predicted reward of every action, float64[rows, actions]."""
+        if self._coef is None:
+            raise RuntimeError("RidgeRewardModel.predict called before fit")
+        feats = np.asarray(features, dtype=np.float64)
+        if feats.ndim != 2 or feats.shape[1] + 1 != self._coef.shape[1]:
+            raise ValueError(f"features must be [rows, {self._coef.shape[1] - 1}], got {feats.shape}")
+        out: FloatArray = self._design(feats) @ self._coef.T
+        return out
+
+
+def cross_fitted_reward_predictions(
+    features: npt.ArrayLike,
+    actions: npt.ArrayLike,
+    rewards: npt.ArrayLike,
+    num_actions: int,
+    *,
+    folds: int = 2,
+    seed: int = 0,
+    model_factory: Callable[[int], RidgeRewardModel] | None = None,
+) -> FloatArray:
+    """Reward predictions ``q(s_i, a)`` for every row and action, each row predicted by a model fitted on
+    the other folds (so the DR estimate never scores a row with a fit that saw it).
+
+    Returns:
+        float64[rows, num_actions].
+    """
+    feats = np.asarray(features, dtype=np.float64)
+    n = feats.shape[0] if feats.ndim == 2 else 0
+    if isinstance(folds, bool) or not isinstance(folds, int) or not 2 <= folds <= max(2, n):
+        raise ValueError(f"folds must be an int in 2..rows ({n}), got {folds!r}")
+    act = np.asarray(actions).astype(np.int64)
+    rew = np.asarray(rewards, dtype=np.float64)
+    factory = model_factory or (lambda k: RidgeRewardModel(k))
+    assignment = np.random.default_rng(seed).permutation(n) % folds
+    out = np.empty((n, num_actions), dtype=np.float64)
+    for f in range(folds):
+        test = assignment == f
+        train = ~test
+        model = factory(num_actions).fit(feats[train], act[train], rew[train])
+        out[test] = model.predict(feats[test])
+    return out
+
+
+# ------------------------------------------------------------------------------------ estimators
+
+
+def _influence(
+    method: str,
+    probs: FloatArray,
+    act: IntArray,
+    rew: FloatArray,
+    mu: FloatArray,
+    reward_predictions: FloatArray | None,
+) -> tuple[float, FloatArray, float]:
+    """(value, per-row influence values, ESS) of one target policy."""
+    n = act.shape[0]
+    rows = np.arange(n)
+    w = probs[rows, act] / mu
+    sum_w = float(w.sum())
+    ess = sum_w * sum_w / float(np.dot(w, w)) if sum_w > 0 else 0.0
+    if method == "snips":
+        if sum_w <= 0.0:
+            # The target never takes a logged action: no support at all.
+            return math.nan, np.full(n, math.nan), 0.0
+        value = float(np.dot(w, rew) / sum_w)
+        psi: FloatArray = w * (rew - value) / (sum_w / n)
+        return value, psi, ess
+    assert reward_predictions is not None
+    direct = np.einsum("ij,ij->i", probs, reward_predictions)
+    terms = direct + w * (rew - reward_predictions[rows, act])
+    value = float(terms.mean())
+    return value, terms - value, ess
+
+
+def _prepare(
+    method: str,
+    reward_predictions: npt.ArrayLike | None,
+    shape: tuple[int, int],
+) -> FloatArray | None:
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if method == "snips":
+        return None
+    if reward_predictions is None:
+        raise ValueError("method 'dr' needs reward_predictions (see cross_fitted_reward_predictions)")
+    pred = np.asarray(reward_predictions, dtype=np.float64)
+    if pred.shape != shape:
+        raise ValueError(f"reward_predictions must have shape {shape}, got {pred.shape}")
+    if not np.all(np.isfinite(pred)):
+        raise ValueError("reward_predictions must be finite")
+    return pred
+
+
+def estimate_value(
+    target_probabilities: npt.ArrayLike,
+    actions: npt.ArrayLike,
+    rewards: npt.ArrayLike,
+    propensities: npt.ArrayLike,
+    *,
+    method: str = "snips",
+    reward_predictions: npt.ArrayLike | None = None,
+    confidence: float = 0.95,
+) -> OffPolicyEstimate:
+    """Estimate a target policy's mean reward per decision from logged decisions.
+
+    Args:
+        target_probabilities: ``pi(a | s_i)``, float[rows, actions], rows summing to 1.
+        actions: executed actions, int[rows] in 0..actions-1.
+        rewards: observed rewards, float[rows], finite.
+        propensities: behaviour probabilities of the executed actions, float[rows] in (0, 1].
+        method: ``"snips"`` or ``"dr"`` (needs ``reward_predictions``, float[rows, actions]).
+        confidence: of the two-sided interval, in (0, 1).
+
+    Raises:
+        ValueError, TypeError: naming the bad argument.
+    """
+    conf = _check_confidence(confidence)
+    probs, act, rew, mu = _check_logs(target_probabilities, actions, rewards, propensities)
+    pred = _prepare(method, reward_predictions, probs.shape)
+    value, psi, ess = _influence(method, probs, act, rew, mu, pred)
+    return _estimate(method, value, psi, ess, conf)
+
+
+def _estimate(method: str, value: float, psi: FloatArray, ess: float, conf: float) -> OffPolicyEstimate:
+    n = psi.shape[0]
+    if not math.isfinite(value):
+        return OffPolicyEstimate(method, math.nan, -math.inf, math.inf, math.inf, ess, n, conf)
+    se = float(np.sqrt(np.mean(psi * psi) / n)) if n > 1 else math.inf
+    z = NormalDist().inv_cdf(0.5 + conf / 2.0)
+    return OffPolicyEstimate(method, value, value - z * se, value + z * se, se, ess, n, conf)
+
+
+def compare_policies(
+    candidate_probabilities: npt.ArrayLike,
+    current_probabilities: npt.ArrayLike,
+    actions: npt.ArrayLike,
+    rewards: npt.ArrayLike,
+    propensities: npt.ArrayLike,
+    *,
+    method: str = "snips",
+    reward_predictions: npt.ArrayLike | None = None,
+    confidence: float = 0.9,
+    margin: float = 0.0,
+    min_effective_samples: float = 100.0,
+) -> OffPolicyComparison:
+    """Paired off-policy comparison of a candidate with the current policy on the same logged rows.
+
+    The candidate passes when the lower end of the two-sided ``confidence`` interval of
+    ``V_candidate - V_current`` is at least ``-margin`` (so with ``confidence = 0.9`` it is not worse by more
+    than ``margin`` with one-sided 95 % confidence) and its effective sample size is at least
+    ``min_effective_samples``.
+
+    Raises:
+        ValueError, TypeError: naming the bad argument.
+    """
+    conf = _check_confidence(confidence)
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not (
+        math.isfinite(margin) and margin >= 0
+    ):
+        raise ValueError(f"margin must be a finite number >= 0, got {margin!r}")
+    if not isinstance(min_effective_samples, (int, float)) or not min_effective_samples >= 0:
+        raise ValueError(f"min_effective_samples must be a number >= 0, got {min_effective_samples!r}")
+    cand, act, rew, mu = _check_logs(candidate_probabilities, actions, rewards, propensities)
+    cur, _, _, _ = _check_logs(current_probabilities, act, rew, mu)
+    if cur.shape != cand.shape:
+        raise ValueError(
+            f"current_probabilities must have shape {cand.shape} like the candidate's, got {cur.shape}"
+        )
+    pred = _prepare(method, reward_predictions, cand.shape)
+    v_c, psi_c, ess_c = _influence(method, cand, act, rew, mu, pred)
+    v_0, psi_0, ess_0 = _influence(method, cur, act, rew, mu, pred)
+    est_c = _estimate(method, v_c, psi_c, ess_c, conf)
+    est_0 = _estimate(method, v_0, psi_0, ess_0, conf)
+    n = act.shape[0]
+    if not (math.isfinite(v_c) and math.isfinite(v_0)):
+        return OffPolicyComparison(
+            est_c, est_0, math.nan, -math.inf, math.inf, float(margin), False,
+            "no logged support: a policy never takes any logged action",
+        )
+    diff = v_c - v_0
+    psi = psi_c - psi_0
+    se = float(np.sqrt(np.mean(psi * psi) / n)) if n > 1 else math.inf
+    z = NormalDist().inv_cdf(0.5 + conf / 2.0)
+    lower, upper = diff - z * se, diff + z * se
+    if ess_c < min_effective_samples:
+        passed = False
+        reason = (
+            f"candidate has too little logged support: effective sample size {ess_c:.1f} < "
+            f"{min_effective_samples:g} of {n} rows"
+        )
+    elif lower >= -margin:
+        passed = True
+        reason = (
+            f"{method}: candidate {v_c:.4f} vs current {v_0:.4f} per decision, difference {diff:+.4f} "
+            f"[{lower:+.4f}, {upper:+.4f}] at {conf:.0%} on {n} logged rows (ESS {ess_c:.0f})"
+        )
+    else:
+        passed = False
+        reason = (
+            f"{method}: candidate may be worse: difference {diff:+.4f} [{lower:+.4f}, {upper:+.4f}] at "
+            f"{conf:.0%}, lower bound < -margin {margin:g}, on {n} logged rows (ESS {ess_c:.0f})"
+        )
+    return OffPolicyComparison(est_c, est_0, diff, lower, upper, float(margin), passed, reason)
