@@ -1,0 +1,424 @@
+"""Online calibration of the transport model from per-chunk outcomes.
+
+The split and the heuristic predict how long a chunk of ``b`` bits takes on a stream whose measured rate is
+``r`` bit/s and RTT ``R`` s (:mod:`itp.transport`)::
+
+    t(b) = S R + u(b; W, eta r, R)
+
+    u(b) = R log2(1 + b / W)            for b <= rho        (slow start from a window of W bits)
+    u(b) = s + (b - rho) / (eta r)      for b >  rho        (then the full rate)
+    with  s = R log2(eta r R / W),  rho = eta r R - W   when eta r R > W,  else s = rho = 0
+
+with three transport parameters: ``S`` (set-up and propagation, in RTTs), ``W`` (the window a chunk starts
+from, bits: 10 segments for a fresh connection, a bandwidth-delay product or more for a warm persistent
+stream) and ``eta`` (delivered rate over measured rate). The defaults (``S = 2``, ``W = 10 x 1460 B``,
+``eta = 1``) are the fresh-connection physics of :mod:`itp.sim`; a deployment with warm persistent streams,
+slow-start restart after idle, or rate estimates that are biased has other values. This module fits them
+from what the deployment reports.
+
+**Estimator.** Each stream keeps its last ``capacity`` chunk observations ``(b_i, t_i, r_i, R_i, at_i)``
+(bounded memory). A fit minimises a weighted Huber loss of the log ratio ``e_i = log(t_i / t(b_i; theta))``
+(scale-free: a 64 KiB chunk and a 1 GiB chunk count alike)::
+
+    theta* = argmin sum_i w_i huber(e_i, delta)      w_i = 2^(-(now - at_i) / half_life_s)
+
+by a coarse-to-fine grid search: ``S`` in [0, 4] (step 0.25), ``log2 W`` from one segment to 2^30 bits
+(24 points), ``log eta`` over [eta_min, eta_max] (25 points), then a 9 x 9 x 9 grid around the best point.
+A grid, not gradient steps: the loss is flat in ``W`` wherever no chunk is in slow start, and a grid cannot
+diverge. Huber loss bounds the influence of stragglers; the decay forgets an old regime with the given
+half life.
+
+**Confidence and pooling.** Per stream and per deployment: the pooled fit uses every stream's
+observations; a stream's own fit is blended with the pooled one in log space with weight
+``n_eff / (n_eff + prior_strength)``, ``n_eff = (sum w)^2 / sum w^2`` its effective number of recent
+observations, so a stream with few chunks borrows from the others and a well-observed stream stands on its
+own. With no observations at all the defaults are returned.
+
+**Error.** :meth:`TransportCalibrator.prediction_error` reports ``median |t_measured / t_predicted - 1|``
+over the recent observations, with the default parameters and with the fitted ones: the figure that shows
+the model learning the network.
+
+Thread-safety: every method of :class:`TransportCalibrator` may be called from any thread (one lock;
+``fit`` computes outside it on a snapshot). Observing is O(1); a fit is O(grid x observations), a few ms
+for 4 x 512 observations, meant for a background thread or every few hundred outcomes, never the decision
+path.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from itp.transport import INITIAL_WINDOW_BITS, SETUP_RTTS
+
+__all__ = [
+    "DEFAULT_TRANSPORT_PARAMS",
+    "CalibrationError",
+    "ChunkObservation",
+    "TransportCalibrator",
+    "TransportParams",
+    "chunk_time_s",
+]
+
+FloatArray = npt.NDArray[np.float64]
+
+SEGMENT_BITS: Final = 1460.0 * 8.0
+_S_GRID: Final = np.linspace(0.0, 4.0, 17)
+_LOG2_W_GRID: Final = np.linspace(math.log2(SEGMENT_BITS), 30.0, 24)
+
+
+@dataclass(frozen=True)
+class TransportParams:
+    """Transport parameters of the chunk-time model (see the module docstring).
+
+    Attributes:
+        setup_rtts: fixed cost of a chunk in RTTs, in [0, 4].
+        initial_window_bits: window a chunk starts from, bits, >= one segment (11 680).
+        efficiency: delivered rate over measured rate, > 0.
+    """
+
+    setup_rtts: float
+    initial_window_bits: float
+    efficiency: float
+
+    def __post_init__(self) -> None:
+        for name, low in (("setup_rtts", 0.0), ("initial_window_bits", SEGMENT_BITS), ("efficiency", 0.0)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"TransportParams.{name} must be a finite number, got {v!r}")
+            if v < low or (name == "efficiency" and v <= 0.0):
+                raise ValueError(f"TransportParams.{name} must be >= {low:g} (efficiency > 0), got {v!r}")
+
+    def as_dict(self) -> dict[str, float]:
+        """Plain data."""
+        return {k: float(getattr(self, k)) for k in self.__dataclass_fields__}
+
+
+DEFAULT_TRANSPORT_PARAMS: Final = TransportParams(SETUP_RTTS, INITIAL_WINDOW_BITS, 1.0)
+"""The fresh-connection physics the split and the bundled model assume."""
+
+
+def chunk_time_s(
+    bits: npt.ArrayLike,
+    rate_bps: npt.ArrayLike,
+    rtt_s: npt.ArrayLike,
+    params: TransportParams = DEFAULT_TRANSPORT_PARAMS,
+) -> FloatArray:
+    """Predicted seconds for chunks of ``bits`` at measured ``rate_bps`` and ``rtt_s`` (broadcasting).
+
+    With the default parameters this is :func:`itp.transport.transport_chunk_time` (same formula;
+    a test checks them against each other). +inf where the rate is 0.
+    """
+    b = np.asarray(bits, dtype=np.float64)
+    r_meas = np.asarray(rate_bps, dtype=np.float64)
+    rtt = np.asarray(rtt_s, dtype=np.float64)
+    return _model_time(b, r_meas * params.efficiency, rtt, params.setup_rtts, params.initial_window_bits)
+
+
+def _model_time(b: FloatArray, r: FloatArray, rtt: FloatArray, s_rtts: Any, w: Any) -> FloatArray:
+    """t = S R + u(b) at effective rate ``r`` (arrays broadcast; S and W may be arrays too)."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        bdp = r * rtt
+        ramp = bdp > w
+        rho = np.where(ramp, bdp - w, 0.0)
+        s = np.where(ramp, rtt * np.log2(np.where(ramp, bdp / w, 1.0)), 0.0)
+        slow = rtt * np.log2(1.0 + b / w)
+        fast = s + (b - rho) / r
+        u = np.where(b <= rho, slow, fast)
+        out: FloatArray = s_rtts * rtt + u
+    return np.where(r > 0.0, out, np.inf)
+
+
+@dataclass(frozen=True)
+class ChunkObservation:
+    """One chunk as it went on one stream.
+
+    Attributes:
+        stream_id: 0..num_streams-1.
+        size_bytes: bytes of the chunk, >= 1.
+        seconds: first byte sent to the receiver's acknowledgement, > 0.
+        rate_bps: the stream's measured rate when the chunk was decided (bit/s, > 0; what the split used,
+            i.e. bandwidth x success rate).
+        rtt_s: the stream's measured RTT then (s, >= 0).
+        at_s: when it completed, on the caller's monotonic clock (s); drives the decay.
+    """
+
+    stream_id: int
+    size_bytes: int
+    seconds: float
+    rate_bps: float
+    rtt_s: float
+    at_s: float
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stream_id, bool) or not isinstance(self.stream_id, (int, np.integer)):
+            raise TypeError(f"stream_id must be an int, got {type(self.stream_id).__name__}")
+        if isinstance(self.size_bytes, bool) or not isinstance(self.size_bytes, (int, np.integer)):
+            raise TypeError(f"size_bytes must be an int, got {type(self.size_bytes).__name__}")
+        if self.size_bytes < 1:
+            raise ValueError(f"size_bytes must be >= 1, got {self.size_bytes}")
+        for name, positive in (("seconds", True), ("rate_bps", True), ("rtt_s", False), ("at_s", False)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)):
+                raise TypeError(f"{name} must be a number, got {type(v).__name__}")
+            if not math.isfinite(v) or (v <= 0.0 if positive else (v < 0.0 and name != "at_s")):
+                raise ValueError(f"{name} must be finite and {'> 0' if positive else '>= 0'}, got {v!r}")
+
+
+@dataclass(frozen=True)
+class CalibrationError:
+    """Median ``|measured / predicted - 1|`` over recent chunks, default vs fitted parameters."""
+
+    observations: int
+    default_error: float
+    fitted_error: float
+
+    def as_dict(self) -> dict[str, float | int]:
+        """Plain data."""
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class _Fit:
+    params: TransportParams
+    effective_observations: float
+
+
+def _huber(e: FloatArray, delta: float) -> FloatArray:
+    a = np.abs(e)
+    out: FloatArray = np.where(a <= delta, 0.5 * e * e, delta * (a - 0.5 * delta))
+    return out
+
+
+def _fit(
+    b: FloatArray, t: FloatArray, r: FloatArray, rtt: FloatArray, w: FloatArray,
+    eta_bounds: tuple[float, float], delta: float,
+) -> _Fit:
+    """Weighted robust grid fit (coarse S x W grid, eta on a log grid, then one finer pass)."""
+    n_eff = float(w.sum() ** 2 / np.dot(w, w))
+    log_t = np.log(t)
+    lo, hi = math.log(eta_bounds[0]), math.log(eta_bounds[1])
+
+    def search(s_vals: FloatArray, lw_vals: FloatArray, le_vals: FloatArray) -> tuple[float, float, float]:
+        best = (math.inf, 0.0, 0.0, 0.0)
+        for le in le_vals:
+            r_eff = r * math.exp(le)
+            # [S, W, obs] in one broadcast per eta.
+            pred = _model_time(
+                b[None, None, :], r_eff[None, None, :], rtt[None, None, :],
+                s_vals[:, None, None], np.exp2(lw_vals)[None, :, None],
+            )
+            loss = (_huber(log_t[None, None, :] - np.log(pred), delta) * w[None, None, :]).sum(axis=2)
+            i, j = np.unravel_index(int(np.argmin(loss)), loss.shape)
+            if loss[i, j] < best[0]:
+                best = (float(loss[i, j]), float(s_vals[i]), float(lw_vals[j]), float(le))
+        return best[1], best[2], best[3]
+
+    s0, lw0, le0 = search(_S_GRID, _LOG2_W_GRID, np.linspace(lo, hi, 25))
+    ds = float(_S_GRID[1] - _S_GRID[0])
+    dw = float(_LOG2_W_GRID[1] - _LOG2_W_GRID[0])
+    de = (hi - lo) / 24.0
+    s1, lw1, le1 = search(
+        np.clip(np.linspace(s0 - ds, s0 + ds, 9), 0.0, 4.0),
+        np.clip(np.linspace(lw0 - dw, lw0 + dw, 9), _LOG2_W_GRID[0], _LOG2_W_GRID[-1]),
+        np.clip(np.linspace(le0 - de, le0 + de, 9), lo, hi),
+    )
+    return _Fit(TransportParams(s1, float(2.0**lw1), float(math.exp(le1))), n_eff)
+
+
+class TransportCalibrator:
+    """Per-stream and per-deployment fit of :class:`TransportParams` from chunk outcomes.
+
+    Args:
+        num_streams: streams observed (>= 1).
+        capacity: observations kept per stream (>= 8); the oldest go first.
+        half_life_s: decay half life of an observation's weight, seconds (> 0).
+        prior_strength: effective observations at which a stream's own fit and the pooled fit weigh the
+            same (>= 0; 0: per-stream fits only).
+        min_observations: a stream (or the deployment) needs this many before it is fitted (>= 3).
+        efficiency_bounds: allowed range of ``efficiency`` (0 < low < 1 < high).
+        huber_delta: Huber threshold on the log-ratio error (> 0; 0.3 ~ 35 %).
+    """
+
+    def __init__(
+        self,
+        num_streams: int = 4,
+        *,
+        capacity: int = 512,
+        half_life_s: float = 600.0,
+        prior_strength: float = 30.0,
+        min_observations: int = 8,
+        efficiency_bounds: tuple[float, float] = (0.05, 4.0),
+        huber_delta: float = 0.3,
+    ) -> None:
+        for name, v, low in (("num_streams", num_streams, 1), ("capacity", capacity, 8),
+                             ("min_observations", min_observations, 3)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise ValueError(f"{name} must be an int >= {low}, got {v!r}")
+        for name, x in (("half_life_s", half_life_s), ("huber_delta", huber_delta)):
+            if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or x <= 0:
+                raise ValueError(f"{name} must be a finite number > 0, got {x!r}")
+        if isinstance(prior_strength, bool) or not isinstance(prior_strength, (int, float)) or not (
+            math.isfinite(prior_strength) and prior_strength >= 0
+        ):
+            raise ValueError(f"prior_strength must be a finite number >= 0, got {prior_strength!r}")
+        low_e, high_e = efficiency_bounds
+        if not (0.0 < low_e < 1.0 < high_e and math.isfinite(high_e)):
+            raise ValueError(f"efficiency_bounds must satisfy 0 < low < 1 < high, got {efficiency_bounds!r}")
+        self.num_streams = num_streams
+        self.capacity = capacity
+        self.half_life_s = float(half_life_s)
+        self.prior_strength = float(prior_strength)
+        self.min_observations = min_observations
+        self.efficiency_bounds = (float(low_e), float(high_e))
+        self.huber_delta = float(huber_delta)
+        self._lock = threading.Lock()
+        self._obs: list[deque[ChunkObservation]] = [deque(maxlen=capacity) for _ in range(num_streams)]
+        self._params: list[TransportParams] = [DEFAULT_TRANSPORT_PARAMS] * num_streams
+        self._pooled = DEFAULT_TRANSPORT_PARAMS
+        self._fits = 0
+
+    # ------------------------------------------------------------------------------ observing
+    def observe(self, observation: ChunkObservation) -> None:
+        """Record one chunk outcome. O(1). Raises ValueError for an unknown stream (nothing recorded)."""
+        if not isinstance(observation, ChunkObservation):
+            raise TypeError(f"observation must be a ChunkObservation, got {type(observation).__name__}")
+        if not 0 <= observation.stream_id < self.num_streams:
+            raise ValueError(
+                f"stream_id must be in 0..{self.num_streams - 1}, got {observation.stream_id}"
+            )
+        with self._lock:
+            self._obs[observation.stream_id].append(observation)
+
+    def observe_many(self, observations: Iterable[ChunkObservation]) -> None:
+        """Record several outcomes (all validated first: all or nothing)."""
+        obs = list(observations)
+        for o in obs:
+            if not isinstance(o, ChunkObservation):
+                raise TypeError(f"observations must be ChunkObservation, got {type(o).__name__}")
+            if not 0 <= o.stream_id < self.num_streams:
+                raise ValueError(f"stream_id must be in 0..{self.num_streams - 1}, got {o.stream_id}")
+        with self._lock:
+            for o in obs:
+                self._obs[o.stream_id].append(o)
+
+    def observation_count(self, stream_id: int | None = None) -> int:
+        """Observations held (one stream, or all)."""
+        with self._lock:
+            if stream_id is None:
+                return sum(len(q) for q in self._obs)
+            return len(self._obs[stream_id])
+
+    # ------------------------------------------------------------------------------ fitting
+    @staticmethod
+    def _arrays(
+        obs: list[ChunkObservation],
+    ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
+        b = np.array([o.size_bytes * 8.0 for o in obs])
+        t = np.array([o.seconds for o in obs])
+        r = np.array([o.rate_bps for o in obs])
+        rtt = np.array([o.rtt_s for o in obs])
+        at = np.array([o.at_s for o in obs])
+        return b, t, r, rtt, at
+
+    def fit(self, now_s: float | None = None) -> dict[str, Any]:
+        """Refit every stream and the pooled (deployment) parameters; returns a JSON-ready summary.
+
+        Args:
+            now_s: the decay reference on the observations' clock (default: the newest observation).
+        """
+        with self._lock:
+            snapshot = [list(q) for q in self._obs]
+        every = [o for q in snapshot for o in q]
+        if not every:
+            return self.summary()
+        ref = max(o.at_s for o in every) if now_s is None else float(now_s)
+
+        def fit_of(obs: list[ChunkObservation]) -> _Fit | None:
+            if len(obs) < self.min_observations:
+                return None
+            b, t, r, rtt, at = self._arrays(obs)
+            w = np.exp2(-np.maximum(ref - at, 0.0) / self.half_life_s)
+            return _fit(b, t, r, rtt, w, self.efficiency_bounds, self.huber_delta)
+
+        pooled_fit = fit_of(every)
+        pooled = pooled_fit.params if pooled_fit is not None else DEFAULT_TRANSPORT_PARAMS
+        params: list[TransportParams] = []
+        for obs in snapshot:
+            own = fit_of(obs)
+            if own is None:
+                params.append(pooled)
+                continue
+            k = own.effective_observations / (own.effective_observations + self.prior_strength)
+            params.append(_blend(own.params, pooled, k))
+        with self._lock:
+            self._pooled = pooled
+            self._params = params
+            self._fits += 1
+        return self.summary()
+
+    # ------------------------------------------------------------------------------ using
+    def params(self, stream_id: int) -> TransportParams:
+        """The fitted parameters of a stream (the defaults before any fit)."""
+        if not 0 <= stream_id < self.num_streams:
+            raise ValueError(f"stream_id must be in 0..{self.num_streams - 1}, got {stream_id}")
+        with self._lock:
+            return self._params[stream_id]
+
+    @property
+    def pooled_params(self) -> TransportParams:
+        """The deployment-wide fit (every stream's observations)."""
+        with self._lock:
+            return self._pooled
+
+    def predict_s(self, stream_id: int, size_bytes: int, rate_bps: float, rtt_s: float) -> float:
+        """Predicted seconds of one chunk on ``stream_id`` with its fitted parameters."""
+        return float(chunk_time_s(size_bytes * 8.0, rate_bps, rtt_s, self.params(stream_id)))
+
+    def prediction_error(self, last: int | None = None) -> CalibrationError:
+        """Median ``|measured / predicted - 1|`` over the last ``last`` observations of every stream
+        (default: all held), with the default and with the fitted parameters."""
+        with self._lock:
+            snapshot = [list(q)[-last:] if last else list(q) for q in self._obs]
+            params = list(self._params)
+        default_err: list[float] = []
+        fitted_err: list[float] = []
+        for sid, obs in enumerate(snapshot):
+            if not obs:
+                continue
+            b, t, r, rtt, _ = self._arrays(obs)
+            default_err.extend(np.abs(t / chunk_time_s(b, r, rtt) - 1.0).tolist())
+            fitted_err.extend(np.abs(t / chunk_time_s(b, r, rtt, params[sid]) - 1.0).tolist())
+        if not default_err:
+            return CalibrationError(0, math.nan, math.nan)
+        return CalibrationError(
+            len(default_err), float(np.median(default_err)), float(np.median(fitted_err))
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """Fitted parameters per stream and pooled, observations held, fits done (JSON-ready)."""
+        with self._lock:
+            return {
+                "fits": self._fits,
+                "pooled": self._pooled.as_dict(),
+                "streams": [p.as_dict() for p in self._params],
+                "observations": [len(q) for q in self._obs],
+            }
+
+
+def _blend(own: TransportParams, pooled: TransportParams, k: float) -> TransportParams:
+    """Geometric blend (log space for W and eta, linear for S) with weight ``k`` on ``own``."""
+    return TransportParams(
+        setup_rtts=k * own.setup_rtts + (1.0 - k) * pooled.setup_rtts,
+        initial_window_bits=math.exp(
+            k * math.log(own.initial_window_bits) + (1.0 - k) * math.log(pooled.initial_window_bits)
+        ),
+        efficiency=math.exp(k * math.log(own.efficiency) + (1.0 - k) * math.log(pooled.efficiency)),
+    )
