@@ -39,10 +39,21 @@ A chunk of S bytes on stream i starting at t0, attempt j = 0, 1, ..., ``max_atte
 
 * RTT: ``rtt = base_rtt_i * (1 + queueing_factor * c_i(t)) + jitter_i * z_j``, ``z_j ~ Exp(1)``.
 * Set-up (connection/request): ``setup_rtts * rtt``; data starts at ``t_d = t + setup_rtts * rtt``.
-* Slow start from an initial window ``W = 8 * initial_window_bytes`` bits, doubling per RTT up to the
-  rate available at ``t_d`` (``r0``): ``n = log2(r0 rtt / W)`` rounds carry ``B_ramp = r0 rtt - W`` bits
-  (0 if ``r0 rtt <= W``). If ``8 S <= B_ramp`` the data ends at ``t_d + rtt * log2(1 + 8 S / W)``; otherwise
-  the rest ``8 S - B_ramp`` is integrated over ``r_i`` from ``t_d + n rtt`` (formula above).
+* Rate a stream achieves: ``e * r_i(t)``, with ``e = stream_efficiency`` in (0, 1] (1 = the transport
+  fills the available rate; below 1 for header overhead, pacing and queue dynamics measured on real
+  TCP, ``docs/testbed.md``). Sending b bits at ``e r`` takes as long as ``b / e`` bits at ``r``, so the
+  integral below runs on ``b / e``.
+* Slow start (``slow_start=True``) from an initial window ``W = 8 * initial_window_bytes`` bits, doubling
+  per RTT up to the rate available at ``t_d`` (``r0 = e r_i(t_d)``): ``n = log2(r0 rtt / W)`` rounds carry
+  ``B_ramp = r0 rtt - W`` bits (0 if ``r0 rtt <= W``). If ``8 S <= B_ramp`` the data ends at
+  ``t_d + rtt * log2(1 + 8 S / W)``; otherwise the rest ``8 S - B_ramp`` is integrated over ``e r_i`` from
+  ``t_d + n rtt`` (formula above). With ``slow_start=False`` (a warm persistent connection that keeps its
+  window, e.g. ``tcp_slow_start_after_idle = 0``) there is no ramp: ``B_ramp = 0``, ``n = 0``.
+* Regimes (``docs/simulator.md``, "transport regimes"): the defaults (``setup_rtts=1.5``,
+  ``slow_start=True``, ``stream_efficiency=1``) are a fresh connection per chunk; a persistent stream
+  restarting from the initial window after idle is ``setup_rtts`` about 0.5 (request and acknowledgement,
+  no handshake) with ``slow_start=True``; a persistent stream without slow-start restart is
+  ``slow_start=False``.
 * Loss, with ``q0 = min(0.9, l_i (loss_base + loss_congestion c))`` and ``lam = l_i (hazard_base_per_s
   + hazard_congestion_per_s c)`` (c at the attempt start, ``l_i`` a per-stream loss multiplier) and one
   uniform draw ``u_j``: if ``u_j < q0`` the attempt is doomed and dies once a fraction ``f_j ~ U(0, 1)``
@@ -131,6 +142,8 @@ class SimConfig:
     Transport:
         setup_rtts: connection/request set-up per chunk attempt, in RTTs.
         initial_window_bytes: slow-start initial window (10 x 1460 B).
+        slow_start: every chunk attempt ramps up from the initial window (False: starts at full rate).
+        stream_efficiency: fraction of the available rate a stream achieves, in (0, 1].
         rto_min_s: minimum retransmission timeout.
         max_attempts: attempts per chunk before the task fails.
         loss_base, loss_congestion: per-attempt failure probability q0 = l (base + congestion * c).
@@ -165,6 +178,8 @@ class SimConfig:
     rate_noise_sigma: float = 0.15
     setup_rtts: float = 1.5
     initial_window_bytes: int = 14600
+    slow_start: bool = True
+    stream_efficiency: float = 1.0
     rto_min_s: float = 0.2
     max_attempts: int = 4
     loss_base: float = 0.002
@@ -211,6 +226,13 @@ class SimConfig:
             v = getattr(self, name)
             if not (math.isfinite(v) and 0.0 <= v <= 1.0):
                 raise ValueError(f"SimConfig.{name} must be in [0, 1], got {v!r}")
+        if not isinstance(self.slow_start, bool):
+            raise TypeError(f"SimConfig.slow_start must be a bool, got {self.slow_start!r}")
+        e = self.stream_efficiency
+        if isinstance(e, bool) or not isinstance(e, (int, float)) or not (
+            math.isfinite(e) and 0.0 < e <= 1.0
+        ):
+            raise ValueError(f"SimConfig.stream_efficiency must be in (0, 1], got {e!r}")
         for name in ("rate_ewma_alpha", "rtt_ewma_alpha", "success_ewma_alpha"):
             v = getattr(self, name)
             if not (math.isfinite(v) and 0.0 < v <= 1.0):
@@ -397,6 +419,8 @@ def simulate_chunk(
     """
     w_bits = 8.0 * config.initial_window_bytes
     bits = 8.0 * size_bytes
+    eff = config.stream_efficiency
+    ramps = config.slow_start
     t = t0_s
     failures = 0
     rate_sample = math.nan
@@ -408,10 +432,10 @@ def simulate_chunk(
         cong = traj.congestion_at(t)
         rtt = params.base_rtt_s * (1.0 + config.queueing_factor * cong) + params.jitter_s * float(jitter_z[j])
         t_data = t + config.setup_rtts * rtt
-        r0 = traj.rate_at(t_data)
+        r0 = eff * traj.rate_at(t_data)
         bdp = r0 * rtt
         steady_start = math.nan
-        if bdp > w_bits:
+        if ramps and bdp > w_bits:
             ramp_bits = bdp - w_bits
             ramp_s = rtt * math.log2(bdp / w_bits)
         else:
@@ -421,7 +445,7 @@ def simulate_chunk(
             t_end = t_data + rtt * math.log2(1.0 + bits / w_bits)
         else:
             steady_start = t_data + ramp_s
-            t_end = traj.finish_time(steady_start, bits - ramp_bits)
+            t_end = traj.finish_time(steady_start, (bits - ramp_bits) / eff)
         lm = params.loss_multiplier
         q0 = min(0.9, lm * (config.loss_base + config.loss_congestion * cong))
         lam = lm * (config.hazard_base_per_s + config.hazard_congestion_per_s * cong)
@@ -433,7 +457,7 @@ def simulate_chunk(
             if sent <= ramp_bits:
                 t_fail = t_data + rtt * math.log2(1.0 + sent / w_bits)
             else:
-                t_fail = traj.finish_time(steady_start, sent - ramp_bits)
+                t_fail = traj.finish_time(steady_start, (sent - ramp_bits) / eff)
         elif lam > 0.0:
             # Hazard lam per second of transfer: the failure time tau ~ Exp(lam) (from the same uniform,
             # rescaled); the attempt fails if tau comes before its end. Causal: whether and when it fails
@@ -445,7 +469,7 @@ def simulate_chunk(
         if t_fail < math.inf:
             failures += 1
             if steady_start == steady_start and t_fail > steady_start:  # not NaN: had a steady phase
-                rate_sample = traj.mean_rate_between(steady_start, t_fail)
+                rate_sample = eff * traj.mean_rate_between(steady_start, t_fail)
                 s_start, s_end = steady_start, t_fail
             if j + 1 < config.max_attempts:
                 t = t_fail + max(config.rto_min_s, 2.0 * rtt)
