@@ -73,6 +73,32 @@ TEMP_PREFIX: Final = ".itp-part-"
 _FINISHED_MEMORY: Final = 65536
 
 
+def _recv_written(
+    sock: socket.socket, fd: int, start: int, end: int, view: memoryview
+) -> tuple[int, OSError | None]:
+    """Receive bytes [start, end) of a chunk through ``view`` and ``os.pwrite`` them to ``fd`` (skipped
+    when fd < 0: a refused chunk is drained); returns (CRC-32, first write error or None)."""
+    crc = 0
+    pos = start
+    write_error: OSError | None = None
+    size = len(view)
+    while pos < end:
+        n = sock.recv_into(view, min(size, end - pos))
+        if n == 0:
+            raise ConnectionError(f"connection closed inside a chunk ({end - pos} bytes missing)")
+        piece = view[:n]
+        crc = zlib.crc32(piece, crc)
+        if fd >= 0 and write_error is None:
+            try:
+                written = os.pwrite(fd, piece, pos)
+                if written != n:
+                    raise OSError(f"short write ({written} of {n} bytes)")
+            except OSError as exc:
+                write_error = exc
+        pos += n
+    return crc, write_error
+
+
 @dataclass(frozen=True, slots=True)
 class ReceiverMetrics:
     """Counters of a :class:`Receiver` since it started.
@@ -524,25 +550,9 @@ class Receiver:
             self._count("tasks_rejected")
             task = None
         fd = task.fd if task is not None else -1
-        crc = 0
-        pos = h.offset
         end = h.offset + h.length
         write_error: OSError | None = None
-        size = len(view)
-        while pos < end:
-            n = sock.recv_into(view, min(size, end - pos))
-            if n == 0:
-                raise ConnectionError(f"connection closed inside a chunk ({end - pos} bytes missing)")
-            piece = view[:n]
-            crc = zlib.crc32(piece, crc)
-            if fd >= 0 and write_error is None:
-                try:
-                    written = os.pwrite(fd, piece, pos)
-                    if written != n:
-                        raise OSError(f"short write ({written} of {n} bytes)")
-                except OSError as exc:
-                    write_error = exc
-            pos += n
+        crc, write_error = _recv_written(sock, fd, h.offset, end, view)
         trailer = recv_frame(sock)
         if not isinstance(trailer, ChunkEnd):
             raise ProtocolError(f"expected CHUNK_END, got {type(trailer).__name__}")
@@ -606,7 +616,7 @@ class Receiver:
                 os.close(parent)
                 parent = child
             tmp = TEMP_PREFIX + secrets.token_hex(8)
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
             fd = os.open(tmp, flags, 0o600, dir_fd=parent)
             try:
                 os.ftruncate(fd, h.task_bytes)

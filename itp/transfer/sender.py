@@ -156,7 +156,7 @@ class _Task:
 
 class _Stream:
     __slots__ = ("bytes_ok", "chunks_ok", "commits", "connects", "dead", "endpoint", "estimator", "failures",
-                 "generation", "id", "inflight", "last_info", "queue", "sock", "writer")
+                 "generation", "id", "inflight", "last_info", "queue", "sock", "tried", "writer")
 
     def __init__(self, stream_id: int, endpoint: StreamEndpoint) -> None:
         self.id = stream_id
@@ -172,6 +172,7 @@ class _Stream:
         self.chunks_ok = 0
         self.bytes_ok = 0
         self.dead = False
+        self.tried = False
         self.last_info: TcpInfo | None = None
         self.writer: threading.Thread | None = None
 
@@ -468,7 +469,7 @@ class Sender:
         while True:
             with self._cv:
                 while not self._closing and (
-                    not self._waiting or len(self._active) >= self._window or self._max_task_bytes is None
+                    not self._waiting or len(self._active) >= self._window or not self._ready_locked()
                 ):
                     self._cv.wait()
                 if self._closing:
@@ -482,6 +483,11 @@ class Sender:
             except Exception as exc:  # a file that vanished, a policy fault: this task fails, others go on
                 logger.error("task %s could not be dispatched: %s", task.name, exc)
                 self._fail(task, f"could not dispatch: {exc}")
+
+    def _ready_locked(self) -> bool:
+        """The first decision waits until every stream has tried to connect once (up, or failed), so
+        that the stream table it sees is real; afterwards (reconnects) decisions never wait."""
+        return self._max_task_bytes is not None and all(s.tried for s in self._streams)
 
     def _dispatch(self, task: _Task) -> None:
         fd = os.open(task.path, os.O_RDONLY | os.O_CLOEXEC)
@@ -576,7 +582,9 @@ class Sender:
                     down_since = now if down_since is None else down_since
                     with self._cv:
                         s.failures += 1
+                        s.tried = True
                         s.estimator.observe_failure()
+                        self._cv.notify_all()
                     self._publish(s)
                     if now - down_since > self._reconnect_timeout_s or isinstance(exc, _AuthError):
                         self._give_up(s, str(exc))
@@ -664,11 +672,13 @@ class Sender:
             s.connects += 1
             s.dead = False
             gen = s.generation
+        self._sample(s)  # the table shows the stream up before any decision can see it
+        with self._cv:
+            s.tried = True
             self._cv.notify_all()
         logger.info("stream %d connected to %s in %.2f ms", s.id, s.endpoint, connect_s * 1e3,
                     extra={"event": "stream_up", "stream_id": s.id})
         self._spawn(self._reader_loop, f"itp-send-reader{s.id}", s, sock, gen)
-        self._sample(s)
 
     def _receiver_restarted_locked(self) -> None:
         """A new receiver instance: every unacknowledged task restarts whole (its temp file is gone)."""
