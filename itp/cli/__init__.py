@@ -36,7 +36,9 @@ __all__ = [
     "progress",
 ]
 
-SUBCOMMANDS: tuple[str, ...] = ("demo", "train", "evaluate", "export", "models", "metrics", "plot")
+SUBCOMMANDS: tuple[str, ...] = (
+    "demo", "train", "evaluate", "export", "models", "metrics", "plot", "send", "receive",
+)
 """Subcommand modules of ``itp.cli``, in the order ``itp --help`` lists them."""
 
 PROG = "itp"

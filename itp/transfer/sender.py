@@ -624,7 +624,7 @@ class Sender:
         return bool(self._active or self._waiting)
 
     def _give_up(self, s: _Stream, why: str) -> None:
-        logger.error("stream %d to %s given up: %s", s.id, s.endpoint, why)
+        logger.info("stream %d to %s given up: %s", s.id, s.endpoint, why)
         with self._cv:
             s.dead = True
             self._cv.notify_all()
@@ -918,7 +918,7 @@ class Sender:
                                     success=False, retransmissions=retries)
             except ValueError as exc:
                 logger.debug("failed outcome of %s not reported: %s", task.name, exc)
-        logger.error("task %s failed: %s", task.name, why, extra={"event": "task_failed"})
+        logger.info("task %s failed: %s", task.name, why, extra={"event": "task_failed"})
         self._finish(task, report)
 
     def _finish(self, task: _Task, report: TaskReport) -> None:

@@ -1,0 +1,185 @@
+"""``itp send``: send files to ``itp receive`` over parallel streams, itp choosing each split.
+
+Examples::
+
+    itp send big.iso --to 10.0.0.2:9000 --secret-file secret
+    itp send *.dat --to 127.0.0.1:9000 --policy rate-proportional --json report.json
+    itp send --schedule arrivals.json --to A:9000 --to B:9000 --to C:9000 --to D:9000 \\
+        --netns /run/netns/p0 --netns /run/netns/p1 --netns /run/netns/p2 --netns /run/netns/p3
+
+The split policy is ``--model M.onnx``, ``--heuristic`` or ``--policy NAME`` (``itp`` = the bundled
+model, ``heuristic``, ``rate-proportional``, ``round-robin``, ``best-single``, ``equal-split``).
+``--schedule FILE`` is a JSON list of ``{"path": ..., "start_s": ..., "name": ...}``: each file is
+submitted at its offset from the session start. One line per finished task and a total line go to
+stdout; exit 0 when every file was delivered, 1 with a one-line reason otherwise. All the logic lives in
+:mod:`itp.transfer.sender`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from itp.cli import CLIError, int_at_least, progress
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """Register ``send`` on the subparsers action ``sub``."""
+    p: argparse.ArgumentParser = sub.add_parser(
+        "send",
+        help="send files to `itp receive` over parallel TCP streams",
+        description=(
+            "Send files over N persistent TCP streams; for each file the split policy decides which "
+            "streams carry how many bytes, and learns from the outcome. Kernel TCP_INFO feeds the "
+            "partitioner's stream table."
+        ),
+    )
+    p.add_argument("paths", nargs="*", metavar="PATH", help="files to send (all submitted at once)")
+    p.add_argument("--to", action="append", required=True, metavar="HOST:PORT",
+                   help="receiver address: once for all streams, or once per stream")
+    p.add_argument("--streams", type=int_at_least(1), default=4, metavar="N", help="streams 1..4 (default 4)")
+    pol = p.add_mutually_exclusive_group()
+    pol.add_argument("--model", metavar="MODEL.onnx", help="decide with this model (policy itp)")
+    pol.add_argument("--heuristic", action="store_true", help="decide with the heuristic")
+    pol.add_argument(
+        "--policy", metavar="NAME", default=None,
+        help="itp (default), heuristic, rate-proportional, round-robin, best-single, equal-split",
+    )
+    p.add_argument("--secret-file", metavar="FILE", help="shared secret (the receiver's)")
+    p.add_argument("--json", metavar="REPORT", help="write the JSON report here")
+    p.add_argument("--schedule", metavar="FILE", help="JSON list of {path, start_s[, name]}: arrival times")
+    p.add_argument(
+        "--netns", action="append", metavar="PATH",
+        help="network namespace per stream (/proc/PID/ns/net, /run/netns/NAME): once or per stream",
+    )
+    p.add_argument("--bind", action="append", metavar="ADDR", help="source address per stream")
+    p.add_argument("--tls", action="store_true", help="use TLS (verify the receiver against --tls-ca)")
+    p.add_argument("--tls-ca", metavar="PEM", help="CA or self-signed certificate to trust (implies --tls)")
+    p.add_argument("--tls-server-name", metavar="NAME", help="name to verify in the receiver's certificate")
+    p.add_argument("--window", type=int_at_least(1), default=8, metavar="N",
+                   help="files in flight at once (default 8)")
+    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help="give up after this many seconds (default: no limit)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar on stderr (default: when stderr is a terminal)")
+    p.set_defaults(handler=run)
+    return p
+
+
+def _schedule(path: str) -> list[Any]:
+    from itp.transfer import ScheduledFile
+
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CLIError(f"--schedule {path}: {exc}") from None
+    if not isinstance(doc, list):
+        raise CLIError(f"--schedule {path}: expected a JSON list of {{path, start_s}} objects")
+    out = []
+    for i, entry in enumerate(doc):
+        if not isinstance(entry, dict) or "path" not in entry:
+            raise CLIError(f"--schedule {path}: entry {i} must be an object with 'path', got {entry!r}")
+        try:
+            out.append(ScheduledFile(str(entry["path"]), entry.get("start_s", 0.0), entry.get("name")))
+        except ValueError as exc:
+            raise CLIError(f"--schedule {path}: entry {i}: {exc}") from None
+    return sorted(out, key=lambda e: e.start_s)
+
+
+def _policy(args: argparse.Namespace) -> tuple[str, str | None]:
+    from itp.transfer import POLICY_NAMES
+
+    if args.model is not None:
+        if not Path(args.model).is_file():
+            raise CLIError(f"--model {args.model}: no such file")
+        return "itp", args.model
+    if args.heuristic:
+        return "heuristic", None
+    name = args.policy or "itp"
+    if name not in POLICY_NAMES:
+        raise CLIError(f"unknown policy {name!r}; expected one of {', '.join(POLICY_NAMES)}", status=2)
+    return name, None
+
+
+def _task_line(t: Any) -> str:
+    if not t.ok:
+        return f"FAILED {t.name}: {t.error}"
+    streams = ",".join(str(i) for i in t.stream_ids) or "-"
+    return (
+        f"{t.name}: {t.size_bytes} bytes in {t.seconds * 1e3:.1f} ms, {t.goodput_bps / 1e6:.1f} Mbit/s "
+        f"(streams {streams}, predicted {t.predicted_s * 1e3:.1f} ms, retries {t.retries})"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Send the files; returns 0 when all were delivered, 1 otherwise."""
+    from itp.transfer import ScheduledFile, Sender, client_tls_context, load_secret
+
+    entries = [ScheduledFile(p) for p in args.paths]
+    if args.schedule:
+        entries += _schedule(args.schedule)
+    if not entries:
+        raise CLIError("nothing to send: give PATH arguments or --schedule FILE", status=2)
+    if args.timeout is not None and not args.timeout > 0:
+        raise CLIError(f"--timeout must be > 0 seconds, got {args.timeout}", status=2)
+    name, model = _policy(args)
+    try:
+        secret = load_secret(args.secret_file) if args.secret_file else None
+        tls = client_tls_context(args.tls_ca) if (args.tls or args.tls_ca) else None
+    except (OSError, ValueError) as exc:
+        raise CLIError(str(exc)) from None
+    try:
+        sender = Sender(
+            args.to, streams=args.streams, policy=name, model_path=model, secret=secret, netns=args.netns,
+            bind=args.bind, tls=tls, tls_server_name=args.tls_server_name, window=args.window,
+        )
+    except (OSError, ValueError, TypeError) as exc:
+        raise CLIError(str(exc), status=2) from None
+    update, close_bar = progress(args.progress, len(entries), desc="send", unit="file")
+    sender.add_task_listener(lambda t: update(1, f"{t.goodput_bps / 1e6:.0f} Mbit/s"))
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        del frame
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        start = time.monotonic()
+        deadline = None if args.timeout is None else start + args.timeout
+        for e in entries:
+            delay = start + e.start_s - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            try:
+                sender.submit(e.path, e.name)
+            except (OSError, ValueError) as exc:
+                raise CLIError(f"{e.path}: {exc}") from None
+        sender.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        sender.close()
+        close_bar()
+        report = sender.report()
+        if args.json:
+            report.write_json(args.json)
+    for t in report.tasks:
+        print(_task_line(t))
+    tot = report.totals
+    print(
+        f"total: {tot.delivered}/{tot.tasks} files, {tot.bytes} bytes in {tot.seconds:.3f} s, "
+        f"{tot.aggregate_goodput_bps / 1e6:.1f} Mbit/s aggregate, "
+        f"{tot.mean_task_goodput_bps / 1e6:.1f} Mbit/s mean per file ({report.policy})"
+    )
+    sys.stdout.flush()
+    if not report.ok:
+        first = next(t for t in report.tasks if not t.ok)
+        raise CLIError(f"{tot.failed} of {tot.tasks} files not delivered; first: {first.name}: {first.error}")
+    return 0
