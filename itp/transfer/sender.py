@@ -348,6 +348,11 @@ class Sender:
         return self._policy
 
     @property
+    def session_start_s(self) -> float:
+        """``time.monotonic()`` at construction: the origin of every ``*_s`` time in the reports."""
+        return self._t0
+
+    @property
     def endpoints(self) -> tuple[StreamEndpoint, ...]:
         """Each stream's destination."""
         return tuple(self._endpoints)
@@ -873,9 +878,7 @@ class Sender:
         with self._cv:
             if task.finished:
                 return
-            task.finished = True
-            self._active.pop(task.id, None)
-            self._cv.notify_all()
+            task.finished = True  # leaves _active only once its report is published (see _finish)
         placement = task.placement
         assert placement is not None
         seconds = max(acked_s - task.dispatched_s, 1e-9)
@@ -905,10 +908,9 @@ class Sender:
                 return
             task.finished = True
             task.error = why
-            self._active.pop(task.id, None)
-            if task in self._waiting:
+            if task in self._waiting:  # never dispatched: it must not be dispatched now
                 self._waiting.remove(task)
-            self._cv.notify_all()
+                self._active[task.id] = task
         retries = sum(c.retries for c in task.chunks)
         dispatched = task.dispatched_s or now
         report = self._task_report(task, None, max(now - dispatched, 0.0), 0.0, retries, ok=False)
@@ -936,6 +938,10 @@ class Sender:
             except Exception:
                 logger.exception("task listener failed")
         task.future.set_result(report)
+        # Only now does the task leave the window: wait() and report() then see its published outcome.
+        with self._cv:
+            self._active.pop(task.id, None)
+            self._cv.notify_all()
 
     def _task_report(
         self, task: _Task, acked_s: float | None, seconds: float, goodput: float, retries: int, *, ok: bool
