@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 SUBCOMMANDS: tuple[str, ...] = (
-    "demo", "train", "evaluate", "export", "models", "metrics", "plot", "send", "receive",
+    "demo", "train", "evaluate", "export", "models", "metrics", "plot", "send", "receive", "testbed",
 )
 """Subcommand modules of ``itp.cli``, in the order ``itp --help`` lists them."""
 

@@ -66,16 +66,26 @@ class TransportParams:
     def sim_config(self) -> SimConfig:
         """A ``SimConfig`` with these parameters and no random failures (see the module docstring)."""
         return SimConfig(
-            setup_rtts=self.setup_rtts, initial_window_bytes=self.initial_window_bytes,
-            slow_start=self.slow_start, stream_efficiency=self.stream_efficiency, max_attempts=_MAX_ATTEMPTS,
-            loss_base=0.0, loss_congestion=0.0, hazard_base_per_s=0.0, hazard_congestion_per_s=0.0,
+            setup_rtts=self.setup_rtts,
+            initial_window_bytes=self.initial_window_bytes,
+            slow_start=self.slow_start,
+            stream_efficiency=self.stream_efficiency,
+            max_attempts=_MAX_ATTEMPTS,
+            loss_base=0.0,
+            loss_congestion=0.0,
+            hazard_base_per_s=0.0,
+            hazard_congestion_per_s=0.0,
             jitter_fraction=0.0,
         )
 
     def to_dict(self) -> dict[str, float | int | bool]:
         """JSON-ready."""
-        return {"setup_rtts": self.setup_rtts, "initial_window_bytes": self.initial_window_bytes,
-                "slow_start": self.slow_start, "stream_efficiency": self.stream_efficiency}
+        return {
+            "setup_rtts": self.setup_rtts,
+            "initial_window_bytes": self.initial_window_bytes,
+            "slow_start": self.slow_start,
+            "stream_efficiency": self.stream_efficiency,
+        }
 
 
 @dataclass(frozen=True, eq=False)
@@ -132,7 +142,12 @@ def _predict(case: CalibrationCase, config: SimConfig) -> float:
     res = simulate_task(
         [p.trajectory for p in case.paths],
         [StreamParams(base_rtt_s=p.rtt_s, jitter_s=0.0, loss_multiplier=1.0) for p in case.paths],
-        config, case.start_s, case.chunk_bytes, zeros, zeros, zeros,
+        config,
+        case.start_s,
+        case.chunk_bytes,
+        zeros,
+        zeros,
+        zeros,
     )
     return max(res.finish_s - case.start_s, 1e-9)
 
@@ -155,10 +170,17 @@ class ClassError:
 
     def to_dict(self) -> dict[str, float | int | str | None]:
         """JSON-ready (NaN as None)."""
+
         def num(x: float) -> float | None:
             return None if math.isnan(x) else x
-        return {"class": self.name, "n": self.n, "median_abs_rel_error": num(self.median_abs),
-                "p90_abs_rel_error": num(self.p90_abs), "median_rel_error": num(self.median_signed)}
+
+        return {
+            "class": self.name,
+            "n": self.n,
+            "median_abs_rel_error": num(self.median_abs),
+            "p90_abs_rel_error": num(self.p90_abs),
+            "median_rel_error": num(self.median_signed),
+        }
 
 
 def class_errors(cases: Sequence[CalibrationCase], predicted_s: Sequence[float]) -> list[ClassError]:
@@ -246,5 +268,9 @@ def fit_transport(cases: Sequence[CalibrationCase], grid: FitGrid | None = None)
         if best is None or candidate[0] < best[0]:
             best = candidate
     assert best is not None
-    return FitResult(params=best[1], loss=best[0], default_loss=_loss(cases, TransportParams().sim_config()),
-                     cases=len(cases))
+    return FitResult(
+        params=best[1],
+        loss=best[0],
+        default_loss=_loss(cases, TransportParams().sim_config()),
+        cases=len(cases),
+    )

@@ -68,11 +68,26 @@ TEMP_PREFIX: str = "itptb-"
 MAHIMAHI_BINARIES: tuple[str, ...] = ("mm-delay", "mm-loss")
 APT_PACKAGES: tuple[str, ...] = (
     # Build dependencies of Mahimahi (its debian/control and README).
-    "autotools-dev", "dh-autoreconf", "iptables", "protobuf-compiler", "libprotobuf-dev", "pkg-config",
-    "libssl-dev", "dnsmasq-base", "ssl-cert", "libxcb-present-dev", "libcairo2-dev", "libpango1.0-dev",
-    "apache2-dev", "apache2-bin", "make", "g++",
+    "autotools-dev",
+    "dh-autoreconf",
+    "iptables",
+    "protobuf-compiler",
+    "libprotobuf-dev",
+    "pkg-config",
+    "libssl-dev",
+    "dnsmasq-base",
+    "ssl-cert",
+    "libxcb-present-dev",
+    "libcairo2-dev",
+    "libpango1.0-dev",
+    "apache2-dev",
+    "apache2-bin",
+    "make",
+    "g++",
     # Run time of the testbed.
-    "iproute2", "util-linux", "iperf3",
+    "iproute2",
+    "util-linux",
+    "iperf3",
 )
 _COMMANDS: tuple[str, ...] = ("ip", "tc", "nsenter", "runuser", "unshare", "iperf3")
 _SNAKEOIL = Path("/etc/ssl/certs/ssl-cert-snakeoil.pem")
@@ -112,9 +127,27 @@ def _tbf_available() -> tuple[bool, str]:
     if shutil.which("unshare") is None or shutil.which("tc") is None:
         return False, "needs unshare and tc"
     proc = subprocess.run(
-        ["unshare", "--net", "tc", "qdisc", "add", "dev", "lo", "root", "tbf", "rate", "10mbit",
-         "burst", "10000", "limit", "30000"],
-        capture_output=True, text=True, timeout=10, check=False,
+        [
+            "unshare",
+            "--net",
+            "tc",
+            "qdisc",
+            "add",
+            "dev",
+            "lo",
+            "root",
+            "tbf",
+            "rate",
+            "10mbit",
+            "burst",
+            "10000",
+            "limit",
+            "30000",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
     )
     if proc.returncode == 0:
         return True, "tbf qdisc works (probed in a throw-away namespace)"
@@ -152,9 +185,13 @@ def check_host(congestion_controls: Sequence[str] = ()) -> list[Requirement]:
         else:
             out.append(Requirement(cmd, True, f"{path} (setuid root)"))
     has_user = _user_exists(TESTBED_USER)
-    out.append(Requirement(
-        f"user {TESTBED_USER}", has_user, "exists" if has_user else "missing: itp testbed setup creates it"
-    ))
+    out.append(
+        Requirement(
+            f"user {TESTBED_USER}",
+            has_user,
+            "exists" if has_user else "missing: itp testbed setup creates it",
+        )
+    )
     tun = Path("/dev/net/tun").exists()
     out.append(Requirement("/dev/net/tun", tun, "present" if tun else "missing (load the tun module)"))
     if root and is_linux:
@@ -162,9 +199,11 @@ def check_host(congestion_controls: Sequence[str] = ()) -> list[Requirement]:
         out.append(Requirement("tbf qdisc", ok, detail))
     available = available_congestion_controls()
     for cc in congestion_controls:
-        out.append(Requirement(
-            f"congestion control {cc}", cc in available, f"available: {' '.join(available) or 'unknown'}"
-        ))
+        out.append(
+            Requirement(
+                f"congestion control {cc}", cc in available, f"available: {' '.join(available) or 'unknown'}"
+            )
+        )
     return out
 
 
@@ -189,8 +228,9 @@ def _missing_packages(packages: Iterable[str]) -> list[str]:
     return missing
 
 
-def setup_host(*, mahimahi_src: Path | None = None, install_packages: bool = True,
-               rebuild_mahimahi: bool = False) -> list[str]:
+def setup_host(
+    *, mahimahi_src: Path | None = None, install_packages: bool = True, rebuild_mahimahi: bool = False
+) -> list[str]:
     """Install what the testbed needs, skipping what is present (module docstring). Needs root.
 
     Args:
@@ -219,8 +259,9 @@ def setup_host(*, mahimahi_src: Path | None = None, install_packages: bool = Tru
         _run([*env_cmd, "apt-get", "update"])
         _run([*env_cmd, "apt-get", "install", "-y", "--no-install-recommends", *missing])
         done.append(f"packages: installed {' '.join(missing)}")
-    have_mm = all(shutil.which(b) is not None and _is_setuid_root(str(shutil.which(b)))
-                  for b in MAHIMAHI_BINARIES)
+    have_mm = all(
+        shutil.which(b) is not None and _is_setuid_root(str(shutil.which(b))) for b in MAHIMAHI_BINARIES
+    )
     if have_mm and not rebuild_mahimahi:
         done.append(f"mahimahi: present ({shutil.which('mm-delay')})")
     else:
@@ -244,8 +285,18 @@ def setup_host(*, mahimahi_src: Path | None = None, install_packages: bool = Tru
     if _user_exists(TESTBED_USER):
         done.append(f"user {TESTBED_USER}: present")
     else:
-        _run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-              "--comment", "itp testbed (runs Mahimahi shells)", TESTBED_USER])
+        _run(
+            [
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                "--comment",
+                "itp testbed (runs Mahimahi shells)",
+                TESTBED_USER,
+            ]
+        )
         done.append(f"user {TESTBED_USER}: created")
     fwd = Path("/proc/sys/net/ipv4/ip_forward")
     if fwd.read_text().strip() == "1":
@@ -347,9 +398,9 @@ def find_leftovers(
         procs.append(LeftoverProcess(int(entry.name), pgid, name, reason, cmdline))
     dirs = tuple(sorted(p for p in tmp.glob(f"{TEMP_PREFIX}*") if p.is_dir()))
     netns_dir = Path("/run/netns")
-    namespaces = tuple(sorted(
-        p.name for p in (netns_dir.glob(f"{TEMP_PREFIX}*") if netns_dir.is_dir() else ())
-    ))
+    namespaces = tuple(
+        sorted(p.name for p in (netns_dir.glob(f"{TEMP_PREFIX}*") if netns_dir.is_dir() else ()))
+    )
     return Leftovers(tuple(sorted(procs, key=lambda p: p.pid)), dirs, namespaces)
 
 
@@ -370,8 +421,11 @@ def clean_leftovers(leftovers: Leftovers, *, grace_s: float = 2.0) -> list[str]:
             break
         for p in alive:
             try:
-                group = [int(e.name) for e in Path("/proc").iterdir()
-                         if e.name.isdigit() and (info := _proc_info(int(e.name))) and info[1] == p.pgid]
+                group = [
+                    int(e.name)
+                    for e in Path("/proc").iterdir()
+                    if e.name.isdigit() and (info := _proc_info(int(e.name))) and info[1] == p.pgid
+                ]
                 if p.pgid > 1 and set(group) <= pids:
                     os.killpg(p.pgid, sig)
                 else:

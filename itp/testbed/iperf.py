@@ -37,8 +37,15 @@ class IperfResult:
         return float(sum(self.per_path_bps))
 
 
-def run_iperf(paths: PathSet, *, duration_s: float, workdir: Path, base_port: int = 15201,
-              parallel: int = 1, congestion_control: str | None = None) -> IperfResult:
+def run_iperf(
+    paths: PathSet,
+    *,
+    duration_s: float,
+    workdir: Path,
+    base_port: int = 15201,
+    parallel: int = 1,
+    congestion_control: str | None = None,
+) -> IperfResult:
     """Run one iperf3 client per path at the same time (module docstring); raises RuntimeError on failure.
 
     Args:
@@ -59,19 +66,39 @@ def run_iperf(paths: PathSet, *, duration_s: float, workdir: Path, base_port: in
     outputs = [workdir / f"iperf-{i}.json" for i in range(len(paths.paths))]
     try:
         for i in range(len(paths.paths)):
-            servers.append(subprocess.Popen(
-                ["iperf3", "-s", "-1", "-B", address, "-p", str(base_port + i)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=workdir, start_new_session=True,
-            ))
+            servers.append(
+                subprocess.Popen(
+                    ["iperf3", "-s", "-1", "-B", address, "-p", str(base_port + i)],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    cwd=workdir,
+                    start_new_session=True,
+                )
+            )
         time.sleep(0.5)
         for i, p in enumerate(paths.paths):
-            cmd = ["nsenter", f"--net={p.netns}", "iperf3", "-c", address, "-p", str(base_port + i),
-                   "-t", f"{duration_s:g}", "-P", str(parallel), "-J"]
+            cmd = [
+                "nsenter",
+                f"--net={p.netns}",
+                "iperf3",
+                "-c",
+                address,
+                "-p",
+                str(base_port + i),
+                "-t",
+                f"{duration_s:g}",
+                "-P",
+                str(parallel),
+                "-J",
+            ]
             if congestion_control:
                 cmd += ["-C", congestion_control]
             with outputs[i].open("wb") as sink:
-                clients.append(subprocess.Popen(cmd, stdout=sink, stderr=subprocess.DEVNULL, cwd=workdir,
-                                                start_new_session=True))
+                clients.append(
+                    subprocess.Popen(
+                        cmd, stdout=sink, stderr=subprocess.DEVNULL, cwd=workdir, start_new_session=True
+                    )
+                )
         deadline = time.monotonic() + duration_s + 15.0
         for c in clients:
             c.wait(timeout=max(0.1, deadline - time.monotonic()))

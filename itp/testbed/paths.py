@@ -151,8 +151,13 @@ class EmulatedPath:
             if shutil.which(tool) is None:
                 raise FileNotFoundError(f"{tool} not found: run `itp testbed setup` (or check)")
         self._proc: subprocess.Popen[str] | None = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            start_new_session=True, cwd="/",
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+            cwd="/",
         )
         try:
             self.holder_pid, self.outer_address = self._wait_ready()
@@ -163,8 +168,13 @@ class EmulatedPath:
             raise
         logger.info(
             "path %d up: holder %d, outer address %s, device %s, delay %d ms, loss %.4f",
-            index, self.holder_pid, self.outer_address, self.device, config.one_way_delay_ms,
-            config.loss_rate, extra={"event": "path_up"},
+            index,
+            self.holder_pid,
+            self.outer_address,
+            self.device,
+            config.one_way_delay_ms,
+            config.loss_rate,
+            extra={"event": "path_up"},
         )
 
     def _wait_ready(self) -> tuple[int, str]:
@@ -191,7 +201,10 @@ class EmulatedPath:
 
     def _inner_device(self) -> str:
         out = subprocess.run(
-            _nsenter(self.netns, "ip", "-o", "link", "show"), capture_output=True, text=True, timeout=10,
+            _nsenter(self.netns, "ip", "-o", "link", "show"),
+            capture_output=True,
+            text=True,
+            timeout=10,
             check=True,
         ).stdout
         names = [ln.split(":")[1].strip().split("@")[0] for ln in out.splitlines() if ln.count(":") >= 2]
@@ -201,14 +214,19 @@ class EmulatedPath:
         return devices[0]
 
     def configure(self, transport: TransportSettings) -> None:
-        """Set the congestion control and slow-start-after-idle inside this path's namespace."""
+        """Set the congestion control, slow-start-after-idle and no metrics cache inside the namespace."""
         for key, value in (
             ("net.ipv4.tcp_congestion_control", transport.congestion_control),
             ("net.ipv4.tcp_slow_start_after_idle", "1" if transport.slow_start_after_idle else "0"),
+            # No per-destination cache of ssthresh/RTT: a session must not inherit the previous one's.
+            ("net.ipv4.tcp_no_metrics_save", "1"),
         ):
             proc = subprocess.run(
                 _nsenter(self.netns, "sysctl", "-q", "-w", f"{key}={value}"),
-                capture_output=True, text=True, timeout=10, check=False,
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=False,
             )
             if proc.returncode != 0:
                 raise RuntimeError(f"path {self.index}: setting {key}={value} failed: {proc.stderr.strip()}")
@@ -253,11 +271,17 @@ class RateController:
         self.steps_applied = 0
         try:
             for p in self._paths:
-                self._tc.append(subprocess.Popen(
-                    _nsenter(p.netns, "tc", "-force", "-batch", "-"), stdin=subprocess.PIPE,
-                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                    cwd=workdir,  # the run directory: how `itp testbed clean` recognises a stray tc
-                ))
+                self._tc.append(
+                    subprocess.Popen(
+                        _nsenter(p.netns, "tc", "-force", "-batch", "-"),
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.PIPE,
+                        text=True,
+                        start_new_session=True,
+                        cwd=workdir,  # the run directory: how `itp testbed clean` recognises a stray tc
+                    )
+                )
         except BaseException:
             self.close()
             raise
@@ -284,7 +308,10 @@ class RateController:
             while True:
                 shown = subprocess.run(
                     _nsenter(p.netns, "tc", "qdisc", "show", "dev", p.device),
-                    capture_output=True, text=True, timeout=10, check=False,
+                    capture_output=True,
+                    text=True,
+                    timeout=10,
+                    check=False,
                 ).stdout
                 if "tbf" in shown:
                     break
@@ -356,8 +383,15 @@ class PathSet:
         workdir: the run directory (working directory of the controller's processes).
     """
 
-    def __init__(self, configs: Sequence[PathConfig], *, queue: QueueSpec, transport: TransportSettings,
-                 run_tag: str, workdir: str = "/") -> None:
+    def __init__(
+        self,
+        configs: Sequence[PathConfig],
+        *,
+        queue: QueueSpec,
+        transport: TransportSettings,
+        run_tag: str,
+        workdir: str = "/",
+    ) -> None:
         if not 1 <= len(configs) <= 4:
             raise ValueError(f"configs must hold 1..4 paths, got {len(configs)}")
         self.configs = list(configs)
@@ -380,8 +414,9 @@ class PathSet:
             raise
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     @property
@@ -409,4 +444,3 @@ class PathSet:
             self.controller = None
         while self.paths:
             self.paths.pop().close()
-

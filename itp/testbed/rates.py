@@ -225,8 +225,10 @@ class TbfSettings:
 
 def tbf_settings(rate_bps: float, queue: QueueSpec) -> TbfSettings:
     """The ``tbf`` settings for ``rate_bps`` (bit/s, > 0) and the path's queue (module docstring)."""
-    if isinstance(rate_bps, bool) or not isinstance(rate_bps, (int, float)) or not (
-        math.isfinite(rate_bps) and rate_bps > 0
+    if (
+        isinstance(rate_bps, bool)
+        or not isinstance(rate_bps, (int, float))
+        or not (math.isfinite(rate_bps) and rate_bps > 0)
     ):
         raise ValueError(f"rate_bps must be finite and > 0, got {rate_bps!r}")
     rate = max(1, round(rate_bps))

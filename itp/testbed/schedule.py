@@ -98,7 +98,10 @@ class ScheduleConfig:
 
     def __post_init__(self) -> None:
         int_ranges: tuple[tuple[str, int, int], ...] = (
-            ("paths", 1, 4), ("tasks", 1, 100_000), ("size_min_bytes", 1, 2**40), ("size_max_bytes", 1, 2**40)
+            ("paths", 1, 4),
+            ("tasks", 1, 100_000),
+            ("size_min_bytes", 1, 2**40),
+            ("size_max_bytes", 1, 2**40),
         )
         for name, lo, hi in int_ranges:
             v = getattr(self, name)
@@ -114,8 +117,11 @@ class ScheduleConfig:
             raise ValueError(
                 f"ScheduleConfig.rtt_min_s must be >= 0.002 s (1 ms each way), got {self.rtt_min_s!r}"
             )
-        for lo_name, hi_name in (("rate_min_bps", "rate_max_bps"), ("rtt_min_s", "rtt_max_s"),
-                                 ("size_min_bytes", "size_max_bytes")):
+        for lo_name, hi_name in (
+            ("rate_min_bps", "rate_max_bps"),
+            ("rtt_min_s", "rtt_max_s"),
+            ("size_min_bytes", "size_max_bytes"),
+        ):
             if getattr(self, lo_name) > getattr(self, hi_name):
                 raise ValueError(
                     f"ScheduleConfig.{lo_name} ({getattr(self, lo_name)!r}) must be <= {hi_name} "
@@ -190,8 +196,14 @@ class RepeatSchedule:
             "seed": self.seed,
             "repeat": self.repeat,
             "paths": [
-                {"index": p.index, "trace": p.trace_path, "trace_offset_s": p.trace_offset_s,
-                 "mean_rate_bps": p.mean_rate_bps, "rtt_s": p.rtt_s, "loss_rate": p.loss_rate}
+                {
+                    "index": p.index,
+                    "trace": p.trace_path,
+                    "trace_offset_s": p.trace_offset_s,
+                    "mean_rate_bps": p.mean_rate_bps,
+                    "rtt_s": p.rtt_s,
+                    "loss_rate": p.loss_rate,
+                }
                 for p in self.paths
             ],
             "tasks": [{"name": t.name, "size_bytes": t.size_bytes, "start_s": t.start_s} for t in self.tasks],
@@ -247,7 +259,8 @@ def make_schedule(
     ]
     gaps = (
         rng.exponential(config.mean_interarrival_s, config.tasks)
-        if config.mean_interarrival_s > 0 else np.zeros(config.tasks)
+        if config.mean_interarrival_s > 0
+        else np.zeros(config.tasks)
     )
     gaps[0] = 0.0
     starts = np.cumsum(gaps)

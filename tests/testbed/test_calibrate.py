@@ -28,8 +28,10 @@ def _synthetic_cases(
     cases: list[CalibrationCase] = []
     for r in range(max(1, n // 10)):
         paths = tuple(
-            PathModel(RateSeries(0.1, rng.uniform(5e6, 100e6) * rng.uniform(0.3, 1.7, 600)),
-                      rtt_s=float(rng.choice([0.01, 0.04, 0.1, 0.15])))
+            PathModel(
+                RateSeries(0.1, rng.uniform(5e6, 100e6) * rng.uniform(0.3, 1.7, 600)),
+                rtt_s=float(rng.choice([0.01, 0.04, 0.1, 0.15])),
+            )
             for _ in range(4)
         )
         for k in range(10):
@@ -68,8 +70,10 @@ def test_prediction_follows_the_applied_rates() -> None:
 
 def test_class_errors() -> None:
     path = PathModel(RateSeries(0.1, np.full(10, 8e6)), rtt_s=0.1)
-    cases = [CalibrationCase(s, 0.0, (s,), m, (path,)) for s, m in
-             ((1000, 1.0), (2000, 2.0), (1_000_000, 1.0), (100_000_000, 10.0))]
+    cases = [
+        CalibrationCase(s, 0.0, (s,), m, (path,))
+        for s, m in ((1000, 1.0), (2000, 2.0), (1_000_000, 1.0), (100_000_000, 10.0))
+    ]
     errs = class_errors(cases, [1.5, 1.0, 1.0, 9.0])
     assert [e.name for e in errs] == [*SIZE_CLASS_NAMES, "all"]
     small, medium, large, everything = errs
@@ -85,17 +89,28 @@ def test_class_errors() -> None:
 
 @pytest.mark.parametrize(
     "truth",
-    [TransportParams(1.0, 20 * 1460, True, 0.9), TransportParams(0.25, 14600, False, 0.95),
-     TransportParams(2.0, 4 * 1460, True, 0.75)],
+    [
+        TransportParams(1.0, 20 * 1460, True, 0.9),
+        TransportParams(0.25, 14600, False, 0.95),
+        TransportParams(2.0, 4 * 1460, True, 0.75),
+    ],
 )
 def test_fit_recovers_known_parameters_exactly(truth: TransportParams) -> None:
     cases = _synthetic_cases(truth, n=60, seed=1, noise_sigma=0.0)
-    grid = FitGrid(setup_rtts=(0.0, 0.25, 0.5, 1.0, 1.5, 2.0),
-                   initial_window_bytes=(4 * 1460, 14600, 20 * 1460))
+    grid = FitGrid(
+        setup_rtts=(0.0, 0.25, 0.5, 1.0, 1.5, 2.0), initial_window_bytes=(4 * 1460, 14600, 20 * 1460)
+    )
     fit = fit_transport(cases, grid)
     # Without slow start the initial window plays no part (the fit reports the grid's first one).
-    got = fit.params if truth.slow_start else fit.params.__class__(
-        fit.params.setup_rtts, truth.initial_window_bytes, fit.params.slow_start, fit.params.stream_efficiency
+    got = (
+        fit.params
+        if truth.slow_start
+        else fit.params.__class__(
+            fit.params.setup_rtts,
+            truth.initial_window_bytes,
+            fit.params.slow_start,
+            fit.params.stream_efficiency,
+        )
     )
     assert got == truth
     assert fit.loss == pytest.approx(0.0, abs=1e-9)

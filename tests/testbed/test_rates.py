@@ -54,8 +54,9 @@ def test_each_step_is_the_exact_mean_of_the_scaled_trace(
     values: list[float], mean_mbps: float, offset_s: float, step_s: float
 ) -> None:
     trace = parse_trace_text(_pensieve(values), bin_s=0.1)
-    series = scaled_rate_series(trace, mean_rate_bps=mean_mbps * 1e6, offset_s=offset_s,
-                                duration_s=3.0, step_s=step_s, floor_bps=1.0)
+    series = scaled_rate_series(
+        trace, mean_rate_bps=mean_mbps * 1e6, offset_s=offset_s, duration_s=3.0, step_s=step_s, floor_bps=1.0
+    )
     assert series.rate_bps.size == math.ceil(3.0 / step_s - 1e-9)
     scale = mean_mbps * 1e6 / trace.mean_rate_bps
     bins = [float(x) for x in trace.rate_bps]
@@ -96,9 +97,13 @@ def test_trajectory_matches_the_series_and_holds_the_last_rate() -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "field"),
-    [({"mean_rate_bps": 0.0}, "mean_rate_bps"), ({"duration_s": -1.0}, "duration_s"),
-     ({"step_s": math.inf}, "step_s"), ({"offset_s": math.nan}, "offset_s"),
-     ({"floor_bps": 0.0}, "floor_bps")],
+    [
+        ({"mean_rate_bps": 0.0}, "mean_rate_bps"),
+        ({"duration_s": -1.0}, "duration_s"),
+        ({"step_s": math.inf}, "step_s"),
+        ({"offset_s": math.nan}, "offset_s"),
+        ({"floor_bps": 0.0}, "floor_bps"),
+    ],
 )
 def test_bad_series_arguments(kwargs: dict[str, float], field: str) -> None:
     trace = parse_trace_text(_pensieve([1.0, 2.0]), bin_s=0.1)

@@ -38,8 +38,13 @@ def test_paths_do_not_depend_on_the_task_count() -> None:
 
 
 @settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 2**31), repeat=st.integers(0, 50), tasks=st.integers(1, 40),
-       loss_max=st.sampled_from([0.0, 0.01, 0.2]), gap=st.sampled_from([0.0, 0.5, 3.0]))
+@given(
+    seed=st.integers(0, 2**31),
+    repeat=st.integers(0, 50),
+    tasks=st.integers(1, 40),
+    loss_max=st.sampled_from([0.0, 0.01, 0.2]),
+    gap=st.sampled_from([0.0, 0.5, 3.0]),
+)
 def test_draws_stay_in_range(seed: int, repeat: int, tasks: int, loss_max: float, gap: float) -> None:
     cfg = ScheduleConfig(paths=4, tasks=tasks, loss_max=loss_max, mean_interarrival_s=gap)
     s = make_schedule(cfg, TRACES, seed=seed, repeat=repeat)
@@ -82,12 +87,17 @@ def test_send_schedule_lists_files_in_order(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [
-        ({"paths": 0}, "paths"), ({"paths": 5}, "paths"), ({"tasks": 0}, "tasks"),
-        ({"rate_min_bps": -1.0}, "rate_min_bps"), ({"rate_max_bps": math.nan}, "rate_max_bps"),
-        ({"rate_min_bps": 2e8, "rate_max_bps": 1e8}, "rate_min_bps"), ({"rtt_min_s": 0.001}, "rtt_min_s"),
+        ({"paths": 0}, "paths"),
+        ({"paths": 5}, "paths"),
+        ({"tasks": 0}, "tasks"),
+        ({"rate_min_bps": -1.0}, "rate_min_bps"),
+        ({"rate_max_bps": math.nan}, "rate_max_bps"),
+        ({"rate_min_bps": 2e8, "rate_max_bps": 1e8}, "rate_min_bps"),
+        ({"rtt_min_s": 0.001}, "rtt_min_s"),
         ({"size_min_bytes": 0}, "size_min_bytes"),
         ({"size_max_bytes": 10, "size_min_bytes": 20}, "size_min_bytes"),
-        ({"loss_max": 0.6}, "loss_max"), ({"mean_interarrival_s": -1.0}, "mean_interarrival_s"),
+        ({"loss_max": 0.6}, "loss_max"),
+        ({"mean_interarrival_s": -1.0}, "mean_interarrival_s"),
         ({"tasks": True}, "tasks"),
     ],
 )

@@ -1,0 +1,457 @@
+"""``itp testbed``: real TCP over emulated, trace-driven network paths (see docs/testbed.md).
+
+Examples::
+
+    itp testbed setup                    # root: packages, Mahimahi (built from source), the itptb user
+    itp testbed check                    # what is missing; exit 0 when ready
+    itp testbed run --tasks 12 --repeats 3 --json run.json
+    itp testbed run --policies itp,heuristic --paths 2 --tasks 4 --repeats 1 --no-progress
+    itp testbed calibrate run.json       # simulator vs measured per size class, and the fitted transport
+    itp testbed iperf --size-mib 1024    # engine vs iperf3 over 4 x 100 Mbit/s
+    itp testbed clean                    # remove what a crashed run left
+
+All the logic lives in ``itp.testbed``; this module parses arguments and prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from itp.cli import CLIError, int_at_least, progress
+
+__all__ = ["add_parser", "run"]
+
+DEFAULT_POLICIES = "itp,heuristic,rate-proportional,round-robin,best-single,equal-split"
+
+
+def _float_in(lo: float, hi: float) -> Any:
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number in [{lo:g}, {hi:g}], got {text!r}") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"expected a number in [{lo:g}, {hi:g}], got {v:g}")
+        return v
+
+    parse.__name__ = f"number in [{lo:g}, {hi:g}]"
+    return parse
+
+
+def _queue(text: str) -> Any:
+    from itp.testbed.rates import QueueSpec
+
+    try:
+        return QueueSpec.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _transport_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--cc",
+        choices=("bbr", "cubic", "reno"),
+        default="bbr",
+        help="congestion control inside the paths' namespaces (default bbr, the kernel's default)",
+    )
+    p.add_argument(
+        "--no-slow-start-after-idle",
+        action="store_true",
+        help="set net.ipv4.tcp_slow_start_after_idle=0 inside the paths (default: 1, Linux's "
+        "default: an idle connection restarts from the initial window)",
+    )
+    p.add_argument(
+        "--queue",
+        type=_queue,
+        default=None,
+        metavar="Np|Nms",
+        help="bottleneck queue per path, packets ('100p') or time at the current rate ('50ms'); default 50ms",
+    )
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """Register ``testbed`` and its subcommands on the subparsers action ``sub``."""
+    p: argparse.ArgumentParser = sub.add_parser(
+        "testbed",
+        help="real TCP over emulated trace-driven paths (root; Mahimahi)",
+        description="Emulated network paths on this machine (Mahimahi delay/loss shells, a kernel tbf "
+        "replaying throughput traces), real transfers with the itp engine, and the simulator's "
+        "calibration against them. Needs root; run `itp testbed setup` once. See docs/testbed.md.",
+    )
+    tsub = p.add_subparsers(dest="testbed_command", metavar="SUBCOMMAND", required=True)
+
+    s = tsub.add_parser(
+        "setup",
+        help="install what the testbed needs (root; idempotent)",
+        description="Install the Debian packages, build and install Mahimahi from a source "
+        "tree, create the unprivileged user, enable IPv4 forwarding. Skips what is present.",
+    )
+    s.add_argument(
+        "--mahimahi-src",
+        type=Path,
+        metavar="DIR",
+        help="Mahimahi source tree (default: <repo>/../shared/third_party/mahimahi)",
+    )
+    s.add_argument("--no-apt", action="store_true", help="do not install Debian packages, only report them")
+    s.add_argument(
+        "--rebuild-mahimahi", action="store_true", help="build and install Mahimahi even if present"
+    )
+
+    c = tsub.add_parser(
+        "check",
+        help="say what is missing (exit 0 when ready)",
+        description="Check every requirement of a run; exit 0 when all are met, 1 otherwise.",
+    )
+    c.add_argument(
+        "--cc",
+        action="append",
+        choices=("bbr", "cubic", "reno"),
+        default=None,
+        help="also check this congestion control (repeatable)",
+    )
+
+    k = tsub.add_parser(
+        "clean",
+        help="remove what a crashed run left behind",
+        description="Find the testbed user's processes, processes of run directories, "
+        "run directories and itptb-* namespaces; end and remove them.",
+    )
+    k.add_argument("--dry-run", action="store_true", help="list only")
+
+    r = tsub.add_parser(
+        "run",
+        help="every policy over the same emulated paths, repeated; table with 95%% CIs",
+        description="For each repeat draw a schedule (paths: trace, offset, mean rate, RTT, loss; tasks: "
+        "sizes, arrival gaps), bring up the paths and move the tasks with each policy in turn over the same "
+        "schedule; print mean and p95 completion time, mean per-task goodput, aggregate goodput and success "
+        "with 95%% confidence intervals over repeats, then the simulator's calibration.",
+    )
+    r.add_argument(
+        "--policies",
+        default=DEFAULT_POLICIES,
+        help=f"comma-separated policies (default {DEFAULT_POLICIES}; aliases: equal, rate, rr, best)",
+    )
+    r.add_argument(
+        "--traces",
+        metavar="DIR",
+        help="trace folder (Mahimahi or 'seconds Mbit/s' files); default: the held-out split of "
+        "$ITP_TRACES_DIR or <repo>/../shared/traces, else the shipped traces",
+    )
+    r.add_argument(
+        "--split",
+        choices=("auto", "all", "train", "eval"),
+        default="auto",
+        help="part of the trace folder (default auto: eval for the default corpus, all for --traces)",
+    )
+    r.add_argument(
+        "--paths", type=int_at_least(1), default=4, help="emulated paths = streams, 1..4 (default 4)"
+    )
+    r.add_argument("--tasks", type=int_at_least(1), default=12, help="tasks per repeat (default 12)")
+    r.add_argument("--repeats", type=int_at_least(1), default=3, help="independent schedules (default 3)")
+    r.add_argument("--seed", type=int_at_least(0), default=0, help="schedule seed (default 0)")
+    r.add_argument(
+        "--rate-mbps",
+        type=float,
+        nargs=2,
+        default=(5.0, 100.0),
+        metavar=("MIN", "MAX"),
+        help="log-uniform range of each path's mean rate, Mbit/s (default 5 100)",
+    )
+    r.add_argument(
+        "--rtt-ms",
+        type=float,
+        nargs=2,
+        default=(10.0, 150.0),
+        metavar=("MIN", "MAX"),
+        help="log-uniform range of each path's RTT, ms (default 10 150)",
+    )
+    r.add_argument(
+        "--size-kib",
+        type=float,
+        nargs=2,
+        default=(16.0, 65536.0),
+        metavar=("MIN", "MAX"),
+        help="log-uniform range of task sizes, KiB (default 16 65536)",
+    )
+    r.add_argument(
+        "--gap-s",
+        type=_float_in(0.0, 3600.0),
+        default=2.0,
+        help="mean gap between task arrivals, seconds (default 2)",
+    )
+    r.add_argument(
+        "--loss",
+        type=_float_in(0.0, 0.5),
+        default=0.0,
+        help="each path's random loss is uniform on [0, LOSS] (mm-loss uplink; default 0)",
+    )
+    r.add_argument(
+        "--window",
+        type=int_at_least(1),
+        default=1,
+        help="tasks in flight in the sender (default 1: one at a time, as the simulator)",
+    )
+    r.add_argument(
+        "--timeout-s",
+        type=_float_in(1.0, 86400.0),
+        default=None,
+        help="deadline of one policy's session (default: generous, from the schedule)",
+    )
+    _transport_args(r)
+    r.add_argument(
+        "--json", metavar="OUT", type=Path, help="write everything (schedules, tasks, table) as JSON"
+    )
+    r.add_argument("--markdown", action="store_true", help="print the table as markdown")
+    r.add_argument("--no-calibration", action="store_true", help="skip the simulator calibration report")
+    r.add_argument("--keep-files", action="store_true", help="keep the run directory (reports, logs)")
+    pg = r.add_mutually_exclusive_group()
+    pg.add_argument("--progress", dest="progress", action="store_true", default=None, help="progress bar")
+    pg.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+    cal = tsub.add_parser(
+        "calibrate",
+        help="simulator vs a saved run, per size class; fit its transport",
+        description="Predict every delivered task of a run (its JSON) with the simulator on "
+        "the rates the paths applied, report median and p90 relative errors per size "
+        "class, and fit the simulator's transport parameters (set-up RTTs, initial window, "
+        "slow start, efficiency) to the measurements.",
+    )
+    cal.add_argument("run_json", type=Path, help="the JSON written by `itp testbed run --json`")
+    cal.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    ip = tsub.add_parser(
+        "iperf",
+        help="the engine against iperf3 over constant-rate paths",
+        description="iperf3, then the engine, then iperf3 again over the same paths at a "
+        "constant rate; prints the aggregate goodputs and engine / iperf3.",
+    )
+    ip.add_argument("--paths", type=int_at_least(1), default=4, help="paths (default 4)")
+    ip.add_argument(
+        "--rate-mbps", type=_float_in(0.1, 10000.0), default=100.0, help="rate per path (default 100)"
+    )
+    ip.add_argument("--rtt-ms", type=_float_in(2.0, 2000.0), default=20.0, help="RTT per path (default 20)")
+    ip.add_argument("--size-mib", type=int_at_least(1), default=1024, help="task size, MiB (default 1024)")
+    ip.add_argument("--tasks", type=int_at_least(1), default=1, help="tasks back to back (default 1)")
+    ip.add_argument("--iperf-s", type=_float_in(1.0, 600.0), default=10.0, help="iperf3 seconds (default 10)")
+    ip.add_argument("--parallel", type=int_at_least(1), default=1, help="iperf3 -P per path (default 1)")
+    ip.add_argument("--policy", default="itp", help="engine policy (default itp)")
+    _transport_args(ip)
+    ip.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(handler=run)
+    return p
+
+
+def _require_root() -> None:
+    import os
+
+    if os.geteuid() != 0:
+        raise CLIError("needs root (network namespaces, tc, setuid Mahimahi); run it with sudo")
+
+
+def _require_ready(ccs: list[str]) -> None:
+    from itp.testbed.host import check_host
+
+    missing = [r for r in check_host(ccs) if not r.ok]
+    if missing:
+        raise CLIError(
+            "not ready: "
+            + "; ".join(f"{r.name}: {r.detail}" for r in missing)
+            + " (run `itp testbed setup`, then `itp testbed check`)"
+        )
+
+
+def _transport(args: argparse.Namespace) -> Any:
+    from itp.testbed.paths import TransportSettings
+
+    return TransportSettings(args.cc, not args.no_slow_start_after_idle)
+
+
+def _run_setup(args: argparse.Namespace) -> int:
+    from itp.testbed.host import setup_host
+
+    _require_root()
+    try:
+        for line in setup_host(
+            mahimahi_src=args.mahimahi_src,
+            install_packages=not args.no_apt,
+            rebuild_mahimahi=args.rebuild_mahimahi,
+        ):
+            print(line)
+    except (FileNotFoundError, RuntimeError, PermissionError) as exc:
+        raise CLIError(str(exc)) from None
+    return 0
+
+
+def _run_check(args: argparse.Namespace) -> int:
+    from itp.testbed.host import check_host
+
+    reqs = check_host(args.cc or ["bbr", "cubic", "reno"])
+    for r in reqs:
+        print(f"[{'ok' if r.ok else 'MISSING'}] {r.name}: {r.detail}")
+    bad = [r for r in reqs if not r.ok]
+    print("ready" if not bad else f"not ready: {len(bad)} missing (itp testbed setup installs most of it)")
+    return 0 if not bad else 1
+
+
+def _run_clean(args: argparse.Namespace) -> int:
+    import os
+
+    from itp.testbed.host import clean_leftovers, find_leftovers
+
+    found = find_leftovers(exclude_pids=(os.getppid(),))
+    if found.empty:
+        print("nothing to clean")
+        return 0
+    for line in found.describe():
+        print(line)
+    if args.dry_run:
+        return 0
+    _require_root()
+    for line in clean_leftovers(found):
+        print(line)
+    return 0
+
+
+def _run_run(args: argparse.Namespace) -> int:
+    from itp.sim.traces import select_trace_files
+    from itp.testbed.rates import QueueSpec
+    from itp.testbed.runner import (
+        RunConfig,
+        calibration_report,
+        render_table,
+        resolve_policy,
+        run_testbed,
+        table_rows,
+    )
+    from itp.testbed.schedule import ScheduleConfig
+
+    try:
+        policies = tuple(resolve_policy(x.strip()) for x in args.policies.split(",") if x.strip())
+        selection = select_trace_files(args.traces, split=args.split)
+        schedule = ScheduleConfig(
+            paths=args.paths,
+            tasks=args.tasks,
+            rate_min_bps=args.rate_mbps[0] * 1e6,
+            rate_max_bps=args.rate_mbps[1] * 1e6,
+            rtt_min_s=args.rtt_ms[0] / 1e3,
+            rtt_max_s=args.rtt_ms[1] / 1e3,
+            size_min_bytes=round(args.size_kib[0] * 1024),
+            size_max_bytes=round(args.size_kib[1] * 1024),
+            mean_interarrival_s=args.gap_s,
+            loss_max=args.loss,
+        )
+        config = RunConfig(
+            policies=policies,
+            trace_files=tuple(str(f) for f in selection.files),
+            schedule=schedule,
+            repeats=args.repeats,
+            seed=args.seed,
+            queue=args.queue or QueueSpec(delay_s=0.05),
+            transport=_transport(args),
+            window=args.window,
+            timeout_s=args.timeout_s,
+            keep_files=args.keep_files,
+        )
+    except (ValueError, FileNotFoundError) as exc:
+        raise CLIError(str(exc), status=2) from None
+    _require_root()
+    _require_ready([args.cc])
+    update, close = progress(args.progress, args.repeats * len(policies), desc="testbed", unit="session")
+    try:
+        result = run_testbed(config, progress=update)
+    except RuntimeError as exc:
+        raise CLIError(str(exc)) from None
+    finally:
+        close()
+    data = result.to_dict()
+    header, rows = table_rows(result.summaries())
+    s = config.schedule
+    print(
+        f"itp testbed: {len(policies)} policies x {args.repeats} repeats x {args.tasks} tasks over "
+        f"{args.paths} paths ({selection.description}); "
+        f"rates {s.rate_min_bps / 1e6:g}-{s.rate_max_bps / 1e6:g} Mbit/s, "
+        f"RTT {s.rtt_min_s * 1e3:g}-{s.rtt_max_s * 1e3:g} ms, queue {config.queue.describe()}, "
+        f"{config.transport.congestion_control}, slow start after idle "
+        f"{'on' if config.transport.slow_start_after_idle else 'off'}; wall {result.wall_s:.0f} s; "
+        "± = 95% CI over repeats"
+    )
+    print(render_table(header, rows, markdown=args.markdown))
+    if not args.no_calibration:
+        try:
+            report = calibration_report(data)
+        except ValueError as exc:
+            print(f"calibration: {exc}")
+        else:
+            data["calibration"] = report.to_dict()
+            print()
+            print(report.to_text())
+    if args.json is not None:
+        args.json.write_text(json.dumps(data, indent=1) + "\n")
+    return 0
+
+
+def _run_calibrate(args: argparse.Namespace) -> int:
+    from itp.testbed.runner import calibration_report
+
+    try:
+        data = json.loads(args.run_json.read_text())
+        report = calibration_report(data)
+    except FileNotFoundError:
+        raise CLIError(f"run file not found: {args.run_json}") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CLIError(f"{args.run_json}: not a testbed run JSON or nothing to calibrate ({exc})") from None
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=1))
+    else:
+        print(report.to_text())
+    return 0
+
+
+def _run_iperf(args: argparse.Namespace) -> int:
+    from itp.testbed.ceiling import measure_ceiling
+    from itp.testbed.runner import resolve_policy
+
+    try:
+        policy = resolve_policy(args.policy)
+    except ValueError as exc:
+        raise CLIError(str(exc), status=2) from None
+    if args.paths > 4:
+        raise CLIError(f"--paths must be 1..4, got {args.paths}", status=2)
+    _require_root()
+    _require_ready([args.cc])
+    try:
+        result = measure_ceiling(
+            paths=args.paths,
+            rate_bps=args.rate_mbps * 1e6,
+            rtt_s=args.rtt_ms / 1e3,
+            size_bytes=args.size_mib * 2**20,
+            tasks=args.tasks,
+            iperf_s=args.iperf_s,
+            parallel=args.parallel,
+            policy=policy,
+            queue=args.queue,
+            transport=_transport(args),
+        )
+    except RuntimeError as exc:
+        raise CLIError(str(exc)) from None
+    print(json.dumps(result.to_dict(), indent=1) if args.json else result.to_text())
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Dispatch to the subcommand; returns the exit status."""
+    handlers = {
+        "setup": _run_setup,
+        "check": _run_check,
+        "clean": _run_clean,
+        "run": _run_run,
+        "calibrate": _run_calibrate,
+        "iperf": _run_iperf,
+    }
+    status: int = handlers[args.testbed_command](args)
+    sys.stdout.flush()
+    return status

@@ -1,0 +1,873 @@
+"""A testbed run: every policy moves the same schedules over the same emulated paths, repeated R times.
+
+For repeat r (``itp.testbed.schedule.make_schedule(seed, r)``) the run
+
+1. writes the repeat's task files (sizes from the schedule; content: a seeded random 1 MiB block
+   repeated, so nothing compresses and nothing is read from a slow source);
+2. brings up the paths (``itp.testbed.paths.PathSet``: one Mahimahi shell per path with the repeat's
+   one-way delay and loss, ``tbf`` inside, transport settings in each namespace) and a receiver
+   (``itp receive``, authenticated with a fresh secret) on path 0's outer address;
+3. for each policy, in an order rotated by one per repeat (so no policy always goes first): installs the
+   rate series (the same trace offsets and means for every policy), starts a sender session
+   (``itp.testbed.engine send``), starts the rate controller on the session's clock, submits the tasks at
+   their arrival times, waits (bounded by ``policy_timeout_s``), collects the ``SendReport``; then stops
+   the controller, empties the receiver's folder and flushes each namespace's TCP metrics cache (so no
+   policy inherits the previous one's ``ssthresh``; ``tcp_no_metrics_save`` is set as well);
+4. tears the paths down.
+
+Per (repeat, policy), over the repeat's tasks: mean and 95th-percentile completion time (seconds, the
+engine's ``acked - dispatched``), mean per-task goodput (bit/s; 0 for a failed task), aggregate
+goodput (delivered bits / first dispatch to last acknowledgement) and success fraction. A task that did
+not finish by the deadline counts as failed with completion time ``deadline - arrival`` (a lower bound).
+The table shows the mean over repeats with a 95% Student-t interval (``itp.testbed.stats``); the
+simulator's oracle has no counterpart here.
+
+Clean-up: every child process has its own session and is killed with its group; the paths are a
+context manager; SIGTERM is turned into ``KeyboardInterrupt`` while a run is active, and an ``atexit``
+hook closes whatever is still open, so Ctrl-C, SIGTERM and exceptions leave nothing behind (a SIGKILL
+can; ``itp testbed clean`` finds that by name). The run directory (``/tmp/itptb-run-*``) is removed at
+the end unless ``keep_files``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import math
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import numpy as np
+
+from itp.sim.traces import load_trace
+from itp.testbed.calibrate import (
+    CalibrationCase,
+    ClassError,
+    FitResult,
+    PathModel,
+    class_errors,
+    fit_transport,
+)
+from itp.testbed.calibrate import TransportParams as SimTransport
+from itp.testbed.host import TEMP_PREFIX
+from itp.testbed.paths import PathConfig, PathSet, TransportSettings, kill_group
+from itp.testbed.rates import QueueSpec, RateSeries, scaled_rate_series
+from itp.testbed.schedule import RepeatSchedule, ScheduleConfig, make_schedule
+from itp.testbed.stats import Estimate, mean_ci, percentile
+
+__all__ = [
+    "POLICY_ALIASES",
+    "PolicyRun",
+    "PolicySummary",
+    "RunConfig",
+    "RunResult",
+    "TaskResult",
+    "calibration_report",
+    "cases_from_result",
+    "policy_timeout_s",
+    "resolve_policy",
+    "run_testbed",
+    "summarise",
+]
+
+logger = logging.getLogger(__name__)
+
+POLICY_ALIASES: dict[str, str] = {
+    "equal": "equal-split",
+    "rate": "rate-proportional",
+    "rr": "round-robin",
+    "best": "best-single",
+    "model": "itp",
+}
+"""Short names accepted on the command line, and what they mean."""
+_BLOCK_BYTES = 1 << 20
+
+
+def resolve_policy(name: str) -> str:
+    """The engine's policy name for ``name`` (aliases resolved); ValueError naming unknown ones."""
+    from itp.transfer.policy import POLICY_NAMES
+
+    full = POLICY_ALIASES.get(name, name)
+    if full not in POLICY_NAMES:
+        raise ValueError(
+            f"unknown policy {name!r}; expected one of {', '.join(POLICY_NAMES)} "
+            f"(aliases: {', '.join(f'{k}={v}' for k, v in POLICY_ALIASES.items())})"
+        )
+    return full
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs (units in the names).
+
+    Attributes:
+        policies: engine policy names (``resolve_policy``), in table order.
+        trace_files: the traces the paths follow.
+        schedule: what the schedules are drawn from.
+        repeats: independent schedules, >= 1.
+        seed: base seed of the schedules.
+        queue: bottleneck queue of every path.
+        transport: congestion control and slow-start-after-idle inside the paths.
+        step_s: rate controller period, seconds.
+        window: tasks the sender keeps in flight (1: one task at a time, as the simulator models it).
+        timeout_s: deadline of one policy's session, seconds; None: ``policy_timeout_s(schedule)``.
+        keep_files: keep the run directory (reports, task files) instead of removing it.
+        settle_s: pause between two policies' sessions (queues drain), seconds.
+    """
+
+    policies: tuple[str, ...]
+    trace_files: tuple[str, ...]
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    repeats: int = 3
+    seed: int = 0
+    queue: QueueSpec = field(default_factory=lambda: QueueSpec(delay_s=0.05))
+    transport: TransportSettings = field(default_factory=TransportSettings)
+    step_s: float = 0.1
+    window: int = 1
+    timeout_s: float | None = None
+    keep_files: bool = False
+    settle_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.policies:
+            raise ValueError("RunConfig.policies is empty")
+        for p in self.policies:
+            if resolve_policy(p) != p:
+                raise ValueError(f"RunConfig.policies must hold engine names, got {p!r}")
+        if len(set(self.policies)) != len(self.policies):
+            raise ValueError(f"RunConfig.policies has duplicates: {self.policies}")
+        if not self.trace_files:
+            raise ValueError("RunConfig.trace_files is empty")
+        for name, v, lo in (("repeats", self.repeats, 1), ("seed", self.seed, 0), ("window", self.window, 1)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ValueError(f"RunConfig.{name} must be an int >= {lo}, got {v!r}")
+        if not (math.isfinite(self.step_s) and 0.01 <= self.step_s <= 10.0):
+            raise ValueError(f"RunConfig.step_s must be in [0.01, 10] s, got {self.step_s!r}")
+        if self.timeout_s is not None and not (math.isfinite(self.timeout_s) and self.timeout_s > 0):
+            raise ValueError(f"RunConfig.timeout_s must be > 0 or None, got {self.timeout_s!r}")
+        if not (math.isfinite(self.settle_s) and self.settle_s >= 0):
+            raise ValueError(f"RunConfig.settle_s must be >= 0, got {self.settle_s!r}")
+
+
+def policy_timeout_s(schedule: RepeatSchedule) -> float:
+    """Default session deadline: last arrival + 2x the time all bytes take on the slowest path + 30 s.
+
+    Generous on purpose (round-robin and best-single can put a large task on a slow path); it bounds a
+    run that a fault stalled, it does not rank policies.
+    """
+    slowest = min(p.mean_rate_bps for p in schedule.paths)
+    last = max(t.start_s for t in schedule.tasks)
+    return last + 2.0 * 8.0 * schedule.total_bytes / slowest + 30.0
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """One task of one policy's session.
+
+    Attributes:
+        name, size_bytes, arrival_s: from the schedule.
+        ok: delivered.
+        seconds: completion time (dispatch to acknowledgement), or the lower bound for a missing task.
+        goodput_bps: ``8 size / seconds`` when delivered, else 0.
+        dispatched_s: dispatch time on the session's (= the rate controller's) clock, seconds.
+        stream_bytes: bytes each stream carried (final attempts), one per path.
+        action: the decision (0..14) or None.
+        predicted_s: the engine's predicted completion time, seconds (NaN if none).
+    """
+
+    name: str
+    size_bytes: int
+    arrival_s: float
+    ok: bool
+    seconds: float
+    goodput_bps: float
+    dispatched_s: float
+    stream_bytes: tuple[int, ...]
+    action: int | None
+    predicted_s: float
+
+
+@dataclass(frozen=True)
+class PolicyRun:
+    """One policy on one repeat: its tasks and session-level figures.
+
+    Attributes:
+        repeat, policy: which.
+        tasks: in schedule order.
+        aggregate_goodput_bps: delivered bits / (last acknowledgement - first dispatch).
+        wall_s: the session's wall time, seconds.
+        max_lateness_s: the rate controller's worst step lateness, seconds.
+        timed_out: the session hit its deadline.
+    """
+
+    repeat: int
+    policy: str
+    tasks: tuple[TaskResult, ...]
+    aggregate_goodput_bps: float
+    wall_s: float
+    max_lateness_s: float
+    timed_out: bool
+
+    def metrics(self) -> dict[str, float]:
+        """``mean_time_s``, ``p95_time_s``, ``mean_goodput_bps``, ``aggregate_goodput_bps``, ``success``."""
+        times = [t.seconds for t in self.tasks]
+        return {
+            "mean_time_s": float(np.mean(times)),
+            "p95_time_s": percentile(times, 95.0),
+            "mean_goodput_bps": float(np.mean([t.goodput_bps for t in self.tasks])),
+            "aggregate_goodput_bps": self.aggregate_goodput_bps,
+            "success": float(np.mean([t.ok for t in self.tasks])),
+        }
+
+
+METRICS: tuple[str, ...] = (
+    "mean_time_s",
+    "p95_time_s",
+    "mean_goodput_bps",
+    "aggregate_goodput_bps",
+    "success",
+)
+
+
+@dataclass(frozen=True)
+class PolicySummary:
+    """A policy's metrics over repeats: one ``Estimate`` (mean, 95% half-width) per name in ``METRICS``."""
+
+    policy: str
+    estimates: dict[str, Estimate]
+
+
+def summarise(runs: Sequence[PolicyRun], policies: Sequence[str]) -> list[PolicySummary]:
+    """Per policy (in ``policies`` order), the mean and 95% interval of each metric over its repeats."""
+    out = []
+    for p in policies:
+        mine = [r.metrics() for r in runs if r.policy == p]
+        out.append(PolicySummary(p, {m: mean_ci([x[m] for x in mine]) for m in METRICS}))
+    return out
+
+
+def _fmt_s(t_s: float) -> str:
+    if math.isnan(t_s):
+        return "n/a"
+    return f"{t_s * 1e3:.0f} ms" if t_s < 1.0 else f"{t_s:.2f} s"
+
+
+def _fmt_est(e: Estimate, kind: str) -> str:
+    def one(x: float) -> str:
+        if math.isnan(x):
+            return "n/a"
+        if kind == "s":
+            return _fmt_s(x)
+        if kind == "bps":
+            return f"{x / 1e6:.1f}"
+        return f"{100 * x:.1f}%"
+
+    hw = (
+        "" if math.isnan(e.half_width) else f" ± {one(e.half_width) if kind != 's' else _fmt_s(e.half_width)}"
+    )
+    return one(e.mean) + hw
+
+
+def table_rows(summaries: Sequence[PolicySummary]) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of the run table (goodputs in Mbit/s; ± is the 95% half-width over repeats)."""
+    header = [
+        "policy",
+        "mean time",
+        "p95 time",
+        "mean goodput (Mbit/s)",
+        "aggregate (Mbit/s)",
+        "success",
+        "goodput / heuristic",
+    ]
+    heur = next((s for s in summaries if s.policy == "heuristic"), None)
+    rows = []
+    for s in summaries:
+        e = s.estimates
+        rel = ""
+        if heur is not None and heur.estimates["mean_goodput_bps"].mean > 0:
+            rel = f"{e['mean_goodput_bps'].mean / heur.estimates['mean_goodput_bps'].mean:.3f}x"
+        rows.append(
+            [
+                s.policy,
+                _fmt_est(e["mean_time_s"], "s"),
+                _fmt_est(e["p95_time_s"], "s"),
+                _fmt_est(e["mean_goodput_bps"], "bps"),
+                _fmt_est(e["aggregate_goodput_bps"], "bps"),
+                _fmt_est(e["success"], "frac"),
+                rel,
+            ]
+        )
+    return header, rows
+
+
+def render_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, markdown: bool) -> str:
+    """A plain-text (aligned) or markdown table."""
+    if markdown:
+        lines = [
+            "| " + " | ".join(header) + " |",
+            "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|",
+        ]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        return "\n".join(lines)
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
+    fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    return "\n".join([fmt.format(*header), *(fmt.format(*r) for r in rows)])
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A finished run: its configuration, schedules, per-(repeat, policy) runs and wall time (seconds)."""
+
+    config: RunConfig
+    schedules: tuple[RepeatSchedule, ...]
+    runs: tuple[PolicyRun, ...]
+    wall_s: float
+    series_duration_s: tuple[float, ...]
+
+    def summaries(self) -> list[PolicySummary]:
+        """``summarise`` of the runs."""
+        return summarise(self.runs, self.config.policies)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: configuration, schedules, every task of every run, the summary table."""
+        c = self.config
+        return {
+            "config": {
+                "policies": list(c.policies),
+                "trace_files": list(c.trace_files),
+                "repeats": c.repeats,
+                "seed": c.seed,
+                "schedule": c.schedule.__dict__,
+                "queue": c.queue.describe(),
+                "queue_packets": c.queue.packets,
+                "queue_delay_s": c.queue.delay_s,
+                "congestion_control": c.transport.congestion_control,
+                "slow_start_after_idle": c.transport.slow_start_after_idle,
+                "step_s": c.step_s,
+                "window": c.window,
+            },
+            "wall_s": self.wall_s,
+            "series_duration_s": list(self.series_duration_s),
+            "schedules": [s.to_dict() for s in self.schedules],
+            "runs": [
+                {
+                    "repeat": r.repeat,
+                    "policy": r.policy,
+                    "aggregate_goodput_bps": r.aggregate_goodput_bps,
+                    "wall_s": r.wall_s,
+                    "max_lateness_s": r.max_lateness_s,
+                    "timed_out": r.timed_out,
+                    "metrics": r.metrics(),
+                    "tasks": [
+                        {
+                            **t.__dict__,
+                            "stream_bytes": list(t.stream_bytes),
+                            "predicted_s": None if math.isnan(t.predicted_s) else t.predicted_s,
+                        }
+                        for t in r.tasks
+                    ],
+                }
+                for r in self.runs
+            ],
+            "summary": [
+                {"policy": s.policy, **{m: e.to_dict() for m, e in s.estimates.items()}}
+                for s in self.summaries()
+            ],
+        }
+
+
+# --------------------------------------------------------------------------------------------- clean-up
+class _Live:
+    """What is running now, closed by ``close_all`` (atexit, signals, the normal path)."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes] | subprocess.Popen[str]] = []
+        self.pathsets: list[PathSet] = []
+
+    def close_all(self) -> None:
+        while self.procs:
+            kill_group(self.procs.pop(), grace_s=1.0)
+        while self.pathsets:
+            self.pathsets.pop().close()
+
+
+_LIVE = _Live()
+atexit.register(_LIVE.close_all)
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While active (main thread only): SIGTERM raises KeyboardInterrupt, so every ``finally`` runs."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        del signum, frame
+        raise KeyboardInterrupt("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# --------------------------------------------------------------------------------------------- the run
+def _write_task_files(schedule: RepeatSchedule, directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    block = np.random.default_rng([schedule.seed, schedule.repeat, 7]).bytes(_BLOCK_BYTES)
+    for t in schedule.tasks:
+        with (directory / t.name).open("wb") as f:
+            left = t.size_bytes
+            while left > 0:
+                n = min(left, _BLOCK_BYTES)
+                f.write(block[:n])
+                left -= n
+
+
+def _free_port(address: str) -> int:
+    """A TCP port free on ``address`` now (the receiver binds it a moment later; the address is the run's)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((address, 0))
+        return int(sock.getsockname()[1])
+
+
+def _listening(address: str, port: int) -> bool:
+    """Whether a socket listens on ``address:port`` in this namespace (``/proc/net/tcp``, state 0A)."""
+    want = f"{socket.htonl(int.from_bytes(socket.inet_aton(address), 'big')):08X}:{port:04X}"
+    try:
+        lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return False
+    return any(ln.split()[1] == want and ln.split()[3] == "0A" for ln in lines if len(ln.split()) > 3)
+
+
+def _start_receiver(
+    workdir: Path, address: str, secret_file: Path, recv_dir: Path
+) -> tuple[subprocess.Popen[bytes], int]:
+    """``itp receive`` on ``address`` (a free port), in its own session; waits until it listens."""
+    port = _free_port(address)
+    log = (workdir / "receiver.log").open("ab")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "itp",
+            "receive",
+            "--listen",
+            f"{address}:{port}",
+            "--dir",
+            str(recv_dir),
+            "--secret-file",
+            str(secret_file),
+        ],
+        cwd=workdir,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+    )
+    log.close()
+    _LIVE.procs.append(proc)
+    deadline = time.monotonic() + 30.0
+    while not _listening(address, port):
+        if proc.poll() is not None:
+            raise RuntimeError(f"itp receive exited ({proc.returncode}); see {workdir / 'receiver.log'}")
+        if time.monotonic() > deadline:
+            raise RuntimeError("itp receive did not listen within 30 s")
+        time.sleep(0.05)
+    return proc, port
+
+
+def _flush_tcp_metrics(paths: PathSet) -> None:
+    for p in paths.paths:
+        subprocess.run(
+            ["nsenter", f"--net={p.netns}", "ip", "tcp_metrics", "flush", "all"],
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
+
+
+def _session(
+    paths: PathSet,
+    *,
+    policy: str,
+    schedule: RepeatSchedule,
+    series: Sequence[RateSeries],
+    workdir: Path,
+    files_dir: Path,
+    secret_file: Path,
+    port: int,
+    window: int,
+    timeout_s: float,
+) -> PolicyRun:
+    """One policy's sender session over the running paths (module docstring, step 3)."""
+    assert paths.controller is not None
+    tag = f"r{schedule.repeat}-{policy}"
+    report_path = workdir / f"report-{tag}.json"
+    cfg = {
+        "to": f"{paths.receiver_address}:{port}",
+        "netns": paths.netns,
+        "policy": policy,
+        "secret_file": str(secret_file),
+        "window": window,
+        "timeout_s": timeout_s,
+        "schedule": schedule.send_schedule(files_dir),
+        "report": str(report_path),
+    }
+    cfg_path = workdir / f"send-{tag}.json"
+    cfg_path.write_text(json.dumps(cfg))
+    paths.controller.install(series)
+    wall0 = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "itp.testbed.engine", "send", str(cfg_path)],
+        cwd=workdir,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=(workdir / f"send-{tag}.log").open("wb"),
+        text=True,
+        start_new_session=True,
+    )
+    _LIVE.procs.append(proc)
+    timed_out = False
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line.startswith("READY "):
+            proc.wait(timeout=10)
+            raise RuntimeError(f"sender did not start ({proc.returncode}); see {workdir / f'send-{tag}.log'}")
+        t0 = float(line.split()[1])
+        paths.controller.start(t0)
+        try:
+            proc.wait(timeout=timeout_s + 30.0)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            logger.warning("%s: sender did not exit by its deadline; killed", tag, extra={"event": "timeout"})
+    finally:
+        paths.controller.stop()
+        kill_group(proc, grace_s=2.0)
+        if proc in _LIVE.procs:
+            _LIVE.procs.remove(proc)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    wall = time.monotonic() - wall0
+    lateness = paths.controller.max_lateness_s
+    if not report_path.exists():
+        raise RuntimeError(f"{tag}: the sender wrote no report; see {workdir / f'send-{tag}.log'}")
+    report = json.loads(report_path.read_text())
+    by_name = {t["name"]: t for t in report["tasks"]}
+    n = len(paths.paths)
+    tasks = []
+    for spec in schedule.tasks:
+        t = by_name.get(spec.name)
+        if t is None:
+            tasks.append(
+                TaskResult(
+                    spec.name,
+                    spec.size_bytes,
+                    spec.start_s,
+                    False,
+                    max(timeout_s - spec.start_s, 0.0),
+                    0.0,
+                    math.nan,
+                    (0,) * n,
+                    None,
+                    math.nan,
+                )
+            )
+            continue
+        carried = [0] * n
+        for c in t["chunks"]:
+            if c["ok"] and 0 <= c["stream_id"] < n:
+                carried[c["stream_id"]] += int(c["size_bytes"])
+        ok = bool(t["ok"])
+        seconds = float(t["seconds"]) if ok else max(float(t["seconds"]), 0.0)
+        tasks.append(
+            TaskResult(
+                spec.name,
+                spec.size_bytes,
+                spec.start_s,
+                ok,
+                seconds,
+                8.0 * spec.size_bytes / seconds if ok and seconds > 0 else 0.0,
+                float(t["dispatched_s"]),
+                tuple(carried),
+                t["action"],
+                float(t["predicted_s"]) if t.get("predicted_s") is not None else math.nan,
+            )
+        )
+    return PolicyRun(
+        schedule.repeat,
+        policy,
+        tuple(tasks),
+        float(report["totals"]["aggregate_goodput_bps"]),
+        wall,
+        lateness,
+        timed_out,
+    )
+
+
+def repeat_series(schedule: RepeatSchedule, *, duration_s: float, step_s: float) -> list[RateSeries]:
+    """Each path's rate series for a repeat (``itp.testbed.rates.scaled_rate_series``)."""
+    return [
+        scaled_rate_series(
+            load_trace(p.trace_path),
+            mean_rate_bps=p.mean_rate_bps,
+            offset_s=p.trace_offset_s,
+            duration_s=duration_s,
+            step_s=step_s,
+        )
+        for p in schedule.paths
+    ]
+
+
+def run_testbed(
+    config: RunConfig,
+    *,
+    progress: Callable[[int, str | None], None] | None = None,
+    workdir: Path | None = None,
+) -> RunResult:
+    """Run every policy on every repeat (module docstring). Needs root and ``itp testbed setup``.
+
+    Args:
+        config: the run.
+        progress: called ``progress(1, note)`` after each policy session.
+        workdir: parent of the run directory (default: the system temp folder).
+
+    Raises:
+        RuntimeError: a path, the receiver or a sender failed (the message says which and where its log
+            is); everything started is torn down first.
+        KeyboardInterrupt: Ctrl-C or SIGTERM, after tearing everything down.
+    """
+    started = time.monotonic()
+    run_dir = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}run-", dir=workdir))
+    run_tag = run_dir.name.removeprefix(f"{TEMP_PREFIX}run-")[:8]
+    secret_file = run_dir / "secret"
+    secret_file.write_text(secrets.token_hex(32) + "\n")
+    os.chmod(secret_file, 0o600)
+    schedules: list[RepeatSchedule] = []
+    runs: list[PolicyRun] = []
+    durations: list[float] = []
+    logger.info("testbed run in %s", run_dir, extra={"event": "run_start"})
+    try:
+        with _sigterm_as_interrupt():
+            for r in range(config.repeats):
+                schedule = make_schedule(config.schedule, config.trace_files, seed=config.seed, repeat=r)
+                schedules.append(schedule)
+                timeout_s = config.timeout_s if config.timeout_s is not None else policy_timeout_s(schedule)
+                durations.append(timeout_s + 60.0)
+                series = repeat_series(schedule, duration_s=timeout_s + 60.0, step_s=config.step_s)
+                files_dir = run_dir / f"files-{r}"
+                _write_task_files(schedule, files_dir)
+                recv_dir = run_dir / "received"
+                recv_dir.mkdir(exist_ok=True)
+                configs = [PathConfig(p.one_way_delay_ms, p.loss_rate) for p in schedule.paths]
+                paths = PathSet(
+                    configs,
+                    queue=config.queue,
+                    transport=config.transport,
+                    run_tag=run_tag,
+                    workdir=str(run_dir),
+                )
+                _LIVE.pathsets.append(paths)
+                with paths:
+                    receiver, port = _start_receiver(run_dir, paths.receiver_address, secret_file, recv_dir)
+                    k = r % len(config.policies)
+                    for policy in (*config.policies[k:], *config.policies[:k]):
+                        paths.check_alive()
+                        _flush_tcp_metrics(paths)
+                        run = _session(
+                            paths,
+                            policy=policy,
+                            schedule=schedule,
+                            series=series,
+                            workdir=run_dir,
+                            files_dir=files_dir,
+                            secret_file=secret_file,
+                            port=port,
+                            window=config.window,
+                            timeout_s=timeout_s,
+                        )
+                        runs.append(run)
+                        m = run.metrics()
+                        logger.info(
+                            "repeat %d %s: mean %.2f s, goodput %.1f Mbit/s, success %.0f%%",
+                            r,
+                            policy,
+                            m["mean_time_s"],
+                            m["mean_goodput_bps"] / 1e6,
+                            100 * m["success"],
+                            extra={"event": "session_done"},
+                        )
+                        for f in recv_dir.iterdir():
+                            f.unlink()
+                        if progress is not None:
+                            progress(1, f"repeat {r + 1}/{config.repeats} {policy}")
+                        time.sleep(config.settle_s)
+                    kill_group(receiver, grace_s=2.0)
+                    _LIVE.procs.remove(receiver)
+                _LIVE.pathsets.remove(paths)
+                if not config.keep_files:
+                    shutil.rmtree(files_dir, ignore_errors=True)
+    finally:
+        _LIVE.close_all()
+        if not config.keep_files:
+            shutil.rmtree(run_dir, ignore_errors=True)
+    return RunResult(config, tuple(schedules), tuple(runs), time.monotonic() - started, tuple(durations))
+
+
+# --------------------------------------------------------------------------------------------- calibration
+def cases_from_result(result: dict[str, Any]) -> list[tuple[int, CalibrationCase, float]]:
+    """Calibration cases of a run's JSON (``RunResult.to_dict``): ``(repeat, case, engine_predicted_s)``.
+
+    Each repeat's paths are rebuilt from its schedule (trace, offset, mean, RTT) with the run's step and
+    series length, so a saved run can be calibrated again later (``itp testbed calibrate``).
+    Only delivered tasks with a dispatch time are used.
+    """
+    step_s = float(result["config"]["step_s"])
+    out: list[tuple[int, CalibrationCase, float]] = []
+    for sched, duration in zip(result["schedules"], result["series_duration_s"], strict=True):
+        models = tuple(
+            PathModel(
+                scaled_rate_series(
+                    load_trace(p["trace"]),
+                    mean_rate_bps=p["mean_rate_bps"],
+                    offset_s=p["trace_offset_s"],
+                    duration_s=duration,
+                    step_s=step_s,
+                ),
+                rtt_s=p["rtt_s"],
+            )
+            for p in sched["paths"]
+        )
+        for run in result["runs"]:
+            if run["repeat"] != sched["repeat"]:
+                continue
+            for t in run["tasks"]:
+                if not t["ok"] or t["dispatched_s"] is None or not math.isfinite(t["dispatched_s"]):
+                    continue
+                case = CalibrationCase(
+                    int(t["size_bytes"]),
+                    max(float(t["dispatched_s"]), 0.0),
+                    tuple(int(b) for b in t["stream_bytes"]),
+                    float(t["seconds"]),
+                    models,
+                )
+                pred = t.get("predicted_s")
+                out.append((int(sched["repeat"]), case, math.nan if pred is None else float(pred)))
+    return out
+
+
+@dataclass(frozen=True)
+class CalibrationReport:
+    """Simulator vs testbed: errors of the defaults, the fit, the fitted errors (in-sample and held out)."""
+
+    default_errors: list[ClassError]
+    fit: FitResult
+    fitted_errors: list[ClassError]
+    heldout_errors: list[ClassError] | None
+    engine_errors: list[ClassError] | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+
+        def errs(x: list[ClassError] | None) -> list[dict[str, Any]] | None:
+            return None if x is None else [e.to_dict() for e in x]
+
+        return {
+            "default_params": SimTransport().to_dict(),
+            "default_errors": errs(self.default_errors),
+            "fitted_params": self.fit.params.to_dict(),
+            "fit_loss": self.fit.loss,
+            "default_loss": self.fit.default_loss,
+            "fitted_errors": errs(self.fitted_errors),
+            "heldout_errors": errs(self.heldout_errors),
+            "engine_prediction_errors": errs(self.engine_errors),
+        }
+
+    def to_text(self) -> str:
+        """The per-size-class tables (median and p90 of |relative error|, median signed error)."""
+        from itp.testbed.calibrate import predict_seconds  # noqa: F401 (documentation link)
+
+        def block(title: str, errs: list[ClassError]) -> list[str]:
+            rows = [
+                [
+                    e.name,
+                    str(e.n),
+                    f"{100 * e.median_abs:.1f}%",
+                    f"{100 * e.p90_abs:.1f}%",
+                    f"{100 * e.median_signed:+.1f}%",
+                ]
+                for e in errs
+                if e.n
+            ]
+            return [
+                title,
+                render_table(
+                    ["size class", "tasks", "median |err|", "p90 |err|", "median err"], rows, markdown=False
+                ),
+                "",
+            ]
+
+        p = self.fit.params
+        lines = block(
+            "simulator defaults (fresh connection per chunk: set-up 1.5 RTT, slow start from 10 segments):",
+            self.default_errors,
+        )
+        lines += block(
+            f"fitted (set-up {p.setup_rtts:g} RTT, initial window {p.initial_window_bytes} B, slow start "
+            f"{'on' if p.slow_start else 'off'}, efficiency {p.stream_efficiency:.2f}; mean |log err| "
+            f"{self.fit.loss:.3f} vs {self.fit.default_loss:.3f} for the defaults), in-sample:",
+            self.fitted_errors,
+        )
+        if self.heldout_errors is not None:
+            lines += block("fitted on even repeats, errors on odd repeats (held out):", self.heldout_errors)
+        if self.engine_errors is not None:
+            lines += block(
+                "the engine's own prediction (the partitioner's expected time):", self.engine_errors
+            )
+        return "\n".join(lines).rstrip()
+
+
+def calibration_report(result: dict[str, Any]) -> CalibrationReport:
+    """Calibrate the simulator against a run's JSON (``RunResult.to_dict``); see ``itp.testbed.calibrate``.
+
+    Raises:
+        ValueError: the run has no delivered task.
+    """
+    from itp.testbed.calibrate import predict_seconds
+
+    triples = cases_from_result(result)
+    if not triples:
+        raise ValueError("the run has no delivered task to calibrate against")
+    cases = [c for _, c, _ in triples]
+    default = class_errors(cases, predict_seconds(cases, SimTransport()))
+    fit = fit_transport(cases)
+    fitted = class_errors(cases, predict_seconds(cases, fit.params))
+    heldout = None
+    train = [c for r, c, _ in triples if r % 2 == 0]
+    test = [c for r, c, _ in triples if r % 2 == 1]
+    if train and test:
+        split_fit = fit_transport(train)
+        heldout = class_errors(test, predict_seconds(test, split_fit.params))
+    with_pred = [(c, p) for _, c, p in triples if math.isfinite(p) and p > 0]
+    engine = class_errors([c for c, _ in with_pred], [p for _, p in with_pred]) if with_pred else None
+    return CalibrationReport(default, fit, fitted, heldout, engine)
