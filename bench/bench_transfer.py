@@ -108,7 +108,10 @@ def send_round(sender: Sender, paths: list[Path]) -> float:
     return float(sum(r.size_bytes for r in reports))
 
 
-def run_itp(benchmark: Any, receiver: tuple[int, Path], paths: list[Path], policy: str, window: int) -> None:
+def run_itp(
+    benchmark: Any, receiver: tuple[int, Path], paths: list[Path], policy: str, window: int,
+    target: float | None = None,
+) -> None:
     port, out = receiver
     with Sender(f"127.0.0.1:{port}", policy=policy, window=window) as sender:
         send_round(sender, paths[:1])  # connect the 4 streams and warm up outside the timing
@@ -118,6 +121,8 @@ def run_itp(benchmark: Any, receiver: tuple[int, Path], paths: list[Path], polic
     assert sha256_of(out / paths[-1].name) == sha256_of(paths[-1])
     median_s = benchmark.stats.stats.median
     tag(benchmark, "itp", total, goodput_bps=8 * total / median_s, tasks_per_s=len(paths) / median_s)
+    if target is not None:  # the issue's loopback goal: >= 0.5x iperf3's aggregate goodput
+        benchmark.extra_info["target_speedup"] = target
 
 
 def free_port() -> int:
@@ -161,7 +166,7 @@ def run_iperf3(benchmark: Any) -> None:
 
 @pytest.mark.benchmark(group="transfer 1 GiB task")
 def test_itp_one_gib_task(benchmark: Any, receiver: tuple[int, Path], files: dict[str, list[Path]]) -> None:
-    run_itp(benchmark, receiver, files["1g"], "rate-proportional", 8)
+    run_itp(benchmark, receiver, files["1g"], "rate-proportional", 8, target=0.5)
 
 
 @pytest.mark.benchmark(group="transfer 1 GiB task")
@@ -171,7 +176,7 @@ def test_iperf3_one_gib(benchmark: Any) -> None:
 
 @pytest.mark.benchmark(group="transfer 16 x 64 MiB tasks")
 def test_itp_64_mib_tasks(benchmark: Any, receiver: tuple[int, Path], files: dict[str, list[Path]]) -> None:
-    run_itp(benchmark, receiver, files["64m"], "rate-proportional", 8)
+    run_itp(benchmark, receiver, files["64m"], "rate-proportional", 8, target=0.5)
 
 
 @pytest.mark.benchmark(group="transfer 16 x 64 MiB tasks")
