@@ -15,7 +15,7 @@ from model_factory import write_model
 import itp
 from itp.cli import SUBCOMMANDS, ExtraFormatter, build_parser, configure_logging, main
 
-EXPECTED = {"demo", "train", "evaluate", "export", "models", "metrics", "plot"}
+EXPECTED = {"demo", "train", "evaluate", "export", "models", "metrics", "plot", "send", "receive", "testbed"}
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
