@@ -10,7 +10,9 @@ Set-up (``setup_host``, idempotent: every step first checks and skips what is pr
 packages Mahimahi needs to build and the testbed needs to run (``APT_PACKAGES``), the snakeoil TLS
 certificate Mahimahi's ``configure`` insists on, Mahimahi built from a source tree (default: the
 snapshot in ``../shared/third_party/mahimahi``) in a temporary copy and installed with ``make install``
-(which makes ``mm-*`` setuid root), the system user, and ``net.ipv4.ip_forward = 1``.
+(which makes ``mm-*`` setuid root), the system user, ``net.ipv4.ip_forward = 1``, and bbr, cubic and
+reno in ``net.ipv4.tcp_allowed_congestion_control`` (a namespace may only make a listed control its
+default; the list only restricts unprivileged choices, it changes no socket).
 
 Leftovers (``find_leftovers`` / ``clean_leftovers``). Everything a run starts is recognisable:
 
@@ -48,10 +50,13 @@ __all__ = [
     "APT_PACKAGES",
     "MAHIMAHI_BINARIES",
     "TEMP_PREFIX",
+    "TESTBED_CONGESTION_CONTROLS",
     "TESTBED_USER",
     "LeftoverProcess",
     "Leftovers",
     "Requirement",
+    "allowed_congestion_controls",
+    "available_congestion_controls",
     "check_host",
     "clean_leftovers",
     "default_mahimahi_src",
@@ -162,6 +167,23 @@ def available_congestion_controls() -> tuple[str, ...]:
         return ()
 
 
+_ALLOWED_CC = Path("/proc/sys/net/ipv4/tcp_allowed_congestion_control")
+TESTBED_CONGESTION_CONTROLS: tuple[str, ...] = ("bbr", "cubic", "reno")
+
+
+def allowed_congestion_controls() -> tuple[str, ...]:
+    """Controls a network namespace other than the host's may make its default.
+
+    Linux lets a child namespace set ``net.ipv4.tcp_congestion_control`` only to a control listed in
+    the host's ``tcp_allowed_congestion_control`` (``EPERM`` otherwise), so a control the testbed sets
+    inside its paths must be listed there; ``setup_host`` adds the testbed's.
+    """
+    try:
+        return tuple(_ALLOWED_CC.read_text().split())
+    except OSError:
+        return ()
+
+
 def check_host(congestion_controls: Sequence[str] = ()) -> list[Requirement]:
     """Every requirement of a testbed run, in the order a user should fix them (module docstring).
 
@@ -198,12 +220,27 @@ def check_host(congestion_controls: Sequence[str] = ()) -> list[Requirement]:
         ok, detail = _tbf_available()
         out.append(Requirement("tbf qdisc", ok, detail))
     available = available_congestion_controls()
+    allowed = allowed_congestion_controls()
     for cc in congestion_controls:
-        out.append(
-            Requirement(
-                f"congestion control {cc}", cc in available, f"available: {' '.join(available) or 'unknown'}"
+        if cc not in available:
+            out.append(
+                Requirement(
+                    f"congestion control {cc}",
+                    False,
+                    f"not in the kernel (available: {' '.join(available) or 'unknown'})",
+                )
             )
-        )
+        elif cc not in allowed:
+            out.append(
+                Requirement(
+                    f"congestion control {cc}",
+                    False,
+                    f"available but not allowed inside namespaces (tcp_allowed_congestion_control = "
+                    f"{' '.join(allowed)}); itp testbed setup allows it",
+                )
+            )
+        else:
+            out.append(Requirement(f"congestion control {cc}", True, "available and allowed in namespaces"))
     return out
 
 
@@ -298,6 +335,18 @@ def setup_host(
             ]
         )
         done.append(f"user {TESTBED_USER}: created")
+    allowed = allowed_congestion_controls()
+    wanted = [
+        c for c in TESTBED_CONGESTION_CONTROLS if c in available_congestion_controls() and c not in allowed
+    ]
+    if not wanted:
+        done.append(f"tcp_allowed_congestion_control: already {' '.join(allowed)}")
+    else:
+        _ALLOWED_CC.write_text(" ".join((*allowed, *wanted)) + "\n")
+        done.append(
+            f"tcp_allowed_congestion_control: added {' '.join(wanted)} (the paths' namespaces may then use "
+            "them; no socket's behaviour changes)"
+        )
     fwd = Path("/proc/sys/net/ipv4/ip_forward")
     if fwd.read_text().strip() == "1":
         done.append("net.ipv4.ip_forward: already 1")

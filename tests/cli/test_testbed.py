@@ -1,0 +1,75 @@
+"""``itp testbed``: help, check, clean --dry-run, calibrate on a saved run, and its user errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from testbed_data import fake_run_result
+
+from itp.cli import SUBCOMMANDS, main
+from itp.testbed.calibrate import TransportParams
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``python -m itp ...`` outside the repository (so the installed package is what runs)."""
+    return subprocess.run(
+        [sys.executable, "-m", "itp", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ),
+        check=False,
+    )
+
+
+def test_registered_with_every_subcommand_documented(tmp_path: Path) -> None:
+    assert "testbed" in SUBCOMMANDS
+    out = run_cli("testbed", "--help", cwd=tmp_path)
+    assert out.returncode == 0
+    for sub in ("setup", "check", "clean", "run", "calibrate", "iperf"):
+        assert sub in out.stdout
+        assert run_cli("testbed", sub, "--help", cwd=tmp_path).returncode == 0
+
+
+def test_check_lists_requirements_and_exit_status_says_ready(tmp_path: Path) -> None:
+    out = run_cli("testbed", "check", cwd=tmp_path)
+    assert out.returncode in (0, 1)
+    assert "mm-delay" in out.stdout and "user itptb" in out.stdout
+    assert (out.returncode == 0) == out.stdout.rstrip().endswith("ready")
+
+
+def test_clean_dry_run_changes_nothing(tmp_path: Path) -> None:
+    out = run_cli("testbed", "clean", "--dry-run", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+
+
+def test_calibrate_a_saved_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run.json"
+    run.write_text(json.dumps(fake_run_result(TransportParams(1.0, 14600, True, 0.8))))
+    assert main(["testbed", "calibrate", str(run)]) == 0
+    text = capsys.readouterr().out
+    assert "simulator defaults" in text and "efficiency 0.80" in text
+    assert main(["testbed", "calibrate", str(run), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["fitted_params"]["setup_rtts"] == pytest.approx(1.0)
+
+
+def test_user_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["testbed", "calibrate", str(tmp_path / "missing.json")]) == 1
+    assert "run file not found" in capsys.readouterr().err
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    assert main(["testbed", "calibrate", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "not a testbed run JSON" in err and "Traceback" not in err
+    assert main(["testbed", "run", "--policies", "itp,nope"]) == 2
+    assert "unknown policy 'nope'" in capsys.readouterr().err
+    assert main(["testbed", "run", "--paths", "5"]) == 2
+    assert "paths" in capsys.readouterr().err
+    assert main(["testbed", "iperf", "--policy", "zzz"]) == 2

@@ -1,0 +1,161 @@
+"""Runs: configuration, per-repeat metrics, CIs, the table, calibration from a run's JSON, and a real run."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+from pathlib import Path
+
+import pytest
+from testbed_data import TRACES, fake_run_result
+
+from itp.testbed.calibrate import TransportParams
+from itp.testbed.host import find_leftovers
+from itp.testbed.runner import (
+    PolicyRun,
+    RunConfig,
+    TaskResult,
+    calibration_report,
+    cases_from_result,
+    policy_timeout_s,
+    render_table,
+    resolve_policy,
+    run_testbed,
+    summarise,
+    table_rows,
+)
+from itp.testbed.schedule import ScheduleConfig, make_schedule
+
+
+def _task(name: str, seconds: float, ok: bool = True, size: int = 1_000_000) -> TaskResult:
+    return TaskResult(
+        name, size, 0.0, ok, seconds, 8.0 * size / seconds if ok else 0.0, 0.0, (size, 0), 3, 1.0
+    )
+
+
+def test_policy_names_and_aliases() -> None:
+    assert resolve_policy("equal") == "equal-split" and resolve_policy("rr") == "round-robin"
+    assert resolve_policy("itp") == "itp" and resolve_policy("heuristic") == "heuristic"
+    with pytest.raises(ValueError, match="nope"):
+        resolve_policy("nope")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"policies": ()}, "policies"),
+        ({"policies": ("equal",)}, "policies"),
+        ({"policies": ("itp", "itp")}, "duplicates"),
+        ({"trace_files": ()}, "trace_files"),
+        ({"repeats": 0}, "repeats"),
+        ({"window": 0}, "window"),
+        ({"step_s": 0.0}, "step_s"),
+        ({"timeout_s": -1.0}, "timeout_s"),
+        ({"seed": -1}, "seed"),
+    ],
+)
+def test_bad_run_config(kwargs: dict[str, object], field: str) -> None:
+    args: dict[str, object] = {"policies": ("itp",), "trace_files": TRACES, **kwargs}
+    with pytest.raises(ValueError, match=field):
+        RunConfig(**args)  # type: ignore[arg-type]
+
+
+def test_metrics_of_one_session() -> None:
+    run = PolicyRun(
+        0, "itp", (_task("a", 1.0), _task("b", 3.0), _task("c", 2.0, ok=False)), 5e6, 9.0, 0.01, False
+    )
+    m = run.metrics()
+    assert m["mean_time_s"] == pytest.approx(2.0)
+    assert m["p95_time_s"] == pytest.approx(2.9)  # linear interpolation of (1, 2, 3)
+    assert m["mean_goodput_bps"] == pytest.approx((8e6 + 8e6 / 3 + 0.0) / 3)
+    assert m["success"] == pytest.approx(2 / 3)
+    assert m["aggregate_goodput_bps"] == 5e6
+
+
+def test_summary_is_the_mean_and_t_interval_over_repeats() -> None:
+    runs = [
+        PolicyRun(r, p, (_task("a", t),), 1e6 * t, 1.0, 0.0, False)
+        for r, (p, t) in enumerate([("itp", 1.0), ("itp", 3.0), ("heuristic", 2.0), ("heuristic", 2.0)])
+    ]
+    itp_row, heur_row = summarise(runs, ("itp", "heuristic"))
+    e = itp_row.estimates["mean_time_s"]
+    assert e.n == 2 and e.mean == pytest.approx(2.0)
+    assert e.half_width == pytest.approx(12.7062 * math.sqrt(2.0) / math.sqrt(2))
+    assert heur_row.estimates["mean_time_s"].half_width == 0.0
+    header, rows = table_rows([itp_row, heur_row])
+    assert header[0] == "policy" and rows[0][0] == "itp" and rows[1][-1] == "1.000x"
+    assert "±" in rows[0][1]
+    md = render_table(header, rows, markdown=True)
+    assert md.splitlines()[1].startswith("|---|") and md.count("\n") == 3
+    assert render_table(header, rows, markdown=False).splitlines()[0].startswith("policy")
+
+
+def test_default_timeout_covers_the_slowest_path() -> None:
+    s = make_schedule(ScheduleConfig(tasks=5), TRACES, seed=0, repeat=0)
+    slowest = min(p.mean_rate_bps for p in s.paths)
+    assert policy_timeout_s(s) > 8.0 * s.total_bytes / slowest + max(t.start_s for t in s.tasks)
+
+
+def test_calibration_from_a_run_json_recovers_the_transport() -> None:
+    truth = TransportParams(0.5, 14600, True, 0.9)
+    data = json.loads(json.dumps(fake_run_result(truth)))  # through JSON, as `itp testbed calibrate` reads it
+    triples = cases_from_result(data)
+    assert len(triples) == 2 * 2 * 6 and {r for r, _, _ in triples} == {0, 1}
+    report = calibration_report(data)
+    assert report.fit.params.stream_efficiency == pytest.approx(0.9)
+    assert report.fit.params.setup_rtts == pytest.approx(0.5) and report.fit.params.slow_start
+    assert report.fitted_errors[-1].median_abs == pytest.approx(0.0, abs=1e-9)
+    assert report.heldout_errors is not None and report.heldout_errors[-1].median_abs == pytest.approx(
+        0.0, abs=1e-9
+    )
+    assert report.engine_errors is not None and report.engine_errors[-1].median_signed == pytest.approx(0.1)
+    text = report.to_text()
+    assert "held out" in text and "median |err|" in text
+    assert json.loads(json.dumps(report.to_dict()))["fitted_params"]["stream_efficiency"] == pytest.approx(
+        0.9
+    )
+
+
+def test_calibration_needs_a_delivered_task() -> None:
+    data = fake_run_result(TransportParams(), repeats=1)
+    for run in data["runs"]:  # type: ignore[union-attr]
+        for t in run["tasks"]:
+            t["ok"] = False
+    with pytest.raises(ValueError, match="no delivered task"):
+        calibration_report(data)
+
+
+def _testbed_processes() -> set[int]:
+    return {p.pid for p in find_leftovers(temp_dir=Path("/nonexistent")).processes}
+
+
+@pytest.mark.slow
+def test_short_real_run_moves_every_byte_and_leaves_nothing(real_testbed: None, tmp_path: Path) -> None:
+    """2 paths, 4 small tasks, 2 policies, 1 repeat over real Mahimahi shells: every task delivered."""
+    before = _testbed_processes()
+    cfg = RunConfig(
+        policies=("itp", "round-robin"),
+        trace_files=TRACES,
+        schedule=ScheduleConfig(
+            paths=2, tasks=4, size_max_bytes=2 << 20, mean_interarrival_s=0.3, rtt_max_s=0.06
+        ),
+        repeats=1,
+        settle_s=0.2,
+    )
+    seen: list[str | None] = []
+    result = run_testbed(cfg, progress=lambda n, note: seen.append(note), workdir=tmp_path)
+    assert len(result.runs) == 2 and len(seen) == 2
+    for run in result.runs:
+        assert [t.name for t in run.tasks] == [t.name for t in result.schedules[0].tasks]
+        assert all(t.ok and t.seconds > 0 and sum(t.stream_bytes) == t.size_bytes for t in run.tasks)
+        assert run.aggregate_goodput_bps > 0 and not run.timed_out
+    rr = next(r for r in result.runs if r.policy == "round-robin")
+    assert all(sum(1 for b in t.stream_bytes if b) == 1 for t in rr.tasks)  # one stream per task
+    # Nothing left: no new testbed processes, no run directory, no shell devices of ours.
+    assert _testbed_processes() <= before
+    assert list(tmp_path.iterdir()) == []
+    data = result.to_dict()
+    assert cases_from_result(json.loads(json.dumps(data)))
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
+    assert all(f"delay-{pid}" not in links for pid in before)
