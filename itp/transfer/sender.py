@@ -591,7 +591,8 @@ class Sender:
                         s.estimator.observe_failure()
                         self._cv.notify_all()
                     self._publish(s)
-                    if now - down_since > self._reconnect_timeout_s or isinstance(exc, _AuthError):
+                    permanent = isinstance(exc, (_AuthError, ssl.SSLCertVerificationError))
+                    if now - down_since > self._reconnect_timeout_s or permanent:
                         self._give_up(s, str(exc))
                         down_since = None  # keep the long backoff; try again while there is work
                     delay = min(self._backoff_max_s, self._backoff_initial_s * (2.0 ** attempt))
@@ -782,6 +783,7 @@ class Sender:
             sock, s.sock = s.sock, None
             s.generation += 1
             closing = self._closing
+            busy = bool(s.inflight or s.commits)
             if not closing:
                 s.failures += 1
                 s.estimator.observe_failure()
@@ -805,8 +807,10 @@ class Sender:
         self._shutdown(sock)
         sock.close()
         if not closing:
-            logger.warning("stream %d to %s failed: %s; its chunks go to the other streams, reconnecting",
-                           s.id, s.endpoint, why, extra={"event": "stream_down", "stream_id": s.id})
+            # An idle connection closed by the receiver (its idle timeout) is routine; lost work is not.
+            level = logging.WARNING if busy else logging.INFO
+            logger.log(level, "stream %d to %s failed: %s; its chunks go to the other streams, reconnecting",
+                       s.id, s.endpoint, why, extra={"event": "stream_down", "stream_id": s.id})
         self._publish(s)
 
     def _on_chunk_ack(self, s: _Stream, gen: int, ack: ChunkAck) -> None:

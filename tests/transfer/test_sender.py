@@ -292,3 +292,31 @@ def test_streams_connect_inside_a_network_namespace(src: Path, tmp_path: Path) -
     finally:
         proc.terminate()
         proc.communicate(timeout=10)
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed: cannot make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+         "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=60,
+    )
+    return cert, key
+
+
+def test_tls_transfer_and_certificate_check(certificate: tuple[Path, Path], out_dir: Path, src: Path) -> None:
+    from itp.transfer import client_tls_context, server_tls_context
+
+    cert, key = certificate
+    p = make_file(src / "f", 3 * MiB + 5)
+    with Receiver(out_dir, secret=SECRET, tls=server_tls_context(cert, key)) as r:
+        report = send_files([p], addr(r), secret=SECRET, tls=client_tls_context(cert), policy="equal-split",
+                            timeout_s=60)
+        assert report.ok, report.tasks[0].error
+        assert sha256_of(out_dir / "f") == sha256_of(p)
+        # A sender that does not trust the receiver's certificate sends nothing, and gives up at once.
+        untrusted = send_files([p], addr(r), secret=SECRET, tls=client_tls_context(), timeout_s=60)
+        assert not untrusted.ok and "certificate" in (untrusted.tasks[0].error or "").lower()
