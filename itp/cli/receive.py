@@ -83,16 +83,17 @@ def run(args: argparse.Namespace) -> int:
         del frame
         receiver.close()
 
-    previous = signal.signal(signal.SIGTERM, stop)
-    shown = f"[{host}]" if ":" in host else host
-    print(f"itp receive: listening on {shown}:{receiver.port}, writing into {receiver.directory}", flush=True)
+    # Both signals close the receiver from the handler (no KeyboardInterrupt racing the set-up below).
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
+        shown = f"[{host}]" if ":" in host else host
+        print(f"itp receive: listening on {shown}:{receiver.port}, writing into {receiver.directory}",
+              flush=True)
         receiver.serve_forever()
-    except KeyboardInterrupt:
-        pass
     finally:
         receiver.close()
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     m = receiver.metrics()
     print(
         f"itp receive: stopped; {m.tasks_completed} files ({m.bytes_written} bytes) received, "
