@@ -246,6 +246,8 @@ class Sender:
         max_chunk_retries, max_task_attempts: resend limits before a task fails.
         telemetry_interval_s: TCP_INFO sampling period, seconds.
         priority: priority given to every task's decision, in [0, 1].
+        report_history: finished tasks :meth:`report` keeps (the oldest are forgotten first, so a
+            long-lived sender's memory stays bounded); listeners and futures see every task.
         chunk_hook: called ``hook(stream_id, sock, chunk_offset, task_name)`` on the writer thread right
             after a chunk's header is sent (tests use it to cut a connection mid-chunk); None in production.
 
@@ -280,6 +282,7 @@ class Sender:
         max_task_attempts: int = 4,
         telemetry_interval_s: float = 0.25,
         priority: float = 0.5,
+        report_history: int = 100_000,
         chunk_hook: Callable[[int, socket.socket, int, str], None] | None = None,
     ) -> None:
         _int_at_least("streams", streams, 1)
@@ -331,7 +334,7 @@ class Sender:
         self._waiting: deque[_Task] = deque()
         self._active: dict[int, _Task] = {}
         self._commit_queue: deque[_Task] = deque()
-        self._all: list[_Task] = []
+        self._all: deque[_Task] = deque(maxlen=_int_at_least("report_history", report_history, 1))
         self._next_id = 1
         self._instance_id: bytes | None = None
         self._max_task_bytes: int | None = None
@@ -415,7 +418,8 @@ class Sender:
         return True
 
     def report(self) -> SendReport:
-        """The session report so far (tasks in submission order; unfinished tasks are left out)."""
+        """The session report so far: the last ``report_history`` tasks in submission order (unfinished
+        tasks are left out)."""
         with self._lock:
             tasks = [t for t in self._all if t.finished]
         reports = tuple(t.future.result() for t in tasks if t.future.done() and not t.future.cancelled())

@@ -320,3 +320,12 @@ def test_tls_transfer_and_certificate_check(certificate: tuple[Path, Path], out_
         # A sender that does not trust the receiver's certificate sends nothing, and gives up at once.
         untrusted = send_files([p], addr(r), secret=SECRET, tls=client_tls_context(), timeout_s=60)
         assert not untrusted.ok and "certificate" in (untrusted.tasks[0].error or "").lower()
+
+
+def test_report_history_is_bounded(receiver: Receiver, src: Path) -> None:
+    paths = [make_file(src / f"f{i}", 10) for i in range(5)]
+    report = send_files(paths, addr(receiver), secret=SECRET, policy="round-robin", report_history=2,
+                        window=1, timeout_s=60)
+    assert [t.name for t in report.tasks] == ["f3", "f4"] and report.ok
+    with pytest.raises(ValueError, match="report_history"):
+        Sender(addr(receiver), report_history=0)
