@@ -341,6 +341,7 @@ class Sender:
         self._listeners: list[Callable[[TaskReport], None]] = []
         self._chunk_listeners: list[Callable[[ChunkReport], None]] = []
         self._threads: list[threading.Thread] = []
+        self._threads_lock = threading.Lock()
         for s in self._streams:
             self._publish(s)
 
@@ -440,7 +441,9 @@ class Sender:
                 sock = s.sock
             if sock is not None:
                 self._shutdown(sock)
-        for t in self._threads:
+        with self._threads_lock:
+            threads = list(self._threads)
+        for t in threads:
             t.join(timeout=timeout_s)
 
     def __enter__(self) -> Sender:
@@ -464,7 +467,10 @@ class Sender:
 
     def _spawn(self, target: Callable[..., None], name: str, *args: object) -> threading.Thread:
         t = threading.Thread(target=target, name=name, args=args, daemon=True)
-        self._threads.append(t)
+        with self._threads_lock:  # writers spawn readers concurrently
+            # Forget finished threads (one reader per reconnect), so a long-lived sender stays bounded.
+            self._threads = [x for x in self._threads if x.is_alive()]
+            self._threads.append(t)
         t.start()
         return t
 
