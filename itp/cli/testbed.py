@@ -223,6 +223,15 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     cal.add_argument("run_json", type=Path, help="the JSON written by `itp testbed run --json`")
     cal.add_argument("--json", action="store_true", help="print the report as JSON")
 
+    tb = tsub.add_parser(
+        "table",
+        help="print the table of a saved run",
+        description="Re-tabulate a run's JSON: means over repeats with 95%% intervals and the paired "
+        "ratios to the heuristic.",
+    )
+    tb.add_argument("run_json", type=Path, help="the JSON written by `itp testbed run --json`")
+    tb.add_argument("--markdown", action="store_true", help="print a markdown table")
+
     ip = tsub.add_parser(
         "iperf",
         help="the engine against iperf3 over constant-rate paths",
@@ -411,6 +420,21 @@ def _run_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_table(args: argparse.Namespace) -> int:
+    from itp.testbed.runner import render_table, runs_from_dict, summarise, table_rows
+
+    try:
+        data = json.loads(args.run_json.read_text())
+        summaries = summarise(runs_from_dict(data), data["config"]["policies"])
+    except FileNotFoundError:
+        raise CLIError(f"run file not found: {args.run_json}") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CLIError(f"{args.run_json}: not a testbed run JSON ({exc})") from None
+    header, rows = table_rows(summaries)
+    print(render_table(header, rows, markdown=args.markdown))
+    return 0
+
+
 def _run_iperf(args: argparse.Namespace) -> int:
     from itp.testbed.ceiling import measure_ceiling
     from itp.testbed.runner import resolve_policy
@@ -450,6 +474,7 @@ def run(args: argparse.Namespace) -> int:
         "clean": _run_clean,
         "run": _run_run,
         "calibrate": _run_calibrate,
+        "table": _run_table,
         "iperf": _run_iperf,
     }
     status: int = handlers[args.testbed_command](args)

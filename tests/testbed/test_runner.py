@@ -22,6 +22,7 @@ from itp.testbed.runner import (
     render_table,
     resolve_policy,
     run_testbed,
+    runs_from_dict,
     summarise,
     table_rows,
 )
@@ -74,21 +75,47 @@ def test_metrics_of_one_session() -> None:
 
 
 def test_summary_is_the_mean_and_t_interval_over_repeats() -> None:
-    runs = [
-        PolicyRun(r, p, (_task("a", t),), 1e6 * t, 1.0, 0.0, False)
-        for r, (p, t) in enumerate([("itp", 1.0), ("itp", 3.0), ("heuristic", 2.0), ("heuristic", 2.0)])
-    ]
+    # Repeat 0: itp 1 s, heuristic 2 s; repeat 1: itp 3 s, heuristic 2 s (one 1 MB task each).
+    times = {(0, "itp"): 1.0, (1, "itp"): 3.0, (0, "heuristic"): 2.0, (1, "heuristic"): 2.0}
+    runs = [PolicyRun(r, p, (_task("a", t),), 1e6 * t, 1.0, 0.0, False) for (r, p), t in times.items()]
     itp_row, heur_row = summarise(runs, ("itp", "heuristic"))
     e = itp_row.estimates["mean_time_s"]
     assert e.n == 2 and e.mean == pytest.approx(2.0)
     assert e.half_width == pytest.approx(12.7062 * math.sqrt(2.0) / math.sqrt(2))
     assert heur_row.estimates["mean_time_s"].half_width == 0.0
+    # Paired per repeat: time ratios 0.5 and 1.5, goodput ratios 2 and 2/3.
+    assert itp_row.estimates["time_vs_heuristic"].mean == pytest.approx(1.0)
+    assert itp_row.estimates["goodput_vs_heuristic"].mean == pytest.approx((2 + 2 / 3) / 2)
+    assert heur_row.estimates["goodput_vs_heuristic"].mean == pytest.approx(1.0)
+    only_itp = summarise([r for r in runs if r.policy == "itp"], ("itp",))[0]
+    assert "goodput_vs_heuristic" not in only_itp.estimates
     header, rows = table_rows([itp_row, heur_row])
-    assert header[0] == "policy" and rows[0][0] == "itp" and rows[1][-1] == "1.000x"
+    assert header[0] == "policy" and rows[0][0] == "itp" and rows[1][-2] == "1.000x ± 0.000"
     assert "±" in rows[0][1]
     md = render_table(header, rows, markdown=True)
     assert md.splitlines()[1].startswith("|---|") and md.count("\n") == 3
     assert render_table(header, rows, markdown=False).splitlines()[0].startswith("policy")
+    # A saved run gives the same summary.
+    again = summarise(
+        runs_from_dict(
+            {
+                "runs": [
+                    {
+                        "repeat": r.repeat,
+                        "policy": r.policy,
+                        "aggregate_goodput_bps": r.aggregate_goodput_bps,
+                        "wall_s": 1.0,
+                        "max_lateness_s": 0.0,
+                        "timed_out": False,
+                        "tasks": [{**t.__dict__, "stream_bytes": list(t.stream_bytes)} for t in r.tasks],
+                    }
+                    for r in runs
+                ]
+            }
+        ),
+        ("itp", "heuristic"),
+    )
+    assert again == [itp_row, heur_row]
 
 
 def test_default_timeout_covers_the_slowest_path() -> None:
