@@ -185,13 +185,14 @@ def measure_ceiling(
                     "report": str(run_dir / "report.json"),
                 }
                 (run_dir / "send.json").write_text(json.dumps(cfg))
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "itp.testbed.engine", "send", str(run_dir / "send.json")],
-                    cwd=run_dir,
-                    stdout=subprocess.DEVNULL,
-                    stderr=(run_dir / "send.log").open("wb"),
-                    start_new_session=True,
-                )
+                with (run_dir / "send.log").open("wb") as log:  # the child keeps its own descriptor
+                    proc = subprocess.Popen(
+                        [sys.executable, "-m", "itp.testbed.engine", "send", str(run_dir / "send.json")],
+                        cwd=run_dir,
+                        stdout=subprocess.DEVNULL,
+                        stderr=log,
+                        start_new_session=True,
+                    )
                 _LIVE.procs.append(proc)
                 try:
                     proc.wait(timeout=timeout_s + 30)

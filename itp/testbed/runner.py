@@ -594,15 +594,16 @@ def _session(
     cfg_path.write_text(json.dumps(cfg))
     paths.controller.install(series)
     wall0 = time.monotonic()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "itp.testbed.engine", "send", str(cfg_path)],
-        cwd=workdir,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=(workdir / f"send-{tag}.log").open("wb"),
-        text=True,
-        start_new_session=True,
-    )
+    with (workdir / f"send-{tag}.log").open("wb") as log:  # the child keeps its own descriptor
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "itp.testbed.engine", "send", str(cfg_path)],
+            cwd=workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            start_new_session=True,
+        )
     _LIVE.procs.append(proc)
     timed_out = False
     try:
