@@ -705,13 +705,9 @@ class PyPartitioner {
     return tasks;
   }
 
+  // With the GIL held: one shard lock for a hash lookup is far cheaper than releasing and retaking the GIL.
   void refuse_pending(const ReadTask& t) const {
-    bool pending = false;
-    {
-      py::gil_scoped_release nogil;
-      pending = core_.is_pending(t.input.id);
-    }
-    if (pending) throw pending_error(t.id);
+    if (core_.is_pending(t.input.id)) throw pending_error(t.id);
   }
 
   static py::value_error pending_error(const py::handle& id) {

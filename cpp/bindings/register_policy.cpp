@@ -81,10 +81,9 @@ py::array_t<float> forward_many(const FusedMlp& mlp, const py::handle& x_obj, co
   }
   const float* src = x.data();
   float* dst = out.mutable_data();
-  const auto id = static_cast<py::ssize_t>(mlp.input_dim());
   {
     py::gil_scoped_release nogil;
-    for (py::ssize_t r = 0; r < n; ++r) mlp.forward(src + r * id, dst + r * od);
+    mlp.forward_many(src, static_cast<std::size_t>(n), dst);
   }
   return out;
 }

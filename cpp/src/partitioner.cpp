@@ -73,8 +73,30 @@ void PartitionerCore::decide_many(const Serving& serving, const TaskInput* tasks
     d.raw[kTaskSizeIndex] = static_cast<double>(tasks[k].size_bytes);
     d.raw[kPriorityIndex] = tasks[k].priority;
     d.raw[kTimeOfDayIndex] = hour;
-    engine_->decide_raw_with(d.raw.data(), tasks[k].size_bytes, serving.model.get(), nullptr, true, d);
-    count_decision(serving, d);
+  }
+  const FusedMlp* model = serving.model.get();
+  if (model == nullptr || n < 2) {
+    for (std::size_t k = 0; k < n; ++k) {
+      engine_->decide_raw_with(out[k].raw.data(), tasks[k].size_bytes, model, nullptr, true, out[k]);
+      count_decision(serving, out[k]);
+    }
+    return;
+  }
+  // The network over the whole batch at once (forward_many: four states per weight pass, bit-identical
+  // to one at a time), then each decision with its Q-values; exploration draws stay in task order.
+  constexpr std::size_t kChunk = 64;
+  std::array<float, kChunk * kNumFeatures> states{};
+  std::array<float, kChunk * kNumActions> q{};
+  for (std::size_t base = 0; base < n; base += kChunk) {
+    const std::size_t m = std::min(kChunk, n - base);
+    for (std::size_t k = 0; k < m; ++k) normalize_state(out[base + k].raw.data(), states.data() + k * kNumFeatures);
+    model->forward_many(states.data(), m, q.data());
+    for (std::size_t k = 0; k < m; ++k) {
+      DecisionOutput& d = out[base + k];
+      engine_->decide_raw_with(d.raw.data(), tasks[base + k].size_bytes, nullptr, q.data() + k * kNumActions, true,
+                               d);
+      count_decision(serving, d);
+    }
   }
 }
 
