@@ -14,7 +14,7 @@ shape, dtype and values in C++, raising ``ValueError``/``TypeError`` that name t
 C-contiguous and writeable: they are filled in place, never copied.
 """
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar, SupportsIndex
 
 import numpy as np
@@ -27,8 +27,9 @@ _U8 = npt.NDArray[np.uint8]
 _U64 = npt.NDArray[np.uint64]
 # (chunk bytes of streams 0..3, expected completion time in seconds)
 _SplitTuple = tuple[tuple[int, int, int, int], float]
-# (action, source, chunk bytes 0..3, expected_time_s, confidence, state f32[20], raw f64[20], model_fault)
-_DecisionTuple = tuple[int, int, tuple[int, int, int, int], float, float, _F32, _F64, bool]
+# (action, source, chunk bytes 0..3, expected_time_s, confidence, state f32[20], raw f64[20], model_fault,
+#  propensity)
+_DecisionTuple = tuple[int, int, tuple[int, int, int, int], float, float, _F32, _F64, bool | None, float]
 # (states f32[N, 20], actions i64[N], rewards f32[N], next_states f32[N, 20], dones f32[N])
 _TransitionTuple = tuple[_F32, _I64, _F32, _F32, _F32]
 
@@ -286,6 +287,102 @@ class DecisionEngine:
         states: _F32,
     ) -> None: ...
     def snapshot(self, size_bytes: float, priority: float, hour: float) -> _F64: ...
+
+# ---- register_partitioner.cpp: the native decision value and the partitioner's bookkeeping -------------
+
+class Decision:
+    """Where a task's bytes go: an immutable value (equality is identity), picklable."""
+
+    def __init__(
+        self,
+        task_id: str,
+        action: int,
+        stream_ids: Sequence[int],
+        chunk_sizes: Sequence[int],
+        expected_time: float,
+        confidence: float,
+        source: str,
+        model_version: str | None,
+        propensity: float = 1.0,
+        arm: str = "current",
+    ) -> None: ...
+    @property
+    def task_id(self) -> str: ...
+    @property
+    def action(self) -> int: ...
+    @property
+    def stream_ids(self) -> tuple[int, ...]: ...
+    @property
+    def chunk_sizes(self) -> tuple[int, ...]: ...
+    @property
+    def expected_time(self) -> float: ...
+    @property
+    def confidence(self) -> float: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def model_version(self) -> str | None: ...
+    @property
+    def propensity(self) -> float: ...
+    @property
+    def arm(self) -> str: ...
+    @property
+    def bytes_per_stream(self) -> tuple[int, int, int, int]: ...
+
+class PartitionerCore:
+    """Native bookkeeping of TaskPartitioner: pending table, decisions, outcomes, counters."""
+
+    def __init__(
+        self,
+        engine: DecisionEngine,
+        ring: ExperienceRing,
+        decision_ttl_s: float,
+        task_type: type,
+        clock: Callable[[], float] | None,
+        monotonic: Callable[[], float] | None,
+        on_nan_fault: Callable[[int], None] | None,
+    ) -> None: ...
+    def set_serving(
+        self, model: FusedMlp | None, version: str | None, model_wanted: bool, native: bool
+    ) -> None: ...
+    def partition_task(self, task: Any) -> Decision | None: ...
+    def check_task(self, task: Any) -> None: ...
+    def commit(self, task: Any, decision: _DecisionTuple, arm: int, version: str | None) -> Decision: ...
+    def partition_tasks(self, tasks: Sequence[Any]) -> list[Decision] | None: ...
+    def partition_arrays(
+        self,
+        task_ids: Sequence[str],
+        sizes_bytes: npt.ArrayLike,
+        priorities: npt.ArrayLike,
+        actions: _I64,
+        chunk_bytes: _U64,
+        expected_time_s: _F64,
+        confidence: _F64,
+        propensity: _F64,
+        sources: _U8,
+    ) -> bool: ...
+    def report_outcome(
+        self,
+        task_id: str,
+        decision: Decision,
+        throughput_bps: float,
+        latency_s: float,
+        success: bool,
+        retransmissions: int,
+    ) -> float: ...
+    def report_outcomes(
+        self,
+        task_ids: Sequence[str],
+        decisions: Sequence[Decision] | None,
+        throughput_bps: npt.ArrayLike,
+        latency_s: npt.ArrayLike,
+        success: npt.ArrayLike,
+        retransmissions: npt.ArrayLike | None,
+        details: bool = False,
+    ) -> Any: ...
+    def expire_decisions(self) -> int: ...
+    def stats(self) -> dict[str, Any]: ...
+    def pending_ids(self) -> list[str]: ...
 
 # ---- register_bench.cpp: private native timer -----------------------------------------------------------
 

@@ -112,6 +112,7 @@ class Agent:
         self._arm_faults = [0, 0]
         self._warned: set[str] = set()
         self._fault_listeners: list[FaultListener] = []
+        self._core: Any = None  # a native PartitionerCore kept in step with the serving snapshot
 
     # ------------------------------------------------------------------------------ settings
     @property
@@ -191,13 +192,13 @@ class Agent:
             raise TypeError(f"model must be a LoadedModel or None, got {type(loaded).__name__}")
         with self._write_lock:
             old = self._serving
+            if loaded is not None:
+                self._model_wanted = True  # before the swap: the native core reads it there
             self._swap(
                 _Serving(loaded, _external_q(loaded), old.candidate, old.share),
                 native=loaded.native if loaded is not None and loaded.backend == "native" else None,
                 set_native=True,
             )
-            if loaded is not None:
-                self._model_wanted = True
         if loaded is not None:
             logger.info(
                 "model %s is current (%s backend, %s)", loaded.version, loaded.backend, loaded.path,
@@ -250,8 +251,42 @@ class Agent:
             if set_native:
                 self.engine.set_model(native)
             self._serving = serving
+            self._sync_core()
         finally:
             self._serving_seq += 1
+
+    # ------------------------------------------------------------------------- native partitioner
+    def attach_core(self, core: Any) -> None:
+        """Keep a native ``PartitionerCore`` serving what this agent serves: after every swap it gets the
+        natively served network with its version (one atomic snapshot), whether a model is wanted
+        (heuristic decisions then count as fallbacks), and whether it may decide alone (no canary, no
+        ONNX Runtime model; otherwise it hands the decision back to :meth:`decide`)."""
+        with self._write_lock:
+            self._core = core
+            self._sync_core()
+
+    def _sync_core(self) -> None:
+        # Caller holds _write_lock.
+        core = self._core
+        if core is None:
+            return
+        s = self._serving
+        native_ok = s.candidate is None and s.current_q is None
+        current = s.current
+        core.set_serving(
+            current.native if current is not None and current.backend == "native" else None,
+            current.version if current is not None else None,
+            self._model_wanted,
+            native_ok,
+        )
+
+    def native_nan_fault(self, arm: int) -> None:
+        """Called by the native core (GIL held, after its decision) when the model answered NaN/inf and the
+        heuristic decided: counted, warned once and passed to the fault listeners like any fault."""
+        model = self._serving.candidate if arm == 1 else self._serving.current
+        self.record_fault(
+            ARMS[arm], "nan_output", model, "model returned NaN/inf Q-values, using the heuristic"
+        )
 
     # ------------------------------------------------------------------------------- decisions
     def decide(
@@ -392,10 +427,12 @@ class Agent:
                 logger.exception("fault listener failed")
 
     def counters(self) -> dict[str, Any]:
-        """Fault and fallback counters (a consistent snapshot)."""
+        """Fault and fallback counters (a consistent snapshot; fallbacks include those of decisions the
+        attached native core made alone)."""
+        native_fallbacks = int(self._core.stats()["fallbacks"]) if self._core is not None else 0
         with self._count_lock:
             return {
-                "fallback_count": self._fallbacks,
+                "fallback_count": self._fallbacks + native_fallbacks,
                 "model_faults": sum(self._faults.values()),
                 "faults_by_cause": dict(self._faults),
                 "faults_by_arm": dict(zip(ARMS, self._arm_faults, strict=False)),

@@ -1,55 +1,65 @@
 """TaskPartitioner: the API latency-critical callers import.
 
 One call decides one task: which streams, how many bytes on each, the predicted completion time. The
-decision itself — state snapshot, native normalisation, Q-network forward pass, epsilon-greedy, heuristic
-fallback, equal-finish-time split over effective rates ``e_i = bandwidth_i * success_rate_i`` (bit/s) —
-runs in one native call with the GIL released (``itp._native.DecisionEngine``, driven by
-:class:`itp.agent.Agent`, which also serves ONNX Runtime models, canary candidates and counts faults);
-Python validates the task, records the pending decision and builds the result.
+whole decision and its bookkeeping run in one native call with the GIL released
+(``itp._native.PartitionerCore``, over the native ``DecisionEngine``): validation of the task, state
+snapshot, normalisation, Q-network forward pass, epsilon-greedy, heuristic fallback, equal-finish-time split
+over effective rates ``e_i = bandwidth_i * success_rate_i`` (bit/s), the pending-decision table and the
+counters; the returned :class:`Decision` is a native immutable value built after the native work. Models
+that the engine cannot run itself (ONNX Runtime graphs) and canary candidates are answered by
+:class:`itp.agent.Agent` from Python, and the result is recorded by the same native table.
 
-Learning signal: ``report_outcome`` computes the reward with :mod:`itp.reward` (the same function the
-simulator and the trainer use) from the raw state *as it was at decision time*, the executed action and
-the reported outcome, and pushes the transition ``(state then, action, reward, state now)`` into the
-native lock-free ring (:class:`itp.ring.ExperienceRing`: no lock and no GIL inside the push). Decisions
-that are never reported expire after ``decision_ttl_s`` seconds and are counted.
+Propensity: every decision carries the probability the behaviour policy gave the executed action,
+``(1 - eps) + eps / 15`` for the greedy action and ``eps / 15`` for any other under epsilon-greedy with
+rate ``eps``, and 1 for the (deterministic) heuristic; it is kept with the pending decision and handed to
+the outcome listeners (:class:`OutcomeRecord`) for off-policy corrections.
+
+Learning signal: ``report_outcome`` is one native call: it computes the reward (the same native function
+as :mod:`itp.reward`, the simulator and the trainer) from the raw state *as it was at decision time*, the
+executed action and the reported outcome, and pushes the transition ``(state then, action, reward, state
+now)`` into the lock-free ring (:class:`itp.ring.ExperienceRing`). Decisions that are never reported expire
+after ``decision_ttl_s`` seconds and are counted. Batch forms: :meth:`TaskPartitioner.partition_tasks`
+(Decision objects), :meth:`TaskPartitioner.partition_arrays` (numpy in and out) and
+:meth:`TaskPartitioner.report_outcomes`.
 
 Faults: a model that is missing, unreadable, corrupt, of the wrong shape or layout, whose inference
 raises, or that outputs NaN/inf never reaches the caller: the decision comes from the heuristic
 (``source="heuristic"``), ``fallback_count`` rises and a warning is logged once per cause. Bad *caller*
 input raises ``ValueError``/``TypeError`` naming the field and the value, and changes nothing.
 
-Thread-safety: every public method may be called from any number of threads at once. The engine is
-thread-safe natively; the pending-decision table and the counters are guarded by one lock held for a few
-dictionary operations (never across a native call or the reward computation).
+Thread-safety: every public method may be called from any number of threads at once. The native table is
+sharded by task id (16 shards, each under its own mutex held for a few map operations); counters are
+atomics, the outcome statistics change together under one small mutex.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from itertools import compress
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
 
 from itp import _native
 from itp.actions import MAX_TASK_BYTES
-from itp.agent import ARMS, Agent, EvaluationReport, evaluate_model
+from itp.agent import ARMS, SOURCES, Agent, EvaluationReport, evaluate_model
 from itp.model_loading import LoadedModel
-from itp.reward import trusted_reward
+
+# The reward the native report path computes is this one function's formula (native reward_terms); it is
+# importable from here so one check (tests/test_reward.py) can pin that production and simulation agree.
+from itp.reward import trusted_reward  # noqa: F401
 from itp.ring import ExperienceRing
 from itp.state import NUM_STREAMS
 
 __all__ = [
     "DEFAULT_MODEL",
     "Decision",
+    "DecisionArrays",
     "OutcomeRecord",
     "PartitionerMetrics",
     "Task",
@@ -60,8 +70,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_SOURCES: Final = ("model", "explore", "heuristic")
-_STREAM_IDS: Final = tuple(range(NUM_STREAMS))
+_SOURCES: Final = SOURCES
 
 
 def default_model_path() -> Path:
@@ -114,40 +123,26 @@ class Task:
             raise ValueError(f"Task.priority must be in [0, 1], got {p}")
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class Decision:
-    """Where a task's bytes go.
-
-    Attributes:
-        task_id: the task this decision belongs to.
-        action: the action executed, 0..14.
-        stream_ids: streams that carry bytes, ascending.
-        chunk_sizes: bytes per used stream (aligned with stream_ids); sums to the task size.
-        expected_time: predicted completion time in seconds (equal finish time of the split).
-        confidence: in [0, 1]. Model and explore decisions: softmax(Q)[action], the probability the model's
-            Q-values (reward units, temperature 1) put on the executed action. Heuristic decisions:
-            min_a T_a / T_action, how close the executed action's predicted time is to the fastest
-            predicted over all 15 actions.
-        source: ``"model"``, ``"explore"`` (epsilon-greedy random action) or ``"heuristic"``.
-        model_version: version of the model that was consulted, or None.
-    """
-
-    task_id: str
-    action: int
-    stream_ids: tuple[int, ...]
-    chunk_sizes: tuple[int, ...]
-    expected_time: float
-    confidence: float
-    source: str
-    model_version: str | None
-
-    @property
-    def bytes_per_stream(self) -> tuple[int, int, int, int]:
-        """Bytes for each of the 4 streams (0 where unused)."""
-        out = [0, 0, 0, 0]
-        for s, c in zip(self.stream_ids, self.chunk_sizes, strict=False):
-            out[s] = c
-        return (out[0], out[1], out[2], out[3])
+#: Where a task's bytes go: the native, immutable value every decision call returns (picklable; equality
+#: is identity, so :meth:`TaskPartitioner.report_outcome` accepts only the object it handed out).
+#:
+#: Attributes:
+#:     task_id: the task this decision belongs to.
+#:     action: the action executed, 0..14.
+#:     stream_ids: streams that carry bytes, ascending.
+#:     chunk_sizes: bytes per used stream (aligned with stream_ids); sums to the task size.
+#:     expected_time: predicted completion time in seconds (equal finish time of the split).
+#:     confidence: in [0, 1]. Model and explore decisions: softmax(Q)[action], the probability the model's
+#:         Q-values (reward units, temperature 1) put on the executed action. Heuristic decisions:
+#:         min_a T_a / T_action, how close the executed action's predicted time is to the fastest
+#:         predicted over all 15 actions.
+#:     source: ``"model"``, ``"explore"`` (epsilon-greedy random action) or ``"heuristic"``.
+#:     model_version: version of the model that was consulted, or None.
+#:     propensity: probability in (0, 1] the behaviour policy gave the executed action (see the module
+#:         docstring).
+#:     arm: ``"current"`` or ``"candidate"`` (the canary arm that decided).
+#:     bytes_per_stream: bytes for each of the 4 streams (0 where unused).
+Decision: TypeAlias = _native.Decision
 
 
 @dataclass(frozen=True)
@@ -223,6 +218,8 @@ class OutcomeRecord:
         latency_s: reported completion time, seconds.
         throughput_bps: reported goodput, bits per second.
         expected_time_s: the decision's predicted completion time, seconds.
+        propensity: probability in (0, 1] the behaviour policy gave the executed action (1 for the
+            heuristic; see the module docstring), for off-policy corrections.
     """
 
     arm: str
@@ -233,43 +230,33 @@ class OutcomeRecord:
     latency_s: float
     throughput_bps: float
     expected_time_s: float
+    propensity: float = 1.0
 
 
-class _Pending:
-    """A decision awaiting its outcome (the transition's first half)."""
+@dataclass(frozen=True, eq=False)
+class DecisionArrays:
+    """Decisions of :meth:`TaskPartitioner.partition_arrays`, one row per task (numpy, caller-owned).
 
-    __slots__ = (
-        "arm",
-        "chunk_bytes",
-        "created_s",
-        "decision",
-        "priority",
-        "raw",
-        "size_bytes",
-        "source",
-        "state",
-    )
+    Attributes:
+        task_ids: the ids, in order.
+        actions: int64[N], 0..14.
+        chunk_bytes: uint64[N, 4], bytes per stream (0 where unused); each row sums to the task size.
+        expected_time_s: float64[N], predicted completion time, seconds.
+        confidence: float64[N], in [0, 1] (as :attr:`Decision.confidence`).
+        propensity: float64[N], in (0, 1] (as :attr:`Decision.propensity`).
+        sources: uint8[N], 0 model, 1 explore, 2 heuristic (names in :data:`itp.agent.SOURCES`).
+    """
 
-    def __init__(
-        self,
-        decision: Decision,
-        state: npt.NDArray[np.float32],
-        raw: npt.NDArray[np.float64],
-        chunk_bytes: Sequence[int],
-        size_bytes: int,
-        priority: float,
-        arm: int,
-        source: int,
-    ) -> None:
-        self.decision = decision
-        self.source = source
-        self.state = state
-        self.raw = raw
-        self.chunk_bytes = chunk_bytes
-        self.size_bytes = size_bytes
-        self.priority = priority
-        self.arm = arm
-        self.created_s = 0.0
+    task_ids: tuple[str, ...]
+    actions: npt.NDArray[np.int64]
+    chunk_bytes: npt.NDArray[np.uint64]
+    expected_time_s: npt.NDArray[np.float64]
+    confidence: npt.NDArray[np.float64]
+    propensity: npt.NDArray[np.float64]
+    sources: npt.NDArray[np.uint8]
+
+    def __len__(self) -> int:
+        return len(self.task_ids)
 
 
 def _log_decision(d: Decision, size_bytes: int) -> None:
@@ -292,13 +279,21 @@ def _log_decision(d: Decision, size_bytes: int) -> None:
     )
 
 
-def _check_metric(name: str, value: object, *, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    v = float(value)
-    if not math.isfinite(v) or v < 0.0 or (positive and v == 0.0):
-        raise ValueError(f"{name} must be finite and {'> 0' if positive else '>= 0'}, got {value!r}")
-    return v
+def _as_array(values: npt.ArrayLike, dtype: type[np.generic], name: str) -> npt.NDArray[Any]:
+    """``values`` as a C-contiguous 1-D array of ``dtype`` (no copy when it already is one).
+
+    Integer sizes are range-checked before the cast, so a negative size is reported, not wrapped."""
+    if isinstance(values, np.ndarray) and values.dtype == dtype and values.flags.c_contiguous:
+        return values
+    arr = np.asarray(values)
+    if arr.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must be an array of numbers, got dtype {arr.dtype}")
+    if dtype is np.uint64:
+        if arr.dtype.kind == "f":
+            raise TypeError(f"{name} must hold integer byte counts, got dtype {arr.dtype}")
+        if arr.size and arr.min() < 1:
+            raise ValueError(f"{name} must be in 1..2**50, got {arr.min()}")
+    return np.ascontiguousarray(arr, dtype=dtype)
 
 
 class TaskPartitioner:
@@ -346,16 +341,18 @@ class TaskPartitioner:
         self._ttl_s = float(decision_ttl_s)
         self._ring = ExperienceRing(ring_capacity)
         self._learner: Any = None
-        self._lock = threading.Lock()
-        self._pending: OrderedDict[str, _Pending] = OrderedDict()
-        self._by_source = [0, 0, 0]
-        self._reported = 0
-        self._successes = 0
-        self._reward_sum = 0.0
-        self._arm_count = [0, 0]
-        self._arm_reward = [0.0, 0.0]
-        self._expired = 0
         self._listeners: list[Callable[[OutcomeRecord], None]] = []
+        # The default clocks are read natively (no Python call per decision); injected ones are called.
+        self._core: Any = _native.PartitionerCore(
+            self._engine,
+            self._ring._impl,
+            self._ttl_s,
+            Task,
+            None if clock is local_hour else clock,
+            None if monotonic is time.monotonic else monotonic,
+            self._agent.native_nan_fault,
+        )
+        self._agent.attach_core(self._core)
         if isinstance(model_path, _Default):
             model_path = default_model_path()
         if model_path is not None:
@@ -489,6 +486,7 @@ class TaskPartitioner:
         return float(self._engine.queue_depth)
 
     # ------------------------------------------------------------------------------ decisions
+    # ------------------------------------------------------------------------------ decisions
     def partition_task(self, task: Task) -> Decision:
         """Decide one task: streams, bytes per stream, predicted completion time.
 
@@ -496,100 +494,105 @@ class TaskPartitioner:
             TypeError: ``task`` is not a :class:`Task`.
             ValueError: the task id is already pending (decided and not yet reported); nothing changes.
 
-        One native call (GIL released) for the decision; thread-safe.
+        One native call (GIL released for the decision and the pending-table insert) when the model is
+        served natively or there is none; ONNX Runtime models and canary candidates add their Python
+        inference. O(1); thread-safe.
         """
-        if not isinstance(task, Task):
-            raise TypeError(f"task must be an itp.Task, got {type(task).__name__}")
-        hour = self._hour()
-        if task.id in self._pending:  # cheap early refusal; re-checked under the lock
-            raise ValueError(f"task id {task.id!r} already has a pending decision")
-        out, arm, model = self._agent.decide(task.size, task.priority, hour)
-        pending = self._pending_for(task, out, arm, model)
-        with self._lock:
-            if task.id in self._pending:
-                raise ValueError(f"task id {task.id!r} already has a pending decision")
-            self._insert_locked(task.id, pending)
+        d: Decision | None = self._core.partition_task(task)
+        if d is None:  # the serving model is answered from Python (ONNX Runtime, canary)
+            d = self._partition_external(task)
         if logger.isEnabledFor(logging.DEBUG):  # one cached level check on the hot path
-            _log_decision(pending.decision, task.size)
-        return pending.decision
+            _log_decision(d, sum(d.chunk_sizes))
+        return d
+
+    def _partition_external(self, task: Task) -> Decision:
+        self._core.check_task(task)  # type and early pending refusal (re-checked natively on insert)
+        out, arm, model = self._agent.decide(task.size, task.priority, self._hour())
+        decision: Decision = self._core.commit(task, out, arm, model.version if model is not None else None)
+        return decision
 
     def partition_tasks(self, tasks: Sequence[Task]) -> list[Decision]:
         """Decide many tasks; with a natively served model (or the heuristic) in one native call with the
         GIL released for the whole batch, on one snapshot of the stream table.
 
         All-or-nothing: if any task is invalid, appears twice, or is already pending, none is decided
-        (ValueError/TypeError naming it). Returns the decisions in task order.
+        (ValueError/TypeError naming it). Returns the decisions in task order. O(N); thread-safe.
         """
-        tasks = list(tasks)
-        n = len(tasks)
-        if n == 0:
-            return []
+        decisions: list[Decision] | None = self._core.partition_tasks(tasks)
+        if decisions is None:
+            decisions = self._partition_external_batch(list(tasks))
+        if logger.isEnabledFor(logging.DEBUG):
+            for d in decisions:
+                _log_decision(d, sum(d.chunk_sizes))
+        return decisions
+
+    def _partition_external_batch(self, tasks: list[Task]) -> list[Decision]:
         ids: set[str] = set()
         for t in tasks:
-            if not isinstance(t, Task):
-                raise TypeError(f"tasks must hold itp.Task, got {type(t).__name__}")
+            self._core.check_task(t)
             if t.id in ids:
                 raise ValueError(f"task id {t.id!r} appears twice in the batch")
             ids.add(t.id)
-        self._check_not_pending(tasks)
-        hour = self._hour()
-        sizes = np.fromiter((t.size for t in tasks), dtype=np.uint64, count=n)
-        prios = np.fromiter((t.priority for t in tasks), dtype=np.float64, count=n)
-        batch = self._agent.decide_batch(sizes, prios, hour)
-        if batch is None:
-            outs, arms, models = [], [], []
-            for t in tasks:
-                out, arm, model = self._agent.decide(t.size, t.priority, hour)
-                outs.append(out)
-                arms.append(arm)
-                models.append(model)
-        else:
-            outs, arms, models = batch
-        pendings = [
-            self._pending_for(t, o, a, m) for t, o, a, m in zip(tasks, outs, arms, models, strict=True)
-        ]
-        with self._lock:
-            self._check_not_pending(tasks, locked=True)
-            now = self._monotonic()
-            self._expire_locked(now)
-            table = self._pending
-            by_source = self._by_source
-            for t, pending in zip(tasks, pendings, strict=True):
-                pending.created_s = now
-                table[t.id] = pending
-                by_source[pending.source] += 1
-        if logger.isEnabledFor(logging.DEBUG):
-            for t, pending in zip(tasks, pendings, strict=True):
-                _log_decision(pending.decision, t.size)
-        return [p.decision for p in pendings]
+        return [self._partition_external(t) for t in tasks]
 
-    def _check_not_pending(self, tasks: Sequence[Task], locked: bool = False) -> None:
-        pending = self._pending
-        dup = next((t.id for t in tasks if t.id in pending), None)
-        if dup is not None:
-            raise ValueError(f"task id {dup!r} already has a pending decision")
+    def partition_arrays(
+        self,
+        task_ids: Sequence[str],
+        sizes_bytes: npt.ArrayLike,
+        priorities: npt.ArrayLike,
+    ) -> DecisionArrays:
+        """Decide N tasks given as arrays, without building a :class:`Decision` per task.
 
-    def _pending_for(self, task: Task, out: tuple[Any, ...], arm: int, model: LoadedModel | None) -> _Pending:
-        action, source, chunks, expected, confidence, state, raw = out[:7]
-        # chunks: 4 Python ints from the engine; compress/filter keep the used streams at C speed.
-        decision = Decision(
-            task.id,
-            action,
-            tuple(compress(_STREAM_IDS, chunks)),
-            tuple(filter(None, chunks)),
-            expected,
-            confidence,
-            _SOURCES[source],
-            model.version if model is not None else None,
+        Args:
+            task_ids: N distinct non-empty str ids (list or tuple), none pending.
+            sizes_bytes: N task sizes in bytes, integers in 1..2**50 (uint64 array, or array-like).
+            priorities: N priorities in [0, 1] (float64 array, or array-like).
+
+        Returns:
+            A :class:`DecisionArrays` with one row per task. The tasks become pending like any other;
+            report them with :meth:`report_outcomes` (``decisions=None``) or :meth:`report_outcome`
+            (any Decision is refused for them: none was handed out, so pass ``decisions=None`` in a batch).
+
+        Raises:
+            TypeError/ValueError: naming the bad argument or element; nothing is decided (all or nothing).
+
+        One native call with the GIL released for the batch when the model is served natively; else one
+        Python-served decision per task. O(N); thread-safe.
+        """
+        ids = list(task_ids) if not isinstance(task_ids, (list, tuple)) else task_ids
+        n = len(ids)
+        sizes = _as_array(sizes_bytes, np.uint64, "sizes_bytes")
+        prios = _as_array(priorities, np.float64, "priorities")
+        out = DecisionArrays(
+            tuple(ids),
+            np.empty(n, dtype=np.int64),
+            np.empty((n, NUM_STREAMS), dtype=np.uint64),
+            np.empty(n, dtype=np.float64),
+            np.empty(n, dtype=np.float64),
+            np.empty(n, dtype=np.float64),
+            np.empty(n, dtype=np.uint8),
         )
-        return _Pending(decision, state, raw, chunks, task.size, float(task.priority), arm, source)
+        done = self._core.partition_arrays(
+            ids, sizes, prios, out.actions, out.chunk_bytes, out.expected_time_s, out.confidence,
+            out.propensity, out.sources,
+        )
+        if not done:
+            rows = zip(ids, sizes.tolist(), prios.tolist(), strict=True)
+            tasks = [Task(i, int(s), float(p)) for i, s, p in rows]
+            for k, d in enumerate(self._partition_external_batch(tasks)):
+                out.actions[k] = d.action
+                out.chunk_bytes[k] = d.bytes_per_stream
+                out.expected_time_s[k] = d.expected_time
+                out.confidence[k] = d.confidence
+                out.propensity[k] = d.propensity
+                out.sources[k] = SOURCES.index(d.source)
+        return out
 
-    def _insert_locked(self, task_id: str, pending: _Pending) -> None:
-        now = self._monotonic()
-        pending.created_s = now
-        self._expire_locked(now)
-        self._pending[task_id] = pending
-        self._by_source[pending.source] += 1
+    @property
+    def _pending(self) -> list[str]:
+        """Ids of the pending decisions (any order); a snapshot, for tests and debugging."""
+        ids: list[str] = self._core.pending_ids()
+        return ids
 
     # -------------------------------------------------------------------------------- outcomes
     def report_outcome(
@@ -605,7 +608,8 @@ class TaskPartitioner:
         """Report how a decided task went; returns the reward it earned.
 
         The transition ``(state at decision time, executed action, reward, state now)`` is pushed into
-        the experience ring (lock-free; when the ring is full it is dropped and counted).
+        the experience ring (lock-free; when the ring is full it is dropped and counted). One native call
+        with the GIL released for the table, the reward and the push; O(1); thread-safe.
 
         Args:
             task_id: the id given to :meth:`partition_task`.
@@ -620,96 +624,109 @@ class TaskPartitioner:
                 to the task, or a bad metric (named); nothing changes.
             TypeError: a metric of the wrong type (named); nothing changes.
         """
-        throughput = _check_metric("throughput_bps", throughput_bps)
-        latency = _check_metric("latency_s", latency_s, positive=True)
-        if not isinstance(success, (bool, np.bool_)):
-            raise TypeError(f"success must be a bool, got {type(success).__name__}")
-        if isinstance(retransmissions, bool) or not isinstance(retransmissions, (int, np.integer)):
-            raise TypeError(f"retransmissions must be an int, got {type(retransmissions).__name__}")
-        if retransmissions < 0:
-            raise ValueError(f"retransmissions must be >= 0, got {retransmissions}")
-        with self._lock:
-            pending = self._pending.get(task_id) if isinstance(task_id, str) else None
-            if pending is None:
-                raise ValueError(f"task_id {task_id!r} is unknown, already reported or expired")
-            if pending.decision is not decision:
-                raise ValueError(f"decision does not belong to task {task_id!r}")
-            del self._pending[task_id]
-        try:
-            # Inputs were validated above and the raw state came from the engine: the same native reward
-            # function as the simulator, without re-validating.
-            reward = trusted_reward(
-                pending.raw, pending.chunk_bytes, decision.expected_time, throughput, latency,
-                bool(success), int(retransmissions),
-            )
-        except BaseException:
-            with self._lock:  # put it back: a failed report changes nothing
-                self._pending[task_id] = pending
-            raise
-        arm = pending.arm
-        with self._lock:
-            self._reported += 1
-            self._successes += 1 if success else 0
-            self._reward_sum += reward
-            self._arm_count[arm] += 1
-            self._arm_reward[arm] += reward
-        next_state = _native.normalize_state(
-            self._engine.snapshot(float(pending.size_bytes), pending.priority, self._hour())
+        reward: float = self._core.report_outcome(
+            task_id, decision, throughput_bps, latency_s, success, retransmissions
         )
-        self._ring.try_push(pending.state, decision.action, reward, next_state, False)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "outcome %s: reward %.3f, %s in %.4g s (expected %.4g s)",
-                task_id, reward, "delivered" if success else "failed", latency, decision.expected_time,
+                task_id, reward, "delivered" if success else "failed", latency_s, decision.expected_time,
                 extra={
                     "event": "outcome",
                     "task_id": task_id,
                     "reward": reward,
                     "success": bool(success),
-                    "latency_s": latency,
-                    "throughput_bps": throughput,
+                    "latency_s": float(latency_s),
+                    "throughput_bps": float(throughput_bps),
                     "expected_time_s": decision.expected_time,
                     "model_version": decision.model_version,
                 },
             )
         if self._listeners:
-            record = OutcomeRecord(
-                arm=ARMS[arm],
-                model_version=decision.model_version,
-                source=decision.source,
-                reward=reward,
-                success=bool(success),
-                latency_s=latency,
-                throughput_bps=throughput,
-                expected_time_s=decision.expected_time,
+            self._notify(
+                OutcomeRecord(
+                    arm=decision.arm,
+                    model_version=decision.model_version,
+                    source=decision.source,
+                    reward=reward,
+                    success=bool(success),
+                    latency_s=float(latency_s),
+                    throughput_bps=float(throughput_bps),
+                    expected_time_s=decision.expected_time,
+                    propensity=decision.propensity,
+                )
             )
-            for listener in self._listeners:
-                try:
-                    listener(record)
-                except Exception:  # a listener must never break the caller's data path
-                    logger.exception("outcome listener failed")
         return reward
+
+    def report_outcomes(
+        self,
+        task_ids: Sequence[str],
+        decisions: Sequence[Decision] | None,
+        *,
+        throughput_bps: npt.ArrayLike,
+        latency_s: npt.ArrayLike,
+        success: npt.ArrayLike,
+        retransmissions: npt.ArrayLike | None = None,
+    ) -> npt.NDArray[np.float64]:
+        """Report N outcomes at once; returns their rewards (float64[N]), in order.
+
+        Args:
+            task_ids: N distinct ids (list or tuple of str) with pending decisions.
+            decisions: the Decision of each task (aligned with ``task_ids``), or None for tasks decided
+                by :meth:`partition_arrays` (then the id alone identifies the decision).
+            throughput_bps: N goodputs, bits per second (finite, >= 0).
+            latency_s: N completion times, seconds (finite, > 0).
+            success: N bools (a bool array).
+            retransmissions: N chunk resend counts (ints >= 0), or None for zeros.
+
+        Raises:
+            TypeError/ValueError: naming the bad argument and element (unknown id, a decision that does
+                not belong, a bad metric); nothing changes (all or nothing).
+
+        One native call with the GIL released for the batch; O(N); thread-safe.
+        """
+        ids = list(task_ids) if not isinstance(task_ids, (list, tuple)) else task_ids
+        want = bool(self._listeners)
+        result = self._core.report_outcomes(
+            ids, decisions, throughput_bps, latency_s, success, retransmissions, want
+        )
+        if not want:
+            rewards: npt.NDArray[np.float64] = result
+            return rewards
+        rewards, rows = result
+        thr = np.asarray(throughput_bps, dtype=np.float64)
+        lat = np.asarray(latency_s, dtype=np.float64)
+        ok = np.asarray(success, dtype=bool)
+        for k, (arm, version, source, expected_s, propensity) in enumerate(rows):
+            self._notify(
+                OutcomeRecord(
+                    arm=arm,
+                    model_version=version,
+                    source=source,
+                    reward=float(rewards[k]),
+                    success=bool(ok[k]),
+                    latency_s=float(lat[k]),
+                    throughput_bps=float(thr[k]),
+                    expected_time_s=expected_s,
+                    propensity=propensity,
+                )
+            )
+        return rewards
+
+    def _notify(self, record: OutcomeRecord) -> None:
+        for listener in self._listeners:
+            try:
+                listener(record)
+            except Exception:  # a listener must never break the caller's data path
+                logger.exception("outcome listener failed")
 
     def expire_decisions(self) -> int:
         """Drop pending decisions older than ``decision_ttl_s`` now; returns how many expired.
 
-        Expiry also runs on every new decision, so memory stays bounded by the decisions of one TTL."""
-        with self._lock:
-            return self._expire_locked(self._monotonic())
-
-    def _expire_locked(self, now_s: float) -> int:
-        # Insertion order is creation order (created_s is taken under the lock), so the oldest is first.
-        cutoff = now_s - self._ttl_s
-        pending = self._pending
-        n = 0
-        while pending:
-            first = next(iter(pending.values()))
-            if first.created_s > cutoff:
-                break
-            pending.popitem(last=False)
-            n += 1
+        Expiry also runs on every new decision that finds the oldest pending one due, so memory stays
+        bounded by the decisions of one TTL."""
+        n: int = self._core.expire_decisions()
         if n:
-            self._expired += n
             logger.debug("%d unreported decisions expired", n)
         return n
 
@@ -717,47 +734,48 @@ class TaskPartitioner:
     def get_metrics(self) -> PartitionerMetrics:
         """A snapshot of the counters (each group consistent; exact once callers are quiet)."""
         learner = self._learner
-        # Read the learner outside our lock: it may call back into the partitioner.
+        # Read the learner outside any lock: it may call back into the partitioner.
         lm: dict[str, Any] = dict(learner.metrics()) if learner is not None else {}
         agent = self._agent.counters()
         model, cand = self._agent.model, self._agent.candidate
-        with self._lock:
-            reported = self._reported
-            arm_reward = {
-                arm: (self._arm_reward[i] / self._arm_count[i] if self._arm_count[i] else 0.0)
-                for i, arm in enumerate(ARMS)
-            }
-            arm_count = dict(zip(ARMS, self._arm_count, strict=False))
-            return PartitionerMetrics(
-                total_decisions=sum(self._by_source),
-                decisions_by_source=dict(zip(_SOURCES, self._by_source, strict=False)),
-                reported_outcomes=reported,
-                successful_tasks=self._successes,
-                success_rate=self._successes / reported if reported else 0.0,
-                avg_reward=self._reward_sum / reported if reported else 0.0,
-                agent_epsilon=self.epsilon,
-                fallback_count=agent["fallback_count"],
-                model_faults=agent["model_faults"],
-                faults_by_cause=agent["faults_by_cause"],
-                model_version=model.version if model is not None else None,
-                model_backend=model.backend if model is not None else None,
-                outstanding_decisions=len(self._pending),
-                expired_decisions=self._expired,
-                pushed_transitions=int(self._ring.pushed),
-                dropped_transitions=int(self._ring.dropped) + int(lm.get("store_dropped", 0)),
-                learner_is_training=bool(lm.get("is_training", False)),
-                learner_update_count=int(lm.get("update_count", 0)),
-                experience_count=int(lm.get("experience_count", 0)),
-                buffer_size=int(lm.get("buffer_size", 0)),
-                last_update=lm.get("last_update"),
-                time_until_update=lm.get("time_until_update"),
-                candidate_version=cand.version if cand is not None else None,
-                canary_share=self._agent.canary_share,
-                reward_by_arm=arm_reward,
-                outcomes_by_arm=arm_count,
-                rollbacks=int(lm.get("rollbacks", 0)),
-                learner=lm,
-            )
+        st = self._core.stats()
+        reported = int(st["reported"])
+        successes = int(st["successes"])
+        arm_count = [int(c) for c in st["arm_count"]]
+        arm_reward_sum = [float(r) for r in st["arm_reward"]]
+        by_source = [int(c) for c in st["decisions_by_source"]]
+        return PartitionerMetrics(
+            total_decisions=sum(by_source),
+            decisions_by_source=dict(zip(_SOURCES, by_source, strict=True)),
+            reported_outcomes=reported,
+            successful_tasks=successes,
+            success_rate=successes / reported if reported else 0.0,
+            avg_reward=float(st["reward_sum"]) / reported if reported else 0.0,
+            agent_epsilon=self.epsilon,
+            fallback_count=agent["fallback_count"],
+            model_faults=agent["model_faults"],
+            faults_by_cause=agent["faults_by_cause"],
+            model_version=model.version if model is not None else None,
+            model_backend=model.backend if model is not None else None,
+            outstanding_decisions=int(st["outstanding"]),
+            expired_decisions=int(st["expired"]),
+            pushed_transitions=int(self._ring.pushed),
+            dropped_transitions=int(self._ring.dropped) + int(lm.get("store_dropped", 0)),
+            learner_is_training=bool(lm.get("is_training", False)),
+            learner_update_count=int(lm.get("update_count", 0)),
+            experience_count=int(lm.get("experience_count", 0)),
+            buffer_size=int(lm.get("buffer_size", 0)),
+            last_update=lm.get("last_update"),
+            time_until_update=lm.get("time_until_update"),
+            candidate_version=cand.version if cand is not None else None,
+            canary_share=self._agent.canary_share,
+            reward_by_arm={
+                arm: (arm_reward_sum[i] / arm_count[i] if arm_count[i] else 0.0) for i, arm in enumerate(ARMS)
+            },
+            outcomes_by_arm=dict(zip(ARMS, arm_count, strict=True)),
+            rollbacks=int(lm.get("rollbacks", 0)),
+            learner=lm,
+        )
 
     def force_model_update(self) -> bool:
         """Ask the attached online learner to retrain now (in the background; returns at once).

@@ -10,5 +10,6 @@ PYBIND11_MODULE(_native, m) {
   itp::bind::register_ring(m);
   itp::bind::register_policy(m);
   itp::bind::register_reward(m);
+  itp::bind::register_partitioner(m);
   itp::bind::register_bench(m);
 }

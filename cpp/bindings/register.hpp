@@ -10,5 +10,6 @@ void register_replay(pybind11::module_& m);
 void register_ring(pybind11::module_& m);
 void register_policy(pybind11::module_& m);
 void register_reward(pybind11::module_& m);
+void register_partitioner(pybind11::module_& m);
 void register_bench(pybind11::module_& m);
 }  // namespace itp::bind

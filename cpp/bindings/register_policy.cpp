@@ -81,10 +81,9 @@ py::array_t<float> forward_many(const FusedMlp& mlp, const py::handle& x_obj, co
   }
   const float* src = x.data();
   float* dst = out.mutable_data();
-  const auto id = static_cast<py::ssize_t>(mlp.input_dim());
   {
     py::gil_scoped_release nogil;
-    for (py::ssize_t r = 0; r < n; ++r) mlp.forward(src + r * id, dst + r * od);
+    mlp.forward_many(src, static_cast<std::size_t>(n), dst);
   }
   return out;
 }
@@ -124,7 +123,7 @@ py::tuple to_tuple(const DecisionOutput& d) {
   py::array_t<double> raw(static_cast<py::ssize_t>(kNumFeatures));
   std::copy(d.raw.begin(), d.raw.end(), raw.mutable_data());
   return py::make_tuple(d.action, static_cast<int>(d.source), chunks, d.split.expected_time_s, d.confidence,
-                        state, raw, d.model_fault);
+                        state, raw, d.model_fault, d.propensity);
 }
 
 py::tuple engine_decide(const DecisionEngine& e, const py::handle& size_obj, double priority, double hour,
@@ -319,7 +318,7 @@ void register_policy(py::module_& m) {
   m.def("heuristic_action", &heuristic_for_raw, py::arg("raw_state"),
         "The heuristic's action (0..14) for a raw state float64[20] (caller units).");
 
-  py::class_<DecisionEngine>(m, "DecisionEngine", "Native decision path (stream table, model, split).")
+  py::class_<DecisionEngine, std::shared_ptr<DecisionEngine>>(m, "DecisionEngine", "Native decision path (stream table, model, split).")
       .def(py::init<std::uint64_t>(), py::arg("seed"))
       .def(
           "update_stream",
@@ -367,7 +366,7 @@ void register_policy(py::module_& m) {
                     })
       .def("decide", &engine_decide, py::arg("size_bytes"), py::arg("priority"), py::arg("hour"),
            py::arg("explore") = true, py::arg("q_values") = py::none(),
-           "(action, source, chunks, expected_time_s, confidence, state f32[20], raw f64[20], model_fault)")
+           "(action, source, chunks, expected_time_s, confidence, state f32[20], raw f64[20], model_fault, propensity)")
       .def("decide_raw", &engine_decide_raw, py::arg("raw_state"), py::arg("explore") = false,
            py::arg("q_values") = py::none())
       .def("decide_batch", &engine_decide_batch, py::arg("sizes_bytes"), py::arg("priorities"), py::arg("hour"),

@@ -69,17 +69,19 @@ void DecisionEngine::set_model(std::shared_ptr<const FusedMlp> model) {
 
 std::shared_ptr<const FusedMlp> DecisionEngine::model() const { return std::atomic_load(&model_); }
 
-void DecisionEngine::snapshot(double size_bytes, double priority, double hour, double* raw) const {
-  {
-    std::lock_guard<std::mutex> lock(table_mutex_);
-    for (std::size_t i = 0; i < kNumStreams; ++i) {
-      raw[kBandwidthOffset + i] = streams_[i].bandwidth_bps;
-      raw[kLatencyOffset + i] = streams_[i].latency_s;
-      raw[kCongestionOffset + i] = streams_[i].congestion;
-      raw[kSuccessRateOffset + i] = streams_[i].success_rate;
-    }
-    raw[kQueueDepthIndex] = queue_depth_;
+void DecisionEngine::snapshot_table(double* raw) const {
+  std::lock_guard<std::mutex> lock(table_mutex_);
+  for (std::size_t i = 0; i < kNumStreams; ++i) {
+    raw[kBandwidthOffset + i] = streams_[i].bandwidth_bps;
+    raw[kLatencyOffset + i] = streams_[i].latency_s;
+    raw[kCongestionOffset + i] = streams_[i].congestion;
+    raw[kSuccessRateOffset + i] = streams_[i].success_rate;
   }
+  raw[kQueueDepthIndex] = queue_depth_;
+}
+
+void DecisionEngine::snapshot(double size_bytes, double priority, double hour, double* raw) const {
+  snapshot_table(raw);
   raw[kTaskSizeIndex] = size_bytes;
   raw[kPriorityIndex] = priority;
   raw[kTimeOfDayIndex] = hour;
@@ -98,6 +100,13 @@ void DecisionEngine::decide(std::uint64_t size_bytes, double priority, double ho
 
 void DecisionEngine::decide_raw(const double* raw, std::uint64_t size_bytes, const float* external_q,
                                 bool explore, DecisionOutput& out) const {
+  // Holds the network for the whole decision even if set_model swaps it meanwhile.
+  const std::shared_ptr<const FusedMlp> m = external_q != nullptr ? nullptr : model();
+  decide_raw_with(raw, size_bytes, m.get(), external_q, explore, out);
+}
+
+void DecisionEngine::decide_raw_with(const double* raw, std::uint64_t size_bytes, const FusedMlp* model,
+                                     const float* external_q, bool explore, DecisionOutput& out) const {
   if (raw != out.raw.data()) std::copy(raw, raw + kNumFeatures, out.raw.begin());
   normalize_state(out.raw.data(), out.state.data());
   out.model_fault = false;
@@ -105,8 +114,8 @@ void DecisionEngine::decide_raw(const double* raw, std::uint64_t size_bytes, con
   if (external_q != nullptr) {
     std::copy(external_q, external_q + kNumActions, out.q_values.begin());
     out.has_q = true;
-  } else if (const auto m = model()) {
-    m->forward(out.state.data(), out.q_values.data());
+  } else if (model != nullptr) {
+    model->forward(out.state.data(), out.q_values.data());
     out.has_q = true;
   }
   if (out.has_q && !all_finite(out.q_values.data())) {
@@ -115,14 +124,17 @@ void DecisionEngine::decide_raw(const double* raw, std::uint64_t size_bytes, con
   }
 
   if (out.has_q) {
-    const double eps = epsilon();
-    if (explore && eps > 0.0 && next_uniform() < eps) {
+    const double eps = explore ? epsilon() : 0.0;  // read once: the draw and the propensity agree
+    const int greedy = argmax(out.q_values.data());
+    if (eps > 0.0 && next_uniform() < eps) {
       out.action = std::min(kNumActions - 1, static_cast<int>(next_uniform() * kNumActions));
       out.source = DecisionSource::kExplore;
     } else {
-      out.action = argmax(out.q_values.data());
+      out.action = greedy;
       out.source = DecisionSource::kModel;
     }
+    const double uniform_share = eps / static_cast<double>(kNumActions);
+    out.propensity = out.action == greedy ? (1.0 - eps) + uniform_share : uniform_share;
     out.confidence = softmax_prob(out.q_values.data(), out.action);
     out.split = production_split(out.raw.data(), size_bytes, out.action);
     return;
@@ -131,6 +143,7 @@ void DecisionEngine::decide_raw(const double* raw, std::uint64_t size_bytes, con
   std::array<double, kNumActions> times{};
   out.action = heuristic_action(out.raw.data(), size_bytes, times.data(), &out.split);
   out.source = DecisionSource::kHeuristic;
+  out.propensity = 1.0;
   double best = std::numeric_limits<double>::infinity();
   for (double t : times) best = std::min(best, t);
   const double mine = times[static_cast<std::size_t>(out.action)];

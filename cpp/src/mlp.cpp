@@ -82,6 +82,80 @@ __attribute__((always_inline)) inline void forward_kernel(const std::vector<Dens
   }
 }
 
+// Four states at once: 16-wide output blocks keep 4 x 16 accumulators (8 AVX registers) live across the
+// input loop, leaving room for the weight row and the broadcasts. Same operation order per output as
+// dense_relu, hence the same bits.
+constexpr std::size_t kGroup = 4;
+constexpr std::size_t kBlock4 = 16;
+
+__attribute__((always_inline)) inline void dense_relu4(const DenseLayer& l, const float* const* in, float* const* y,
+                                                       bool relu) {
+  const std::size_t od = l.out_dim;
+  const std::size_t id = l.in_dim;
+  const float* __restrict w = l.weight_t.data();
+  const float* __restrict b = l.bias.data();
+  const float* __restrict in0 = in[0];
+  const float* __restrict in1 = in[1];
+  const float* __restrict in2 = in[2];
+  const float* __restrict in3 = in[3];
+  std::size_t j0 = 0;
+  for (; j0 + kBlock4 <= od; j0 += kBlock4) {
+    float a0[kBlock4], a1[kBlock4], a2[kBlock4], a3[kBlock4];
+    for (std::size_t k = 0; k < kBlock4; ++k) a0[k] = a1[k] = a2[k] = a3[k] = b[j0 + k];
+    for (std::size_t i = 0; i < id; ++i) {
+      const float* __restrict row = w + i * od + j0;
+      const float x0 = in0[i], x1 = in1[i], x2 = in2[i], x3 = in3[i];
+      for (std::size_t k = 0; k < kBlock4; ++k) {
+        const float r = row[k];
+        a0[k] += x0 * r;
+        a1[k] += x1 * r;
+        a2[k] += x2 * r;
+        a3[k] += x3 * r;
+      }
+    }
+    float* accs[kGroup] = {a0, a1, a2, a3};
+    for (std::size_t s = 0; s < kGroup; ++s) {
+      for (std::size_t k = 0; k < kBlock4; ++k) {
+        const float v = accs[s][k];
+        y[s][j0 + k] = relu ? (v > 0.0f ? v : 0.0f) : v;
+      }
+    }
+  }
+  for (std::size_t s = 0; s < kGroup; ++s) {  // the tail (e.g. the 15 Q-values)
+    for (std::size_t j = j0; j < od; ++j) {
+      float acc = b[j];
+      for (std::size_t i = 0; i < id; ++i) acc += in[s][i] * w[i * od + j];
+      y[s][j] = relu ? (acc > 0.0f ? acc : 0.0f) : acc;
+    }
+  }
+}
+
+__attribute__((always_inline)) inline void forward4_kernel(const std::vector<DenseLayer>& layers,
+                                                           const float* const* x, float* const* q) {
+  alignas(64) float buf_a[kGroup][FusedMlp::kMaxWidth];
+  alignas(64) float buf_b[kGroup][FusedMlp::kMaxWidth];
+  const float* in[kGroup] = {x[0], x[1], x[2], x[3]};
+  float* out[kGroup];
+  bool to_a = true;
+  const std::size_t n = layers.size();
+  for (std::size_t k = 0; k < n; ++k) {
+    const bool last = k + 1 == n;
+    for (std::size_t s = 0; s < kGroup; ++s) out[s] = last ? q[s] : (to_a ? buf_a[s] : buf_b[s]);
+    dense_relu4(layers[k], in, out, !last);
+    for (std::size_t s = 0; s < kGroup; ++s) in[s] = out[s];
+    to_a = !to_a;
+  }
+}
+
+__attribute__((target("avx2"))) void forward4_avx2(const std::vector<DenseLayer>& layers, const float* const* x,
+                                                   float* const* q) {
+  forward4_kernel(layers, x, q);
+}
+
+void forward4_baseline(const std::vector<DenseLayer>& layers, const float* const* x, float* const* q) {
+  forward4_kernel(layers, x, q);
+}
+
 __attribute__((target("avx2"))) void forward_avx2(const std::vector<DenseLayer>& layers, const float* x,
                                                   float* q) {
   forward_kernel(layers, x, q);
@@ -111,6 +185,22 @@ void FusedMlp::forward(const float* x, float* q) const noexcept {
   } else {
     forward_baseline(layers_, x, q);
   }
+}
+
+void FusedMlp::forward_many(const float* x, std::size_t n, float* q) const noexcept {
+  const std::size_t id = input_dim();
+  const std::size_t od = output_dim();
+  std::size_t k = 0;
+  for (; k + kGroup <= n; k += kGroup) {
+    const float* xs[kGroup] = {x + k * id, x + (k + 1) * id, x + (k + 2) * id, x + (k + 3) * id};
+    float* qs[kGroup] = {q + k * od, q + (k + 1) * od, q + (k + 2) * od, q + (k + 3) * od};
+    if (cpu_has_avx2()) {
+      forward4_avx2(layers_, xs, qs);
+    } else {
+      forward4_baseline(layers_, xs, qs);
+    }
+  }
+  for (; k < n; ++k) forward(x + k * id, q + k * od);
 }
 
 const char* FusedMlp::kernel_name() noexcept { return cpu_has_avx2() ? "avx2" : "baseline"; }

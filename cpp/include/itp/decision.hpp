@@ -30,6 +30,10 @@ struct DecisionOutput {
   bool has_q = false;        // q_values holds the model's output
   Split split;
   double confidence = 0.0;  // see DecisionEngine::decide
+  // Probability the behaviour policy gave the executed action (for off-policy corrections): under
+  // epsilon-greedy with the epsilon this decision used, (1 - eps) + eps / 15 for the greedy action and
+  // eps / 15 for any other; 1 for a heuristic decision (deterministic).
+  double propensity = 1.0;
   std::array<double, kNumFeatures> raw{};
   std::array<float, kNumFeatures> state{};
   std::array<float, kNumActions> q_values{};
@@ -72,6 +76,16 @@ class DecisionEngine {
   // The same decision for a caller-provided raw state (no stream table): used for batch and simulation.
   void decide_raw(const double* raw, std::uint64_t size_bytes, const float* external_q, bool explore,
                   DecisionOutput& out) const;
+
+  // decide_raw with the network given by the caller instead of the engine's own (`model` may be null:
+  // heuristic, unless external_q is given). Lets a caller that swaps (model, version) pairs atomically
+  // report exactly the model that answered.
+  void decide_raw_with(const double* raw, std::uint64_t size_bytes, const FusedMlp* model,
+                       const float* external_q, bool explore, DecisionOutput& out) const;
+
+  // Copies the stream table (16 metrics and the queue depth) into raw[0..17) under the table lock; the
+  // task fields raw[17..20) are left alone. Lets a batch decide every task on one snapshot.
+  void snapshot_table(double* raw) const;
 
  private:
   double next_uniform() const noexcept;

@@ -37,6 +37,12 @@ class FusedMlp {
   // at once. O(sum in*out).
   void forward(const float* x, float* q) const noexcept;
 
+  // q[k] = network(x[k]) for n states: x is n rows of input_dim() floats, q n rows of output_dim(). Four
+  // states go through each layer together, so every weight row loaded serves four of them (the single-state
+  // kernel is bound by weight loads); each output still accumulates bias + x_0 w_0j + x_1 w_1j + ... in input
+  // order, so every result is bit-identical to forward(). No allocation; thread-safe. O(n sum in*out).
+  void forward_many(const float* x, std::size_t n, float* q) const noexcept;
+
   std::size_t input_dim() const noexcept { return layers_.front().in_dim; }
   std::size_t output_dim() const noexcept { return layers_.back().out_dim; }
   std::size_t num_layers() const noexcept { return layers_.size(); }
