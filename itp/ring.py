@@ -49,6 +49,10 @@ class TransitionBatch:
         rewards: float32[N].
         next_states: float32[N, 20].
         dones: float32[N], 0.0 or 1.0.
+        propensities: float32[N], the probability with which the behaviour policy chose each logged
+            action (in (0, 1]), or None where it was not recorded (transitions logged before
+            propensities existed, or pushed by a producer that does not know them). Off-policy
+            estimators (:mod:`itp.learning.offpolicy`) can only use rows that have one.
     """
 
     states: npt.NDArray[np.float32]
@@ -56,6 +60,7 @@ class TransitionBatch:
     rewards: npt.NDArray[np.float32]
     next_states: npt.NDArray[np.float32]
     dones: npt.NDArray[np.float32]
+    propensities: npt.NDArray[np.float32] | None = None
 
     def __len__(self) -> int:
         return int(self.actions.shape[0])
