@@ -11,7 +11,7 @@ itp and iperf3 move the same bytes):
   no notion of a task.
 
 What is timed for itp: submitting the files to an already connected :class:`itp.transfer.Sender` until
-the receiver has acknowledged every file, i.e. every chunk read, CRC-32 checked on both sides, written,
+the receiver has acknowledged every file, i.e. every chunk read, CRC-32C checked on both sides, written,
 ``fsync``\\ed and renamed. The receiver is ``itp receive`` in its own process (as in production) writing
 into ``/dev/shm`` (tmpfs) when it exists, so that the disk is not the bottleneck: iperf3 writes nothing.
 For iperf3: the client process from start to exit (a fresh server per round, ``-1``), goodput from its

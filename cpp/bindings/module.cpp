@@ -12,4 +12,5 @@ PYBIND11_MODULE(_native, m) {
   itp::bind::register_reward(m);
   itp::bind::register_partitioner(m);
   itp::bind::register_bench(m);
+  itp::bind::register_checksum(m);
 }

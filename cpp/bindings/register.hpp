@@ -12,4 +12,5 @@ void register_policy(pybind11::module_& m);
 void register_reward(pybind11::module_& m);
 void register_partitioner(pybind11::module_& m);
 void register_bench(pybind11::module_& m);
+void register_checksum(pybind11::module_& m);
 }  // namespace itp::bind

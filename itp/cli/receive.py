@@ -30,7 +30,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "receive",
         help="receive files sent by `itp send` into a directory",
         description=(
-            "Listen for `itp send` sessions and write each file, verified chunk by chunk (CRC-32), into "
+            "Listen for `itp send` sessions and write each file, verified chunk by chunk (CRC-32C), into "
             "DIR: fsynced and atomically renamed before it is acknowledged. Stops on SIGINT/SIGTERM."
         ),
     )

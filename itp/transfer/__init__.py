@@ -1,6 +1,6 @@
 """itp.transfer: move real files over parallel TCP streams, with itp choosing every split.
 
-* :class:`Receiver` (``itp receive``): authenticated connections, per-chunk CRC-32, atomic durable files.
+* :class:`Receiver` (``itp receive``): authenticated connections, per-chunk CRC-32C, atomic durable files.
 * :class:`Sender` / :func:`send_files` (``itp send``): N persistent streams, the partitioner (or a
   baseline) decides each task's split, chunks go out with ``sendfile``, faults are resent, outcomes are
   reported to the learner.

@@ -3,7 +3,7 @@
 Every frame starts with a fixed 8-byte header (network byte order)::
 
     magic  2s   b"IT"
-    version B   PROTOCOL_VERSION (1); any other value is a protocol error
+    version B   PROTOCOL_VERSION (2: CRC-32C trailers; 1 had zlib CRC-32); any other value is a protocol error
     type    B   one of FrameType
     length  I   body bytes that follow; each type has an exact or maximum body size (MAX_BODY_BYTES)
 
@@ -16,7 +16,7 @@ Bodies (network byte order; ``name`` is UTF-8 of ``name_len`` bytes, at most MAX
     CHUNK      S->R  task_id Q, task_bytes Q, offset Q, length Q, name_len H, name
                      followed by ``length`` raw payload bytes (not part of the frame body: streamed,
                      never buffered whole), then a CHUNK_END frame
-    CHUNK_END  S->R  crc32 I  (zlib.crc32 of the payload)
+    CHUNK_END  S->R  crc32c I  (CRC-32C of the payload, itp.transfer.checksum)
     CHUNK_ACK  R->S  task_id Q, offset Q, status B  (ChunkStatus)
     COMMIT     S->R  task_id Q, task_bytes Q, name_len H, name
     TASK_ACK   R->S  task_id Q, status B (TaskStatus), msg_len H, message (UTF-8, at most MAX_MESSAGE_BYTES)
@@ -71,7 +71,7 @@ __all__ = [
 ]
 
 MAGIC: Final = b"IT"
-PROTOCOL_VERSION: Final = 1
+PROTOCOL_VERSION: Final = 2
 HEADER: Final = struct.Struct("!2sBBI")
 NONCE_BYTES: Final = 32
 MAC_BYTES: Final = 32
@@ -193,9 +193,9 @@ class ChunkHeader:
 
 @dataclass(frozen=True, slots=True)
 class ChunkEnd:
-    """Trailer after a chunk's payload: zlib.crc32 of the payload."""
+    """Trailer after a chunk's payload: its CRC-32C (:func:`itp.transfer.checksum.crc32c`)."""
 
-    crc32: int
+    crc32c: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,7 +301,7 @@ def encode(frame: Frame) -> bytes:
             t = FrameType.CHUNK
             body = _CHUNK.pack(frame.task_id, frame.task_bytes, frame.offset, frame.length, len(name)) + name
         elif isinstance(frame, ChunkEnd):
-            t, body = FrameType.CHUNK_END, _CHUNK_END.pack(frame.crc32)
+            t, body = FrameType.CHUNK_END, _CHUNK_END.pack(frame.crc32c)
         elif isinstance(frame, ChunkAck):
             t, body = FrameType.CHUNK_ACK, _CHUNK_ACK.pack(frame.task_id, frame.offset, int(frame.status))
         elif isinstance(frame, Commit):

@@ -3,8 +3,9 @@
 One :class:`Receiver` listens on one TCP port and serves any number of sender sessions, each over up to
 ``max_connections`` persistent connections (a thread each). For every chunk it reads the CHUNK header,
 streams the payload through one fixed buffer per connection (``buffer_bytes``: memory is bounded by
-``max_connections * buffer_bytes``) into ``zlib.crc32`` and ``os.pwrite`` at the chunk's offset of the
-task's temporary file, and compares the CRC of the CHUNK_END trailer before it acknowledges.
+``max_connections * buffer_bytes``) into the CRC-32C (:mod:`itp.transfer.checksum`) and ``os.pwrite`` at
+the chunk's offset of the task's temporary file, and compares the CRC of the CHUNK_END trailer before it
+acknowledges.
 
 Durability and atomicity. A task's bytes go to ``DIR/<parent>/.itp-part-<random>`` (created with
 ``O_CREAT | O_EXCL | O_NOFOLLOW``, sized with ``ftruncate``). When the verified chunks cover the whole task
@@ -35,7 +36,6 @@ import secrets
 import socket
 import ssl
 import threading
-import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +43,7 @@ from typing import Final
 
 from itp.actions import MAX_TASK_BYTES
 from itp.transfer import auth
+from itp.transfer.checksum import crc32c
 from itp.transfer.protocol import (
     NONCE_BYTES,
     Auth,
@@ -77,7 +78,7 @@ def _recv_written(
     sock: socket.socket, fd: int, start: int, end: int, view: memoryview
 ) -> tuple[int, OSError | None]:
     """Receive bytes [start, end) of a chunk through ``view`` and ``os.pwrite`` them to ``fd`` (skipped
-    when fd < 0: a refused chunk is drained); returns (CRC-32, first write error or None)."""
+    when fd < 0: a refused chunk is drained); returns (CRC-32C, first write error or None)."""
     crc = 0
     pos = start
     write_error: OSError | None = None
@@ -87,7 +88,7 @@ def _recv_written(
         if n == 0:
             raise ConnectionError(f"connection closed inside a chunk ({end - pos} bytes missing)")
         piece = view[:n]
-        crc = zlib.crc32(piece, crc)
+        crc = crc32c(piece, crc)
         if fd >= 0 and write_error is None:
             try:
                 written = os.pwrite(fd, piece, pos)
@@ -564,7 +565,7 @@ class Receiver:
             self._fail_task(task, f"write failed: {write_error}")
             self._count("chunks_rejected")
             return ChunkStatus.REJECTED
-        if trailer.crc32 != crc:
+        if trailer.crc32c != crc:
             self._count("chunks_bad_checksum")
             logger.warning("checksum mismatch in task %r at offset %d (chunk not counted)", h.name, h.offset,
                            extra={"event": "bad_checksum"})

@@ -10,7 +10,7 @@ Architecture (threads, all daemon; one lock ``_lock`` with condition ``_cv`` gua
   address, HMAC handshake, optional TLS; exponential backoff ``backoff_initial_s * 2**k`` capped at
   ``backoff_max_s``, giving up after ``reconnect_timeout_s`` of continuous failure) and works through its
   queue: CHUNK header, the payload in pieces of ``piece_bytes`` (``os.preadv`` into one reusable buffer
-  for the CRC-32, then ``os.sendfile`` of the same range from the page cache; ``sendall`` under TLS), the
+  for the CRC-32C, then ``os.sendfile`` of the same range from the page cache; ``sendall`` under TLS), the
   CHUNK_END trailer. A writer whose own queue is empty takes chunks queued on streams that are down;
   it also sends the COMMIT of tasks whose chunks are all acknowledged;
 * per connection a **reader** takes CHUNK_ACK and TASK_ACK frames;
@@ -44,7 +44,6 @@ import ssl
 import stat
 import threading
 import time
-import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
@@ -54,6 +53,7 @@ from typing import BinaryIO, Final
 
 from itp.state import NUM_STREAMS
 from itp.transfer import auth
+from itp.transfer.checksum import crc32c
 from itp.transfer.connect import StreamEndpoint, connect_stream, parse_host_port
 from itp.transfer.policy import Placement, SplitPolicy
 from itp.transfer.protocol import (
@@ -743,7 +743,7 @@ class Sender:
             got = os.preadv(task.fd, [view[:n]], pos)
             if got != n:
                 raise OSError(f"{task.path}: file shrank while sending ({got} of {n} bytes at {pos})")
-            crc = zlib.crc32(view[:n], crc)
+            crc = crc32c(view[:n], crc)
             if plain:  # zero-copy from the page cache; honours the socket timeout
                 sent = sock.sendfile(file, pos, n)
                 if sent != n:

@@ -6,10 +6,10 @@ import hashlib
 import os
 import secrets
 import socket
-import zlib
 from pathlib import Path
 
 from itp.transfer import auth
+from itp.transfer.checksum import crc32c
 from itp.transfer.protocol import Auth, Challenge, ChunkEnd, ChunkHeader, Frame, Hello, encode, recv_frame
 
 SECRET = b"0123456789abcdef0123456789abcdef"
@@ -37,7 +37,7 @@ def send_chunk(
     total = len(data) if task_bytes is None else task_bytes
     sock.sendall(encode(ChunkHeader(task_id, total, offset, len(data), name)))
     sock.sendall(data)
-    sock.sendall(encode(ChunkEnd(zlib.crc32(data) if crc is None else crc)))
+    sock.sendall(encode(ChunkEnd(crc32c(data) if crc is None else crc)))
     return recv_frame(sock)
 
 
