@@ -13,7 +13,7 @@ Guarantees (with the learner's flush protocol, :mod:`itp.learning.learner`):
   every committed transaction; only rows not yet committed (at most one flush interval) are lost;
 * rows are never pickled: states are float32[20] little-endian blobs (80 bytes).
 
-Schema (``format_version`` 1)::
+Schema (``format_version`` 2)::
 
     meta(key TEXT PRIMARY KEY, value TEXT)          -- format_version, state_layout_version
     transitions(
@@ -23,7 +23,18 @@ Schema (``format_version`` 1)::
         action     INTEGER NOT NULL CHECK (action BETWEEN 0 AND 14),
         reward     REAL NOT NULL,
         next_state BLOB NOT NULL,                     -- float32[20]
-        done       INTEGER NOT NULL CHECK (done IN (0, 1)))
+        done       INTEGER NOT NULL CHECK (done IN (0, 1)),
+        propensity REAL)                              -- behaviour probability of action; NULL: unknown
+
+**Propensities** (format 2) are what off-policy evaluation (:mod:`itp.learning.offpolicy`) needs: the
+probability the behaviour policy gave each logged action. A row pushed without one (a producer that does
+not know it, or a row logged before propensities existed) stores NULL. Reads return
+``TransitionBatch.propensities = None`` when no row of the result has one, else float32[N] with NaN
+marking the rows without one (so callers select the usable rows with ``np.isfinite``).
+
+**Migration**: a format-1 file (no ``propensity`` column) is migrated in place when opened: one
+transaction adds the nullable column (old rows read as NULL: unknown) and sets ``format_version`` to 2.
+Nothing else changes, so the migration is O(1) whatever the file's size.
 
 Retention: with ``max_rows`` set, each append deletes the oldest rows beyond it (same transaction).
 
@@ -34,6 +45,7 @@ writes, metrics and tests read).
 from __future__ import annotations
 
 import logging
+import math
 import sqlite3
 import threading
 import time
@@ -51,7 +63,9 @@ __all__ = ["STORE_FORMAT_VERSION", "ExperienceStore", "StoreError"]
 
 logger = logging.getLogger(__name__)
 
-STORE_FORMAT_VERSION: Final = 1
+STORE_FORMAT_VERSION: Final = 2
+#: Older formats this version migrates in place when it opens them.
+_MIGRATABLE_FORMATS: Final = ("1",)
 _STATE_BYTES: Final = 4 * NUM_FEATURES
 _F32LE: Final = np.dtype("<f4")
 
@@ -64,9 +78,29 @@ CREATE TABLE IF NOT EXISTS transitions (
     action INTEGER NOT NULL CHECK (action BETWEEN 0 AND {NUM_ACTIONS - 1}),
     reward REAL NOT NULL,
     next_state BLOB NOT NULL CHECK (length(next_state) = {_STATE_BYTES}),
-    done INTEGER NOT NULL CHECK (done IN (0, 1))
+    done INTEGER NOT NULL CHECK (done IN (0, 1)),
+    propensity REAL CHECK (propensity IS NULL OR (propensity > 0 AND propensity <= 1))
 );
 """
+_ADD_PROPENSITY: Final = (
+    "ALTER TABLE transitions ADD COLUMN propensity REAL "
+    "CHECK (propensity IS NULL OR (propensity > 0 AND propensity <= 1))"
+)
+
+
+def _checked_propensities(values: npt.ArrayLike | None, n: int) -> list[float | None]:
+    """Propensities as SQL values (None for NULL); NaN marks an unknown one."""
+    if values is None:
+        return [None] * n
+    mu = np.asarray(values, dtype=np.float64)
+    if mu.shape != (n,):
+        raise ValueError(f"propensities must be float[{n}], got shape {mu.shape}")
+    known = ~np.isnan(mu)
+    bad = known & ~((mu > 0.0) & (mu <= 1.0))
+    if np.any(bad):
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"propensities must be in (0, 1] or NaN (unknown), got {mu[i]} at row {i}")
+    return [float(m) if k else None for m, k in zip(mu.tolist(), known.tolist(), strict=True)]
 
 
 class StoreError(RuntimeError):
@@ -126,18 +160,50 @@ class ExperienceStore:
                 self._conn.execute("BEGIN IMMEDIATE")
                 self._conn.executemany("INSERT OR IGNORE INTO meta VALUES (?, ?)", list(want.items()))
             return
-        for key, value in want.items():
-            if have.get(key) != value:
-                raise StoreError(
-                    f"experience store {self.path} has {key} {have.get(key)!r}, this itp uses {value}"
-                )
+        if have.get("state_layout_version") != want["state_layout_version"]:
+            raise StoreError(
+                f"experience store {self.path} has state_layout_version "
+                f"{have.get('state_layout_version')!r}, this itp uses {want['state_layout_version']}"
+            )
+        if have.get("format_version") in _MIGRATABLE_FORMATS:
+            self._migrate(str(have["format_version"]))
+            return
+        if have.get("format_version") != want["format_version"]:
+            raise StoreError(
+                f"experience store {self.path} has format_version {have.get('format_version')!r}, "
+                f"this itp uses {want['format_version']}"
+            )
+
+    def _migrate(self, old_format: str) -> None:
+        """Format 1 -> 2 in one transaction: add the nullable ``propensity`` column (old rows: NULL)."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            columns = {str(r[1]) for r in conn.execute("PRAGMA table_info(transitions)").fetchall()}
+            if "propensity" not in columns:
+                conn.execute(_ADD_PROPENSITY)
+            conn.execute(
+                "UPDATE meta SET value = ? WHERE key = 'format_version'", (str(STORE_FORMAT_VERSION),)
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        logger.info(
+            "experience store %s migrated from format %s to %d (propensity column added; old rows: NULL)",
+            self.path, old_format, STORE_FORMAT_VERSION,
+        )
 
     # ----------------------------------------------------------------------------------- write
     def append(self, batch: TransitionBatch) -> int:
         """Store ``batch`` in one transaction (durable when this returns); returns the rows added.
 
+        ``batch.propensities`` may be None (every row stored with NULL) or float[N] with values in
+        (0, 1], NaN marking a row without one.
+
         Raises:
-            ValueError: wrong array shapes or non-finite values (nothing is stored).
+            ValueError: wrong array shapes, non-finite values, or a propensity outside (0, 1] (nothing is
+                stored).
             sqlite3.Error: the database could not be written (nothing is stored).
         """
         n = len(batch)
@@ -150,15 +216,16 @@ class ExperienceStore:
                 f"states must be float32[{n}, {NUM_FEATURES}], got {states.shape}, {next_states.shape}"
             )
         rewards = np.asarray(batch.rewards, dtype=np.float64)
+        propensities = _checked_propensities(batch.propensities, n)
         if not (
             np.all(np.isfinite(rewards)) and np.all(np.isfinite(states)) and np.all(np.isfinite(next_states))
         ):
             raise ValueError("transitions must be finite")
         now = time.time()
         rows = [
-            (now, states[i].tobytes(), int(a), float(r), next_states[i].tobytes(), int(d != 0))
-            for i, (a, r, d) in enumerate(
-                zip(batch.actions.tolist(), rewards.tolist(), batch.dones.tolist(), strict=True)
+            (now, states[i].tobytes(), int(a), float(r), next_states[i].tobytes(), int(d != 0), mu)
+            for i, (a, r, d, mu) in enumerate(
+                zip(batch.actions.tolist(), rewards.tolist(), batch.dones.tolist(), propensities, strict=True)
             )
         ]
         with self._lock:
@@ -166,8 +233,8 @@ class ExperienceStore:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.executemany(
-                    "INSERT INTO transitions (stored_s, state, action, reward, next_state, done) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO transitions (stored_s, state, action, reward, next_state, done, propensity) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
                     rows,
                 )
                 last_id = int(conn.execute("SELECT last_insert_rowid()").fetchone()[0])
@@ -199,7 +266,7 @@ class ExperienceStore:
         return self._appended
 
     def recent(self, limit: int) -> TransitionBatch:
-        """The newest ``limit`` (>= 0) transitions, oldest first."""
+        """The newest ``limit`` (>= 0) transitions, oldest first (propensities as in the module docstring)."""
         return self._select(
             "SELECT * FROM (SELECT * FROM transitions ORDER BY id DESC LIMIT ?) ORDER BY id", (int(limit),)
         )
@@ -240,12 +307,19 @@ class ExperienceStore:
             .reshape(n, NUM_FEATURES)
             .astype(np.float32)
         )
+        mus = [r[7] for r in rows]
+        propensities = (
+            np.array([math.nan if m is None else m for m in mus], dtype=np.float32)
+            if any(m is not None for m in mus)
+            else None
+        )
         return TransitionBatch(
             states=states,
             actions=np.array([r[3] for r in rows], dtype=np.int64),
             rewards=np.array([r[4] for r in rows], dtype=np.float32),
             next_states=next_states,
             dones=np.array([r[6] for r in rows], dtype=np.float32),
+            propensities=propensities,
         )
 
     def integrity_check(self) -> str:

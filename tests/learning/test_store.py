@@ -86,6 +86,94 @@ def test_foreign_and_corrupt_files_refused(tmp_path: Path) -> None:
         ExperienceStore(other)
 
 
+def test_propensities_round_trip_with_unknown_rows(tmp_path: Path) -> None:
+    with ExperienceStore(tmp_path / "x.sqlite3") as store:
+        store.append(batch(5, 0))  # no propensities: NULL
+        b = batch(5, 5)
+        mu = np.array([1.0, 0.02, np.nan, 0.5, 0.93], dtype=np.float32)
+        store.append(TransitionBatch(b.states, b.actions, b.rewards, b.next_states, b.dones, mu))
+        assert store.recent(5).propensities is not None
+        np.testing.assert_array_equal(store.range(6, 10).propensities, mu)
+        assert store.upto(5, 5).propensities is None  # no row of the result has one
+        mixed = store.recent(10).propensities
+        assert mixed is not None and np.isnan(mixed[:5]).all()
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.1, 1.5, np.inf])
+def test_bad_propensity_stores_nothing(tmp_path: Path, bad: float) -> None:
+    with ExperienceStore(tmp_path / "x.sqlite3") as store:
+        b = batch(4)
+        mu = np.array([0.5, bad, 0.5, 0.5], dtype=np.float32)
+        with pytest.raises(ValueError, match="propensities"):
+            store.append(TransitionBatch(b.states, b.actions, b.rewards, b.next_states, b.dones, mu))
+        with pytest.raises(ValueError, match="propensities"):
+            short = np.full(3, 0.5, np.float32)
+            store.append(TransitionBatch(b.states, b.actions, b.rewards, b.next_states, b.dones, short))
+        assert len(store) == 0
+
+
+FORMAT_1_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE transitions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, stored_s REAL NOT NULL, state BLOB NOT NULL,
+    action INTEGER NOT NULL, reward REAL NOT NULL, next_state BLOB NOT NULL, done INTEGER NOT NULL);
+INSERT INTO meta VALUES ('format_version', '1');
+"""
+
+
+def write_format_1_store(path: Path, b: TransitionBatch) -> None:
+    """A store as itp wrote it before propensities existed (format 1), by hand."""
+    from itp.state import STATE_LAYOUT_VERSION
+
+    con = sqlite3.connect(path)
+    con.executescript(FORMAT_1_SCHEMA)
+    con.execute("INSERT INTO meta VALUES ('state_layout_version', ?)", (str(STATE_LAYOUT_VERSION),))
+    con.executemany(
+        "INSERT INTO transitions (stored_s, state, action, reward, next_state, done) VALUES (?,?,?,?,?,?)",
+        [
+            (1.0, b.states[i].astype("<f4").tobytes(), int(b.actions[i]), float(b.rewards[i]),
+             b.next_states[i].astype("<f4").tobytes(), int(b.dones[i]))
+            for i in range(len(b))
+        ],
+    )
+    con.commit()
+    con.close()
+
+
+def test_format_1_store_is_migrated_in_place_and_reads_unknown_propensities(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    old = batch(30)
+    write_format_1_store(path, old)
+    with ExperienceStore(path) as store:
+        got = store.recent(100)
+        assert len(store) == 30 and got.propensities is None  # old rows: unknown
+        np.testing.assert_array_equal(got.rewards, old.rewards)
+        np.testing.assert_array_equal(got.states, old.states)
+        new = batch(3, 30)
+        mu = np.full(3, 0.25, dtype=np.float32)
+        store.append(TransitionBatch(new.states, new.actions, new.rewards, new.next_states, new.dones, mu))
+        np.testing.assert_array_equal(store.range(31, 33).propensities, mu)
+    con = sqlite3.connect(path)
+    assert con.execute("SELECT value FROM meta WHERE key='format_version'").fetchone()[0] == "2"
+    columns = [r[1] for r in con.execute("PRAGMA table_info(transitions)")]
+    con.close()
+    assert columns[-1] == "propensity"
+    with ExperienceStore(path) as store:  # reopening a migrated file changes nothing
+        assert len(store) == 33 and store.integrity_check() == "ok"
+
+
+def test_unknown_format_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "x.sqlite3"
+    with ExperienceStore(path) as store:
+        store.append(batch(2))
+    con = sqlite3.connect(path)
+    con.execute("UPDATE meta SET value = '3' WHERE key = 'format_version'")
+    con.commit()
+    con.close()
+    with pytest.raises(StoreError, match="format_version '3'"):
+        ExperienceStore(path)
+
+
 CHILD = textwrap.dedent(
     """
     import sys
