@@ -6,13 +6,20 @@ Examples::
     itp evaluate --policy heuristic models/itp.onnx --episodes 50 --seed 7
     itp evaluate --policy oracle --traces ../shared/traces --split eval --json
     itp evaluate --synthetic --tasks-per-episode 16
+    itp evaluate --adapt warm --outcomes 3000 --json adapt-warm.json --plot adapt-warm.png
+
+With ``--adapt NETWORK`` it runs the adaptation benchmark instead (``itp.sim.adapt``): the bundled model
+learning online on a simulated network whose physics differ from training (``itp.sim.networks``:
+``warm``, ``ss-restart``, ``lossy``, ``collapse``, or ``sim``), against rate-proportional, the heuristic
+and the best fixed stream subset (chosen with hindsight) on the same tasks, every ``--checkpoint``
+outcomes.
 
 Policies are baseline names (``round-robin``, ``best-single``, ``equal-split``, ``rate-proportional``,
 ``heuristic``, ``oracle``) or ``*.onnx`` Q-network files; ``heuristic`` and ``round-robin`` are always
 added as the references of the relative-goodput columns. Default traces: the held-out evaluation files
 of the shared corpus (``$ITP_TRACES_DIR`` or ``<repo>/../shared/traces``) when it exists, else the
 traces shipped in the package (``itp.sim.shipped_traces_dir()``). All the logic lives in
-``itp.sim.evaluate``; this module only parses arguments and prints.
+``itp.sim.evaluate`` and ``itp.sim.adapt``; this module only parses arguments and prints.
 """
 
 from __future__ import annotations
@@ -20,7 +27,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from itp.cli import CLIError, int_at_least
@@ -29,6 +38,32 @@ __all__ = ["add_parser", "run"]
 
 REFERENCE_POLICIES: tuple[str, ...] = ("heuristic", "round-robin")
 DEFAULT_EPISODES = 20
+#: ``--adapt`` defaults: outcomes, window, retrain period, exploration, wall-time budget (seconds).
+DEFAULT_ADAPT_OUTCOMES = 5000
+DEFAULT_CHECKPOINT = 500
+DEFAULT_RETRAIN_EVERY = 1000
+DEFAULT_ADAPT_EPSILON = 0.05
+DEFAULT_TIME_BUDGET_S = 900.0
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}") from None
+    if not (value > 0.0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return value
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -66,8 +101,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "all for --traces DIR or the shipped traces)",
     )
     p.add_argument(
-        "--episodes", type=int_at_least(1), default=DEFAULT_EPISODES,
-        help=f"episodes per policy (default {DEFAULT_EPISODES})",
+        "--episodes", type=int_at_least(1), default=None,
+        help=f"episodes per policy (default {DEFAULT_EPISODES}; not with --adapt)",
     )
     p.add_argument("--seed", type=int_at_least(0), default=0, help="evaluation seed (default 0)")
     p.add_argument(
@@ -75,7 +110,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="decisions per episode (default: the simulator's, 64)",
     )
     fmt = p.add_mutually_exclusive_group()
-    fmt.add_argument("--json", action="store_true", help="print the results as JSON")
+    fmt.add_argument(
+        "--json", nargs="?", const="-", default=None, metavar="OUT",
+        help="print the results as JSON (with OUT: write them to that file and print the text report)",
+    )
     fmt.add_argument("--markdown", action="store_true", help="print a GitHub markdown table")
     p.add_argument(
         "--progress",
@@ -83,8 +121,146 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         default=None,
         help="progress bar on stderr (default: when stderr is a terminal; needs tqdm for a bar)",
     )
+    from itp.sim.networks import NETWORK_NAMES
+
+    ad = p.add_argument_group("adaptation benchmark (itp.sim.adapt, docs/simulator.md)")
+    ad.add_argument(
+        "--adapt", metavar="NETWORK", choices=NETWORK_NAMES,
+        help=f"run the adaptation benchmark on this network ({', '.join(NETWORK_NAMES)})",
+    )
+    ad.add_argument(
+        "--outcomes", type=int_at_least(1), default=None, metavar="K",
+        help=f"outcomes the learner sees (default {DEFAULT_ADAPT_OUTCOMES})",
+    )
+    ad.add_argument(
+        "--checkpoint", type=int_at_least(1), default=None, metavar="N",
+        help=f"outcomes per reported window (default {DEFAULT_CHECKPOINT})",
+    )
+    ad.add_argument(
+        "--retrain-every", type=int_at_least(1), default=None, metavar="N",
+        help=f"outcomes between retrains (default {DEFAULT_RETRAIN_EVERY})",
+    )
+    ad.add_argument(
+        "--epsilon", type=_probability, default=None,
+        help=f"exploration rate of the learning partitioner (default {DEFAULT_ADAPT_EPSILON})",
+    )
+    ad.add_argument(
+        "--time-budget", type=_seconds, default=None, metavar="SECONDS",
+        help=f"wall-time budget of the learning run; past it the run stops early and says so "
+        f"(default {DEFAULT_TIME_BUDGET_S:.0f})",
+    )
+    ad.add_argument("--plot", metavar="PNG", help="write the goodput/p95 curves (needs matplotlib)")
     p.set_defaults(handler=run)
     return p
+
+
+_ADAPT_ONLY = ("outcomes", "checkpoint", "retrain_every", "epsilon", "time_budget", "plot")
+
+
+def _check_mode(args: argparse.Namespace) -> None:
+    """Reject options of the other mode (usage errors, exit 2)."""
+    if args.adapt is None:
+        for name in _ADAPT_ONLY:
+            if getattr(args, name) is not None:
+                raise CLIError(f"--{name.replace('_', '-')} needs --adapt NETWORK", status=2)
+        return
+    for name, flag in (("policy", "--policy"), ("episodes", "--episodes")):
+        if getattr(args, name) is not None:
+            raise CLIError(f"{flag} cannot be used with --adapt", status=2)
+    if args.markdown:
+        raise CLIError("--markdown cannot be used with --adapt", status=2)
+
+
+def _adapt_progress(enabled: bool) -> tuple[Callable[[str, int, int], None] | None, Callable[[], None]]:
+    """A one-line progress display on stderr for ``--adapt`` (stage, done/total, elapsed)."""
+    if not enabled:
+        return None, lambda: None
+    start = time.monotonic()
+    shown = [False]
+
+    def update(stage: str, done: int, total: int) -> None:
+        shown[0] = True
+        sys.stderr.write(
+            f"\ritp evaluate --adapt: {stage:<18} {done:>6}/{total} tasks, {time.monotonic() - start:6.0f} s"
+        )
+        sys.stderr.flush()
+
+    def close() -> None:
+        if shown[0]:
+            sys.stderr.write("\n")
+
+    return update, close
+
+
+def _run_adapt(args: argparse.Namespace) -> int:
+    """``--adapt``: run the benchmark, print the report (or JSON), write JSON/PNG files if asked."""
+    from itp.sim.adapt import AdaptConfig, run_adaptation
+    from itp.sim.traces import default_traces_dir, select_trace_files
+
+    files: tuple[str, ...] = ()
+    learner_files: tuple[str, ...] = ()
+    if not args.synthetic:
+        try:
+            selection = select_trace_files(args.traces, split=args.split)
+            # The learner's own simulator (rollouts, gate) uses the training part of the corpus when
+            # the network replays its held-out part; otherwise the same files (no split to respect).
+            held_out = args.split == "eval" or (
+                args.split == "auto" and args.traces is None and default_traces_dir() is not None
+            )
+            learner_sel = select_trace_files(args.traces, split="train") if held_out else selection
+        except (FileNotFoundError, ValueError) as exc:
+            raise CLIError(str(exc)) from None
+        files = tuple(str(f) for f in selection.files)
+        learner_files = tuple(str(f) for f in learner_sel.files)
+    kwargs: dict[str, Any] = {
+        "network": args.adapt,
+        "outcomes": args.outcomes or DEFAULT_ADAPT_OUTCOMES,
+        "checkpoint": args.checkpoint or DEFAULT_CHECKPOINT,
+        "retrain_every": args.retrain_every or DEFAULT_RETRAIN_EVERY,
+        "epsilon": DEFAULT_ADAPT_EPSILON if args.epsilon is None else args.epsilon,
+        "time_budget_s": args.time_budget or DEFAULT_TIME_BUDGET_S,
+        "seed": args.seed,
+        "trace_files": files,
+        "learner_trace_files": learner_files,
+    }
+    if args.tasks_per_episode is not None:
+        kwargs["tasks_per_episode"] = args.tasks_per_episode
+    try:
+        config = AdaptConfig(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise CLIError(str(exc), status=2) from None
+    if args.plot is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise CLIError(
+                "--plot needs matplotlib, which is not installed (pip install matplotlib)"
+            ) from None
+    show = sys.stderr.isatty() if args.progress is None else bool(args.progress)
+    callback, close = _adapt_progress(show)
+    try:
+        result = run_adaptation(config, progress=callback)
+    except (ValueError, RuntimeError) as exc:
+        raise CLIError(str(exc)) from None
+    finally:
+        close()
+    if args.json == "-":
+        sys.stdout.write(result.to_json() + "\n")
+    else:
+        sys.stdout.write(result.to_text())
+        if args.json is not None:
+            try:
+                Path(args.json).write_text(result.to_json() + "\n")
+            except OSError as exc:
+                raise CLIError(f"--json {args.json}: {exc.strerror or exc}") from None
+            sys.stderr.write(f"itp evaluate: wrote {args.json}\n")
+    if args.plot is not None:
+        try:
+            result.plot(args.plot)
+        except OSError as exc:
+            raise CLIError(f"--plot {args.plot}: {exc.strerror or exc}") from None
+        sys.stderr.write(f"itp evaluate: wrote {args.plot}\n")
+    return 0
 
 
 def _policy_specs(requested: list[str] | None) -> list[str]:
@@ -135,7 +311,10 @@ def _progress(
 
 
 def run(args: argparse.Namespace) -> int:
-    """Evaluate, print the table (or JSON) on stdout; returns 0."""
+    """Evaluate (or, with ``--adapt``, run the adaptation benchmark) and print; returns 0."""
+    _check_mode(args)
+    if args.adapt is not None:
+        return _run_adapt(args)
     from itp.sim.baselines import make_policy
     from itp.sim.evaluate import evaluate
     from itp.sim.physics import SimConfig
@@ -160,10 +339,11 @@ def run(args: argparse.Namespace) -> int:
     )
 
     show = sys.stderr.isatty() if args.progress is None else bool(args.progress)
-    callback, close = _progress(show, args.episodes, len(policies))
+    episodes = DEFAULT_EPISODES if args.episodes is None else args.episodes
+    callback, close = _progress(show, episodes, len(policies))
     try:
         table = evaluate(
-            policies, episodes=args.episodes, seed=args.seed, trace_files=files, config=config,
+            policies, episodes=episodes, seed=args.seed, trace_files=files, config=config,
             progress=callback,
         )
     except ValueError as exc:  # a bad trace file (names file and line) or an invalid model decision
@@ -171,7 +351,13 @@ def run(args: argparse.Namespace) -> int:
     finally:
         close()
     table = dataclasses.replace(table, source=source)
-    if args.json:
+    if args.json is not None and args.json != "-":
+        try:
+            Path(args.json).write_text(table.to_json() + "\n")
+        except OSError as exc:
+            raise CLIError(f"--json {args.json}: {exc.strerror or exc}") from None
+        sys.stdout.write(table.to_text())
+    elif args.json is not None:
         sys.stdout.write(table.to_json() + "\n")
     elif args.markdown:
         sys.stdout.write(table.to_markdown())

@@ -20,6 +20,11 @@ Sender (observation) model, updated only from what a sender measures:
 * success rate: EWMA over attempts (1 = delivered, 0 = failed), probes included.
 * queue depth: tasks that arrived (Poisson, mean gap ``mean_interarrival_s``) but have not started;
   task k starts at ``max(arrival_k, completion of task k-1)``.
+
+Persistent windows (``SimConfig.persistent_window``): the environment remembers, per stream, the window
+its last chunk ended with and when that chunk finished; the next chunk on the stream starts from that
+window when the gap is at most an RTO (``itp.sim.physics``). ``simulate_action`` reads this memory and
+only ``step`` updates it, so any action is still evaluated on the same state.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ from itp.sim.physics import (
     SimConfig,
     StreamParams,
     StreamTrajectory,
+    apply_path_overrides,
+    collapse_trajectory,
     draw_stream_params,
     shared_congestion,
     simulate_task,
@@ -116,6 +123,11 @@ def _draw_realisation(episode_seed: int, config: SimConfig, traces: Sequence[Tra
             streams.append(trace_stream(rng, config, traces[int(rng.integers(len(traces)))]))
         else:
             streams.append(synthetic_stream(rng, config, g, start_hour))
+        # Network variants (SimConfig.path_*, collapse_*) transform the draws without drawing anything,
+        # so every other number of the realisation stays what the default physics gives.
+        params[i] = apply_path_overrides(params[i], config, i)
+        if config.collapse_stream == i:
+            streams[i] = collapse_trajectory(streams[i], config)
     if config.fixed_task_size_bytes is not None:
         sizes = [config.fixed_task_size_bytes] * n
     else:
@@ -234,8 +246,27 @@ class PartitionEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
         self._min_rtt = [0.0] * NUM_STREAMS
         self._succ = [1.0] * NUM_STREAMS
         self._last_meas = [0.0] * NUM_STREAMS
+        # Persistent windows: per stream, the window its last chunk ended with (bits) and that chunk's
+        # finish time (seconds); read only when config.persistent_window.
+        self._window_bits = [0.0] * NUM_STREAMS
+        self._busy_until_s = [-math.inf] * NUM_STREAMS
 
     # ------------------------------------------------------------------ properties
+    @property
+    def task_arrival_s(self) -> float:
+        """Arrival time of the task awaiting a decision, seconds since the episode start (action-free)."""
+        return float(self._require_reset().arrivals_s[self._k])
+
+    @property
+    def last_outcome(self) -> TaskOutcome | None:
+        """The outcome of the last ``step`` (per-chunk results included), None before the first one."""
+        return self._last
+
+    @property
+    def task_size_bytes(self) -> int:
+        """Size of the task awaiting a decision, bytes (action-free)."""
+        return int(self._require_reset().sizes_bytes[self._k])
+
     @property
     def raw_state(self) -> FloatArray:
         """The current decision state in caller units (float64[20], a copy)."""
@@ -281,6 +312,8 @@ class PartitionEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
         self._k = 0
         self._t = 0.0
         self._last = None
+        self._window_bits = [0.0] * NUM_STREAMS
+        self._busy_until_s = [-math.inf] * NUM_STREAMS
         cfg = self.config
         for i in range(NUM_STREAMS):
             rate, rtt, ok = self._probe(i, 0, 0.0)
@@ -309,6 +342,11 @@ class PartitionEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
         out = self._simulate(self._check_action(decision.action), decision.chunk_bytes)
         k, t0 = self._k, self._t
         self._observe_chunks(out)
+        if self.config.persistent_window:
+            for i, r in enumerate(out.chunks):
+                if r is not None:
+                    self._window_bits[i] = r.end_window_bits
+                    self._busy_until_s[i] = r.finish_s
         done_t = t0 + out.completion_time_s
         self._k = k + 1
         self._t = max(float(real.arrivals_s[self._k]), done_t)
@@ -384,10 +422,18 @@ class PartitionEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
         else:
             chunks = check_chunks(chunk_bytes, action, size)
             expected = predicted_time_s(raw, chunks)
-        res = simulate_task(
-            real.streams, real.params, self.config, t0, chunks,
-            real.fail_u[k], real.fail_frac[k], real.jitter_z[k],
-        )
+        if self.config.persistent_window:
+            res = simulate_task(
+                real.streams, real.params, self.config, t0, chunks,
+                real.fail_u[k], real.fail_frac[k], real.jitter_z[k],
+                prior_window_bits=self._window_bits,
+                idle_s=[t0 - b for b in self._busy_until_s],
+            )
+        else:
+            res = simulate_task(
+                real.streams, real.params, self.config, t0, chunks,
+                real.fail_u[k], real.fail_frac[k], real.jitter_z[k],
+            )
         completion = max(res.finish_s - t0, 1e-9)
         success, retrans = res.success, res.retransmissions
         goodput = 8.0 * res.delivered_bytes / completion

@@ -65,6 +65,23 @@ A chunk of S bytes on stream i starting at t0, attempt j = 0, 1, ..., ``max_atte
   ``rto = max(rto_min_s, 2 rtt)``. Each resend is one retransmission. After ``max_attempts`` failed
   attempts the chunk (hence the task) fails.
 * Completion: the last byte arrives half an RTT after it is sent: ``finish = t_end + rtt / 2``.
+* Persistent windows (``persistent_window=True``, with ``slow_start``): a stream keeps its congestion
+  window between chunks, like Linux with ``tcp_slow_start_after_idle = 1``. The first attempt of a chunk
+  starts from ``W0 = max(W, W_prev)`` (``W_prev`` the window the stream's previous chunk ended with) when
+  the stream was idle for at most an RTO (``idle_s <= max(rto_min_s, 2 rtt)``), else from ``W`` (slow-start
+  restart after idle); the ramp then carries ``B_ramp = r0 rtt - W0`` bits in ``log2(r0 rtt / W0)``
+  rounds. A resend follows an RTO, so it always restarts from ``W``. A chunk ends with window
+  ``W0 + 8 S`` if it finished inside the ramp (doubling: ``W0 2^n`` after sending ``W0 (2^n - 1)``), else
+  ``max(W0, r0 rtt)`` (``ChunkResult.end_window_bits``; ``W`` after a failed last attempt).
+* Per-path overrides (``StreamParams``, set from ``SimConfig.path_*``): a stream's efficiency is
+  ``stream_efficiency * efficiency_factor`` (TCP under random packet loss stays below the available
+  rate, Mathis et al. 1997: ``rate ~ MSS / (rtt sqrt(p))``), and its loss terms gain
+  ``q0 += extra_loss_probability`` (still capped at 0.9) and ``lam += extra_hazard_per_s``.
+* Periodic collapse (``collapse_stream`` set): that stream's rate is multiplied by
+  ``collapse_rate_factor`` during the first ``collapse_duration_s`` of every ``collapse_period_s`` of its
+  loop (loop time ``b * bin_s`` of bin b; a loop not a multiple of the period shortens its last cycle),
+  and its congestion is raised to at least ``1 - collapse_rate_factor`` there (queueing and losses grow as
+  in an outage). No random draw is added, so every other number of a realisation is unchanged.
 
 A task's chunks run in parallel; it completes when its last chunk does:
 ``completion_time_s = max_i finish_i - t0``; goodput = delivered bytes * 8 / completion_time_s.
@@ -90,6 +107,8 @@ __all__ = [
     "StreamParams",
     "StreamTrajectory",
     "TaskResult",
+    "apply_path_overrides",
+    "collapse_trajectory",
     "diurnal_load",
     "draw_stream_params",
     "shared_congestion",
@@ -149,6 +168,17 @@ class SimConfig:
         loss_base, loss_congestion: per-attempt failure probability q0 = l (base + congestion * c).
         hazard_base_per_s, hazard_congestion_per_s: failure hazard per second of data transfer.
         loss_multiplier_max: per-stream loss multiplier l ~ LogU[1/sqrt(max), max].
+        persistent_window: streams keep their congestion window between chunks; a chunk restarts slow
+            start from the initial window only after an idle gap longer than an RTO (needs
+            ``slow_start``; see the module docstring).
+        path_efficiency: per-stream factor on ``stream_efficiency``, each in (0, 1].
+        path_loss_probability: per-stream probability added to each attempt's failure probability q0,
+            each in [0, 0.9].
+        path_loss_hazard_per_s: per-stream failure hazard added to lam, per second of transfer, >= 0.
+        collapse_stream: the stream (0..3) whose rate collapses periodically, or None.
+        collapse_period_s, collapse_duration_s: a collapse starts every period and lasts the duration
+            (0 < duration < period), seconds of the stream's loop.
+        collapse_rate_factor: the collapsed stream's rate is multiplied by this, in (0, 1).
     Observation (the sender's estimates):
         rate_ewma_alpha, rtt_ewma_alpha, success_ewma_alpha: EWMA weights of new samples.
         probe_interval_s: a stream not measured for this long is probed at the next decision.
@@ -187,6 +217,14 @@ class SimConfig:
     hazard_base_per_s: float = 0.0002
     hazard_congestion_per_s: float = 0.004
     loss_multiplier_max: float = 4.0
+    persistent_window: bool = False
+    path_efficiency: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
+    path_loss_probability: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    path_loss_hazard_per_s: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    collapse_stream: int | None = None
+    collapse_period_s: float = 30.0
+    collapse_duration_s: float = 4.0
+    collapse_rate_factor: float = 0.05
     rate_ewma_alpha: float = 0.3
     rtt_ewma_alpha: float = 0.25
     success_ewma_alpha: float = 0.1
@@ -249,6 +287,45 @@ class SimConfig:
                 raise ValueError(f"SimConfig.{name} must be >= 1, got {v!r}")
         if not isinstance(self.reward_weights, RewardWeights):
             raise TypeError(f"SimConfig.reward_weights must be a RewardWeights, got {self.reward_weights!r}")
+        self._check_transport_variants()
+
+    def _check_transport_variants(self) -> None:
+        """Validate the options of the network variants (persistent windows, per-path overrides, collapse)."""
+        if not isinstance(self.persistent_window, bool):
+            raise TypeError(f"SimConfig.persistent_window must be a bool, got {self.persistent_window!r}")
+        bounds = {
+            "path_efficiency": (0.0, 1.0, False),
+            "path_loss_probability": (0.0, 0.9, True),
+            "path_loss_hazard_per_s": (0.0, math.inf, True),
+        }
+        for name, (lo, hi, lo_closed) in bounds.items():
+            v = getattr(self, name)
+            if not isinstance(v, tuple) or len(v) != 4:
+                raise ValueError(f"SimConfig.{name} must be a tuple of 4 numbers, got {v!r}")
+            for x in v:
+                ok = (
+                    not isinstance(x, bool)
+                    and isinstance(x, (int, float))
+                    and math.isfinite(x)
+                    and (x >= lo if lo_closed else x > lo)
+                    and x <= hi
+                )
+                if not ok:
+                    rng = f"{'[' if lo_closed else '('}{lo}, {hi}]"
+                    raise ValueError(f"SimConfig.{name} values must be in {rng}, got {v!r}")
+        c = self.collapse_stream
+        if c is not None and (isinstance(c, bool) or not isinstance(c, int) or not 0 <= c <= 3):
+            raise ValueError(f"SimConfig.collapse_stream must be None or an int in 0..3, got {c!r}")
+        _check_positive("collapse_period_s", self.collapse_period_s)
+        _check_positive("collapse_duration_s", self.collapse_duration_s)
+        if self.collapse_duration_s >= self.collapse_period_s:
+            raise ValueError(
+                f"SimConfig.collapse_duration_s ({self.collapse_duration_s}) must be < collapse_period_s "
+                f"({self.collapse_period_s})"
+            )
+        f = self.collapse_rate_factor
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not (math.isfinite(f) and 0.0 < f < 1.0):
+            raise ValueError(f"SimConfig.collapse_rate_factor must be in (0, 1), got {f!r}")
 
 
 class StreamTrajectory:
@@ -300,6 +377,10 @@ class StreamTrajectory:
     def mean_rate_bps(self) -> float:
         """Mean available rate over one loop, bit/s."""
         return self.scale * self._loop_bits / (self._n * self.bin_s)
+
+    def base_arrays(self) -> tuple[FloatArray, FloatArray]:
+        """The (read-only, possibly shared) unscaled rate per bin (bit/s) and congestion per bin."""
+        return self._rate, self._congestion
 
     def _bin(self, t_s: float) -> int:
         return math.floor((t_s + self.offset_s) / self.bin_s) % self._n
@@ -363,11 +444,17 @@ class StreamParams:
         base_rtt_s: propagation RTT, seconds.
         jitter_s: mean of the exponential RTT jitter, seconds.
         loss_multiplier: scales the stream's failure probability and hazard.
+        efficiency_factor: multiplies ``SimConfig.stream_efficiency`` on this stream, in (0, 1].
+        extra_loss_probability: added to each attempt's failure probability q0 (cap 0.9 kept).
+        extra_hazard_per_s: added to the failure hazard lam, per second of transfer.
     """
 
     base_rtt_s: float
     jitter_s: float
     loss_multiplier: float
+    efficiency_factor: float = 1.0
+    extra_loss_probability: float = 0.0
+    extra_hazard_per_s: float = 0.0
 
 
 class ChunkResult(NamedTuple):
@@ -383,6 +470,8 @@ class ChunkResult(NamedTuple):
             that had one, or NaN if no attempt got past slow start.
         sample_start_s, sample_end_s: the interval that sample covers.
         rtt_sample_s: RTT of the last attempt, seconds.
+        end_window_bits: congestion window the stream holds after the chunk, bits (the initial window
+            after a failed last attempt); what a persistent stream's next chunk may start from.
     """
 
     finish_s: float
@@ -394,6 +483,7 @@ class ChunkResult(NamedTuple):
     sample_start_s: float
     sample_end_s: float
     rtt_sample_s: float
+    end_window_bits: float = math.nan
 
 
 def simulate_chunk(
@@ -405,6 +495,9 @@ def simulate_chunk(
     fail_u: FloatArray,
     fail_frac: FloatArray,
     jitter_z: FloatArray,
+    *,
+    prior_window_bits: float = 0.0,
+    idle_s: float = math.inf,
 ) -> ChunkResult:
     """Simulate one chunk (see the module docstring). Pure: the same inputs give the same result.
 
@@ -414,13 +507,20 @@ def simulate_chunk(
         t0_s: start time, seconds.
         size_bytes: chunk size, bytes (>= 1).
         fail_u, fail_frac, jitter_z: per-attempt draws, each of length ``config.max_attempts``.
+        prior_window_bits: the window the stream's previous chunk ended with, bits (0: none); used only
+            with ``config.persistent_window``.
+        idle_s: seconds the stream was idle before ``t0_s`` (inf: never used); with
+            ``config.persistent_window`` a gap of at most an RTO keeps ``prior_window_bits``.
 
     Complexity: O(max_attempts * log n).
     """
-    w_bits = 8.0 * config.initial_window_bytes
+    w_init = 8.0 * config.initial_window_bytes
     bits = 8.0 * size_bytes
     eff = config.stream_efficiency
+    if params.efficiency_factor != 1.0:
+        eff *= params.efficiency_factor
     ramps = config.slow_start
+    keep_window = config.persistent_window and prior_window_bits > 0.0
     t = t0_s
     failures = 0
     rate_sample = math.nan
@@ -434,6 +534,9 @@ def simulate_chunk(
         t_data = t + config.setup_rtts * rtt
         r0 = eff * traj.rate_at(t_data)
         bdp = r0 * rtt
+        w_bits = w_init
+        if keep_window and j == 0 and idle_s <= max(config.rto_min_s, 2.0 * rtt):
+            w_bits = max(w_init, prior_window_bits)
         steady_start = math.nan
         if ramps and bdp > w_bits:
             ramp_bits = bdp - w_bits
@@ -447,8 +550,9 @@ def simulate_chunk(
             steady_start = t_data + ramp_s
             t_end = traj.finish_time(steady_start, (bits - ramp_bits) / eff)
         lm = params.loss_multiplier
-        q0 = min(0.9, lm * (config.loss_base + config.loss_congestion * cong))
+        q0 = min(0.9, lm * (config.loss_base + config.loss_congestion * cong) + params.extra_loss_probability)
         lam = lm * (config.hazard_base_per_s + config.hazard_congestion_per_s * cong)
+        lam += params.extra_hazard_per_s
         u = float(fail_u[j])
         t_fail = math.inf
         if u < q0:
@@ -475,13 +579,15 @@ def simulate_chunk(
                 t = t_fail + max(config.rto_min_s, 2.0 * rtt)
                 continue
             return ChunkResult(
-                t_fail, False, attempts, attempts - 1, failures, rate_sample, s_start, s_end, rtt
+                t_fail, False, attempts, attempts - 1, failures, rate_sample, s_start, s_end, rtt, w_init
             )
         if steady_start == steady_start and t_end > steady_start:
             rate_sample = (bits - ramp_bits) / (t_end - steady_start)
             s_start, s_end = steady_start, t_end
+        end_window = w_bits + bits if bits <= ramp_bits else max(w_bits, bdp)
         return ChunkResult(
-            t_end + 0.5 * rtt, True, attempts, attempts - 1, failures, rate_sample, s_start, s_end, rtt
+            t_end + 0.5 * rtt, True, attempts, attempts - 1, failures, rate_sample, s_start, s_end, rtt,
+            end_window,
         )
     raise AssertionError("unreachable: max_attempts >= 1")  # pragma: no cover
 
@@ -513,6 +619,9 @@ def simulate_task(
     fail_u: FloatArray,
     fail_frac: FloatArray,
     jitter_z: FloatArray,
+    *,
+    prior_window_bits: Sequence[float] | None = None,
+    idle_s: Sequence[float] | None = None,
 ) -> TaskResult:
     """Simulate a task's chunks in parallel, each on its own stream from ``t0_s``.
 
@@ -526,6 +635,8 @@ def simulate_task(
         t0_s: decision time, seconds.
         chunk_bytes: bytes per stream (>= 0; 0 = stream unused).
         fail_u, fail_frac, jitter_z: per-(stream, attempt) draws, shape ``(streams, max_attempts)``.
+        prior_window_bits, idle_s: per stream, the window its last chunk ended with (bits) and the
+            seconds it has been idle (persistent windows, see ``simulate_chunk``); None: fresh streams.
 
     Complexity: O(streams * max_attempts * log n). Pure.
     """
@@ -537,7 +648,13 @@ def simulate_task(
     for i, c in enumerate(chunk_bytes):
         if c <= 0:
             continue
-        r = simulate_chunk(streams[i], params[i], config, t0_s, c, fail_u[i], fail_frac[i], jitter_z[i])
+        if prior_window_bits is None or idle_s is None:
+            r = simulate_chunk(streams[i], params[i], config, t0_s, c, fail_u[i], fail_frac[i], jitter_z[i])
+        else:
+            r = simulate_chunk(
+                streams[i], params[i], config, t0_s, c, fail_u[i], fail_frac[i], jitter_z[i],
+                prior_window_bits=prior_window_bits[i], idle_s=idle_s[i],
+            )
         results[i] = r
         finish = max(finish, r.finish_s)
         retrans += r.retransmissions
@@ -690,3 +807,38 @@ def draw_stream_params(rng: np.random.Generator, config: SimConfig) -> StreamPar
     lm_max = config.loss_multiplier_max
     loss_mult = math.exp(rng.uniform(-0.5 * math.log(lm_max), math.log(lm_max)))
     return StreamParams(base_rtt_s=base, jitter_s=config.jitter_fraction * base, loss_multiplier=loss_mult)
+
+
+def collapse_trajectory(traj: StreamTrajectory, config: SimConfig) -> StreamTrajectory:
+    """``traj`` with its rate collapsed periodically (``config.collapse_*``; module docstring).
+
+    Bin b (loop time ``b * bin_s``) is collapsed when ``(b * bin_s) mod collapse_period_s <
+    collapse_duration_s``: its rate is multiplied by ``collapse_rate_factor`` and its congestion raised to
+    at least ``1 - collapse_rate_factor``. Scale and offset are kept, so outside the collapses the stream
+    is exactly ``traj``. O(n) in the loop's bins (new arrays; ``traj`` is not touched).
+    """
+    base, congestion = traj.base_arrays()
+    loop_t = np.arange(base.size) * traj.bin_s
+    down = np.mod(loop_t, config.collapse_period_s) < config.collapse_duration_s
+    rate = np.where(down, base * config.collapse_rate_factor, base)
+    cong = np.where(down, np.maximum(congestion, 1.0 - config.collapse_rate_factor), congestion)
+    rate.setflags(write=False)
+    cong.setflags(write=False)
+    return StreamTrajectory(rate, cong, bin_s=traj.bin_s, scale=traj.scale, offset_s=traj.offset_s)
+
+
+def apply_path_overrides(params: StreamParams, config: SimConfig, stream_id: int) -> StreamParams:
+    """``params`` with stream ``stream_id``'s ``path_*`` overrides of ``config`` (the same object if none)."""
+    eff = float(config.path_efficiency[stream_id])
+    loss = float(config.path_loss_probability[stream_id])
+    hazard = float(config.path_loss_hazard_per_s[stream_id])
+    if eff == 1.0 and loss == 0.0 and hazard == 0.0:
+        return params
+    return StreamParams(
+        base_rtt_s=params.base_rtt_s,
+        jitter_s=params.jitter_s,
+        loss_multiplier=params.loss_multiplier,
+        efficiency_factor=eff,
+        extra_loss_probability=loss,
+        extra_hazard_per_s=hazard,
+    )

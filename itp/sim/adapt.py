@@ -1,0 +1,683 @@
+"""The adaptation benchmark: does itp learn a network whose physics differ from its training simulator?
+
+What runs (``run_adaptation``; CLI ``itp evaluate --adapt NETWORK``):
+
+* **Network**: a named preset of ``itp.sim.networks`` (``warm``, ``ss-restart``, ``lossy``, ``collapse``,
+  or ``sim`` as the control), stream rates replaying the *held-out* evaluation traces (the split
+  ``itp evaluate`` uses), never the training files.
+* **Task stream**: episodes ``e = 0, 1, ...`` of ``tasks_per_episode`` tasks, episode e reset with
+  ``episode_seed(seed, e)`` (``itp.sim.evaluate``), until K outcomes. Sizes, priorities, arrivals and rate
+  schedules do not depend on the actions, so every policy below sees the same tasks on the same rates.
+* **Adaptive policy** (``itp-adaptive``): a ``TaskPartitioner`` serving the bundled model
+  (``itp.partitioner.default_model_path()``) with exploration ``epsilon`` and a real ``OnlineLearner``
+  (registry and experience store in a temporary folder). Per task it is fed the sender's measurements
+  (``update_stream``, ``set_queue_depth``), decides (``partition_task``), the simulator moves the bytes
+  exactly as decided, and the outcome is reported (``report_outcome``; with per-chunk outcomes when the
+  partitioner's ``report_outcome`` accepts ``chunks``, and ``calibrate_transport=True`` when its
+  constructor accepts it). Every ``retrain_every`` outcomes the learner's store is flushed and a retrain
+  is requested; the task stream waits for its verdict (offline gate, then a canary on live traffic), so
+  a run does not depend on how fast the machine trains. Exploration and canary traffic are part of the
+  adaptive policy's numbers: that is the price of learning online.
+* **References**, each on its own identical task stream: ``bundled`` (the same model, greedy, never
+  retrained), ``rate-proportional``, ``heuristic``, and the 15 fixed stream subsets with production
+  chunking; the **best fixed subset** is chosen *with hindsight* (highest mean per-task goodput over the
+  whole run) and reported as such.
+
+Per window of ``checkpoint`` outcomes (the last window may be shorter), per policy: mean per-task goodput
+``mean_k(8 delivered_bytes_k / completion_time_k)`` (bit/s), mean and p95 completion time (seconds;
+``numpy.percentile``, linear), success rate; plus the learner's events in that window (retrains, gate
+verdicts, canary stages, promotions, rollbacks).
+
+Summary (the figures the issue's targets are about), with ``best`` the strongest of rate-proportional,
+the heuristic and the best fixed subset *in that window*:
+
+* ``final_goodput_vs_best = goodput_adaptive / max_b goodput_b`` over the last window (target >= 1.05);
+* ``final_p95_vs_best = p95_adaptive / min_b p95_b`` over the last window (target <= 1);
+* ``worst_goodput_vs_heuristic_after_1000 = min over windows starting at >= 1000 outcomes of
+  goodput_adaptive / goodput_heuristic`` (target >= 0.98; None when no window starts that late).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import logging
+import math
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+
+from itp.actions import ACTION_STREAMS, NUM_ACTIONS
+from itp.sim.env import PartitionEnv
+from itp.sim.evaluate import episode_seed
+from itp.sim.networks import NETWORK_NAMES, NETWORKS, network_config
+from itp.sim.physics import SimConfig
+from itp.sim.policy import Decision as SimDecision
+from itp.sim.policy import Policy, decide
+
+__all__ = [
+    "ADAPTIVE",
+    "BUNDLED",
+    "SCHEMA",
+    "AdaptConfig",
+    "AdaptResult",
+    "FixedSubsetPolicy",
+    "PolicyWindow",
+    "TaskRecord",
+    "run_adaptation",
+]
+
+logger = logging.getLogger(__name__)
+
+#: JSON schema id of ``AdaptResult.to_dict``.
+SCHEMA: Final = "itp.adapt/1"
+#: Row names of the learning partitioner and of the same model served greedily without learning.
+ADAPTIVE: Final = "itp-adaptive"
+BUNDLED: Final = "bundled"
+#: The references whose strongest value per window is "the best baseline".
+BASELINES: Final = ("rate-proportional", "heuristic", "best-fixed")
+#: Outcomes after which the "never worse than the heuristic" target applies.
+REGRESSION_FROM_OUTCOMES: Final = 1000
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+def _fixed_name(action: int) -> str:
+    return "fixed-" + "".join(str(i) for i in ACTION_STREAMS[action])
+
+
+class FixedSubsetPolicy:
+    """Always the same stream subset (one of the 15 actions), production chunking.
+
+    Args:
+        action: 0..14 (``itp.actions.ACTION_STREAMS``).
+
+    Raises:
+        ValueError: ``action`` out of range.
+    """
+
+    def __init__(self, action: int) -> None:
+        if isinstance(action, bool) or not isinstance(action, int) or not 0 <= action < NUM_ACTIONS:
+            raise ValueError(f"action must be an int in 0..{NUM_ACTIONS - 1}, got {action!r}")
+        self.action = action
+        self.name = _fixed_name(action)
+
+    def select_action(self, raw_state: Any) -> int:
+        """The fixed action, whatever the state."""
+        del raw_state
+        return self.action
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    """Settings of one adaptation run (validated; units in the names).
+
+    Attributes:
+        network: preset name (``itp.sim.networks.NETWORK_NAMES``).
+        outcomes: K, reported outcomes of the adaptive policy (and tasks of every reference), >= 1.
+        checkpoint: outcomes per reported window, >= 1.
+        seed: seed of the task stream, the exploration draws and the learner.
+        epsilon: exploration rate of the adaptive partitioner, in [0, 1].
+        retrain_every: outcomes between retrain requests, >= 1 (a retrain is skipped while a canary runs).
+        finetune: ``itp.training.finetune.FinetuneJob`` overrides (kept small so a retrain takes seconds).
+        gate_episodes: simulator episodes of the offline gate, >= 1.
+        canary_shares, canary_min_outcomes, canary_max_outcomes: the canary's stages
+            (``itp.learning.rollout.CanaryConfig``).
+        retrain_timeout_s: longest wait for one retrain's verdict, seconds (then the run goes on).
+        time_budget_s: wall-time budget of the adaptive part, seconds (None: unbounded). When it runs out
+            the run stops early, every reference plays the same number of tasks, and the result says
+            ``truncated``.
+        tasks_per_episode: tasks per simulated episode.
+        model_path: the starting model (None: the bundled ``default_model_path()``).
+        trace_files: the network's rate traces (held-out files); empty: synthetic streams.
+        learner_trace_files: traces of the learner's own simulator rollouts and gate (training files).
+    """
+
+    network: str
+    outcomes: int = 5000
+    checkpoint: int = 500
+    seed: int = 0
+    epsilon: float = 0.05
+    retrain_every: int = 1000
+    finetune: dict[str, Any] = field(
+        default_factory=lambda: {"steps": 400, "sim_episodes": 4, "logged_rows": 10_000}
+    )
+    gate_episodes: int = 4
+    canary_shares: tuple[float, ...] = (0.5, 1.0)
+    canary_min_outcomes: int = 100
+    canary_max_outcomes: int = 1000
+    retrain_timeout_s: float = 600.0
+    time_budget_s: float | None = None
+    tasks_per_episode: int = 64
+    model_path: str | None = None
+    trace_files: tuple[str, ...] = ()
+    learner_trace_files: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.network, str) or self.network not in NETWORKS:
+            raise ValueError(
+                f"AdaptConfig.network must be one of {', '.join(NETWORK_NAMES)}, got {self.network!r}"
+            )
+        for name in ("outcomes", "checkpoint", "retrain_every", "gate_episodes", "tasks_per_episode",
+                     "canary_min_outcomes", "canary_max_outcomes"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"AdaptConfig.{name} must be an int >= 1, got {v!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"AdaptConfig.seed must be an int >= 0, got {self.seed!r}")
+        e = self.epsilon
+        if isinstance(e, bool) or not isinstance(e, (int, float)) or not 0.0 <= e <= 1.0:
+            raise ValueError(f"AdaptConfig.epsilon must be in [0, 1], got {e!r}")
+        t = self.retrain_timeout_s
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not (t > 0 and math.isfinite(t)):
+            raise ValueError(f"AdaptConfig.retrain_timeout_s must be a finite number > 0, got {t!r}")
+        b = self.time_budget_s
+        if b is not None and (isinstance(b, bool) or not isinstance(b, (int, float)) or not b > 0):
+            raise ValueError(f"AdaptConfig.time_budget_s must be None or a number > 0, got {b!r}")
+        if self.canary_min_outcomes < 2 or self.canary_max_outcomes < self.canary_min_outcomes:
+            raise ValueError(
+                "AdaptConfig needs 2 <= canary_min_outcomes <= canary_max_outcomes, got "
+                f"{self.canary_min_outcomes}, {self.canary_max_outcomes}"
+            )
+        if not isinstance(self.finetune, dict):
+            raise TypeError(f"AdaptConfig.finetune must be a dict, got {type(self.finetune).__name__}")
+
+    def sim_config(self) -> SimConfig:
+        """The network's simulator configuration."""
+        return network_config(self.network, SimConfig(tasks_per_episode=self.tasks_per_episode))
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """One task as a policy played it (seconds, bytes, bit/s)."""
+
+    size_bytes: int
+    arrival_s: float
+    completion_time_s: float
+    goodput_bps: float
+    success: bool
+
+
+@dataclass(frozen=True)
+class PolicyWindow:
+    """One policy over one window of outcomes (seconds, bit/s)."""
+
+    tasks: int
+    mean_goodput_bps: float
+    mean_completion_time_s: float
+    p95_completion_time_s: float
+    success_rate: float
+
+
+def _window(records: Sequence[TaskRecord]) -> PolicyWindow:
+    t = np.asarray([r.completion_time_s for r in records])
+    g = np.asarray([r.goodput_bps for r in records])
+    return PolicyWindow(
+        tasks=len(records),
+        mean_goodput_bps=float(g.mean()),
+        mean_completion_time_s=float(t.mean()),
+        p95_completion_time_s=float(np.percentile(t, 95)),
+        success_rate=float(np.mean([r.success for r in records])),
+    )
+
+
+@dataclass(frozen=True)
+class AdaptResult:
+    """Everything one run measured (``to_dict`` is the JSON; ``to_text`` the printed report).
+
+    Attributes:
+        config: the run's settings.
+        outcomes: outcomes actually played (K, or fewer when ``truncated``).
+        windows: ``(start, end)`` outcome indices of each window (end exclusive).
+        per_policy: policy name -> one ``PolicyWindow`` per window.
+        whole_run: policy name -> the ``PolicyWindow`` over the whole run.
+        best_fixed: name of the fixed subset with the best whole-run mean goodput (hindsight).
+        events: learner events, each with the ``outcome`` index at which it was seen.
+        learner: the learner's final counters.
+        per_chunk_outcomes, calibrate_transport: whether the partitioner supported them.
+        truncated: the time budget ran out before K outcomes.
+        wall_s: wall time of the whole run, seconds.
+        tasks_identical: every policy played the same task sizes and arrival times (checked).
+        records: policy name -> its tasks in order (not in the JSON: K rows per policy).
+    """
+
+    config: AdaptConfig
+    outcomes: int
+    windows: tuple[tuple[int, int], ...]
+    per_policy: dict[str, tuple[PolicyWindow, ...]]
+    whole_run: dict[str, PolicyWindow]
+    best_fixed: str
+    events: tuple[dict[str, Any], ...]
+    learner: dict[str, Any]
+    per_chunk_outcomes: bool
+    calibrate_transport: bool
+    truncated: bool
+    wall_s: float
+    tasks_identical: bool
+    records: dict[str, tuple[TaskRecord, ...]] = field(default_factory=dict, repr=False)
+
+    @property
+    def shown_policies(self) -> tuple[str, ...]:
+        """The rows printed and plotted: adaptive, bundled, rate-proportional, heuristic, best fixed."""
+        return (ADAPTIVE, BUNDLED, "rate-proportional", "heuristic", "best-fixed")
+
+    def _series(self, name: str) -> tuple[PolicyWindow, ...]:
+        return self.per_policy[self.best_fixed if name == "best-fixed" else name]
+
+    def summary(self) -> dict[str, float | None]:
+        """The target figures (module docstring): last-window ratios and the worst late window."""
+        last = len(self.windows) - 1
+        ada = self.per_policy[ADAPTIVE]
+        best_g = max(self._series(b)[last].mean_goodput_bps for b in BASELINES)
+        best_p95 = min(self._series(b)[last].p95_completion_time_s for b in BASELINES)
+        heur = self.per_policy["heuristic"]
+        late = [
+            ada[w].mean_goodput_bps / heur[w].mean_goodput_bps
+            for w, (start, _) in enumerate(self.windows)
+            if start >= REGRESSION_FROM_OUTCOMES and heur[w].mean_goodput_bps > 0
+        ]
+        bundled = self.per_policy[BUNDLED][last].mean_goodput_bps
+        return {
+            "final_goodput_vs_best": ada[last].mean_goodput_bps / best_g if best_g > 0 else None,
+            "final_p95_vs_best": ada[last].p95_completion_time_s / best_p95 if best_p95 > 0 else None,
+            "worst_goodput_vs_heuristic_after_1000": min(late) if late else None,
+            "final_goodput_vs_bundled": ada[last].mean_goodput_bps / bundled if bundled > 0 else None,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready data (schema ``SCHEMA``; seconds and bit/s)."""
+        cfg = dataclasses.asdict(self.config)
+        checkpoints = []
+        for w, (start, end) in enumerate(self.windows):
+            checkpoints.append(
+                {
+                    "start": start,
+                    "outcomes": end,
+                    "policies": {
+                        n: dataclasses.asdict(self._series(n)[w]) for n in self.shown_policies
+                    },
+                    "fixed_subsets": {
+                        n: dataclasses.asdict(v[w])
+                        for n, v in self.per_policy.items()
+                        if n.startswith("fixed-")
+                    },
+                    "events": [e for e in self.events if start < e["outcome"] <= end],
+                }
+            )
+        return {
+            "schema": SCHEMA,
+            "network": self.config.network,
+            "network_description": NETWORKS[self.config.network].description,
+            "config": cfg,
+            "outcomes": self.outcomes,
+            "truncated": self.truncated,
+            "wall_s": self.wall_s,
+            "tasks_identical": self.tasks_identical,
+            "per_chunk_outcomes": self.per_chunk_outcomes,
+            "calibrate_transport": self.calibrate_transport,
+            "best_fixed": {
+                "name": self.best_fixed,
+                "chosen": "with hindsight: highest mean per-task goodput over the whole run",
+            },
+            "whole_run": {n: dataclasses.asdict(v) for n, v in self.whole_run.items()},
+            "checkpoints": checkpoints,
+            "events": list(self.events),
+            "learner": self.learner,
+            "summary": self.summary(),
+        }
+
+    def to_json(self) -> str:
+        """``to_dict`` as indented JSON."""
+        return json.dumps(self.to_dict(), indent=2, default=str)
+
+    def to_text(self) -> str:
+        """A plain-text report: one block per checkpoint, then the summary."""
+        lines = [
+            f"network {self.config.network}: {NETWORKS[self.config.network].description}",
+            f"{self.outcomes} outcomes, checkpoint every {self.config.checkpoint}, seed {self.config.seed}, "
+            f"epsilon {self.config.epsilon}; best fixed subset (chosen with hindsight over the whole run): "
+            f"{self.best_fixed}" + ("; TRUNCATED by the time budget" if self.truncated else ""),
+        ]
+        for w, (start, end) in enumerate(self.windows):
+            lines.append(f"outcomes {start}-{end}:")
+            for n in self.shown_policies:
+                v = self._series(n)[w]
+                label = f"best-fixed ({self.best_fixed})" if n == "best-fixed" else n
+                lines.append(
+                    f"  {label:<24} goodput {v.mean_goodput_bps / 1e6:8.1f} Mbit/s  mean "
+                    f"{v.mean_completion_time_s:7.3f} s  p95 {v.p95_completion_time_s:7.3f} s  "
+                    f"success {100 * v.success_rate:5.1f}%"
+                )
+            for e in self.events:
+                if start < e["outcome"] <= end:
+                    detail = e.get("reason") or e.get("trigger") or e.get("share") or ""
+                    lines.append(f"  event @{e['outcome']}: {e['event']} {e.get('version', '')} {detail}")
+        s = self.summary()
+
+        def fmt(x: float | None) -> str:
+            return "n/a" if x is None else f"{x:.3f}"
+
+        lines.append(
+            "summary: final-window goodput / best baseline "
+            f"{fmt(s['final_goodput_vs_best'])} (target >= 1.05), p95 / best baseline "
+            f"{fmt(s['final_p95_vs_best'])} (target <= 1), worst goodput / heuristic after "
+            f"{REGRESSION_FROM_OUTCOMES} outcomes {fmt(s['worst_goodput_vs_heuristic_after_1000'])} "
+            f"(target >= 0.98), final goodput / bundled model {fmt(s['final_goodput_vs_bundled'])}"
+        )
+        lr = self.learner
+        lines.append(
+            f"learner: {lr.get('update_count', 0)} retrains, {lr.get('gate_rejections', 0)} gate rejections, "
+            f"{lr.get('promotions', 0)} promotions, {lr.get('rollbacks', 0)} rollbacks; per-chunk outcomes "
+            f"{'on' if self.per_chunk_outcomes else 'not supported'}, transport calibration "
+            f"{'on' if self.calibrate_transport else 'not supported'}; {self.wall_s:.0f} s"
+        )
+        return "\n".join(lines) + "\n"
+
+    def plot(self, path: str | Path) -> None:
+        """Write the goodput and p95 curves per checkpoint as a PNG (needs matplotlib).
+
+        Raises:
+            ImportError: matplotlib is not installed (the message says how to install it).
+        """
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError as exc:
+            raise ImportError(
+                "the adaptation plot needs matplotlib: pip install matplotlib"
+            ) from exc
+        x = [end for _, end in self.windows]
+        fig, (ax_g, ax_p) = plt.subplots(1, 2, figsize=(11, 4))
+        for n in self.shown_policies:
+            label = f"best fixed, hindsight ({self.best_fixed})" if n == "best-fixed" else n
+            series = self._series(n)
+            style = "-o" if n == ADAPTIVE else "--"
+            ax_g.plot(x, [v.mean_goodput_bps / 1e6 for v in series], style, label=label)
+            ax_p.plot(x, [v.p95_completion_time_s for v in series], style, label=label)
+        for e in self.events:
+            if e["event"] in ("canary_promoted", "canary_rolled_back"):
+                color = "green" if e["event"] == "canary_promoted" else "red"
+                for ax in (ax_g, ax_p):
+                    ax.axvline(e["outcome"], color=color, alpha=0.3)
+        ax_g.set(xlabel="outcomes", ylabel="mean per-task goodput (Mbit/s)",
+                 title=f"{self.config.network}: goodput per {self.config.checkpoint} outcomes")
+        ax_p.set(xlabel="outcomes", ylabel="p95 completion time (s)", title="p95 completion time")
+        ax_g.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(str(path), dpi=110)
+        plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------ playing
+def _play_policy(
+    policy: Policy, config: SimConfig, trace_files: Sequence[str], seed: int, n_tasks: int,
+    progress: Callable[[int], None] | None = None,
+) -> list[TaskRecord]:
+    """``n_tasks`` tasks of the run's episode stream decided by ``policy`` (no learning)."""
+    env = PartitionEnv(config, trace_files=list(trace_files))
+    out: list[TaskRecord] = []
+    reset_hook = getattr(policy, "reset", None)
+    e = 0
+    while len(out) < n_tasks:
+        env.reset(seed=episode_seed(seed, e))
+        if callable(reset_hook):
+            reset_hook()
+        e += 1
+        for _ in range(min(config.tasks_per_episode, n_tasks - len(out))):
+            size, arrival = env.task_size_bytes, env.task_arrival_s
+            _, _, _, _, info = env.step_decision(decide(policy, env.raw_state))
+            out.append(TaskRecord(size, arrival, float(info["completion_time_s"]),
+                                  float(info["goodput_bps"]), bool(info["success"])))
+            if progress is not None:
+                progress(len(out))
+    return out
+
+
+class _AdaptiveRun:
+    """The learning partitioner on the episode stream (one use)."""
+
+    def __init__(self, cfg: AdaptConfig, workdir: Path) -> None:
+        from itp.learning.learner import LearnerConfig, OnlineLearner
+        from itp.learning.rollout import CanaryConfig, GateConfig
+        from itp.partitioner import TaskPartitioner, default_model_path
+
+        self.cfg = cfg
+        self._hour = 0.0
+        model = cfg.model_path if cfg.model_path is not None else str(default_model_path())
+        kwargs: dict[str, Any] = {"epsilon": cfg.epsilon, "seed": cfg.seed, "clock": lambda: self._hour}
+        self.calibrate_transport = "calibrate_transport" in inspect.signature(TaskPartitioner).parameters
+        if self.calibrate_transport:
+            kwargs["calibrate_transport"] = True
+        self.p = TaskPartitioner(model, **kwargs)
+        if self.p.model is None:
+            raise ValueError(f"the starting model {model} did not load (see the log)")
+        self.chunk_cls: Any = None
+        if "chunks" in inspect.signature(self.p.report_outcome).parameters:
+            import itp.partitioner as part
+
+            self.chunk_cls = getattr(part, "ChunkOutcome", None)
+        lcfg = LearnerConfig(
+            min_experiences=10**9,  # retrains are requested explicitly (deterministic schedule)
+            update_interval_s=1e9,
+            retrain_mode="thread",
+            poll_interval_s=0.005,
+            flush_interval_s=0.2,
+            finetune=dict(cfg.finetune),
+            gate=GateConfig(episodes=cfg.gate_episodes, seed=cfg.seed + 12345,
+                            trace_files=tuple(cfg.learner_trace_files)),
+            canary=CanaryConfig(
+                shares=cfg.canary_shares, min_outcomes_per_stage=cfg.canary_min_outcomes,
+                max_outcomes_per_stage=cfg.canary_max_outcomes,
+            ),
+            seed=cfg.seed,
+        )
+        self.learner = OnlineLearner(self.p, registry=workdir / "registry", config=lcfg)
+        self._history_seen = len(self.learner.registry.history())
+        self.events: list[dict[str, Any]] = []
+
+    def _collect_events(self, outcome: int) -> None:
+        history = self.learner.registry.history()
+        for h in history[self._history_seen:]:
+            e: dict[str, Any] = {"outcome": outcome, "event": h.get("event")}
+            for k in ("version", "reason", "trigger", "share", "error"):
+                if k in h:
+                    e[k] = h[k]
+            self.events.append(e)
+        self._history_seen = len(history)
+
+    def _retrain(self, outcome: int, deadline: float | None) -> None:
+        """Flush, request a retrain, wait for its verdict (bounded). Skipped while a canary runs."""
+        learner = self.learner
+        if learner.canary is not None or learner.is_training:
+            return
+        if not learner.metrics()["retraining_available"]:
+            return
+        learner.flush()
+        before = learner.update_count
+        self.p.force_model_update()
+        limit = time.monotonic() + self.cfg.retrain_timeout_s
+        if deadline is not None:
+            limit = min(limit, deadline)
+        while learner.update_count == before and time.monotonic() < limit:
+            time.sleep(0.02)
+        if learner.update_count == before:
+            logger.warning("adaptation: retrain at outcome %d still running after its time limit", outcome)
+        self._collect_events(outcome)
+
+    def play(
+        self, config: SimConfig, n_tasks: int, out: list[TaskRecord],
+        progress: Callable[[int], None] | None,
+    ) -> bool:
+        """Play up to ``n_tasks`` into ``out``; returns whether the time budget cut the run short."""
+        from itp.partitioner import Task
+        from itp.state import NUM_STREAMS
+
+        cfg = self.cfg
+        deadline = None if cfg.time_budget_s is None else time.monotonic() + cfg.time_budget_s
+        env = PartitionEnv(config, trace_files=list(cfg.trace_files))
+        e = 0
+        while len(out) < n_tasks:
+            env.reset(seed=episode_seed(cfg.seed, e))
+            e += 1
+            for _ in range(min(config.tasks_per_episode, n_tasks - len(out))):
+                if deadline is not None and time.monotonic() > deadline:
+                    return True
+                raw = env.raw_state
+                for i in range(NUM_STREAMS):
+                    self.p.update_stream(
+                        i, bandwidth_bps=float(raw[i]), latency_s=float(raw[4 + i]),
+                        congestion=float(raw[8 + i]), success_rate=float(raw[12 + i]),
+                    )
+                self.p.set_queue_depth(float(raw[16]))
+                self._hour = float(raw[19])
+                task = Task(id=f"t{len(out)}", size=env.task_size_bytes, priority=float(raw[18]))
+                arrival = env.task_arrival_s
+                t0 = env.time_s
+                d = self.p.partition_task(task)
+                _, _, _, _, info = env.step_decision(SimDecision(d.action, d.bytes_per_stream))
+                self._report(task.id, d, info, t0, env)
+                out.append(TaskRecord(task.size, arrival, float(info["completion_time_s"]),
+                                      float(info["goodput_bps"]), bool(info["success"])))
+                n = len(out)
+                if progress is not None:
+                    progress(n)
+                if self.learner.canary is not None and n % 20 == 0:
+                    time.sleep(0.01)  # let the learner thread judge the canary close to its outcomes
+                if n % cfg.retrain_every == 0 and n < n_tasks:
+                    self._retrain(n, deadline)
+                elif n % cfg.checkpoint == 0:
+                    self._collect_events(n)
+        return False
+
+    def _report(self, task_id: str, d: Any, info: dict[str, Any], t0_s: float, env: PartitionEnv) -> None:
+        kwargs: dict[str, Any] = {}
+        if self.chunk_cls is not None:
+            chunks = []
+            last = env.last_outcome
+            assert last is not None
+            for i, r in enumerate(last.chunks):
+                if r is not None:
+                    # Seconds from the decision to the chunk's last byte, as its sender measures it.
+                    chunks.append(self.chunk_cls(i, int(last.chunk_bytes[i]), r.finish_s - t0_s,
+                                                 int(r.retransmissions)))
+            kwargs["chunks"] = chunks
+        self.p.report_outcome(
+            task_id, d, throughput_bps=float(info["goodput_bps"]),
+            latency_s=float(info["completion_time_s"]), success=bool(info["success"]),
+            retransmissions=int(info["retransmissions"]), **kwargs,
+        )
+
+    def close(self, outcome: int) -> dict[str, Any]:
+        """Close the learner; returns its final counters."""
+        self.learner.flush()
+        self._collect_events(outcome)
+        m = self.learner.metrics()
+        self.learner.close()
+        model = self.p.model
+        return {
+            "update_count": m["update_count"],
+            "gate_rejections": m["gate_rejections"],
+            "promotions": m["promotions"],
+            "rollbacks": m["rollbacks"],
+            "retraining_available": m["retraining_available"],
+            "retraining_unavailable_reason": m["retraining_unavailable_reason"],
+            "last_gate": m["last_gate"],
+            "final_model_version": model.version if model is not None else None,
+            "experience_count": m["experience_count"],
+        }
+
+
+def run_adaptation(config: AdaptConfig, *, progress: ProgressFn | None = None) -> AdaptResult:
+    """Run the adaptation benchmark (module docstring) and return what it measured.
+
+    Args:
+        config: the run's settings.
+        progress: optional callback ``(stage, done, total)``; stage is the policy being played.
+
+    Returns:
+        The ``AdaptResult``. The references are exactly reproducible for equal settings; the adaptive row
+        is reproducible up to the learner thread's timing of canary verdicts (tens of outcomes).
+
+    Raises:
+        ValueError: the starting model does not load, or a bad trace file.
+        RuntimeError: the policies did not play identical tasks (a bug; never expected).
+    """
+    t_start = time.monotonic()
+    sim = config.sim_config()
+
+    def stage(name: str, total: int) -> Callable[[int], None] | None:
+        if progress is None:
+            return None
+
+        def cb(done: int) -> None:
+            if done == total or done % 50 == 0:
+                progress(name, done, total)
+
+        return cb
+
+    adaptive: list[TaskRecord] = []
+    with tempfile.TemporaryDirectory(prefix="itp-adapt-") as tmp:
+        run = _AdaptiveRun(config, Path(tmp))
+        try:
+            truncated = run.play(sim, config.outcomes, adaptive, stage(ADAPTIVE, config.outcomes))
+        finally:
+            learner_info = run.close(len(adaptive))
+        events = tuple(run.events)
+        per_chunk, calibrate = run.chunk_cls is not None, run.calibrate_transport
+    n = len(adaptive)
+    if n == 0:
+        raise RuntimeError("the time budget ran out before the first outcome")
+
+    from itp.agent import AgentPolicy
+    from itp.heuristic import HeuristicPolicy
+    from itp.model_loading import load_model
+    from itp.partitioner import default_model_path
+    from itp.sim.baselines import RateProportionalPolicy
+
+    model_path = config.model_path if config.model_path is not None else str(default_model_path())
+    refs: list[Policy] = [
+        AgentPolicy(load_model(model_path), name=BUNDLED),
+        RateProportionalPolicy(),
+        HeuristicPolicy(),
+        *(FixedSubsetPolicy(a) for a in range(NUM_ACTIONS)),
+    ]
+    records: dict[str, list[TaskRecord]] = {ADAPTIVE: adaptive}
+    for pol in refs:
+        records[pol.name] = _play_policy(pol, sim, config.trace_files, config.seed, n, stage(pol.name, n))
+    identical = all(
+        [(r.size_bytes, r.arrival_s) for r in recs] == [(r.size_bytes, r.arrival_s) for r in adaptive]
+        for recs in records.values()
+    )
+    if not identical:
+        raise RuntimeError("adaptation: the policies did not play identical tasks")
+    windows = tuple((s, min(s + config.checkpoint, n)) for s in range(0, n, config.checkpoint))
+    per_policy = {
+        name: tuple(_window(recs[s:e]) for s, e in windows) for name, recs in records.items()
+    }
+    whole = {name: _window(recs) for name, recs in records.items()}
+    fixed = [FixedSubsetPolicy(a).name for a in range(NUM_ACTIONS)]
+    best_fixed = max(fixed, key=lambda name: whole[name].mean_goodput_bps)
+    return AdaptResult(
+        config=config,
+        outcomes=n,
+        windows=windows,
+        per_policy=per_policy,
+        whole_run=whole,
+        best_fixed=best_fixed,
+        events=events,
+        learner=learner_info,
+        per_chunk_outcomes=per_chunk,
+        calibrate_transport=calibrate,
+        truncated=truncated,
+        wall_s=time.monotonic() - t_start,
+        tasks_identical=identical,
+        records={name: tuple(recs) for name, recs in records.items()},
+    )
