@@ -1,17 +1,38 @@
 """Gated, gradual rollout of a retrained model: offline gate, canary with statistics, rollback.
 
-**Offline gate** (:func:`offline_gate`, run by the trainer before a candidate is ever served):
+**Offline gate** (:func:`offline_gate`, run by the trainer before a candidate is ever served). Its
+``mode`` (:class:`GateConfig`) picks the evidence:
 
-1. *Simulator*: candidate and current model play the same ``episodes`` (equal seeds, so differences come
-   from decisions only; :func:`itp.agent.evaluate_model`). With mean per-task rewards ``R_c`` and
-   ``R_0``, the candidate passes if ``R_c >= R_0 - sim_margin``.
-2. *Held-back logged experience*: transitions from production that training never saw. For each model
-   the one-step TD error ``delta = r + gamma * max_a' Q(s', a') - Q(s, a)`` over the held-back rows
-   (``a`` the action actually executed); with mean squared errors ``L_c`` and ``L_0`` the candidate passes
-   if ``L_c <= L_0 * (1 + td_margin) + 1e-9``: it must explain real outcomes at least as well.
+* ``"offpolicy"`` (default): judged by the deployment's own data. On the *held-back* logged rows (the
+  newest fraction of the logs, never used to train the candidate) that carry a behaviour propensity, both
+  policies are evaluated off-policy (:func:`itp.learning.offpolicy.compare_policies`: doubly robust with a
+  cross-fitted ridge reward model by default, SNIPS available), each decision a contextual-bandit round
+  with its task's reward. The target policies are the models *as the deployment runs them*: epsilon-greedy
+  over their Q-values at the deployed exploration rate (``target_epsilon``; the learner passes the
+  partitioner's), since that is what a promoted model would earn. The candidate passes iff the lower end of
+  the two-sided ``confidence`` interval of ``V_candidate - V_current`` is ``>= -margin`` and its effective
+  sample size is ``>= min_effective_samples``. When fewer than ``min_offpolicy_rows`` held-back rows carry a
+  propensity (a producer that does not log them, old rows), or there is no current model to compare with,
+  the off-policy verdict is not possible: the gate falls back to the simulator check below and says so in
+  its reason.
+* ``"simulator"``: the check below only.
+* ``"both"``: both must pass (the simulator alone when the off-policy verdict is not possible).
+
+The **simulator check** (on the physics the learner fitted to the deployment, ``sim_config``:
+:mod:`itp.learning.fitted_physics`):
+
+1. candidate and current model play the same ``episodes`` (equal seeds, so differences come from decisions
+   only; :func:`itp.agent.evaluate_model`). With mean per-task rewards ``R_c`` and ``R_0``, the candidate
+   passes if ``R_c >= R_0 - sim_margin``;
+2. *held-back TD error*: for each model the one-step TD error
+   ``delta = r + gamma * max_a' Q(s', a') - Q(s, a)`` over the held-back rows (``a`` the action executed);
+   with mean squared errors ``L_c`` and ``L_0`` the candidate passes if ``L_c <= L_0 * (1 + td_margin) +
+   1e-9``: it must explain real outcomes at least as well. This belongs to the simulator check (it guards
+   a candidate the simulator alone would pass); the off-policy verdict already rests on real outcomes, and
+   a better policy need not have better-calibrated Q-values.
 
 Without a current model (heuristic only) the simulator check compares against the heuristic and the
-logged check is skipped. A failed gate discards the candidate; the reason is recorded.
+logged checks are skipped. A failed gate discards the candidate; the reason is recorded.
 
 **Canary** (:class:`CanaryRollout`): the candidate answers a share ``s_k`` of live decisions, stage by
 stage (default 10% -> 50% -> 100%, where 100% means promotion). Per stage, rewards of the two arms are
@@ -40,22 +61,32 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import NormalDist
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 
 from itp.agent import EvaluationReport, evaluate_model
+from itp.learning.offpolicy import (
+    METHODS,
+    OffPolicyComparison,
+    compare_policies,
+    cross_fitted_reward_predictions,
+    epsilon_greedy_probabilities,
+)
 from itp.model_loading import LoadedModel
 from itp.ring import TransitionBatch
 
 __all__ = [
+    "GATE_MODES",
     "ArmStats",
     "CanaryConfig",
     "CanaryRollout",
     "GateConfig",
     "GateResult",
+    "holdout_newest",
     "offline_gate",
+    "offpolicy_comparison",
     "td_error_mse",
 ]
 
@@ -65,19 +96,40 @@ logger = logging.getLogger(__name__)
 # ------------------------------------------------------------------------------------ gate
 
 
+GATE_MODES: Final = ("offpolicy", "simulator", "both")
+
+
 @dataclass(frozen=True)
 class GateConfig:
-    """Offline gate settings.
+    """Offline gate settings (see the module docstring).
 
     Attributes:
+        mode: ``"offpolicy"`` (default; falls back to the simulator without enough propensity-carrying
+            held-back rows), ``"simulator"`` or ``"both"``.
+        estimator: off-policy estimator, ``"dr"`` (doubly robust, default) or ``"snips"``.
+        confidence: two-sided confidence of the off-policy interval, in (0.5, 1) (0.9: the lower bound is
+            one-sided 95 %).
+        margin: tolerated off-policy loss of mean reward per decision (reward units, >= 0).
+        min_effective_samples: the candidate's importance weights must rest on at least this many effective
+            rows (>= 1).
+        min_offpolicy_rows: held-back rows with a propensity needed for an off-policy verdict (>= 2).
+        target_epsilon: exploration rate of both target policies, in [0, 1]; None: the deployed one (the
+            learner fills in the partitioner's epsilon; called directly, None is greedy).
         episodes: simulated episodes per model (>= 1).
-        seed: evaluation seed (both models see the same episodes).
+        seed: evaluation seed (both models see the same episodes; also seeds the DR cross-fitting).
         sim_margin: tolerated loss of mean per-task reward on the simulator (reward units, >= 0).
         td_margin: tolerated relative increase of the held-back TD mean squared error (>= 0).
         gamma: discount of the TD error (the trainer's).
         sim_config: an ``itp.sim.SimConfig`` (None: default); trace_files: trace-driven episodes.
     """
 
+    mode: str = "offpolicy"
+    estimator: str = "dr"
+    confidence: float = 0.9
+    margin: float = 0.02
+    min_effective_samples: float = 100.0
+    min_offpolicy_rows: int = 300
+    target_epsilon: float | None = None
     episodes: int = 20
     seed: int = 12345
     sim_margin: float = 0.0
@@ -87,29 +139,68 @@ class GateConfig:
     trace_files: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.mode not in GATE_MODES:
+            raise ValueError(f"GateConfig.mode must be one of {', '.join(GATE_MODES)}, got {self.mode!r}")
+        if self.estimator not in METHODS:
+            raise ValueError(
+                f"GateConfig.estimator must be one of {', '.join(METHODS)}, got {self.estimator!r}"
+            )
         if isinstance(self.episodes, bool) or not isinstance(self.episodes, int) or self.episodes < 1:
             raise ValueError(f"GateConfig.episodes must be an int >= 1, got {self.episodes!r}")
-        for name in ("sim_margin", "td_margin"):
+        for name in ("sim_margin", "td_margin", "margin"):
             v = getattr(self, name)
-            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise ValueError(f"GateConfig.{name} must be a finite number >= 0, got {v!r}")
+        c = self.confidence
+        if isinstance(c, bool) or not isinstance(c, (int, float)) or not 0.5 < c < 1.0:
+            raise ValueError(f"GateConfig.confidence must be in (0.5, 1), got {c!r}")
+        m = self.min_effective_samples
+        if isinstance(m, bool) or not isinstance(m, (int, float)) or not (math.isfinite(m) and m >= 1):
+            raise ValueError(f"GateConfig.min_effective_samples must be a finite number >= 1, got {m!r}")
+        r = self.min_offpolicy_rows
+        if isinstance(r, bool) or not isinstance(r, int) or r < 2:
+            raise ValueError(f"GateConfig.min_offpolicy_rows must be an int >= 2, got {r!r}")
+        e = self.target_epsilon
+        if e is not None and (isinstance(e, bool) or not isinstance(e, (int, float)) or not 0.0 <= e <= 1.0):
+            raise ValueError(f"GateConfig.target_epsilon must be None or in [0, 1], got {e!r}")
         if not 0.0 <= self.gamma < 1.0:
             raise ValueError(f"GateConfig.gamma must be in [0, 1), got {self.gamma!r}")
 
 
 @dataclass(frozen=True)
 class GateResult:
-    """Verdict of :func:`offline_gate` (JSON-ready via :meth:`as_dict`)."""
+    """Verdict of :func:`offline_gate` (JSON-ready via :meth:`as_dict`).
+
+    Attributes:
+        passed, reason: the verdict and one line saying why (including any fallback).
+        mode: the configured mode; evidence: what the verdict rests on (``"offpolicy"``, ``"simulator"``,
+            ``"both"``).
+        sim_reward_candidate, sim_reward_current: simulator mean per-task rewards (None: not run).
+        td_mse_candidate, td_mse_current: held-back TD mean squared errors (None: not run).
+        holdout_rows: held-back rows given; offpolicy_rows: those with a propensity.
+        offpolicy: :meth:`itp.learning.offpolicy.OffPolicyComparison.as_dict` (estimates, interval, ESS,
+            rows), None when the off-policy verdict was not made.
+        target_epsilon: exploration rate of the off-policy target policies.
+        sim_physics: the simulator's transport settings when it ran (setup_rtts, initial_window_bytes,
+            slow_start, stream_efficiency), else None.
+        episodes, seed: of the simulator check.
+    """
 
     passed: bool
     reason: str
-    sim_reward_candidate: float
-    sim_reward_current: float
+    sim_reward_candidate: float | None
+    sim_reward_current: float | None
     td_mse_candidate: float | None
     td_mse_current: float | None
     holdout_rows: int
     episodes: int
     seed: int
+    mode: str = "simulator"
+    evidence: str = "simulator"
+    offpolicy_rows: int = 0
+    offpolicy: dict[str, Any] | None = None
+    target_epsilon: float = 0.0
+    sim_physics: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data."""
@@ -131,13 +222,81 @@ def td_error_mse(model: LoadedModel, batch: TransitionBatch, gamma: float) -> fl
     return float(np.mean(delta * delta))
 
 
-def offline_gate(
+def _usable_offpolicy_rows(
+    current: LoadedModel | None, holdout: TransitionBatch | None, config: GateConfig
+) -> tuple[TransitionBatch | None, int, str]:
+    """(held-back rows with a propensity, their count, why not possible when the first is None)."""
+    if holdout is None or len(holdout) == 0:
+        return None, 0, "no held-back logged rows"
+    mu = holdout.propensities
+    if mu is None:
+        return None, 0, f"none of the {len(holdout)} held-back rows carries a behaviour propensity"
+    keep = np.flatnonzero(np.isfinite(mu))
+    n = int(keep.shape[0])
+    if n < config.min_offpolicy_rows:
+        return None, n, (
+            f"only {n} of {len(holdout)} held-back rows carry a behaviour propensity "
+            f"(min_offpolicy_rows {config.min_offpolicy_rows})"
+        )
+    if current is None:
+        return None, n, "no current model to compare with (the heuristic serves)"
+    return take(holdout, keep), n, ""
+
+
+def offpolicy_comparison(
+    candidate: LoadedModel, current: LoadedModel, logged: TransitionBatch, config: GateConfig
+) -> OffPolicyComparison:
+    """Paired off-policy comparison of ``candidate`` with ``current`` on ``logged`` rows (all with a
+    propensity), the policies epsilon-greedy at ``config.target_epsilon`` (None: greedy).
+
+    Raises:
+        ValueError: a row without a propensity, or a model with non-finite Q-values on the logged states.
+    """
+    if logged.propensities is None or not np.all(np.isfinite(logged.propensities)):
+        raise ValueError("offpolicy_comparison needs a propensity on every logged row")
+    eps = 0.0 if config.target_epsilon is None else float(config.target_epsilon)
+    states = np.ascontiguousarray(logged.states, dtype=np.float32)
+    probs = {}
+    for name, model in (("candidate", candidate), ("current", current)):
+        q = model.q_values_batch(states)
+        if not np.all(np.isfinite(q)):
+            raise ValueError(f"the {name} model has non-finite Q-values on the held-back states")
+        probs[name] = epsilon_greedy_probabilities(q, eps)
+    predictions = None
+    if config.estimator == "dr":
+        predictions = cross_fitted_reward_predictions(
+            states, logged.actions, logged.rewards, probs["candidate"].shape[1], seed=config.seed
+        )
+    return compare_policies(
+        probs["candidate"],
+        probs["current"],
+        logged.actions,
+        logged.rewards,
+        logged.propensities,
+        method=config.estimator,
+        reward_predictions=predictions,
+        confidence=config.confidence,
+        margin=config.margin,
+        min_effective_samples=config.min_effective_samples,
+    )
+
+
+def _sim_physics(sim_config: Any) -> dict[str, Any]:
+    from itp.sim.physics import SimConfig
+
+    cfg = sim_config if sim_config is not None else SimConfig()
+    return {
+        k: getattr(cfg, k) for k in ("setup_rtts", "initial_window_bytes", "slow_start", "stream_efficiency")
+    }
+
+
+def _simulator_check(
     candidate: LoadedModel,
     current: LoadedModel | None,
     holdout: TransitionBatch | None,
-    config: GateConfig = GateConfig(),
-) -> GateResult:
-    """Compare ``candidate`` with ``current`` (None: the heuristic); see the module docstring."""
+    config: GateConfig,
+) -> tuple[bool, str, float, float, float | None, float | None]:
+    """(passed, reason, R_c, R_0, L_c, L_0) of the simulator check (module docstring)."""
     trace_files = list(config.trace_files) or None
     sim: dict[str, EvaluationReport] = {}
     for name, model in (("candidate", candidate), ("current", current)):
@@ -171,7 +330,72 @@ def offline_gate(
         reason = f"simulator mean reward {r_c:.4f} vs current {r_0:.4f}{held}"
     else:
         reason = "; ".join(reasons)
-    return GateResult(passed, reason, r_c, r_0, td_c, td_0, rows, config.episodes, config.seed)
+    return passed, reason, r_c, r_0, td_c, td_0
+
+
+def offline_gate(
+    candidate: LoadedModel,
+    current: LoadedModel | None,
+    holdout: TransitionBatch | None,
+    config: GateConfig = GateConfig(),
+) -> GateResult:
+    """Compare ``candidate`` with ``current`` (None: the heuristic); see the module docstring.
+
+    Args:
+        candidate, current: the models (already verified).
+        holdout: held-back logged rows (never used to train the candidate), or None; rows whose
+            ``propensities`` are NaN (or all rows, when it is None) cannot serve the off-policy verdict.
+        config: the gate's settings.
+
+    Never raises for missing propensities or too few rows: the verdict then falls back to the simulator
+    and its reason says so.
+    """
+    rows = len(holdout) if holdout is not None else 0
+    eps = 0.0 if config.target_epsilon is None else float(config.target_epsilon)
+    op: OffPolicyComparison | None = None
+    op_rows = 0
+    notes: list[str] = []
+    run_sim = config.mode in ("simulator", "both")
+    op_passed = True
+    if config.mode in ("offpolicy", "both"):
+        logged, op_rows, why_not = _usable_offpolicy_rows(current, holdout, config)
+        if logged is None:
+            notes.append(f"off-policy verdict not possible ({why_not}): simulator gate used")
+            run_sim = True
+        else:
+            assert current is not None
+            try:
+                op = offpolicy_comparison(candidate, current, logged, config)
+                op_passed = op.passed
+                notes.append(f"off-policy {op.reason}")
+            except ValueError as exc:  # a candidate with non-finite Q-values is a model fault
+                op_passed = False
+                notes.append(f"off-policy verdict failed: {exc}")
+    sim_passed = True
+    r_c = r_0 = None
+    td_c = td_0 = None
+    if run_sim:
+        sim_passed, sim_reason, r_c, r_0, td_c, td_0 = _simulator_check(candidate, current, holdout, config)
+        notes.append(sim_reason)
+    passed = op_passed and sim_passed
+    evidence = "both" if (op is not None and run_sim) else ("offpolicy" if op is not None else "simulator")
+    return GateResult(
+        passed=passed,
+        reason="; ".join(notes),
+        sim_reward_candidate=r_c,
+        sim_reward_current=r_0,
+        td_mse_candidate=td_c,
+        td_mse_current=td_0,
+        holdout_rows=rows,
+        episodes=config.episodes,
+        seed=config.seed,
+        mode=config.mode,
+        evidence=evidence,
+        offpolicy_rows=op_rows,
+        offpolicy=op.as_dict() if op is not None else None,
+        target_epsilon=eps,
+        sim_physics=_sim_physics(config.sim_config) if run_sim else None,
+    )
 
 
 def gate_from_files(
@@ -421,8 +645,19 @@ def holdout_split(n: int, fraction: float, seed: int) -> tuple[npt.NDArray[np.in
     return np.sort(idx[k:]), np.sort(idx[:k])
 
 
+def holdout_newest(n: int, fraction: float) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Indices (train, held back) of ``n`` rows in time order: the newest ``round(n * fraction)`` are held
+    back. Why the newest: the gate should judge a candidate on the network as it is now, and rows that
+    follow every training row cannot leak their neighbours' outcomes into training."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"fraction must be in [0, 1), got {fraction!r}")
+    k = round(n * fraction)
+    idx = np.arange(n, dtype=np.int64)
+    return idx[: n - k], idx[n - k :]
+
+
 def take(batch: TransitionBatch, rows: Sequence[int] | npt.NDArray[np.int64]) -> TransitionBatch:
-    """The rows ``rows`` of ``batch`` (copies)."""
+    """The rows ``rows`` of ``batch`` (copies, propensities included)."""
     r = np.asarray(rows, dtype=np.int64)
     return TransitionBatch(
         states=batch.states[r],
@@ -430,4 +665,5 @@ def take(batch: TransitionBatch, rows: Sequence[int] | npt.NDArray[np.int64]) ->
         rewards=batch.rewards[r],
         next_states=batch.next_states[r],
         dones=batch.dones[r],
+        propensities=batch.propensities[r] if batch.propensities is not None else None,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,15 @@ import pytest
 from lifecycle_helpers import make_partitioner, run_traffic
 from model_factory import write_constant_model, write_model, write_nan_region_model
 
-from itp.learning.rollout import ArmStats, CanaryConfig, CanaryRollout, GateConfig, offline_gate, td_error_mse
+from itp.learning.rollout import (
+    ArmStats,
+    CanaryConfig,
+    CanaryRollout,
+    GateConfig,
+    holdout_newest,
+    offline_gate,
+    td_error_mse,
+)
 from itp.model_loading import load_model
 from itp.partitioner import Decision, Task
 from itp.ring import TransitionBatch
@@ -35,6 +44,7 @@ def test_deliberately_worse_candidate_is_rejected(tmp_path: Path) -> None:
     result = offline_gate(worse, current, holdout(), GATE)
     assert not result.passed
     assert "simulator mean reward" in result.reason
+    assert result.sim_reward_candidate is not None and result.sim_reward_current is not None
     assert result.sim_reward_candidate < result.sim_reward_current
 
 
@@ -164,3 +174,153 @@ def test_canary_config_validation() -> None:
             CanaryConfig(**bad)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="episodes"):
         GateConfig(episodes=0)
+
+
+# ------------------------------------------------------------------------------ off-policy gate
+
+#: The known reward function of the logged-data tests: action 3 is best (1.0), action 14 (what the
+#: current model takes) is second (0.6), every other action is poor (0.1); noise sd 0.3.
+MEAN_REWARD = np.full(15, 0.1)
+MEAN_REWARD[3], MEAN_REWARD[14] = 1.0, 0.6
+BEHAVIOUR_EPSILON = 0.5
+
+
+def logged_by_current(n: int, seed: int = 0, propensities: bool = True) -> TransitionBatch:
+    """Decisions of an epsilon-greedy behaviour policy around the current model (greedy action 14), with
+    the propensity of each executed action, and rewards drawn from :data:`MEAN_REWARD`."""
+    rng = np.random.default_rng(seed)
+    explore = rng.random(n) < BEHAVIOUR_EPSILON
+    actions = np.where(explore, rng.integers(0, 15, n), 14).astype(np.int64)
+    mu = np.where(actions == 14, 1 - BEHAVIOUR_EPSILON + BEHAVIOUR_EPSILON / 15, BEHAVIOUR_EPSILON / 15)
+    return TransitionBatch(
+        states=rng.random((n, 20), dtype=np.float32),
+        actions=actions,
+        rewards=(MEAN_REWARD[actions] + rng.normal(0.0, 0.3, n)).astype(np.float32),
+        next_states=rng.random((n, 20), dtype=np.float32),
+        dones=np.zeros(n, dtype=np.float32),
+        propensities=mu.astype(np.float32) if propensities else None,
+    )
+
+
+OFFPOLICY = GateConfig(episodes=1, seed=3, sim_config=SimConfig(tasks_per_episode=8), target_epsilon=0.05)
+
+
+@pytest.mark.parametrize("estimator", ["dr", "snips"])
+def test_offpolicy_gate_passes_a_known_better_and_rejects_a_known_worse_candidate(
+    tmp_path: Path, estimator: str
+) -> None:
+    current = load_model(write_constant_model(tmp_path / "cur.onnx", 14, version="1.0.0"))
+    better = load_model(write_constant_model(tmp_path / "better.onnx", 3, version="1.0.1"))
+    worse = load_model(write_constant_model(tmp_path / "worse.onnx", 0, version="1.0.2"))
+    logs = logged_by_current(4000)
+    cfg = dataclasses.replace(OFFPOLICY, estimator=estimator)
+    good = offline_gate(better, current, logs, cfg)
+    assert good.passed, good.reason
+    assert good.evidence == "offpolicy" and good.sim_reward_candidate is None  # the simulator never ran
+    op = good.offpolicy
+    assert op is not None and op["candidate"]["method"] == estimator
+    # True values at target epsilon 0.05: 0.95 * 1.0 + 0.05 * mean, and 0.95 * 0.6 + 0.05 * mean.
+    eps, avg = 0.05, float(MEAN_REWARD.mean())
+    true_diff = (1 - eps) * (1.0 - 0.6)
+    assert op["lower"] <= true_diff <= op["upper"]
+    assert op["current"]["value"] == pytest.approx((1 - eps) * 0.6 + eps * avg, abs=0.05)
+    assert good.offpolicy_rows == 4000 and good.target_epsilon == 0.05
+    bad = offline_gate(worse, current, logs, cfg)
+    assert not bad.passed and "may be worse" in bad.reason
+    assert bad.offpolicy is not None and bad.offpolicy["upper"] < 0
+
+
+def test_offpolicy_gate_accepts_the_same_policy_and_needs_logged_support(tmp_path: Path) -> None:
+    current = load_model(write_constant_model(tmp_path / "cur.onnx", 14, version="1.0.0"))
+    same = load_model(write_constant_model(tmp_path / "same.onnx", 14, version="1.0.1"))
+    better = load_model(write_constant_model(tmp_path / "better.onnx", 3, version="1.0.2"))
+    logs = logged_by_current(4000)
+    assert offline_gate(same, current, logs, OFFPOLICY).passed
+    # Action 3 was executed on ~130 of 4000 rows: a greedy target cannot rest on 1000 effective rows.
+    strict = dataclasses.replace(OFFPOLICY, target_epsilon=0.0, min_effective_samples=1000.0)
+    result = offline_gate(better, current, logs, strict)
+    assert not result.passed and "too little logged support" in result.reason
+
+
+def test_without_propensities_the_gate_falls_back_to_the_simulator_and_says_so(tmp_path: Path) -> None:
+    current = load_model(write_constant_model(tmp_path / "cur.onnx", 14, version="1.0.0"))
+    same = load_model(write_constant_model(tmp_path / "same.onnx", 14, version="1.0.1"))
+    no_mu = logged_by_current(500, propensities=False)
+    result = offline_gate(same, current, no_mu, OFFPOLICY)
+    assert result.passed and result.evidence == "simulator" and result.offpolicy is None
+    assert "none of the 500 held-back rows carries a behaviour propensity" in result.reason
+    assert result.sim_reward_candidate is not None and result.sim_physics is not None
+    # Some rows with propensities, but fewer than needed: still the simulator, with the count.
+    mixed = logged_by_current(500)
+    assert mixed.propensities is not None
+    mixed.propensities[100:] = np.nan
+    partial = offline_gate(same, current, mixed, OFFPOLICY)
+    assert partial.evidence == "simulator" and "only 100 of 500" in partial.reason
+    assert partial.offpolicy_rows == 100
+    # No current model (the heuristic serves): nothing to compare off-policy with.
+    alone = offline_gate(same, None, logged_by_current(500), OFFPOLICY)
+    assert alone.evidence == "simulator" and "no current model" in alone.reason
+
+
+def test_mode_both_needs_both_verdicts(tmp_path: Path) -> None:
+    current = load_model(write_constant_model(tmp_path / "cur.onnx", 14, version="1.0.0"))
+    better = load_model(write_constant_model(tmp_path / "better.onnx", 3, version="1.0.1"))
+    logs = logged_by_current(4000)
+    both = dataclasses.replace(OFFPOLICY, mode="both", td_margin=1e9)
+    result = offline_gate(better, current, logs, both)
+    assert result.evidence == "both" and result.offpolicy is not None and result.offpolicy["passed"]
+    assert result.sim_reward_candidate is not None and result.sim_reward_current is not None
+    sim_ok = result.sim_reward_candidate >= result.sim_reward_current
+    assert result.passed == sim_ok  # the off-policy part passed: the simulator decides
+    sim_only = offline_gate(better, current, logs, dataclasses.replace(both, mode="simulator"))
+    assert sim_only.offpolicy is None and sim_only.evidence == "simulator"
+
+
+def test_offpolicy_verdict_uses_only_rows_with_propensities(tmp_path: Path) -> None:
+    current = load_model(write_constant_model(tmp_path / "cur.onnx", 14, version="1.0.0"))
+    better = load_model(write_constant_model(tmp_path / "better.onnx", 3, version="1.0.1"))
+    logs = logged_by_current(6000)
+    assert logs.propensities is not None
+    logs.propensities[::3] = np.nan
+    result = offline_gate(better, current, logs, OFFPOLICY)
+    assert result.passed and result.offpolicy_rows == 4000 and result.holdout_rows == 6000
+    assert result.offpolicy is not None and result.offpolicy["candidate"]["rows"] == 4000
+
+
+def test_non_finite_candidate_fails_the_offpolicy_gate(tmp_path: Path) -> None:
+    current = load_model(write_constant_model(tmp_path / "cur.onnx", 14, version="1.0.0"))
+    nan_model = load_model(write_nan_region_model(tmp_path / "nan.onnx", version="1.0.1"))
+    logs = logged_by_current(600)
+    logs.states[:50, 17] = 1.0  # the model's NaN region: task-size feature far above the bandwidths
+    logs.states[:50, 0:4] = 0.0
+    result = offline_gate(nan_model, current, logs, OFFPOLICY)
+    assert not result.passed and "non-finite Q-values" in result.reason
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("mode", "sim"),
+        ("estimator", "ips"),
+        ("confidence", 0.5),
+        ("confidence", 1.0),
+        ("margin", -0.1),
+        ("margin", float("nan")),
+        ("min_effective_samples", 0.5),
+        ("min_offpolicy_rows", 1),
+        ("target_epsilon", 1.5),
+        ("target_epsilon", True),
+    ],
+)
+def test_gate_config_validation(field: str, value: object) -> None:
+    with pytest.raises(ValueError, match=f"GateConfig.{field}"):
+        GateConfig(**{field: value})  # type: ignore[arg-type]
+
+
+def test_holdout_newest_holds_back_the_newest_rows() -> None:
+    train, held = holdout_newest(10, 0.3)
+    np.testing.assert_array_equal(train, np.arange(7))
+    np.testing.assert_array_equal(held, [7, 8, 9])
+    assert len(holdout_newest(10, 0.0)[1]) == 0
+    with pytest.raises(ValueError, match="fraction"):
+        holdout_newest(10, 1.0)

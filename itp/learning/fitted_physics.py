@@ -1,0 +1,104 @@
+"""Simulator physics fitted to the deployment: calibrated transport parameters -> ``itp.sim.SimConfig``.
+
+Why: retraining plays simulator episodes to complement the logs with broad coverage, and the simulator
+gate scores candidates on simulated episodes. With the built-in physics (a fresh connection per chunk: set-up
+and slow start every time) both pull the model back to a network the deployment may not have. When the
+deployment's transport has been calibrated (:class:`itp.calibration.TransportCalibrator`, fitted from
+per-chunk outcomes), the rollouts and the gate run on those parameters instead.
+
+The calibrator fits the chunk-time model of :mod:`itp.calibration`::
+
+    t(b) = S R + u(b; W, eta r, R)       (S in RTTs, W in bits, eta = delivered rate / measured rate)
+
+and the simulator (:mod:`itp.sim.physics`) has ``setup_rtts``, ``initial_window_bytes``, ``slow_start`` and
+``stream_efficiency``. The mapping (:func:`sim_config_from_params`):
+
+* ``setup_rtts = max(0, S - 0.5)``: the calibrator's ``S`` includes the half RTT the last byte spends in
+  flight (``itp.transport``: 1 handshake + 0.5 request + 0.5 last byte = 2), the simulator's ``setup_rtts``
+  counts only what precedes the data (1.5 for the same fresh connection). The defaults map onto each other.
+* ``initial_window_bytes = round(W / 8)`` (at least 1);
+* ``slow_start = W < rate_max_bps * base_rtt_max_s * (1 + queueing_factor)``: a fitted window at least the
+  largest bandwidth-delay product the simulator can produce means no chunk ever ramps (a warm persistent
+  stream), which the simulator expresses as ``slow_start=False``;
+* ``stream_efficiency = min(1, eta)``: the simulator's efficiency is at most 1 (a stream cannot deliver more
+  than the available rate); ``eta > 1`` (the deployment's rate estimates run low) is clipped, and logged.
+
+Everything else (rates, RTTs, loss, tasks) stays as in the base configuration. With the default parameters
+(``S = 2``, ``W = 10 x 1460 B``, ``eta = 1``) the result equals the base configuration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import TYPE_CHECKING, Any, Final
+
+from itp.calibration import TransportParams
+
+if TYPE_CHECKING:
+    from itp.sim.physics import SimConfig
+
+__all__ = ["LAST_BYTE_RTTS", "sim_config_from_params", "transport_params_of"]
+
+logger = logging.getLogger(__name__)
+
+#: RTTs of the calibrator's set-up term that the simulator does not count as set-up (the last byte's flight).
+LAST_BYTE_RTTS: Final = 0.5
+
+
+def transport_params_of(source: Any) -> TransportParams | None:
+    """The pooled fitted parameters of ``source``.
+
+    Args:
+        source: None, a :class:`TransportParams`, or anything with ``pooled_params() -> TransportParams``
+            (a :class:`itp.calibration.TransportCalibrator`; duck-typed).
+
+    Returns:
+        The parameters, or None for ``source=None``.
+
+    Raises:
+        TypeError: ``source`` is none of these, or ``pooled_params()`` returned something else.
+    """
+    if source is None:
+        return None
+    if isinstance(source, TransportParams):
+        return source
+    pooled = getattr(source, "pooled_params", None)
+    if not callable(pooled):
+        raise TypeError(
+            "calibrator must be a TransportParams or have pooled_params() -> TransportParams, got "
+            f"{type(source).__name__}"
+        )
+    params = pooled()
+    if not isinstance(params, TransportParams):
+        raise TypeError(
+            f"calibrator.pooled_params() must return TransportParams, got {type(params).__name__}"
+        )
+    return params
+
+
+def sim_config_from_params(params: TransportParams, base: SimConfig | None = None) -> SimConfig:
+    """``base`` (default ``SimConfig()``) with its transport replaced by ``params`` (module docstring).
+
+    Raises:
+        TypeError: ``params`` is not a :class:`TransportParams`.
+    """
+    from itp.sim.physics import SimConfig
+
+    if not isinstance(params, TransportParams):
+        raise TypeError(f"params must be TransportParams, got {type(params).__name__}")
+    cfg = base if base is not None else SimConfig()
+    no_ramp_bits = cfg.rate_max_bps * cfg.base_rtt_max_s * (1.0 + cfg.queueing_factor)
+    efficiency = min(1.0, float(params.efficiency))
+    if params.efficiency > 1.0:
+        logger.info(
+            "fitted efficiency %.3f > 1 (rate estimates run low) clipped to 1 for the simulator",
+            params.efficiency,
+        )
+    return dataclasses.replace(
+        cfg,
+        setup_rtts=max(0.0, float(params.setup_rtts) - LAST_BYTE_RTTS),
+        initial_window_bytes=max(1, round(float(params.initial_window_bits) / 8.0)),
+        slow_start=bool(params.initial_window_bits < no_ramp_bits),
+        stream_efficiency=efficiency,
+    )
