@@ -58,7 +58,8 @@ def test_every_preset_is_valid_and_sim_is_the_training_simulator() -> None:
     for name in NETWORK_NAMES:
         cfg = network_config(name)
         default = SimConfig()
-        changed = {f.name for f in dataclasses.fields(SimConfig) if getattr(cfg, f.name) != getattr(default, f.name)}
+        names = [f.name for f in dataclasses.fields(SimConfig)]
+        changed = {n for n in names if getattr(cfg, n) != getattr(default, n)}
         overrides = NETWORKS[name].overrides
         assert changed <= set(overrides), name  # nothing beyond what the preset names
         assert all(getattr(cfg, k) == v for k, v in overrides.items()), name
