@@ -52,7 +52,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -412,11 +412,15 @@ def gradient_step(
     tensors: dict[str, torch.Tensor],
     beta: float,
     all_rewards: npt.NDArray[np.float32] | None = None,
+    penalty: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> float:
     """One Double-DQN update on a PER batch; returns the (weighted Huber) loss.
 
     ``all_rewards`` (float32[capacity, 15], by slot): the full-information targets of the counterfactual
-    mode (see the module docstring); None: the executed action's reward only.
+    mode (see the module docstring); None: the executed action's reward only. ``penalty(states, q_all)``
+    (``q_all`` the online network's Q-values of the batch states, float32[B, 15], with gradients): a scalar
+    added to the loss (fine-tuning's pull toward the deployed model, ``itp.training.finetune``); the
+    returned loss includes it.
     """
     replay.sample(config.batch_size, beta, out=batch)
     states, next_states = tensors["states"], tensors["next_states"]
@@ -441,10 +445,15 @@ def gradient_step(
         td = (y - q).abs().mean(dim=1)
         per_state = F.huber_loss(q, y, reduction="none", delta=config.huber_delta).mean(dim=1)
         loss = (weights * per_state).mean()
+        if penalty is not None:
+            loss = loss + penalty(states, q)
     else:
-        q = online(states).gather(1, actions.unsqueeze(1)).squeeze(1)
+        q_all = online(states)
+        q = q_all.gather(1, actions.unsqueeze(1)).squeeze(1)
         td = y - q
         loss = (weights * F.huber_loss(q, y, reduction="none", delta=config.huber_delta)).mean()
+        if penalty is not None:
+            loss = loss + penalty(states, q_all)
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()  # type: ignore[no-untyped-call]
     torch.nn.utils.clip_grad_norm_(online.parameters(), config.max_grad_norm)

@@ -12,15 +12,28 @@ thread, so the decision path never waits for it. A job:
    deployed function, and fine-tuning moves only the dense weights. Without a current model a fresh
    network (seeded) is trained.
 2. **Fills a prioritized replay** (:class:`itp.replay.PrioritizedReplay`) with the logged transitions
-   (held-back rows excluded) and ``sim_episodes`` simulator episodes played epsilon-greedily by the
-   network being tuned (``itp/Partition-v0``), so rare production states are complemented by broad
-   coverage.
+   (the newest ``holdout_fraction`` held back for the gate) and ``sim_episodes`` simulator episodes played
+   epsilon-greedily by the network being tuned (``itp/Partition-v0``), so rare production states are
+   complemented by broad coverage. The simulator runs on **physics fitted to the deployment** when the job
+   carries ``transport_params`` (the calibrator's pooled fit; :mod:`itp.learning.fitted_physics`), so the
+   rollouts do not pull the model back to the built-in fresh-connection physics.
 3. **Takes ``steps`` Double-DQN gradient steps** with the training pipeline's own update
    (``itp.training.dqn``: Huber TD loss weighted by PER importance weights, gradient clipping, Polyak
-   target), from the same hyper-parameters (:class:`~itp.training.config.TrainConfig`).
+   target), from the same hyper-parameters (:class:`~itp.training.config.TrainConfig`), plus an **anchor
+   penalty** that keeps what the deployed model knew::
+
+       loss = TD loss + anchor_weight * mean_{s in batch, a} (Q(s, a) - Q_anchor(s, a))^2
+
+   ``Q_anchor`` the deployed (base) model, frozen. Why: the logs hold a few thousand rows of one network
+   and mostly one action per state; unregularised steps on them move Q-values of states and actions the
+   logs say nothing about (function approximation), so the greedy policy drifts where nothing was
+   learned. The penalty is an L2 trust region in function space (as in distillation / policy-regularised
+   fine-tuning): where the data carry information the TD term wins, elsewhere the model stays as it was.
+   ``anchor_weight = 0`` disables it; without a base model there is no anchor.
 4. **Exports** the candidate with :func:`itp.training.export.export_model` (folded, verified against
    torch) and runs the **offline gate** (:func:`itp.learning.rollout.offline_gate`) against the current
-   model: same simulator seeds, plus the held-back logged rows.
+   model on the held-back logged rows (off-policy when they carry propensities) and, when used, the
+   simulator on the same fitted physics.
 
 Determinism: a job is repeatable for its seed (torch seeded, deterministic algorithms, one thread,
 episode seeds derived with ``numpy.random.SeedSequence``).
@@ -28,6 +41,7 @@ episode seeds derived with ``numpy.random.SeedSequence``).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -89,6 +103,9 @@ class FinetuneJob:
         num_threads: torch threads (1: bounded CPU).
         trace_files: trace-driven rollouts and gate episodes from these files (empty: synthetic).
         gate: :class:`itp.learning.rollout.GateConfig` fields (``sim_config`` excluded).
+        anchor_weight: weight of the penalty toward the base model's Q-values (>= 0; 0: none).
+        transport_params: fitted :class:`itp.calibration.TransportParams` fields (None: the built-in
+            physics) for the simulator rollouts and the simulator gate.
     """
 
     output: str
@@ -109,6 +126,8 @@ class FinetuneJob:
     num_threads: int = 1
     trace_files: tuple[str, ...] = ()
     gate: dict[str, Any] = field(default_factory=dict)
+    anchor_weight: float = 1.0
+    transport_params: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "sim_tasks_per_episode", "num_threads"):
@@ -127,6 +146,28 @@ class FinetuneJob:
             raise ValueError(f"FinetuneJob.holdout_fraction must be in [0, 1), got {self.holdout_fraction!r}")
         if not 0.0 <= self.sim_epsilon <= 1.0:
             raise ValueError(f"FinetuneJob.sim_epsilon must be in [0, 1], got {self.sim_epsilon!r}")
+        w = self.anchor_weight
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not (math.isfinite(w) and w >= 0):
+            raise ValueError(f"FinetuneJob.anchor_weight must be a finite number >= 0, got {w!r}")
+        if self.transport_params is not None:
+            from itp.calibration import TransportParams
+
+            try:
+                TransportParams(**self.transport_params)
+            except TypeError as exc:
+                raise ValueError(f"FinetuneJob.transport_params {self.transport_params!r}: {exc}") from exc
+
+    def sim_config(self) -> Any:
+        """The ``itp.sim.SimConfig`` of the rollouts and the simulator gate (fitted physics if given)."""
+        from itp.sim.physics import SimConfig
+
+        base = SimConfig(tasks_per_episode=self.sim_tasks_per_episode)
+        if self.transport_params is None:
+            return base
+        from itp.calibration import TransportParams
+        from itp.learning.fitted_physics import sim_config_from_params
+
+        return sim_config_from_params(TransportParams(**self.transport_params), base)
 
     def to_json(self) -> str:
         """The job as JSON."""
@@ -141,15 +182,18 @@ class FinetuneJob:
 
 
 def save_batch(path: str | Path, batch: TransitionBatch) -> None:
-    """Write transitions as an uncompressed ``.npz`` (plain arrays; never pickled)."""
-    np.savez(
-        Path(path),
-        states=batch.states,
-        actions=batch.actions,
-        rewards=batch.rewards,
-        next_states=batch.next_states,
-        dones=batch.dones,
-    )
+    """Write transitions as an uncompressed ``.npz`` (plain arrays; never pickled; propensities when
+    the batch has them)."""
+    arrays: dict[str, Any] = {
+        "states": batch.states,
+        "actions": batch.actions,
+        "rewards": batch.rewards,
+        "next_states": batch.next_states,
+        "dones": batch.dones,
+    }
+    if batch.propensities is not None:
+        arrays["propensities"] = batch.propensities
+    np.savez(Path(path), **arrays)
 
 
 def load_batch(path: str | Path) -> TransitionBatch:
@@ -161,6 +205,7 @@ def load_batch(path: str | Path) -> TransitionBatch:
             rewards=z["rewards"].astype(np.float32),
             next_states=z["next_states"].astype(np.float32),
             dones=z["dones"].astype(np.float32),
+            propensities=z["propensities"].astype(np.float32) if "propensities" in z.files else None,
         )
 
 
@@ -218,9 +263,8 @@ def _simulator_rollouts(net: QNetwork, replay: PrioritizedReplay, job: FinetuneJ
     from itp.sim.env import PartitionEnv
     from itp.sim.physics import SimConfig
 
-    env = PartitionEnv(
-        SimConfig(tasks_per_episode=job.sim_tasks_per_episode), trace_files=list(job.trace_files)
-    )
+    config: SimConfig = job.sim_config()
+    env = PartitionEnv(config, trace_files=list(job.trace_files))
     rng = np.random.default_rng(_episode_seed(job.seed, 2**31))
     x = torch.empty((1, NUM_FEATURES), dtype=torch.float32)
     added = 0
@@ -241,6 +285,26 @@ def _simulator_rollouts(net: QNetwork, replay: PrioritizedReplay, job: FinetuneJ
             if terminated or truncated:
                 break
     return added
+
+
+def _anchor_penalty(
+    net: QNetwork, weight: float
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
+    """``weight * mean (Q(s, a) - Q_anchor(s, a))^2`` with ``Q_anchor`` a frozen copy of ``net`` as it is
+    now (the deployed model); None for ``weight == 0``."""
+    if weight == 0.0:
+        return None
+    anchor = copy.deepcopy(net)
+    anchor.eval()
+    for p in anchor.parameters():
+        p.requires_grad_(False)
+
+    def penalty(states: torch.Tensor, q_all: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            q_anchor = anchor(states)
+        return weight * torch.mean((q_all - q_anchor) ** 2)
+
+    return penalty
 
 
 class FinetuneCancelled(RuntimeError):
@@ -292,12 +356,13 @@ def run_finetune(job: FinetuneJob, should_stop: Callable[[], bool] | None = None
         state = LearnerState(online=net, target=target, optimizer=optimizer)
         batch = SampleBatch.allocate(job.batch_size)
         tensors = batch_tensors(batch)
+        penalty = _anchor_penalty(net, job.anchor_weight) if job.base_model else None
         losses = []
         for step in range(job.steps):
             if should_stop is not None and step % 16 == 0 and should_stop():
                 raise FinetuneCancelled(f"fine-tuning cancelled after {step} of {job.steps} steps")
             beta = config.per_beta_start + (config.per_beta_end - config.per_beta_start) * step / job.steps
-            losses.append(gradient_step(state, config, replay, batch, tensors, beta))
+            losses.append(gradient_step(state, config, replay, batch, tensors, beta, penalty=penalty))
         net.eval()
         training = {
             "kind": "finetune",
@@ -306,6 +371,8 @@ def run_finetune(job: FinetuneJob, should_stop: Callable[[], bool] | None = None
             "simulator_transitions": n_sim,
             "steps": job.steps,
             "final_loss": float(np.mean(losses[-max(1, job.steps // 10) :])),
+            "anchor_weight": job.anchor_weight if penalty is not None else 0.0,
+            "transport_params": job.transport_params,
             "job": dataclasses.asdict(job),
             "torch_version": torch.__version__,
         }
@@ -320,32 +387,34 @@ def run_finetune(job: FinetuneJob, should_stop: Callable[[], bool] | None = None
         "simulator_transitions": n_sim,
         "steps": job.steps,
         "final_loss": training["final_loss"],
+        "anchor_weight": training["anchor_weight"],
+        "transport_params": job.transport_params,
         "wall_time_s": time.perf_counter() - t0,
         "gate": gate,
     }
 
 
 def _logged_experience(job: FinetuneJob) -> tuple[TransitionBatch | None, TransitionBatch | None]:
-    """(training rows, held-back rows) from the store, split by a seeded permutation."""
+    """(training rows, held-back rows) from the store: the newest ``holdout_fraction`` is held back (the
+    network as it is now; no training row follows a held-back one)."""
     if not job.store:
         return None, None
-    from itp.learning.rollout import holdout_split, take
+    from itp.learning.rollout import holdout_newest, take
     from itp.learning.store import ExperienceStore
 
     with ExperienceStore(job.store) as store:
         rows = store.upto(job.upto_id, job.logged_rows)
     if len(rows) == 0:
         return None, None
-    train_idx, held_idx = holdout_split(len(rows), job.holdout_fraction, job.seed)
+    train_idx, held_idx = holdout_newest(len(rows), job.holdout_fraction)
     return take(rows, train_idx), (take(rows, held_idx) if len(held_idx) else None)
 
 
 def _run_gate(job: FinetuneJob, holdout: TransitionBatch | None) -> dict[str, Any]:
     from itp.learning.rollout import GateConfig, gate_from_files
-    from itp.sim.physics import SimConfig
 
     cfg = GateConfig(**{**job.gate, "trace_files": tuple(job.trace_files)})
-    cfg = dataclasses.replace(cfg, sim_config=SimConfig(tasks_per_episode=job.sim_tasks_per_episode))
+    cfg = dataclasses.replace(cfg, sim_config=job.sim_config())
     return gate_from_files(job.output, job.base_model, holdout, cfg).as_dict()
 
 
