@@ -127,6 +127,7 @@ class AdaptConfig:
         retrain_every: outcomes between retrain requests, >= 1 (a retrain is skipped while a canary runs).
         finetune: ``itp.training.finetune.FinetuneJob`` overrides (kept small so a retrain takes seconds).
         gate_episodes: simulator episodes of the offline gate, >= 1.
+        gate: other ``itp.learning.rollout.GateConfig`` fields (e.g. margins), by name.
         canary_shares, canary_min_outcomes, canary_max_outcomes: the canary's stages
             (``itp.learning.rollout.CanaryConfig``).
         retrain_timeout_s: longest wait for one retrain's verdict, seconds (then the run goes on).
@@ -149,6 +150,7 @@ class AdaptConfig:
         default_factory=lambda: {"steps": 400, "sim_episodes": 4, "logged_rows": 10_000}
     )
     gate_episodes: int = 4
+    gate: dict[str, Any] = field(default_factory=dict)
     canary_shares: tuple[float, ...] = (0.5, 1.0)
     canary_min_outcomes: int = 100
     canary_max_outcomes: int = 1000
@@ -185,8 +187,10 @@ class AdaptConfig:
                 "AdaptConfig needs 2 <= canary_min_outcomes <= canary_max_outcomes, got "
                 f"{self.canary_min_outcomes}, {self.canary_max_outcomes}"
             )
-        if not isinstance(self.finetune, dict):
-            raise TypeError(f"AdaptConfig.finetune must be a dict, got {type(self.finetune).__name__}")
+        for name in ("finetune", "gate"):
+            v = getattr(self, name)
+            if not isinstance(v, dict):
+                raise TypeError(f"AdaptConfig.{name} must be a dict, got {type(v).__name__}")
 
     def sim_config(self) -> SimConfig:
         """The network's simulator configuration."""
@@ -356,7 +360,7 @@ class AdaptResult:
                 )
             for e in self.events:
                 if start < e["outcome"] <= end:
-                    detail = e.get("reason") or e.get("trigger") or e.get("share") or ""
+                    detail = e.get("reason") or e.get("error") or e.get("trigger") or e.get("share") or ""
                     lines.append(f"  event @{e['outcome']}: {e['event']} {e.get('version', '')} {detail}")
         s = self.summary()
 
@@ -471,8 +475,10 @@ class _AdaptiveRun:
             poll_interval_s=0.005,
             flush_interval_s=0.2,
             finetune=dict(cfg.finetune),
-            gate=GateConfig(episodes=cfg.gate_episodes, seed=cfg.seed + 12345,
-                            trace_files=tuple(cfg.learner_trace_files)),
+            gate=GateConfig(
+                **{"episodes": cfg.gate_episodes, "seed": cfg.seed + 12345,
+                   "trace_files": tuple(cfg.learner_trace_files), **cfg.gate}
+            ),
             canary=CanaryConfig(
                 shares=cfg.canary_shares, min_outcomes_per_stage=cfg.canary_min_outcomes,
                 max_outcomes_per_stage=cfg.canary_max_outcomes,

@@ -1,0 +1,212 @@
+"""The adaptation benchmark (``itp.sim.adapt``) on tiny budgets.
+
+The run uses the real ``TaskPartitioner``, the bundled model and a real ``OnlineLearner`` (registry in
+a temporary folder). Checked: every policy plays the task stream an independent environment produces
+(same sizes and arrivals), windows and their statistics recompute from the per-task records, the best
+fixed subset is the hindsight argmax, the JSON schema, the summary formulas on hand-made numbers, the
+greedy partitioner equals the bundled-model reference when it neither explores nor learns, and (slow) a
+retrain whose gate passes starts a canary on live traffic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from itp.partitioner import TaskPartitioner
+from itp.sim.adapt import (
+    ADAPTIVE,
+    BUNDLED,
+    SCHEMA,
+    AdaptConfig,
+    AdaptResult,
+    FixedSubsetPolicy,
+    PolicyWindow,
+    run_adaptation,
+)
+from itp.sim.env import PartitionEnv
+from itp.sim.evaluate import episode_seed
+from itp.sim.traces import discover_trace_files, shipped_traces_dir
+
+SHIPPED = tuple(str(f) for f in discover_trace_files(shipped_traces_dir()))
+FIXED = [FixedSubsetPolicy(a).name for a in range(15)]
+
+
+def tiny(**overrides: object) -> AdaptConfig:
+    fields: dict[str, object] = {
+        "network": "ss-restart", "outcomes": 24, "checkpoint": 10, "retrain_every": 1000,
+        "tasks_per_episode": 8, "seed": 4, "trace_files": SHIPPED, "learner_trace_files": SHIPPED,
+    }
+    fields.update(overrides)
+    return AdaptConfig(**fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def result() -> AdaptResult:
+    return run_adaptation(tiny())
+
+
+def test_every_policy_plays_the_same_tasks_as_an_independent_environment(result: AdaptResult) -> None:
+    cfg = result.config
+    env = PartitionEnv(cfg.sim_config(), trace_files=list(SHIPPED))
+    expected: list[tuple[int, float]] = []
+    e = 0
+    while len(expected) < cfg.outcomes:
+        env.reset(seed=episode_seed(cfg.seed, e))
+        e += 1
+        for _ in range(cfg.tasks_per_episode):
+            expected.append((env.task_size_bytes, env.task_arrival_s))
+            env.step(14)
+    expected = expected[: cfg.outcomes]
+    assert set(result.records) == {ADAPTIVE, BUNDLED, "rate-proportional", "heuristic", *FIXED}
+    for name, recs in result.records.items():
+        assert [(r.size_bytes, r.arrival_s) for r in recs] == expected, name
+    assert result.tasks_identical and result.outcomes == 24 and not result.truncated
+
+
+def test_windows_recompute_from_the_records(result: AdaptResult) -> None:
+    assert result.windows == ((0, 10), (10, 20), (20, 24))
+    for name, recs in result.records.items():
+        for (start, end), w in zip(result.windows, result.per_policy[name], strict=True):
+            part = recs[start:end]
+            times = [r.completion_time_s for r in part]
+            assert w.tasks == end - start
+            assert w.mean_goodput_bps == pytest.approx(np.mean([r.goodput_bps for r in part]))
+            assert w.mean_completion_time_s == pytest.approx(np.mean(times))
+            assert w.p95_completion_time_s == pytest.approx(np.percentile(times, 95))
+            assert w.success_rate == pytest.approx(np.mean([r.success for r in part]))
+
+
+def test_best_fixed_is_the_hindsight_argmax(result: AdaptResult) -> None:
+    best = max(FIXED, key=lambda n: np.mean([r.goodput_bps for r in result.records[n]]))
+    assert result.best_fixed == best
+    assert FixedSubsetPolicy(14).name == "fixed-0123" and FixedSubsetPolicy(0).name == "fixed-0"
+    # A fixed subset really is fixed: its records differ from another subset's.
+    assert result.records["fixed-0"] != result.records["fixed-0123"]
+
+
+def test_json_schema(result: AdaptResult) -> None:
+    data = json.loads(result.to_json())
+    assert data["schema"] == SCHEMA and data["network"] == "ss-restart" and data["outcomes"] == 24
+    assert data["best_fixed"]["name"] == result.best_fixed and "hindsight" in data["best_fixed"]["chosen"]
+    assert data["config"]["outcomes"] == 24 and data["tasks_identical"] is True
+    assert isinstance(data["per_chunk_outcomes"], bool) and isinstance(data["calibrate_transport"], bool)
+    assert [(c["start"], c["outcomes"]) for c in data["checkpoints"]] == [(0, 10), (10, 20), (20, 24)]
+    keys = {"tasks", "mean_goodput_bps", "mean_completion_time_s", "p95_completion_time_s", "success_rate"}
+    for c in data["checkpoints"]:
+        assert set(c["policies"]) == {ADAPTIVE, BUNDLED, "rate-proportional", "heuristic", "best-fixed"}
+        assert all(set(v) == keys for v in c["policies"].values())
+        assert set(c["fixed_subsets"]) == set(FIXED)
+        assert c["policies"]["best-fixed"] == c["fixed_subsets"][result.best_fixed]
+        assert isinstance(c["events"], list)
+    assert set(data["summary"]) == {
+        "final_goodput_vs_best", "final_p95_vs_best", "worst_goodput_vs_heuristic_after_1000",
+        "final_goodput_vs_bundled",
+    }
+    assert data["summary"]["worst_goodput_vs_heuristic_after_1000"] is None  # no window starts that late
+    assert data["learner"]["update_count"] == 0  # retrain_every > outcomes
+    text = result.to_text()
+    assert "outcomes 20-24:" in text and "best fixed subset (chosen with hindsight" in text
+
+
+def test_the_greedy_partitioner_is_the_bundled_model_when_it_does_not_learn() -> None:
+    r = run_adaptation(tiny(epsilon=0.0, outcomes=16, network="warm"))
+    assert r.records[ADAPTIVE] == r.records[BUNDLED]
+
+
+def test_per_chunk_outcomes_are_used_exactly_when_the_partitioner_takes_them(result: AdaptResult) -> None:
+    report = inspect.signature(TaskPartitioner.report_outcome).parameters
+    assert result.per_chunk_outcomes == ("chunks" in report)
+    init = inspect.signature(TaskPartitioner).parameters
+    assert result.calibrate_transport == ("calibrate_transport" in init)
+
+
+def _window(goodput: float, p95: float) -> PolicyWindow:
+    return PolicyWindow(tasks=500, mean_goodput_bps=goodput, mean_completion_time_s=1.0,
+                        p95_completion_time_s=p95, success_rate=1.0)
+
+
+def test_summary_formulas_on_known_numbers(result: AdaptResult) -> None:
+    windows = ((0, 500), (500, 1000), (1000, 1500), (1500, 2000))
+    per = {
+        ADAPTIVE: (_window(90, 5), _window(80, 5), _window(95, 5), _window(120, 3)),
+        BUNDLED: tuple(_window(100, 4) for _ in windows),
+        "rate-proportional": tuple(_window(100, 4) for _ in windows),
+        "heuristic": (_window(100, 4), _window(100, 4), _window(100, 4), _window(110, 6)),
+        **{n: tuple(_window(50, 9) for _ in windows) for n in FIXED},
+    }
+    per["fixed-0123"] = tuple(_window(105, 2.5) for _ in windows)
+    fake = dataclasses.replace(result, windows=windows, per_policy=per, best_fixed="fixed-0123", records={})
+    s = fake.summary()
+    assert s["final_goodput_vs_best"] == pytest.approx(120 / 110)  # heuristic is best in the last window
+    assert s["final_p95_vs_best"] == pytest.approx(3 / 2.5)  # best fixed has the lowest p95
+    # Windows starting at >= 1000 outcomes: 95/100 and 120/110; the 80/100 window is earlier.
+    assert s["worst_goodput_vs_heuristic_after_1000"] == pytest.approx(0.95)
+    assert s["final_goodput_vs_bundled"] == pytest.approx(1.2)
+
+
+@pytest.mark.parametrize(("field", "value", "match"), [
+    ("network", "fast", "AdaptConfig.network must be one of sim, warm"),
+    ("outcomes", 0, "AdaptConfig.outcomes must be an int >= 1, got 0"),
+    ("checkpoint", 2.5, "AdaptConfig.checkpoint must be an int >= 1, got 2.5"),
+    ("seed", -1, "AdaptConfig.seed must be an int >= 0, got -1"),
+    ("epsilon", 1.5, r"AdaptConfig.epsilon must be in \[0, 1\], got 1.5"),
+    ("retrain_timeout_s", float("inf"), "AdaptConfig.retrain_timeout_s must be a finite number > 0"),
+    ("time_budget_s", 0, "AdaptConfig.time_budget_s must be None or a number > 0, got 0"),
+    ("canary_min_outcomes", 1, "AdaptConfig needs 2 <= canary_min_outcomes"),
+    ("finetune", [1], "AdaptConfig.finetune must be a dict, got list"),
+])
+def test_config_rejects_bad_values_naming_the_field(field: str, value: object, match: str) -> None:
+    with pytest.raises((ValueError, TypeError), match=match):
+        tiny(**{field: value})
+
+
+def test_fixed_subset_policy_rejects_bad_actions() -> None:
+    with pytest.raises(ValueError, match=r"action must be an int in 0\.\.14, got 15"):
+        FixedSubsetPolicy(15)
+    assert FixedSubsetPolicy(7).select_action(np.zeros(20)) == 7
+
+
+def test_a_spent_time_budget_is_an_error_before_the_first_outcome() -> None:
+    with pytest.raises(RuntimeError, match="time budget ran out before the first outcome"):
+        run_adaptation(tiny(time_budget_s=1e-9))
+
+
+def test_plot_writes_a_png(result: AdaptResult, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "curve.png"
+    result.plot(out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_without_matplotlib_says_how_to_install_it(
+    result: AdaptResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(ImportError, match="pip install matplotlib"):
+        result.plot(tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.slow
+def test_a_retrain_that_passes_the_gate_starts_a_canary_on_live_traffic() -> None:
+    pytest.importorskip("torch")
+    cfg = tiny(
+        outcomes=48, retrain_every=16, checkpoint=16,
+        finetune={"steps": 5, "batch_size": 8, "sim_episodes": 1, "sim_tasks_per_episode": 8},
+        gate_episodes=1,
+        gate={"sim_margin": 1e6, "td_margin": 1e6},  # every candidate passes: the canary decides
+        canary_min_outcomes=4, canary_max_outcomes=32,
+    )
+    r = run_adaptation(cfg)
+    kinds = [e["event"] for e in r.events]
+    wanted = ["retrain_started", "gate_passed", "canary_started"]
+    assert [k for k in kinds if k in wanted][:3] == wanted, kinds
+    assert r.events[0]["outcome"] == 16 and r.learner["update_count"] >= 1
+    assert r.tasks_identical
