@@ -194,24 +194,15 @@ def _adapt_progress(enabled: bool) -> tuple[Callable[[str, int, int], None] | No
 
 def _run_adapt(args: argparse.Namespace) -> int:
     """``--adapt``: run the benchmark, print the report (or JSON), write JSON/PNG files if asked."""
-    from itp.sim.adapt import AdaptConfig, run_adaptation
-    from itp.sim.traces import default_traces_dir, select_trace_files
+    from itp.sim.adapt import AdaptConfig, adaptation_trace_files, run_adaptation
 
     files: tuple[str, ...] = ()
     learner_files: tuple[str, ...] = ()
     if not args.synthetic:
         try:
-            selection = select_trace_files(args.traces, split=args.split)
-            # The learner's own simulator (rollouts, gate) uses the training part of the corpus when
-            # the network replays its held-out part; otherwise the same files (no split to respect).
-            held_out = args.split == "eval" or (
-                args.split == "auto" and args.traces is None and default_traces_dir() is not None
-            )
-            learner_sel = select_trace_files(args.traces, split="train") if held_out else selection
+            files, learner_files, _ = adaptation_trace_files(args.traces, args.split)
         except (FileNotFoundError, ValueError) as exc:
             raise CLIError(str(exc)) from None
-        files = tuple(str(f) for f in selection.files)
-        learner_files = tuple(str(f) for f in learner_sel.files)
     kwargs: dict[str, Any] = {
         "network": args.adapt,
         "outcomes": args.outcomes or DEFAULT_ADAPT_OUTCOMES,

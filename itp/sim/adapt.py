@@ -70,6 +70,7 @@ __all__ = [
     "FixedSubsetPolicy",
     "PolicyWindow",
     "TaskRecord",
+    "adaptation_trace_files",
     "run_adaptation",
 ]
 
@@ -86,6 +87,31 @@ BASELINES: Final = ("rate-proportional", "heuristic", "best-fixed")
 REGRESSION_FROM_OUTCOMES: Final = 1000
 
 ProgressFn = Callable[[str, int, int], None]
+
+
+def adaptation_trace_files(
+    directory: str | Path | None = None, split: str = "auto"
+) -> tuple[tuple[str, ...], tuple[str, ...], str]:
+    """The network's traces, the learner's own traces, and a description of the network's.
+
+    The network replays ``select_trace_files(directory, split)`` (by default the held-out evaluation part
+    of the shared corpus). The learner's simulator rollouts and gate use the *training* part of the same
+    corpus when the network replays its held-out part, otherwise the same files (a folder without a
+    split, e.g. the shipped traces).
+
+    Raises:
+        FileNotFoundError: ``directory`` is not a folder. ValueError: bad ``split`` or no trace file.
+    """
+    from itp.sim.traces import default_traces_dir, select_trace_files
+
+    selection = select_trace_files(directory, split=split)  # type: ignore[arg-type]
+    held_out = split == "eval" or (split == "auto" and directory is None and default_traces_dir() is not None)
+    learner = select_trace_files(directory, split="train") if held_out else selection
+    return (
+        tuple(str(f) for f in selection.files),
+        tuple(str(f) for f in learner.files),
+        selection.description,
+    )
 
 
 def _fixed_name(action: int) -> str:

@@ -1,0 +1,96 @@
+"""The adaptation table of the README: ``itp.sim.adapt`` on each network, one markdown row per network.
+
+Usage::
+
+    python bench/adapt_table.py                                   # warm ss-restart lossy collapse, K=5000
+    python bench/adapt_table.py --networks warm sim --outcomes 2000 --out adapt-results
+
+Per network it runs ``run_adaptation`` (the same as ``itp evaluate --adapt NETWORK``: the bundled model
+learning online on the held-out traces, against rate-proportional, the heuristic and the best fixed
+stream subset chosen with hindsight, every policy on the same tasks), writes ``adapt-<network>.json`` and
+(with matplotlib) ``adapt-<network>.png`` into ``--out``, and prints the markdown table:
+
+* final-window goodput: itp (learning) / the best baseline of that window (the issue's target: >= 1.05);
+* final-window p95 completion time: itp / the best baseline (target: <= 1);
+* worst window after 1 000 outcomes: itp goodput / the heuristic's (target: >= 0.98);
+* final-window goodput: itp (learning) / the same bundled model served greedily without learning;
+* the learner's retrains, gate rejections, promotions and rollbacks; the best fixed subset; wall time.
+
+The figures are whatever the run measures: nothing is tuned per network. A run of the four default
+networks takes a few minutes per network on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from itp.sim.adapt import AdaptConfig, AdaptResult, adaptation_trace_files, run_adaptation
+from itp.sim.networks import NETWORK_NAMES
+
+DEFAULT_NETWORKS = ("warm", "ss-restart", "lossy", "collapse")
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def table(results: list[AdaptResult]) -> str:
+    """The markdown table of the README (one row per network)."""
+    head = (
+        "| network | outcomes | goodput itp / best baseline (final window) | p95 itp / best baseline "
+        "(final window) | worst goodput itp / heuristic after 1 000 | goodput itp / bundled (final "
+        "window) | retrains / gate rejections / promotions / rollbacks | best fixed subset (hindsight) "
+        "| wall |\n|---|---:|---:|---:|---:|---:|---:|---|---:|\n"
+    )
+    rows = []
+    for r in results:
+        s, lr = r.summary(), r.learner
+        rows.append(
+            f"| {r.config.network} | {r.outcomes}{' (truncated)' if r.truncated else ''} | "
+            f"{_fmt(s['final_goodput_vs_best'])} | {_fmt(s['final_p95_vs_best'])} | "
+            f"{_fmt(s['worst_goodput_vs_heuristic_after_1000'])} | {_fmt(s['final_goodput_vs_bundled'])} | "
+            f"{lr['update_count']} / {lr['gate_rejections']} / {lr['promotions']} / {lr['rollbacks']} | "
+            f"{r.best_fixed} | {r.wall_s:.0f} s |"
+        )
+    return head + "\n".join(rows) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the networks, write JSON/PNG per network, print the markdown table; returns 0."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--networks", nargs="+", choices=NETWORK_NAMES, default=list(DEFAULT_NETWORKS))
+    p.add_argument("--outcomes", type=int, default=5000)
+    p.add_argument("--checkpoint", type=int, default=500)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("adapt-results"), help="folder for JSON and PNG files")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    files, learner_files, description = adaptation_trace_files()
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for name in args.networks:
+        t0 = time.monotonic()
+        cfg = AdaptConfig(network=name, outcomes=args.outcomes, checkpoint=args.checkpoint, seed=args.seed,
+                          trace_files=files, learner_trace_files=learner_files)
+        r = run_adaptation(cfg)
+        (args.out / f"adapt-{name}.json").write_text(r.to_json() + "\n")
+        try:
+            r.plot(args.out / f"adapt-{name}.png")
+        except ImportError as exc:
+            print(f"{name}: no plot ({exc})", file=sys.stderr)
+        print(f"{name}: done in {time.monotonic() - t0:.0f} s", file=sys.stderr)
+        print(r.to_text(), file=sys.stderr)
+        results.append(r)
+    print(table(results))
+    print(f"{args.outcomes} outcomes per network, checkpoint {args.checkpoint}, seed {args.seed}; network "
+          f"traces: {description}; `python bench/adapt_table.py "
+          f"--networks {' '.join(args.networks)} --outcomes {args.outcomes}`")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
