@@ -27,6 +27,13 @@ niced, with one torch thread (``retrain_mode="process"``, the default), or in a 
 (``"thread"``, for tests). It needs torch (the ``train`` extra); without it the learner still collects and
 stores experience and reports ``retraining_available = False`` with the reason (logged once).
 
+Each job carries what the deployment knows: the store's rows with their behaviour propensities (the
+offline gate judges the candidate off-policy on the newest held-back rows), the exploration rate the
+partitioner runs at (the gate's target policies, unless ``GateConfig.target_epsilon`` is set), and the
+transport physics fitted to the deployment (the ``calibrator`` argument, else the partitioner's
+``calibrator`` attribute when it has one; :mod:`itp.learning.fitted_physics`), on which the job's simulator
+rollouts and simulator gate run.
+
 A finished job carries its offline-gate verdict (:func:`itp.learning.rollout.offline_gate`). A rejected
 candidate is discarded and the reason recorded in the registry's history; an accepted one is published
 into the registry (atomic, sha256-verified), loaded, and canaried (:class:`~itp.learning.rollout.
@@ -53,6 +60,8 @@ from typing import Any, Final
 
 import numpy as np
 
+from itp.calibration import TransportParams
+from itp.learning.fitted_physics import transport_params_of
 from itp.learning.registry import ModelRegistry, RegistryError
 from itp.learning.rollout import CanaryConfig, CanaryRollout, GateConfig
 from itp.learning.store import ExperienceStore
@@ -206,9 +215,15 @@ class OnlineLearner:
         store: an :class:`ExperienceStore`, its path, or None for ``<registry>/experience.sqlite3``.
         config: settings.
         start: start the learner thread now.
+        calibrator: the deployment's fitted transport physics for retraining: a
+            :class:`itp.calibration.TransportParams`, or anything with ``pooled_params() ->
+            TransportParams`` (an :class:`itp.calibration.TransportCalibrator`), read when each retrain
+            starts. None: the partitioner's ``calibrator`` attribute if it has one, else the built-in
+            physics.
 
     Raises:
         itp.learning.store.StoreError: the store is not usable.
+        TypeError: ``calibrator`` is neither of these.
     """
 
     def __init__(
@@ -219,7 +234,17 @@ class OnlineLearner:
         store: ExperienceStore | str | Path | None = None,
         config: LearnerConfig | None = None,
         start: bool = True,
+        calibrator: Any = None,
     ) -> None:
+        if calibrator is not None and not (
+            isinstance(calibrator, TransportParams) or callable(getattr(calibrator, "pooled_params", None))
+        ):
+            raise TypeError(
+                "calibrator must be None, a TransportParams or have pooled_params(), got "
+                f"{type(calibrator).__name__}"
+            )
+        self._calibrator = calibrator
+        self._last_transport: dict[str, float] | None = None
         self.config = config or LearnerConfig()
         cfg = self.config
         self._p = partitioner
@@ -537,6 +562,10 @@ class OnlineLearner:
         gate = {
             k: v for k, v in dataclasses.asdict(cfg.gate).items() if k not in ("sim_config", "trace_files")
         }
+        if gate.get("target_epsilon") is None:  # judge the policies as this deployment runs them
+            gate["target_epsilon"] = float(getattr(self._p, "epsilon", 0.0))
+        transport = self._fitted_transport()
+        self._last_transport = transport
         job_fields: dict[str, Any] = {
             "output": str(folder / f"dqn_v{version}.onnx"),
             "version": version,
@@ -546,6 +575,7 @@ class OnlineLearner:
             "seed": cfg.seed + index,
             "gate": gate,
             "trace_files": list(cfg.gate.trace_files),
+            "transport_params": transport,
             **cfg.finetune,
         }
         job = _Job(index, version, folder, json.dumps(job_fields, indent=2))
@@ -577,11 +607,24 @@ class OnlineLearner:
             trigger=why,
             base=current.version if current else None,
             upto_id=self.store.last_id,
+            transport_params=transport,
+            target_epsilon=gate["target_epsilon"],
         )
         logger.info(
             "online learner: retraining started (%s), candidate version %s", why, version,
             extra={"event": "retrain_started", "model_version": version, "trigger": why},
         )
+
+    def _fitted_transport(self) -> dict[str, float] | None:
+        """The deployment's fitted transport parameters now (None: built-in physics). A calibrator that
+        fails is logged and ignored: retraining on the built-in physics beats not retraining."""
+        source = self._calibrator if self._calibrator is not None else getattr(self._p, "calibrator", None)
+        try:
+            params = transport_params_of(source)
+        except Exception as exc:  # a third-party calibrator must not stop the learner
+            logger.warning("online learner: calibrator unusable, built-in physics used: %s", exc)
+            return None
+        return params.as_dict() if params is not None else None
 
     def _finish_job(self, job: _Job) -> None:
         try:
@@ -749,20 +792,31 @@ class OnlineLearner:
             "rollbacks": self._rollbacks,
             "gate_rejections": self._gate_rejections,
             "last_gate": self._last_gate,
+            "fitted_transport_params": self._last_transport,
             "last_error": self._last_error,
             "registry_current_version": self.registry.current_version(),
         }
 
 
 def _concat(batches: list[TransitionBatch]) -> TransitionBatch:
+    """One batch; propensities kept where known (NaN for batches without them, None if none has them)."""
     if len(batches) == 1:
         return batches[0]
+    propensities = None
+    if any(b.propensities is not None for b in batches):
+        propensities = np.concatenate(
+            [
+                b.propensities if b.propensities is not None else np.full(len(b), np.nan, np.float32)
+                for b in batches
+            ]
+        ).astype(np.float32)
     return TransitionBatch(
         states=np.concatenate([b.states for b in batches]),
         actions=np.concatenate([b.actions for b in batches]),
         rewards=np.concatenate([b.rewards for b in batches]),
         next_states=np.concatenate([b.next_states for b in batches]),
         dones=np.concatenate([b.dones for b in batches]),
+        propensities=propensities,
     )
 
 

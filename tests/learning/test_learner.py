@@ -18,6 +18,7 @@ import pytest
 from lifecycle_helpers import make_partitioner, run_traffic, tiny_config
 from model_factory import write_constant_model, write_model
 
+from itp.calibration import TransportParams
 from itp.learning import CanaryConfig, ExperienceStore, LearnerConfig, ModelRegistry, OnlineLearner
 from itp.model_loading import load_model
 from itp.partitioner import Decision, Task
@@ -346,3 +347,94 @@ def test_retrain_schedule_survives_a_restart(tmp_path: Path) -> None:
     p3 = make_partitioner(None)
     with OnlineLearner(p3, registry=root, config=tiny_config(min_experiences=150), start=False):
         assert p3.get_metrics().time_until_update == 0.0  # 200 rows stored since the last retrain
+
+
+class FakeCalibrator:
+    """A deployment's calibrator as the learner sees it: anything with pooled_params()."""
+
+    def pooled_params(self) -> TransportParams:
+        return TransportParams(setup_rtts=0.5, initial_window_bits=2.0**30, efficiency=0.8)
+
+
+def test_retrain_uses_fitted_physics_and_the_deployed_epsilon(tmp_path: Path) -> None:
+    p = make_partitioner(write_model(tmp_path / "m.onnx", version="1.0.0"), epsilon=0.1)
+    learner = OnlineLearner(
+        p, registry=tmp_path / "models", config=tiny_config(), calibrator=FakeCalibrator()
+    )
+    run_traffic(p, 200)
+    assert learner.flush()
+    p.force_model_update()
+    assert wait_for(lambda: learner.update_count == 1, 120)
+    started = next(e for e in learner.registry.history() if e["event"] == "retrain_started")
+    assert started["transport_params"] == FakeCalibrator().pooled_params().as_dict()
+    assert started["target_epsilon"] == pytest.approx(0.1)
+    m = learner.metrics()
+    gate = m["last_gate"]
+    assert gate is not None and gate["target_epsilon"] == pytest.approx(0.1)
+    assert m["fitted_transport_params"] == started["transport_params"]
+    if gate["evidence"] == "simulator":  # rows drained without propensities: the fallback, with its reason
+        assert gate["sim_physics"]["slow_start"] is False and gate["sim_physics"]["stream_efficiency"] == 0.8
+    learner.close()
+    with pytest.raises(TypeError, match="calibrator"):
+        OnlineLearner(make_partitioner(None), registry=tmp_path / "m2", config=tiny_config(), calibrator=3)
+
+
+def test_propensities_reach_the_store_through_the_learner(tmp_path: Path) -> None:
+    """Batches with and without propensities (a ring that carries them or not) are committed together."""
+    from itp.learning.learner import _concat
+    from itp.ring import TransitionBatch
+
+    rng = np.random.default_rng(0)
+
+    def rows(n: int, mu: float | None) -> TransitionBatch:
+        return TransitionBatch(
+            rng.random((n, 20), dtype=np.float32), rng.integers(0, 15, n), np.ones(n, np.float32),
+            rng.random((n, 20), dtype=np.float32), np.zeros(n, np.float32),
+            None if mu is None else np.full(n, mu, np.float32),
+        )
+
+    merged = _concat([rows(3, 0.5), rows(2, None), rows(1, 1.0)])
+    assert merged.propensities is not None
+    np.testing.assert_array_equal(merged.propensities, [0.5, 0.5, 0.5, np.nan, np.nan, 1.0])
+    assert _concat([rows(2, None), rows(2, None)]).propensities is None
+    with ExperienceStore(tmp_path / "x.sqlite3") as store:
+        store.append(merged)
+        got = store.recent(10).propensities
+    assert got is not None
+    np.testing.assert_array_equal(got, merged.propensities)
+
+
+def test_a_learner_on_a_network_where_the_current_model_is_best_promotes_nothing_worse(
+    tmp_path: Path,
+) -> None:
+    """The deployed model always takes action 14 (all four streams); on this network every other action
+    is much worse. The learner explores (epsilon 0.2), retrains on what it logged, gates and canaries: it may
+    promote a candidate that acts the same, never one that acts otherwise."""
+    p = make_partitioner(write_constant_model(tmp_path / "cur.onnx", 14, version="1.0.0"), epsilon=0.2)
+    cfg = tiny_config(
+        min_experiences=300,
+        canary=CanaryConfig(shares=(0.5, 1.0), min_outcomes_per_stage=60, max_outcomes_per_stage=2000),
+    )
+    learner = OnlineLearner(p, registry=tmp_path / "models", config=cfg)
+    rng = np.random.default_rng(0)
+
+    def outcome(d: Decision) -> dict[str, object]:
+        if d.action == 14:
+            return {"throughput_bps": 4e8, "latency_s": float(rng.uniform(0.04, 0.06)), "success": True}
+        return {"throughput_bps": 3e7, "latency_s": float(rng.uniform(0.5, 0.7)), "success": True}
+
+    for k in range(60):  # bounded: at most 6000 outcomes
+        run_traffic(p, 100, prefix=f"r{k}-", outcome=outcome)
+        if learner.update_count >= 2 and learner.canary is None and not learner.is_training:
+            break
+        wait_for(lambda: not learner.is_training, 30)
+    assert learner.update_count >= 2
+    verdicts = [e for e in learner.registry.history() if e["event"] in ("gate_rejected", "gate_passed")]
+    assert len(verdicts) >= 2 and all(e["reason"] for e in verdicts)
+    promoted = [e["version"] for e in learner.registry.history() if e["event"] == "canary_promoted"]
+    probe = np.random.default_rng(1).random((500, 20), dtype=np.float32)
+    for version in [*promoted, learner.registry.current_version()]:
+        model = learner.registry.load(version)
+        share_14 = float(np.mean(model.q_values_batch(probe).argmax(axis=1) == 14))
+        assert share_14 >= 0.95, (version, share_14)
+    learner.close()
