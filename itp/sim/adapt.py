@@ -25,8 +25,11 @@ What runs (``run_adaptation``; CLI ``itp evaluate --adapt NETWORK``):
 
 Per window of ``checkpoint`` outcomes (the last window may be shorter), per policy: mean per-task goodput
 ``mean_k(8 delivered_bytes_k / completion_time_k)`` (bit/s), mean and p95 completion time (seconds;
-``numpy.percentile``, linear), success rate; plus the learner's events in that window (retrains, gate
-verdicts, canary stages, promotions, rollbacks).
+``numpy.percentile``, linear), success rate, the median prediction error
+``median_k |completion_time_k / expected_time_k - 1|`` of the decision-time predictions (the adaptive
+policy's are the partitioner's own, so a calibrating transport model shows here as a falling error);
+plus the learner's events in that window (retrains, gate verdicts, canary stages, promotions,
+rollbacks).
 
 Summary (the figures the issue's targets are about), with ``best`` the strongest of rate-proportional,
 the heuristic and the best fixed subset *in that window*:
@@ -225,13 +228,19 @@ class AdaptConfig:
 
 @dataclass(frozen=True)
 class TaskRecord:
-    """One task as a policy played it (seconds, bytes, bit/s)."""
+    """One task as a policy played it (seconds, bytes, bit/s).
+
+    ``expected_time_s`` is the decision-time prediction: the partitioner's ``Decision.expected_time``
+    for the adaptive policy (calibrated when the partitioner calibrates its transport model), the
+    production split's prediction for the references.
+    """
 
     size_bytes: int
     arrival_s: float
     completion_time_s: float
     goodput_bps: float
     success: bool
+    expected_time_s: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -243,17 +252,24 @@ class PolicyWindow:
     mean_completion_time_s: float
     p95_completion_time_s: float
     success_rate: float
+    median_prediction_error: float | None = None
 
 
 def _window(records: Sequence[TaskRecord]) -> PolicyWindow:
     t = np.asarray([r.completion_time_s for r in records])
     g = np.asarray([r.goodput_bps for r in records])
+    errors = [
+        abs(r.completion_time_s / r.expected_time_s - 1.0)
+        for r in records
+        if r.expected_time_s > 0.0 and math.isfinite(r.expected_time_s)
+    ]
     return PolicyWindow(
         tasks=len(records),
         mean_goodput_bps=float(g.mean()),
         mean_completion_time_s=float(t.mean()),
         p95_completion_time_s=float(np.percentile(t, 95)),
         success_rate=float(np.mean([r.success for r in records])),
+        median_prediction_error=float(np.median(errors)) if errors else None,
     )
 
 
@@ -382,7 +398,8 @@ class AdaptResult:
                 lines.append(
                     f"  {label:<24} goodput {v.mean_goodput_bps / 1e6:8.1f} Mbit/s  mean "
                     f"{v.mean_completion_time_s:7.3f} s  p95 {v.p95_completion_time_s:7.3f} s  "
-                    f"success {100 * v.success_rate:5.1f}%"
+                    f"success {100 * v.success_rate:5.1f}%  |time/predicted-1| median "
+                    + ("n/a" if v.median_prediction_error is None else f"{v.median_prediction_error:.3f}")
                 )
             for e in self.events:
                 if start < e["outcome"] <= end:
@@ -465,7 +482,8 @@ def _play_policy(
             size, arrival = env.task_size_bytes, env.task_arrival_s
             _, _, _, _, info = env.step_decision(decide(policy, env.raw_state))
             out.append(TaskRecord(size, arrival, float(info["completion_time_s"]),
-                                  float(info["goodput_bps"]), bool(info["success"])))
+                                  float(info["goodput_bps"]), bool(info["success"]),
+                                  float(info["expected_time_s"])))
             if progress is not None:
                 progress(len(out))
     return out
@@ -577,7 +595,8 @@ class _AdaptiveRun:
                 _, _, _, _, info = env.step_decision(SimDecision(d.action, d.bytes_per_stream))
                 self._report(task.id, d, info, t0, env)
                 out.append(TaskRecord(task.size, arrival, float(info["completion_time_s"]),
-                                      float(info["goodput_bps"]), bool(info["success"])))
+                                      float(info["goodput_bps"]), bool(info["success"]),
+                                      float(d.expected_time)))
                 n = len(out)
                 if progress is not None:
                     progress(n)
