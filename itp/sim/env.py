@@ -210,7 +210,9 @@ class PartitionEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
     ## Version History
     * v0: initial version (reward spec 1, state layout 1). Since then, without a new id (no model had
       been released): chunk failures made causal (same failure events, failure times no longer depend
-      on later rates); chunks placed by the transport-aware production split; reward spec 2.
+      on later rates); chunks placed by the transport-aware production split; reward spec 2. Network
+      variants (``SimConfig.persistent_window``, ``path_*``, ``collapse_*``; ``itp.sim.networks``) added
+      with defaults that leave every number of v0 unchanged.
     """
 
     metadata: dict[str, Any] = {"render_modes": ["ansi"], "render_fps": 4}  # noqa: RUF012
