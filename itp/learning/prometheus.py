@@ -73,6 +73,7 @@ def metric_families(metrics: Any) -> Iterator[Any]:
     for arm, value in data.get("reward_by_arm", {}).items():
         arms.add_metric([arm], float(value))
     yield arms
+    yield from _gate_families(data.get("learner") or {})
     yield InfoMetricFamily(
         "itp_model",
         "Models in service",
@@ -81,6 +82,39 @@ def metric_families(metrics: Any) -> Iterator[Any]:
             "backend": str(data.get("model_backend") or ""),
             "candidate_version": str(data.get("candidate_version") or ""),
         },
+    )
+
+
+def _gate_families(learner: Mapping[str, Any]) -> Iterator[Any]:
+    """The last offline-gate verdict: passed, and its off-policy numbers when it made one (reward units
+    per decision; ESS in rows)."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    gate = learner.get("last_gate")
+    if not isinstance(gate, Mapping):
+        return
+    yield GaugeMetricFamily(
+        "itp_gate_passed", "1 if the last offline gate passed", value=float(bool(gate.get("passed")))
+    )
+    op = gate.get("offpolicy")
+    if not isinstance(op, Mapping):
+        return
+    numbers = {
+        "itp_gate_offpolicy_difference": ("difference", "Off-policy estimate V_candidate - V_current"),
+        "itp_gate_offpolicy_lower": ("lower", "Lower end of the off-policy interval of the difference"),
+        "itp_gate_offpolicy_upper": ("upper", "Upper end of the off-policy interval of the difference"),
+    }
+    for name, (key, doc) in numbers.items():
+        yield GaugeMetricFamily(name, doc, value=float(op.get(key, float("nan"))))
+    cand = op.get("candidate") or {}
+    yield GaugeMetricFamily(
+        "itp_gate_offpolicy_effective_samples",
+        "Effective sample size of the candidate's off-policy estimate (rows)",
+        value=float(cand.get("effective_sample_size", float("nan"))),
+    )
+    yield GaugeMetricFamily(
+        "itp_gate_offpolicy_rows", "Held-back rows the off-policy verdict used",
+        value=float(gate.get("offpolicy_rows") or 0),
     )
 
 
