@@ -236,10 +236,13 @@ class RidgeRewardModel:
         return np.hstack([features, np.ones((features.shape[0], 1))])
 
     def _solve(self, x: FloatArray, y: FloatArray) -> FloatArray:
-        gram = x.T @ x + self.ridge * np.eye(x.shape[1])
+        # einsum, not ``x.T @ x``: these products are small (rows x 21 x 21), and a multi-threaded BLAS on a
+        # loaded host spends 20x longer synchronising its threads than computing them (measured: 16 ms
+        # vs 0.7 ms per call for 2 500 rows on 2 busy cores).
+        gram = np.einsum("ij,ik->jk", x, x) + self.ridge * np.eye(x.shape[1])
         gram[-1, -1] -= self.ridge  # the intercept is not shrunk
         gram[-1, -1] += 1e-9
-        coef: FloatArray = np.linalg.solve(gram, x.T @ y)
+        coef: FloatArray = np.linalg.solve(gram, np.einsum("ij,i->j", x, y))
         return coef
 
     def fit(
@@ -272,7 +275,7 @@ class RidgeRewardModel:
         feats = np.asarray(features, dtype=np.float64)
         if feats.ndim != 2 or feats.shape[1] + 1 != self._coef.shape[1]:
             raise ValueError(f"features must be [rows, {self._coef.shape[1] - 1}], got {feats.shape}")
-        out: FloatArray = self._design(feats) @ self._coef.T
+        out: FloatArray = np.einsum("ij,kj->ik", self._design(feats), self._coef)  # no BLAS: see _solve
         return out
 
 
