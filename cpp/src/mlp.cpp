@@ -30,6 +30,25 @@ FusedMlp::FusedMlp(std::vector<DenseLayer> layers) : layers_(std::move(layers)) 
       if (!std::isfinite(b)) throw std::invalid_argument(where + ": bias is not finite");
     }
   }
+  // Kernel copies with every output width padded to a multiple of kPad by zero columns: the kernels then
+  // have no scalar tail (the 15 Q-values of the last layer were a serial chain of dependent adds that cost
+  // as much as the three other layers together). A padded column computes relu(0) = 0 (or 0 in the last
+  // layer) and is never read: the next layer's in_dim stays the real width, and forward() copies only the
+  // real outputs. Real outputs keep their operation order, so their bits do not change.
+  padded_.reserve(layers_.size());
+  for (const DenseLayer& l : layers_) {
+    DenseLayer p;
+    p.in_dim = l.in_dim;
+    p.out_dim = (l.out_dim + kPad - 1) / kPad * kPad;
+    p.weight_t.assign(p.in_dim * p.out_dim, 0.0f);
+    p.bias.assign(p.out_dim, 0.0f);
+    for (std::size_t i = 0; i < l.in_dim; ++i) {
+      std::copy_n(l.weight_t.begin() + static_cast<std::ptrdiff_t>(i * l.out_dim), l.out_dim,
+                  p.weight_t.begin() + static_cast<std::ptrdiff_t>(i * p.out_dim));
+    }
+    std::copy(l.bias.begin(), l.bias.end(), p.bias.begin());
+    padded_.push_back(std::move(p));
+  }
 }
 
 namespace {
@@ -39,6 +58,8 @@ namespace {
 // accumulates bias + x_0 w_0j + x_1 w_1j + ... in input order, so the result is bit-identical to the
 // plain loop and across kernels.
 constexpr std::size_t kBlock = 32;
+constexpr std::size_t kHalfBlock = 16;
+static_assert(FusedMlp::kPad % kHalfBlock == 0, "padded widths must be whole 16-wide blocks");
 
 // The kernel proper. Forced inline so that each target-specific wrapper below gets its own copy compiled
 // for its instruction set (a plain call would run the baseline code in both).
@@ -59,7 +80,17 @@ __attribute__((always_inline)) inline void dense_relu(const DenseLayer& l, const
     }
     for (std::size_t k = 0; k < kBlock; ++k) y[j0 + k] = relu ? (acc[k] > 0.0f ? acc[k] : 0.0f) : acc[k];
   }
-  for (std::size_t j = j0; j < od; ++j) {  // the tail (e.g. the 15 Q-values)
+  for (; j0 + kHalfBlock <= od; j0 += kHalfBlock) {  // padded widths: at most one block of 16 is left
+    float acc[kHalfBlock];
+    for (std::size_t k = 0; k < kHalfBlock; ++k) acc[k] = b[j0 + k];
+    for (std::size_t i = 0; i < id; ++i) {
+      const float xi = in[i];
+      const float* __restrict row = w + i * od + j0;
+      for (std::size_t k = 0; k < kHalfBlock; ++k) acc[k] += xi * row[k];
+    }
+    for (std::size_t k = 0; k < kHalfBlock; ++k) y[j0 + k] = relu ? (acc[k] > 0.0f ? acc[k] : 0.0f) : acc[k];
+  }
+  for (std::size_t j = j0; j < od; ++j) {  // unpadded widths only (padded layers end above)
     float acc = b[j];
     for (std::size_t i = 0; i < id; ++i) acc += in[i] * w[i * od + j];
     y[j] = relu ? (acc > 0.0f ? acc : 0.0f) : acc;
@@ -67,19 +98,19 @@ __attribute__((always_inline)) inline void dense_relu(const DenseLayer& l, const
 }
 
 __attribute__((always_inline)) inline void forward_kernel(const std::vector<DenseLayer>& layers,
-                                                          const float* x, float* q) {
-  alignas(64) float buf_a[FusedMlp::kMaxWidth];
-  alignas(64) float buf_b[FusedMlp::kMaxWidth];
+                                                          const float* x, float* q, std::size_t q_dim) {
+  alignas(64) float buf_a[FusedMlp::kMaxPaddedWidth];
+  alignas(64) float buf_b[FusedMlp::kMaxPaddedWidth];
   const float* in = x;
   float* out = buf_a;
   const std::size_t n = layers.size();
   for (std::size_t k = 0; k < n; ++k) {
     const bool last = k + 1 == n;
-    float* y = last ? q : out;
-    dense_relu(layers[k], in, y, !last);
-    in = y;
+    dense_relu(layers[k], in, out, !last);
+    in = out;
     out = (out == buf_a) ? buf_b : buf_a;
   }
+  std::copy_n(in, q_dim, q);
 }
 
 // Four states at once: 16-wide output blocks keep 4 x 16 accumulators (8 AVX registers) live across the
@@ -131,38 +162,41 @@ __attribute__((always_inline)) inline void dense_relu4(const DenseLayer& l, cons
 }
 
 __attribute__((always_inline)) inline void forward4_kernel(const std::vector<DenseLayer>& layers,
-                                                           const float* const* x, float* const* q) {
-  alignas(64) float buf_a[kGroup][FusedMlp::kMaxWidth];
-  alignas(64) float buf_b[kGroup][FusedMlp::kMaxWidth];
+                                                           const float* const* x, float* const* q,
+                                                           std::size_t q_dim) {
+  alignas(64) float buf_a[kGroup][FusedMlp::kMaxPaddedWidth];
+  alignas(64) float buf_b[kGroup][FusedMlp::kMaxPaddedWidth];
   const float* in[kGroup] = {x[0], x[1], x[2], x[3]};
   float* out[kGroup];
   bool to_a = true;
   const std::size_t n = layers.size();
   for (std::size_t k = 0; k < n; ++k) {
     const bool last = k + 1 == n;
-    for (std::size_t s = 0; s < kGroup; ++s) out[s] = last ? q[s] : (to_a ? buf_a[s] : buf_b[s]);
+    for (std::size_t s = 0; s < kGroup; ++s) out[s] = to_a ? buf_a[s] : buf_b[s];
     dense_relu4(layers[k], in, out, !last);
     for (std::size_t s = 0; s < kGroup; ++s) in[s] = out[s];
     to_a = !to_a;
   }
+  for (std::size_t s = 0; s < kGroup; ++s) std::copy_n(in[s], q_dim, q[s]);
 }
 
 __attribute__((target("avx2"))) void forward4_avx2(const std::vector<DenseLayer>& layers, const float* const* x,
-                                                   float* const* q) {
-  forward4_kernel(layers, x, q);
+                                                   float* const* q, std::size_t q_dim) {
+  forward4_kernel(layers, x, q, q_dim);
 }
 
-void forward4_baseline(const std::vector<DenseLayer>& layers, const float* const* x, float* const* q) {
-  forward4_kernel(layers, x, q);
+void forward4_baseline(const std::vector<DenseLayer>& layers, const float* const* x, float* const* q,
+                       std::size_t q_dim) {
+  forward4_kernel(layers, x, q, q_dim);
 }
 
 __attribute__((target("avx2"))) void forward_avx2(const std::vector<DenseLayer>& layers, const float* x,
-                                                  float* q) {
-  forward_kernel(layers, x, q);
+                                                  float* q, std::size_t q_dim) {
+  forward_kernel(layers, x, q, q_dim);
 }
 
-void forward_baseline(const std::vector<DenseLayer>& layers, const float* x, float* q) {
-  forward_kernel(layers, x, q);
+void forward_baseline(const std::vector<DenseLayer>& layers, const float* x, float* q, std::size_t q_dim) {
+  forward_kernel(layers, x, q, q_dim);
 }
 
 bool cpu_has_avx2() noexcept {
@@ -181,9 +215,9 @@ bool cpu_has_avx2() noexcept {
 
 void FusedMlp::forward(const float* x, float* q) const noexcept {
   if (cpu_has_avx2()) {
-    forward_avx2(layers_, x, q);
+    forward_avx2(padded_, x, q, output_dim());
   } else {
-    forward_baseline(layers_, x, q);
+    forward_baseline(padded_, x, q, output_dim());
   }
 }
 
@@ -195,9 +229,9 @@ void FusedMlp::forward_many(const float* x, std::size_t n, float* q) const noexc
     const float* xs[kGroup] = {x + k * id, x + (k + 1) * id, x + (k + 2) * id, x + (k + 3) * id};
     float* qs[kGroup] = {q + k * od, q + (k + 1) * od, q + (k + 2) * od, q + (k + 3) * od};
     if (cpu_has_avx2()) {
-      forward4_avx2(layers_, xs, qs);
+      forward4_avx2(padded_, xs, qs, od);
     } else {
-      forward4_baseline(layers_, xs, qs);
+      forward4_baseline(padded_, xs, qs, od);
     }
   }
   for (; k < n; ++k) forward(x + k * id, q + k * od);

@@ -28,6 +28,9 @@ class FusedMlp {
  public:
   // Largest layer width the stack scratch holds.
   static constexpr std::size_t kMaxWidth = 1024;
+  // The kernels run on copies whose output widths are padded with zero columns to a multiple of kPad.
+  static constexpr std::size_t kPad = 16;
+  static constexpr std::size_t kMaxPaddedWidth = (kMaxWidth + kPad - 1) / kPad * kPad;
 
   // Takes ownership of the layers. Throws std::invalid_argument if the chain is empty, the dimensions do
   // not chain, a width exceeds kMaxWidth, or a weight is not finite.
@@ -53,6 +56,7 @@ class FusedMlp {
 
  private:
   std::vector<DenseLayer> layers_;
+  std::vector<DenseLayer> padded_;  // layers_ with out_dim padded to a multiple of kPad (zero columns)
 };
 
 }  // namespace itp
