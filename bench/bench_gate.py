@@ -2,6 +2,11 @@
 
 Run: ``pytest bench/bench_gate.py --benchmark-only``.
 
+Also here (group ``finetune_anchor``): what the anchor penalty of fine-tuning keeps. One 200-step fine-tune
+of a random deployed model on 2 000 logged rows whose reward does not depend on the action, with
+``anchor_weight`` 1 and 0; ``extra_info["agreement"]`` is the share of fresh states whose greedy action
+did not change.
+
 Data: 5 000 held-back decisions logged by an epsilon-greedy (0.5) behaviour policy around the current
 model (a constant-action model, action 14), rewards from a known function of the action (action 3 best,
 1.0; action 14, 0.6; others 0.1; noise sd 0.3), with the propensity of each executed action. The candidate
@@ -94,3 +99,61 @@ def test_gate_verdict(
         benchmark.extra_info["ess"] = result.offpolicy["candidate"]["effective_sample_size"]
     else:
         assert result.sim_reward_candidate is not None and result.offpolicy is None
+
+
+# ------------------------------------------------------------------------ fine-tuning with an anchor
+
+#: Greedy-action agreement with the deployed model the anchor must keep / the plain fine-tune loses
+#: (the same bounds as tests/learning/test_finetune.py).
+KEPT, DRIFTED = 0.7, 0.4
+
+
+@pytest.fixture(scope="module")
+def uninformative(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, int]:
+    """(base model, store, last id): 2 000 logged rows whose reward does not depend on the action."""
+    from model_factory import write_model
+
+    from itp.learning.store import ExperienceStore
+
+    folder = tmp_path_factory.mktemp("anchor")
+    base = write_model(folder / "base.onnx", seed=1, version="1.0.0")
+    rng = np.random.default_rng(0)
+    n = 2000
+    batch = TransitionBatch(
+        states=rng.random((n, 20), dtype=np.float32),
+        actions=rng.integers(0, 15, n),
+        rewards=rng.normal(0.5, 0.3, n).astype(np.float32),
+        next_states=rng.random((n, 20), dtype=np.float32),
+        dones=np.ones(n, dtype=np.float32),
+    )
+    with ExperienceStore(folder / "x.sqlite3") as store:
+        store.append(batch)
+        last = store.last_id
+    return base, folder / "x.sqlite3", last
+
+
+@pytest.mark.parametrize("anchor_weight", [0.0, 1.0])
+def test_finetune_anchor(
+    benchmark: Any, uninformative: tuple[Path, Path, int], tmp_path: Path, anchor_weight: float
+) -> None:
+    """One 200-step fine-tune (lr 1e-3, no simulator) on uninformative logs; ``extra_info["agreement"]``
+    is the share of 3 000 fresh states whose greedy action is still the deployed model's."""
+    pytest.importorskip("torch")
+    from itp.training.finetune import FinetuneJob, run_finetune
+
+    base, store, last = uninformative
+    job = FinetuneJob(
+        output=str(tmp_path / "cand.onnx"), version="1.0.1", base_model=str(base), store=str(store),
+        upto_id=last, steps=200, batch_size=64, lr=1e-3, gamma=0.0, sim_episodes=0,
+        sim_tasks_per_episode=8, anchor_weight=anchor_weight, gate={"episodes": 1, "mode": "simulator"},
+    )
+    benchmark.group = "finetune_anchor"
+    role = "itp" if anchor_weight else "anchor"
+    benchmark.extra_info.update({"role": role, "anchor_weight": anchor_weight})
+    result = benchmark.pedantic(run_finetune, args=(job,), rounds=1, iterations=1)
+    probe = np.random.default_rng(1).random((3000, 20), dtype=np.float32)
+    before = load_model(base).q_values_batch(probe).argmax(axis=1)
+    after = load_model(result["output"]).q_values_batch(probe).argmax(axis=1)
+    agreement = float(np.mean(after == before))
+    benchmark.extra_info["agreement"] = agreement
+    assert agreement >= KEPT if anchor_weight else agreement <= DRIFTED
