@@ -4,8 +4,8 @@ Run: ``pytest bench/bench_gate.py --benchmark-only``.
 
 Also here (group ``finetune_anchor``): what the anchor penalty of fine-tuning keeps. One 200-step fine-tune
 of a random deployed model on 2 000 logged rows whose reward does not depend on the action, with
-``anchor_weight`` 1 and 0; ``extra_info["agreement"]`` is the share of fresh states whose greedy action
-did not change.
+``anchor_weight`` 0, 0.3 (the default) and 1; ``extra_info["agreement"]`` is the share of fresh states
+whose greedy action did not change.
 
 Data: 5 000 held-back decisions logged by an epsilon-greedy (0.5) behaviour policy around the current
 model (a constant-action model, action 14), rewards from a known function of the action (action 3 best,
@@ -105,7 +105,7 @@ def test_gate_verdict(
 
 #: Greedy-action agreement with the deployed model the anchor must keep / the plain fine-tune loses
 #: (the same bounds as tests/learning/test_finetune.py).
-KEPT, DRIFTED = 0.7, 0.4
+KEPT, DRIFTED = 0.5, 0.2
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +132,7 @@ def uninformative(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path,
     return base, folder / "x.sqlite3", last
 
 
-@pytest.mark.parametrize("anchor_weight", [0.0, 1.0])
+@pytest.mark.parametrize("anchor_weight", [0.0, 0.3, 1.0])
 def test_finetune_anchor(
     benchmark: Any, uninformative: tuple[Path, Path, int], tmp_path: Path, anchor_weight: float
 ) -> None:
@@ -156,4 +156,9 @@ def test_finetune_anchor(
     after = load_model(result["output"]).q_values_batch(probe).argmax(axis=1)
     agreement = float(np.mean(after == before))
     benchmark.extra_info["agreement"] = agreement
-    assert agreement >= KEPT if anchor_weight else agreement <= DRIFTED
+    if anchor_weight == 0.0:
+        assert agreement <= DRIFTED
+    elif anchor_weight >= 1.0:
+        assert agreement >= KEPT
+    else:  # the default: keeps more than no anchor (measured 0.03), less than a strong one
+        assert 0.1 <= agreement < KEPT

@@ -127,7 +127,7 @@ class GateConfig:
     estimator: str = "dr"
     confidence: float = 0.9
     margin: float = 0.02
-    min_effective_samples: float = 100.0
+    min_effective_samples: float = 50.0
     min_offpolicy_rows: int = 300
     target_epsilon: float | None = None
     episodes: int = 20

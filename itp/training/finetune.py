@@ -22,14 +22,17 @@ thread, so the decision path never waits for it. A job:
    target), from the same hyper-parameters (:class:`~itp.training.config.TrainConfig`), plus an **anchor
    penalty** that keeps what the deployed model knew::
 
-       loss = TD loss + anchor_weight * mean_{s in batch, a} (Q(s, a) - Q_anchor(s, a))^2
+       loss = TD loss + anchor_weight * mean_i v_i * mean_{a != a_i} (Q(s_i, a) - Q_anchor(s_i, a))^2
 
-   ``Q_anchor`` the deployed (base) model, frozen. Why: the logs hold a few thousand rows of one network
-   and mostly one action per state; unregularised steps on them move Q-values of states and actions the
-   logs say nothing about (function approximation), so the greedy policy drifts where nothing was
-   learned. The penalty is an L2 trust region in function space (as in distillation / policy-regularised
-   fine-tuning): where the data carry information the TD term wins, elsewhere the model stays as it was.
-   ``anchor_weight = 0`` disables it; without a base model there is no anchor.
+   ``Q_anchor`` the deployed (base) model, frozen; ``v_i`` the row's PER importance weight (as in its TD
+   term, so both stay on one scale); the logged action ``a_i`` is left to the TD term. Why: the logs hold
+   a few thousand rows of one network and mostly one action per state; unregularised steps on them move
+   Q-values of states and actions the logs say nothing about (function approximation), so the greedy
+   policy drifts where nothing was learned. The penalty is an L2 trust region in function space (as in
+   distillation / policy-regularised fine-tuning): where the data carry information the TD term wins,
+   elsewhere the model stays near what it was. The weight trades keeping against learning (a strong
+   anchor also blocks what exploration found; measured in ``docs/lifecycle.md``); ``anchor_weight = 0``
+   disables it; without a base model there is no anchor.
 4. **Exports** the candidate with :func:`itp.training.export.export_model` (folded, verified against
    torch) and runs the **offline gate** (:func:`itp.learning.rollout.offline_gate`) against the current
    model on the held-back logged rows (off-policy when they carry propensities) and, when used, the
@@ -126,7 +129,7 @@ class FinetuneJob:
     num_threads: int = 1
     trace_files: tuple[str, ...] = ()
     gate: dict[str, Any] = field(default_factory=dict)
-    anchor_weight: float = 1.0
+    anchor_weight: float = 0.3
     transport_params: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
@@ -288,21 +291,36 @@ def _simulator_rollouts(net: QNetwork, replay: PrioritizedReplay, job: FinetuneJ
 
 
 def _anchor_penalty(
-    net: QNetwork, weight: float
+    net: QNetwork, weight: float, tensors: dict[str, torch.Tensor]
 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
-    """``weight * mean (Q(s, a) - Q_anchor(s, a))^2`` with ``Q_anchor`` a frozen copy of ``net`` as it is
-    now (the deployed model); None for ``weight == 0``."""
+    """The anchor penalty (module docstring) with ``Q_anchor`` a frozen copy of ``net`` as it is now (the
+    deployed model); None for ``weight == 0``.
+
+    Per sampled row ``i`` (PER importance weight ``v_i``, logged action ``a_i``)::
+
+        weight * mean_i v_i * mean_{a != a_i} (Q(s_i, a) - Q_anchor(s_i, a))^2
+
+    The logged action is left to the TD term (the data speak for it), and each row carries the same
+    importance weight as its TD term, so the two stay on one scale whatever the replay's priorities (with
+    unweighted rows the penalty outweighs importance-weighted TD terms and nothing is learned).
+    ``tensors`` are the zero-copy views of the sample batch (:func:`itp.training.dqn.batch_tensors`), read
+    at each call.
+    """
     if weight == 0.0:
         return None
     anchor = copy.deepcopy(net)
     anchor.eval()
     for p in anchor.parameters():
         p.requires_grad_(False)
+    actions, is_weights = tensors["actions"], tensors["weights"]
 
     def penalty(states: torch.Tensor, q_all: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             q_anchor = anchor(states)
-        return weight * torch.mean((q_all - q_anchor) ** 2)
+            others = torch.ones_like(q_all)
+            others.scatter_(1, actions.unsqueeze(1), 0.0)
+        per_row = ((q_all - q_anchor) ** 2 * others).sum(dim=1) / (q_all.shape[1] - 1)
+        return weight * torch.mean(is_weights * per_row)
 
     return penalty
 
@@ -356,7 +374,7 @@ def run_finetune(job: FinetuneJob, should_stop: Callable[[], bool] | None = None
         state = LearnerState(online=net, target=target, optimizer=optimizer)
         batch = SampleBatch.allocate(job.batch_size)
         tensors = batch_tensors(batch)
-        penalty = _anchor_penalty(net, job.anchor_weight) if job.base_model else None
+        penalty = _anchor_penalty(net, job.anchor_weight, tensors) if job.base_model else None
         losses = []
         for step in range(job.steps):
             if should_stop is not None and step % 16 == 0 and should_stop():

@@ -76,9 +76,9 @@ def uninformative_store(path: Path, n: int = 2000, seed: int = 0) -> int:
 
 
 #: Greedy-action agreement with the deployed model on fresh states after fine-tuning on uninformative
-#: logs: at least KEPT with the anchor penalty, at most DRIFTED without it (measured 0.82 and 0.03 for
-#: this seed and budget).
-KEPT, DRIFTED = 0.7, 0.4
+#: logs: at least KEPT with the anchor penalty at weight 1, at most DRIFTED without it (measured 0.61 and
+#: 0.03 for this seed and budget).
+KEPT, DRIFTED = 0.5, 0.2
 
 
 def test_anchor_penalty_keeps_the_greedy_policy_where_the_logs_carry_no_information(tmp_path: Path) -> None:
@@ -87,7 +87,7 @@ def test_anchor_penalty_keeps_the_greedy_policy_where_the_logs_carry_no_informat
     probe = np.random.default_rng(1).random((3000, 20), dtype=np.float32)
     greedy0 = load_model(base).q_values_batch(probe).argmax(axis=1)
     agreement = {}
-    for weight in (0.0, 1.0):
+    for weight in (0.0, 1.0):  # 1.0: a strong anchor, to test the mechanism (the default is 0.3)
         job = FinetuneJob(
             output=str(tmp_path / f"c{weight}.onnx"),
             version="1.0.1",
@@ -167,3 +167,57 @@ def test_batches_keep_their_propensities(tmp_path: Path) -> None:
     np.testing.assert_array_equal(got.propensities, b.propensities)
     save_batch(tmp_path / "n.npz", TransitionBatch(b.states, b.actions, b.rewards, b.next_states, b.dones))
     assert load_batch(tmp_path / "n.npz").propensities is None
+
+
+def test_a_candidate_that_learned_the_deployment_passes_the_offpolicy_gate(tmp_path: Path) -> None:
+    """Issue 13's case: on this deployment action 3 is far better than anything the deployed model does
+    (reward 1.0 vs 0.2), and the built-in simulator disagrees. Fine-tuned with the default anchor on logs
+    of an epsilon-greedy behaviour with propensities, the candidate learns action 3 and the off-policy gate,
+    judged on the newest held-back rows, passes it with the measured difference."""
+    from itp.learning.offpolicy import epsilon_greedy_probabilities
+    from itp.learning.store import ExperienceStore
+    from itp.ring import TransitionBatch
+
+    base = write_model(tmp_path / "base.onnx", seed=1, version="1.0.0")
+    deployed = load_model(base)
+    rng = np.random.default_rng(0)
+    n, eps = 6000, 0.5
+    states = rng.random((n, 20), dtype=np.float32)
+    probs = epsilon_greedy_probabilities(deployed.q_values_batch(states), eps)
+    actions = (probs.cumsum(axis=1) < rng.random((n, 1))).sum(axis=1).clip(0, 14).astype(np.int64)
+    mean_reward = np.full(15, 0.2)
+    mean_reward[3] = 1.0
+    batch = TransitionBatch(
+        states=states,
+        actions=actions,
+        rewards=(mean_reward[actions] + rng.normal(0.0, 0.3, n)).astype(np.float32),
+        next_states=rng.random((n, 20), dtype=np.float32),
+        dones=np.ones(n, dtype=np.float32),
+        propensities=probs[np.arange(n), actions].astype(np.float32),
+    )
+    with ExperienceStore(tmp_path / "x.sqlite3") as store:
+        store.append(batch)
+        last = store.last_id
+    job = FinetuneJob(
+        output=str(tmp_path / "c.onnx"),
+        version="1.0.1",
+        base_model=str(base),
+        store=str(tmp_path / "x.sqlite3"),
+        upto_id=last,
+        holdout_fraction=0.3,
+        steps=600,
+        batch_size=64,
+        lr=1e-3,
+        gamma=0.0,
+        sim_episodes=0,
+        gate={"episodes": 1, "target_epsilon": 0.1},
+    )
+    assert job.anchor_weight == 0.3
+    result = run_finetune(job)
+    probe = rng.random((2000, 20), dtype=np.float32)
+    assert np.mean(deployed.q_values_batch(probe).argmax(axis=1) == 3) == 0.0
+    assert np.mean(load_model(result["output"]).q_values_batch(probe).argmax(axis=1) == 3) >= 0.9
+    gate = result["gate"]
+    assert gate["passed"] and gate["evidence"] == "offpolicy", gate["reason"]
+    # True difference at target epsilon 0.1: 0.9 * (1.0 - 0.2) = 0.72.
+    assert gate["offpolicy"]["lower"] <= 0.72 <= gate["offpolicy"]["upper"]
