@@ -5,7 +5,10 @@
   candidates, rolls back.
 * :class:`~itp.learning.store.ExperienceStore` — SQLite (WAL) store of every reported transition.
 * :class:`~itp.learning.registry.ModelRegistry` — versioned models, current pointer, backups, history.
-* :mod:`itp.learning.rollout` — offline gate and canary statistics.
+* :mod:`itp.learning.rollout` — offline gate (off-policy on the deployment's held-back logs, simulator
+  fallback) and canary statistics.
+* :mod:`itp.learning.offpolicy` — SNIPS and doubly robust estimators, paired comparison with an interval.
+* :mod:`itp.learning.fitted_physics` — calibrated transport parameters -> the simulator's physics.
 * :mod:`itp.learning.prometheus` — optional Prometheus exposition (``prometheus_client``).
 
 See ``docs/lifecycle.md``.
