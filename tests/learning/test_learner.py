@@ -438,3 +438,21 @@ def test_a_learner_on_a_network_where_the_current_model_is_best_promotes_nothing
         share_14 = float(np.mean(model.q_values_batch(probe).argmax(axis=1) == 14))
         assert share_14 >= 0.95, (version, share_14)
     learner.close()
+
+
+def test_a_failing_calibrator_falls_back_to_the_built_in_physics(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Broken:
+        def pooled_params(self) -> TransportParams:
+            raise RuntimeError("no observations yet")
+
+    p = make_partitioner(None)
+    cfg = tiny_config()
+    with OnlineLearner(p, registry=tmp_path / "m", config=cfg, calibrator=Broken(), start=False) as lr:
+        assert lr._fitted_transport() is None
+    assert "calibrator unusable" in caplog.text and "no observations yet" in caplog.text
+    params = TransportParams(1.0, 1e6, 0.7)
+    p2 = make_partitioner(None)
+    with OnlineLearner(p2, registry=tmp_path / "n", config=cfg, calibrator=params, start=False) as lr:
+        assert lr._fitted_transport() == params.as_dict()
