@@ -433,16 +433,15 @@ class AdaptResult:
             ImportError: matplotlib is not installed (the message says how to install it).
         """
         try:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
+            # A bare Figure (no pyplot): no global backend or figure state changes in the caller.
+            from matplotlib.figure import Figure
         except ImportError as exc:
             raise ImportError(
                 "the adaptation plot needs matplotlib: pip install matplotlib"
             ) from exc
         x = [end for _, end in self.windows]
-        fig, (ax_g, ax_p) = plt.subplots(1, 2, figsize=(11, 4))
+        fig = Figure(figsize=(11, 4))
+        ax_g, ax_p = fig.subplots(1, 2)
         for n in self.shown_policies:
             label = f"best fixed, hindsight ({self.best_fixed})" if n == "best-fixed" else n
             series = self._series(n)
@@ -460,7 +459,6 @@ class AdaptResult:
         ax_g.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(str(path), dpi=110)
-        plt.close(fig)
 
 
 # ------------------------------------------------------------------------------------------ playing

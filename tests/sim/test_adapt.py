@@ -195,7 +195,8 @@ def test_plot_writes_a_png(result: AdaptResult, tmp_path: Path) -> None:
 def test_plot_without_matplotlib_says_how_to_install_it(
     result: AdaptResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    for name in ("matplotlib", "matplotlib.figure"):  # importing either now fails
+        monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(ImportError, match="pip install matplotlib"):
         result.plot(tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
