@@ -74,13 +74,34 @@ TEMP_PREFIX: Final = ".itp-part-"
 _FINISHED_MEMORY: Final = 65536
 
 
+def _start_writeback(fd: int, offset: int, length: int) -> None:
+    """Ask the kernel to start writing ``length`` bytes at ``offset`` of ``fd`` to disk, without waiting.
+
+    Why: a task is acknowledged only after ``fsync``. Left alone, the page cache keeps a whole file dirty
+    (the default dirty limits are gigabytes), and the final ``fsync`` then writes all of it while the
+    sender waits: 1 GiB took ~3.6 s on the development VM's disk, 13% of a 1 GiB transfer at 320 Mbit/s.
+    Starting writeback of each window as soon as it is complete overlaps the disk with the network, so the
+    final ``fsync`` only waits for the last window. ``POSIX_FADV_DONTNEED`` starts asynchronous writeback
+    of the range's dirty pages (Linux) and drops pages already clean; it is advice: an error or an
+    unsupported file system (tmpfs) changes nothing, and durability still comes from the ``fsync``.
+    """
+    advise = getattr(os, "posix_fadvise", None)
+    if advise is None:
+        return
+    with contextlib.suppress(OSError):
+        advise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+
+
 def _recv_written(
-    sock: socket.socket, fd: int, start: int, end: int, view: memoryview
+    sock: socket.socket, fd: int, start: int, end: int, view: memoryview, writeback_bytes: int = 0
 ) -> tuple[int, OSError | None]:
     """Receive bytes [start, end) of a chunk through ``view`` and ``os.pwrite`` them to ``fd`` (skipped
-    when fd < 0: a refused chunk is drained); returns (CRC-32C, first write error or None)."""
+    when fd < 0: a refused chunk is drained); returns (CRC-32C, first write error or None). With
+    ``writeback_bytes`` > 0, writeback of each completed window of that many bytes starts while the rest
+    arrives (:func:`_start_writeback`)."""
     crc = 0
     pos = start
+    flushed = start
     write_error: OSError | None = None
     size = len(view)
     while pos < end:
@@ -97,6 +118,9 @@ def _recv_written(
             except OSError as exc:
                 write_error = exc
         pos += n
+        if writeback_bytes and fd >= 0 and write_error is None and pos - flushed >= writeback_bytes:
+            _start_writeback(fd, flushed, pos - flushed)
+            flushed = pos
     return crc, write_error
 
 
@@ -213,6 +237,9 @@ class Receiver:
         max_concurrent_tasks: tasks being received at once (>= 1); more are rejected.
         max_connections: connections at once (>= 1); more are refused.
         buffer_bytes: per-connection receive buffer, bytes (>= 4096).
+        writeback_bytes: start the disk writeback of every this many bytes received on a connection while
+            the rest arrives, so the fsync before the acknowledgement has little left to write (0: only
+            the final fsync). Default 16 MiB.
         idle_timeout_s: a connection silent this long is closed, seconds (> 0).
         handshake_timeout_s: time allowed for the authentication handshake, seconds (> 0).
 
@@ -236,6 +263,7 @@ class Receiver:
         max_concurrent_tasks: int = 256,
         max_connections: int = 64,
         buffer_bytes: int = 1 << 20,
+        writeback_bytes: int = 16 << 20,
         idle_timeout_s: float = 600.0,
         handshake_timeout_s: float = 10.0,
     ) -> None:
@@ -264,6 +292,7 @@ class Receiver:
             ("max_concurrent_tasks", max_concurrent_tasks, 1, 1 << 20),
             ("max_connections", max_connections, 1, 1 << 16),
             ("buffer_bytes", buffer_bytes, 4096, 1 << 30),
+            ("writeback_bytes", writeback_bytes, 0, 1 << 40),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
                 raise ValueError(f"{name} must be an int in {lo}..{hi}, got {value!r}")
@@ -281,6 +310,7 @@ class Receiver:
         self._max_tasks = max_concurrent_tasks
         self._max_connections = max_connections
         self._buffer_bytes = buffer_bytes
+        self._writeback_bytes = writeback_bytes
         self._idle_timeout_s = float(idle_timeout_s)
         self._handshake_timeout_s = float(handshake_timeout_s)
         self._instance_id = secrets.token_bytes(16)
@@ -553,7 +583,7 @@ class Receiver:
         fd = task.fd if task is not None else -1
         end = h.offset + h.length
         write_error: OSError | None = None
-        crc, write_error = _recv_written(sock, fd, h.offset, end, view)
+        crc, write_error = _recv_written(sock, fd, h.offset, end, view, self._writeback_bytes)
         trailer = recv_frame(sock)
         if not isinstance(trailer, ChunkEnd):
             raise ProtocolError(f"expected CHUNK_END, got {type(trailer).__name__}")

@@ -246,9 +246,53 @@ def test_constructor_checks(out_dir: Path, tmp_path: Path) -> None:
         Receiver(out_dir, buffer_bytes=1)
     with pytest.raises(ValueError, match="idle_timeout_s"):
         Receiver(out_dir, idle_timeout_s=0)
+    with pytest.raises(ValueError, match="writeback_bytes"):
+        Receiver(out_dir, writeback_bytes=-1)
     r = Receiver(out_dir)
     r.start()
     with pytest.raises(RuntimeError):
         r.start()
     r.close()
     r.close()  # idempotent
+
+
+@pytest.mark.parametrize("writeback_bytes", [0, 4096, 100_000])
+def test_early_writeback_keeps_every_byte(tmp_path: Path, writeback_bytes: int) -> None:
+    """Writeback started window by window (on a real disk-backed directory, not tmpfs) changes no byte,
+    whatever the window against the chunk and buffer sizes (0: only the final fsync)."""
+    out = tmp_path / "wb"
+    out.mkdir()
+    r = Receiver(out, secret=SECRET, buffer_bytes=8192, writeback_bytes=writeback_bytes)
+    r.start()
+    try:
+        sock, ok = handshake(r.port)
+        assert isinstance(ok, AuthOk)
+        try:
+            data = os.urandom(700_001)
+            assert send_chunk(sock, 1, "f.bin", data[300_000:], task_bytes=len(data), offset=300_000) == (
+                ChunkAck(1, 300_000, ChunkStatus.OK)
+            )
+            assert send_chunk(sock, 1, "f.bin", data[:300_000], task_bytes=len(data), offset=0) == (
+                ChunkAck(1, 0, ChunkStatus.OK)
+            )
+            assert commit(sock, 1, "f.bin", len(data)) == TaskAck(1, TaskStatus.OK, "")
+            assert (out / "f.bin").read_bytes() == data
+        finally:
+            sock.close()
+    finally:
+        r.close()
+
+
+def test_start_writeback_is_only_advice(tmp_path: Path) -> None:
+    """A bad descriptor or a file system without writeback raises nothing."""
+    from itp.transfer.receiver import _start_writeback
+
+    _start_writeback(-1, 0, 4096)
+    f = tmp_path / "x"
+    f.write_bytes(b"x" * 10_000)
+    fd = os.open(f, os.O_RDWR)
+    try:
+        _start_writeback(fd, 0, 10_000)
+    finally:
+        os.close(fd)
+    assert f.read_bytes() == b"x" * 10_000
