@@ -56,7 +56,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from itp.transport import INITIAL_WINDOW_BITS, SETUP_RTTS
+from itp.transport import DEFAULT_TRANSPORT_PARAMS, SEGMENT_BITS, TransportParams
 
 __all__ = [
     "DEFAULT_TRANSPORT_PARAMS",
@@ -69,40 +69,8 @@ __all__ = [
 
 FloatArray = npt.NDArray[np.float64]
 
-SEGMENT_BITS: Final = 1460.0 * 8.0
 _S_GRID: Final = np.linspace(0.0, 4.0, 17)
 _LOG2_W_GRID: Final = np.linspace(math.log2(SEGMENT_BITS), 30.0, 24)
-
-
-@dataclass(frozen=True)
-class TransportParams:
-    """Transport parameters of the chunk-time model (see the module docstring).
-
-    Attributes:
-        setup_rtts: fixed cost of a chunk in RTTs, in [0, 4].
-        initial_window_bits: window a chunk starts from, bits, >= one segment (11 680).
-        efficiency: delivered rate over measured rate, > 0.
-    """
-
-    setup_rtts: float
-    initial_window_bits: float
-    efficiency: float
-
-    def __post_init__(self) -> None:
-        for name, low in (("setup_rtts", 0.0), ("initial_window_bits", SEGMENT_BITS), ("efficiency", 0.0)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ValueError(f"TransportParams.{name} must be a finite number, got {v!r}")
-            if v < low or (name == "efficiency" and v <= 0.0):
-                raise ValueError(f"TransportParams.{name} must be >= {low:g} (efficiency > 0), got {v!r}")
-
-    def as_dict(self) -> dict[str, float]:
-        """Plain data."""
-        return {k: float(getattr(self, k)) for k in self.__dataclass_fields__}
-
-
-DEFAULT_TRANSPORT_PARAMS: Final = TransportParams(SETUP_RTTS, INITIAL_WINDOW_BITS, 1.0)
-"""The fresh-connection physics the split and the bundled model assume."""
 
 
 def chunk_time_s(
