@@ -121,11 +121,11 @@ def transport_params_array(params: TransportParamsLike) -> npt.NDArray[np.float6
         rows: list[TransportParams] = [params] * 4
     elif isinstance(params, Sequence) and not isinstance(params, (str, bytes)):
         rows = list(params)
-        if len(rows) != 4:
-            raise ValueError(f"params must hold one TransportParams per stream (4), got {len(rows)}")
         for k, p in enumerate(rows):
             if not isinstance(p, TransportParams):
                 raise TypeError(f"params[{k}] must be a TransportParams, got {type(p).__name__}")
+        if len(rows) != 4:
+            raise ValueError(f"params must hold one TransportParams per stream (4), got {len(rows)}")
     else:
         raise TypeError(
             f"params must be a TransportParams, a sequence of 4, or None, got {type(params).__name__}"
