@@ -28,8 +28,8 @@ fresh-connection defaults until :meth:`TaskPartitioner.set_transport_params` rep
 ``calibrate_transport=True`` (or a :class:`itp.calibration.TransportCalibrator`) the partitioner fits them
 itself: per-chunk outcomes (:class:`ChunkOutcome`, passed to ``report_outcome(..., chunks=...)``) become
 :class:`itp.calibration.ChunkObservation` s with the stream's effective rate and RTT *at decision time*
-(appending is O(1)); every ``calibration_interval`` observations a background thread refits (a few ms)
-and pushes the fitted parameters into the native engine, never on the decision path. The state layout
+(appending is O(1)); every ``calibration_interval`` observations a background thread refits (up to
+~2 s for 2048 observations) and pushes the fitted parameters into the native engine, never on the decision path. The state layout
 (v1) does not depend on the transport parameters: no feature is a predicted time.
 
 Faults: a model that is missing, unreadable, corrupt, of the wrong shape or layout, whose inference
@@ -208,7 +208,7 @@ class _CalibrationWorker:
     """Refits a :class:`TransportCalibrator` off the decision path and pushes the result into the engine.
 
     ``observed(n)`` (O(1), on the reporting thread) counts new observations; every ``interval`` of them it
-    wakes a daemon thread (started on first use) that runs ``fit()`` (milliseconds) and
+    wakes a daemon thread (started on first use) that runs ``fit()`` (up to ~2 s) and
     ``engine.set_transport_params`` (a 96-byte copy under the stream-table lock). Holds no reference to the
     partitioner, so a dropped partitioner is collected and its ``weakref.finalize`` stops the thread.
     """
@@ -648,7 +648,7 @@ class TaskPartitioner:
         return self._calibration.calibrator if self._calibration is not None else None
 
     def recalibrate(self) -> tuple[TransportParams, ...]:
-        """Fit the calibrator now, on the calling thread, and push the result (milliseconds; never call it
+        """Fit the calibrator now, on the calling thread, and push the result (up to ~2 s; never call it
         on a latency-critical path). Returns the parameters pushed, one per stream.
 
         Raises:
