@@ -29,8 +29,9 @@ fresh-connection defaults until :meth:`TaskPartitioner.set_transport_params` rep
 itself: per-chunk outcomes (:class:`ChunkOutcome`, passed to ``report_outcome(..., chunks=...)``) become
 :class:`itp.calibration.ChunkObservation` s with the stream's effective rate and RTT *at decision time*
 (appending is O(1)); every ``calibration_interval`` observations a background thread refits (up to
-~2 s for 2048 observations) and pushes the fitted parameters into the native engine, never on the decision path. The state layout
-(v1) does not depend on the transport parameters: no feature is a predicted time.
+~2 s for 2048 observations) and pushes the fitted parameters into the native engine, never on the
+decision path. The state layout (v1) does not depend on the transport parameters: no feature is a
+predicted time.
 
 Faults: a model that is missing, unreadable, corrupt, of the wrong shape or layout, whose inference
 raises, or that outputs NaN/inf never reaches the caller: the decision comes from the heuristic
