@@ -28,6 +28,7 @@ from itp.agent import EvaluationReport
 from itp.heuristic import HeuristicPolicy, heuristic_action
 from itp.partitioner import (
     DEFAULT_MODEL,
+    ChunkOutcome,
     Decision,
     OutcomeRecord,
     PartitionerMetrics,
@@ -46,13 +47,14 @@ from itp.state import (
     normalize_states,
     task_size_feature,
 )
-from itp.transport import production_split, transport_split
+from itp.transport import DEFAULT_TRANSPORT_PARAMS, TransportParams, production_split, transport_split
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ACTION_STREAMS",
     "DEFAULT_MODEL",
+    "DEFAULT_TRANSPORT_PARAMS",
     "FEATURE_NAMES",
     "MAX_REPLAY_CAPACITY",
     "MAX_RING_CAPACITY",
@@ -61,6 +63,7 @@ __all__ = [
     "NUM_FEATURES",
     "NUM_STREAMS",
     "STATE_LAYOUT_VERSION",
+    "ChunkOutcome",
     "Decision",
     "EvaluationReport",
     "ExperienceRing",
@@ -74,6 +77,7 @@ __all__ = [
     "Task",
     "TaskPartitioner",
     "TransitionBatch",
+    "TransportParams",
     "__version__",
     "decode_action",
     "encode_streams",

@@ -32,6 +32,7 @@ _SplitTuple = tuple[tuple[int, int, int, int], float]
 _DecisionTuple = tuple[int, int, tuple[int, int, int, int], float, float, _F32, _F64, bool | None, float]
 # (states f32[N, 20], actions i64[N], rewards f32[N], next_states f32[N, 20], dones f32[N])
 _TransitionTuple = tuple[_F32, _I64, _F32, _F32, _F32]
+_RingTuple = tuple[_F32, _I64, _F32, _F32, _F32, _F32]
 
 # ---- register_state.cpp: the 20-feature state ------------------------------------------------------
 
@@ -185,6 +186,7 @@ class ExperienceRing:
         reward: float,
         next_state: npt.ArrayLike,
         done: float,
+        propensity: float = 1.0,
     ) -> bool: ...
     def push_batch(
         self,
@@ -193,8 +195,9 @@ class ExperienceRing:
         rewards: npt.ArrayLike,
         next_states: npt.ArrayLike,
         dones: npt.ArrayLike,
+        propensities: npt.ArrayLike | None = None,
     ) -> int: ...
-    def drain(self, max_records: SupportsIndex) -> _TransitionTuple: ...
+    def drain(self, max_records: SupportsIndex) -> _RingTuple: ...
     def drain_into(self, replay: PrioritizedReplay, max_records: SupportsIndex) -> int: ...
 
 def _ring_push_benchmark(
@@ -224,11 +227,24 @@ class FusedMlp:
     def num_layers(self) -> int: ...
 
 def transport_split(
-    size_bytes: int, action: int, rate_bps: npt.ArrayLike, rtt_s: npt.ArrayLike
+    size_bytes: int,
+    action: int,
+    rate_bps: npt.ArrayLike,
+    rtt_s: npt.ArrayLike,
+    transport_params: npt.ArrayLike | None = None,
 ) -> _SplitTuple: ...
-def transport_chunk_time(bits: float, rate_bps: float, rtt_s: float) -> float: ...
-def production_split(raw_state: npt.ArrayLike, action: int) -> _SplitTuple: ...
-def heuristic_action(raw_state: npt.ArrayLike) -> int: ...
+def transport_chunk_time(
+    bits: float,
+    rate_bps: float,
+    rtt_s: float,
+    setup_rtts: float = ...,
+    initial_window_bits: float = ...,
+    efficiency: float = 1.0,
+) -> float: ...
+def production_split(
+    raw_state: npt.ArrayLike, action: int, transport_params: npt.ArrayLike | None = None
+) -> _SplitTuple: ...
+def heuristic_action(raw_state: npt.ArrayLike, transport_params: npt.ArrayLike | None = None) -> int: ...
 
 # ---- register_reward.cpp: the reward ----------------------------------------------------------------------
 
@@ -256,6 +272,8 @@ class DecisionEngine:
     def set_queue_depth(self, queue_depth: float) -> None: ...
     @property
     def queue_depth(self) -> float: ...
+    def set_transport_params(self, transport_params: npt.ArrayLike) -> None: ...
+    def transport_params(self) -> _F64: ...
     def stream(self, stream_id: int) -> tuple[float, float, float, float]: ...
     def set_model(self, model: FusedMlp | None) -> None: ...
     @property
@@ -369,7 +387,8 @@ class PartitionerCore:
         latency_s: float,
         success: bool,
         retransmissions: int,
-    ) -> float: ...
+        with_streams: bool = False,
+    ) -> Any: ...
     def report_outcomes(
         self,
         task_ids: Sequence[str],

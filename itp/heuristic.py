@@ -29,7 +29,7 @@ import numpy.typing as npt
 from itp import _native
 from itp.actions import NUM_ACTIONS
 from itp.state import NUM_STREAMS
-from itp.transport import transport_split
+from itp.transport import TransportParamsLike, transport_params_array, transport_split
 
 __all__ = ["HeuristicPolicy", "heuristic_action", "heuristic_action_reference"]
 
@@ -45,18 +45,19 @@ def _size_bytes(raw_state: FloatArray) -> int:
     return max(1, round(float(raw_state[_TASK_SIZE])))
 
 
-def heuristic_action(raw_state: npt.ArrayLike) -> int:
-    """The heuristic's action (0..14) for a raw state (float64[20], caller units, ``itp.state`` layout).
+def heuristic_action(raw_state: npt.ArrayLike, params: TransportParamsLike = None) -> int:
+    """The heuristic's action (0..14) for a raw state (float64[20], caller units, ``itp.state`` layout),
+    with the given transport parameters (:class:`itp.transport.TransportParams`, one or 4; None: defaults).
 
     Raises:
         ValueError: a NaN, infinite or negative feature (named), or a task size outside 1..2**50.
 
     Native, O(15 splits), thread-safe, GIL released.
     """
-    return int(_native.heuristic_action(raw_state))
+    return int(_native.heuristic_action(raw_state, transport_params_array(params)))
 
 
-def heuristic_action_reference(raw_state: npt.ArrayLike) -> int:
+def heuristic_action_reference(raw_state: npt.ArrayLike, params: TransportParamsLike = None) -> int:
     """Python copy of the scoring rule over the native split (slow; for tests and documentation)."""
     raw = np.asarray(raw_state, dtype=np.float64)
     size = _size_bytes(raw)
@@ -64,7 +65,7 @@ def heuristic_action_reference(raw_state: npt.ArrayLike) -> int:
     rtt = [float(raw[_LATENCY + i]) for i in range(NUM_STREAMS)]
     best, best_score = 0, math.inf
     for a in range(NUM_ACTIONS):
-        split = transport_split(size, a, rate, rtt)
+        split = transport_split(size, a, rate, rtt, params)
         fail_mass = sum(1.0 - float(raw[_SUCCESS + i]) for i in split.stream_ids)
         score = split.expected_time_s * (1.0 + fail_mass)
         if score < best_score:

@@ -22,6 +22,17 @@ after ``decision_ttl_s`` seconds and are counted. Batch forms: :meth:`TaskPartit
 (Decision objects), :meth:`TaskPartitioner.partition_arrays` (numpy in and out) and
 :meth:`TaskPartitioner.report_outcomes`.
 
+Transport model: the split, the heuristic's choice and ``expected_time`` use per-stream transport
+parameters (:class:`itp.transport.TransportParams`: set-up RTTs, initial window, rate efficiency), the
+fresh-connection defaults until :meth:`TaskPartitioner.set_transport_params` replaces them. With
+``calibrate_transport=True`` (or a :class:`itp.calibration.TransportCalibrator`) the partitioner fits them
+itself: per-chunk outcomes (:class:`ChunkOutcome`, passed to ``report_outcome(..., chunks=...)``) become
+:class:`itp.calibration.ChunkObservation` s with the stream's effective rate and RTT *at decision time*
+(appending is O(1)); every ``calibration_interval`` observations a background thread refits (up to
+~2 s for 2048 observations) and pushes the fitted parameters into the native engine, never on the
+decision path. The state layout (v1) does not depend on the transport parameters: no feature is a
+predicted time.
+
 Faults: a model that is missing, unreadable, corrupt, of the wrong shape or layout, whose inference
 raises, or that outputs NaN/inf never reaches the caller: the decision comes from the heuristic
 (``source="heuristic"``), ``fallback_count`` rises and a warning is logged once per cause. Bad *caller*
@@ -36,9 +47,11 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TypeAlias
 
@@ -48,6 +61,7 @@ import numpy.typing as npt
 from itp import _native
 from itp.actions import MAX_TASK_BYTES
 from itp.agent import ARMS, SOURCES, Agent, EvaluationReport, evaluate_model
+from itp.calibration import ChunkObservation, TransportCalibrator
 from itp.model_loading import LoadedModel
 
 # The reward the native report path computes is this one function's formula (native reward_terms); it is
@@ -55,9 +69,11 @@ from itp.model_loading import LoadedModel
 from itp.reward import trusted_reward  # noqa: F401
 from itp.ring import ExperienceRing
 from itp.state import NUM_STREAMS
+from itp.transport import TransportParams, transport_params_array
 
 __all__ = [
     "DEFAULT_MODEL",
+    "ChunkOutcome",
     "Decision",
     "DecisionArrays",
     "OutcomeRecord",
@@ -123,6 +139,138 @@ class Task:
             raise ValueError(f"Task.priority must be in [0, 1], got {p}")
 
 
+@dataclass(frozen=True, slots=True)
+class ChunkOutcome:
+    """How one chunk of a decided task went on one stream (for :meth:`TaskPartitioner.report_outcome`).
+
+    Attributes:
+        stream_id: the stream that carried it, one of the decision's ``stream_ids``.
+        size_bytes: bytes of the chunk, int >= 1. A stream's share may be sent as several chunks; the
+            chunks of a stream sum to the bytes the decision put there (at most that for a failed task).
+        seconds: first byte sent to the receiver's acknowledgement of the chunk (its final attempt),
+            finite, > 0.
+        retries: attempts before the final one, int >= 0.
+
+    Raises:
+        TypeError, ValueError: naming the bad field and value.
+    """
+
+    stream_id: int
+    size_bytes: int
+    seconds: float
+    retries: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("stream_id", "size_bytes", "retries"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise TypeError(f"ChunkOutcome.{name} must be an int, got {type(v).__name__}")
+        if not 0 <= self.stream_id < NUM_STREAMS:
+            raise ValueError(f"ChunkOutcome.stream_id must be in 0..{NUM_STREAMS - 1}, got {self.stream_id}")
+        if self.size_bytes < 1:
+            raise ValueError(f"ChunkOutcome.size_bytes must be >= 1, got {self.size_bytes}")
+        if self.retries < 0:
+            raise ValueError(f"ChunkOutcome.retries must be >= 0, got {self.retries}")
+        v = self.seconds
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)):
+            raise TypeError(f"ChunkOutcome.seconds must be a number, got {type(v).__name__}")
+        if not (math.isfinite(v) and v > 0.0):
+            raise ValueError(f"ChunkOutcome.seconds must be finite and > 0, got {v!r}")
+
+
+def _checked_chunks(
+    chunks: Sequence[ChunkOutcome], plan: tuple[int, int, int, int], success: bool, name: str
+) -> tuple[ChunkOutcome, ...]:
+    """The chunks of one task, checked against its plan (bytes per stream); ValueError/TypeError naming
+    ``name`` and the element. A successful task's chunks sum to the plan on every used stream."""
+    if isinstance(chunks, (str, bytes)) or not isinstance(chunks, Sequence):
+        raise TypeError(f"{name} must be a sequence of ChunkOutcome or None, got {type(chunks).__name__}")
+    out = tuple(chunks)
+    sums = [0, 0, 0, 0]
+    for k, c in enumerate(out):
+        if not isinstance(c, ChunkOutcome):
+            raise TypeError(f"{name}[{k}] must be a ChunkOutcome, got {type(c).__name__}")
+        if plan[c.stream_id] == 0:
+            used = tuple(i for i in range(NUM_STREAMS) if plan[i] > 0)
+            raise ValueError(
+                f"{name}[{k}].stream_id {c.stream_id} is not used by the decision (streams {used})"
+            )
+        sums[c.stream_id] += int(c.size_bytes)
+    for i in range(NUM_STREAMS):
+        if sums[i] > plan[i] or (success and out and sums[i] != plan[i]):
+            raise ValueError(
+                f"{name}: the chunks on stream {i} sum to {sums[i]} bytes, the decision put {plan[i]} there"
+                + ("" if success else " (a failed task may report fewer, never more)")
+            )
+    return out
+
+
+class _CalibrationWorker:
+    """Refits a :class:`TransportCalibrator` off the decision path and pushes the result into the engine.
+
+    ``observed(n)`` (O(1), on the reporting thread) counts new observations; every ``interval`` of them it
+    wakes a daemon thread (started on first use) that runs ``fit()`` (up to ~2 s) and
+    ``engine.set_transport_params`` (a 96-byte copy under the stream-table lock). Holds no reference to the
+    partitioner, so a dropped partitioner is collected and its ``weakref.finalize`` stops the thread.
+    """
+
+    def __init__(self, calibrator: TransportCalibrator, engine: Any, interval: int) -> None:
+        self.calibrator = calibrator
+        self._engine = engine
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._fit_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._since_fit = 0
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self.pushes = 0
+        self.last_error: Any = None
+
+    def observed(self, n: int) -> None:
+        with self._lock:
+            self._since_fit += n
+            if self._since_fit < self.interval or self._closed:
+                return
+            self._since_fit = 0
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="itp-transport-calibration", daemon=True
+                )
+                self._thread.start()
+        self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if self._closed:
+                return
+            try:
+                self.fit_and_push()
+            except Exception:  # a failed fit must never stop calibration or reach a caller
+                logger.exception("transport calibration failed; keeping the current parameters")
+
+    def fit_and_push(self) -> tuple[TransportParams, ...]:
+        """One fit and push, now, on the calling thread (serialised with the background thread)."""
+        with self._fit_lock:
+            self.calibrator.fit()
+            params = tuple(self.calibrator.params(i) for i in range(NUM_STREAMS))
+            self._engine.set_transport_params(transport_params_array(params))
+            self.last_error = self.calibrator.prediction_error()
+            self.pushes += 1
+        logger.debug("transport parameters recalibrated: %s", [p.as_dict() for p in params])
+        return params
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            thread = self._thread
+        self._wake.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5.0)
+
+
 #: Where a task's bytes go: the native, immutable value every decision call returns (picklable; equality
 #: is identity, so :meth:`TaskPartitioner.report_outcome` accepts only the object it handed out).
 #:
@@ -163,6 +311,11 @@ class PartitionerMetrics:
         had to drop), experience_count (transitions durably stored), buffer_size (replay), the learner's
         learner_is_training, learner_update_count, last_update (UTC ISO time or None),
         time_until_update (seconds or None), rollbacks, and ``learner`` (all of its metrics).
+    Transport model:
+        transport_params (the parameters in use per stream, as dicts) and transport_calibration (empty
+        without a calibrator; else ``observations`` held, ``fits`` pushed, ``interval``, and the
+        calibrator's median ``|measured / predicted - 1|`` over its chunk observations with the default
+        parameters (``default_error``) and the fitted ones (``fitted_error``), as of the last fit).
     """
 
     total_decisions: int
@@ -193,6 +346,8 @@ class PartitionerMetrics:
     outcomes_by_arm: dict[str, int]
     rollbacks: int
     learner: dict[str, Any]
+    transport_params: list[dict[str, float]] = field(default_factory=list)
+    transport_calibration: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """The metrics as a plain dict (for logging, JSON or Prometheus)."""
@@ -220,6 +375,7 @@ class OutcomeRecord:
         expected_time_s: the decision's predicted completion time, seconds.
         propensity: probability in (0, 1] the behaviour policy gave the executed action (1 for the
             heuristic; see the module docstring), for off-policy corrections.
+        chunks: the per-chunk outcomes reported with it (empty when none were).
     """
 
     arm: str
@@ -231,6 +387,7 @@ class OutcomeRecord:
     throughput_bps: float
     expected_time_s: float
     propensity: float = 1.0
+    chunks: tuple[ChunkOutcome, ...] = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -307,8 +464,13 @@ class TaskPartitioner:
         decision_ttl_s: seconds after which an unreported decision expires (counted, memory freed).
         ring_capacity: transitions the experience ring holds before pushes are dropped (and counted).
         clock: returns the local hour of day in [0, 24) (injectable for simulation and tests).
-        monotonic: returns seconds on a monotonic clock (injectable for tests of expiry).
+        monotonic: returns seconds on a monotonic clock (injectable for tests of expiry); also the clock
+            of the calibration's decay.
         learner: an optional online learner (see :meth:`attach_learner`).
+        calibrate_transport: False (default: the transport parameters change only through
+            :meth:`set_transport_params`), True (a default :class:`TransportCalibrator`), or a calibrator
+            (4 streams) to feed: per-chunk outcomes are fitted and pushed into the decision path.
+        calibration_interval: chunk observations between two background refits (int >= 1).
 
     Raises:
         ValueError: for out-of-range arguments. A bad *model* never raises: it is logged and counted,
@@ -326,6 +488,8 @@ class TaskPartitioner:
         clock: Callable[[], float] = local_hour,
         monotonic: Callable[[], float] = time.monotonic,
         learner: Any = None,
+        calibrate_transport: bool | TransportCalibrator = False,
+        calibration_interval: int = 200,
     ) -> None:
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {seed!r}")
@@ -334,6 +498,25 @@ class TaskPartitioner:
             raise ValueError(f"decision_ttl_s must be a positive number of seconds, got {decision_ttl_s!r}")
         if not callable(clock) or not callable(monotonic):
             raise TypeError("clock and monotonic must be callables returning floats")
+        if isinstance(calibration_interval, bool) or not isinstance(calibration_interval, int) or (
+            calibration_interval < 1
+        ):
+            raise ValueError(f"calibration_interval must be an int >= 1, got {calibration_interval!r}")
+        calibrator: TransportCalibrator | None
+        if isinstance(calibrate_transport, TransportCalibrator):
+            if calibrate_transport.num_streams != NUM_STREAMS:
+                raise ValueError(
+                    f"calibrate_transport must observe {NUM_STREAMS} streams, "
+                    f"got {calibrate_transport.num_streams}"
+                )
+            calibrator = calibrate_transport
+        elif isinstance(calibrate_transport, bool):
+            calibrator = TransportCalibrator(NUM_STREAMS) if calibrate_transport else None
+        else:
+            raise TypeError(
+                "calibrate_transport must be a bool or a TransportCalibrator, got "
+                f"{type(calibrate_transport).__name__}"
+            )
         self._agent = Agent(seed, epsilon=epsilon)
         self._engine = self._agent.engine
         self._clock = clock
@@ -353,6 +536,10 @@ class TaskPartitioner:
             self._agent.native_nan_fault,
         )
         self._agent.attach_core(self._core)
+        self._calibration: _CalibrationWorker | None = None
+        if calibrator is not None:
+            self._calibration = _CalibrationWorker(calibrator, self._engine, calibration_interval)
+            weakref.finalize(self, self._calibration.close)
         if isinstance(model_path, _Default):
             model_path = default_model_path()
         if model_path is not None:
@@ -431,6 +618,69 @@ class TaskPartitioner:
         ):
             raise TypeError(f"learner must have request_update() and metrics(), got {type(learner).__name__}")
         self._learner = learner
+
+    # ------------------------------------------------------------------------------ transport
+    def set_transport_params(self, params: TransportParams | Sequence[TransportParams]) -> None:
+        """Replace the transport parameters the split, the heuristic's choice and ``expected_time`` use.
+
+        Args:
+            params: one :class:`itp.transport.TransportParams` for all 4 streams, or a sequence of 4 (one
+                per stream). ``DEFAULT_TRANSPORT_PARAMS`` restores the fresh-connection model.
+
+        Raises:
+            TypeError, ValueError: not TransportParams, or not 4 of them (named); nothing changes.
+
+        Takes effect for every decision that starts afterwards; a decision in flight uses one consistent
+        set. A copy of 12 doubles under the stream-table lock (never blocks a decision for longer);
+        thread-safe. With a calibrator attached, its next fit overwrites them.
+        """
+        if params is None:
+            raise TypeError("params must be a TransportParams or a sequence of 4, got None")
+        self._engine.set_transport_params(transport_params_array(params))
+
+    def transport_params(self) -> tuple[TransportParams, ...]:
+        """The transport parameters in use, one per stream (4)."""
+        arr = self._engine.transport_params()
+        return tuple(TransportParams(float(r[0]), float(r[1]), float(r[2])) for r in arr)
+
+    @property
+    def calibrator(self) -> TransportCalibrator | None:
+        """The transport calibrator fed by per-chunk outcomes, or None (``calibrate_transport=False``)."""
+        return self._calibration.calibrator if self._calibration is not None else None
+
+    def recalibrate(self) -> tuple[TransportParams, ...]:
+        """Fit the calibrator now, on the calling thread, and push the result (up to ~2 s; never call it
+        on a latency-critical path). Returns the parameters pushed, one per stream.
+
+        Raises:
+            RuntimeError: no calibrator is attached.
+        """
+        if self._calibration is None:
+            raise RuntimeError("recalibrate: this partitioner has no calibrator (calibrate_transport=False)")
+        return self._calibration.fit_and_push()
+
+    def close(self) -> None:
+        """Stop the background calibration thread, if any (idempotent). Deciding and reporting keep
+        working; observations are still recorded but no longer refitted automatically."""
+        if self._calibration is not None:
+            self._calibration.close()
+
+    def _observe_chunks(
+        self, chunks: tuple[ChunkOutcome, ...], streams: tuple[tuple[float, ...], tuple[float, ...]]
+    ) -> None:
+        """Chunk outcomes -> calibrator observations with the decision-time rate and RTT (O(chunks))."""
+        assert self._calibration is not None
+        rates, rtts = streams
+        at_s = float(self._monotonic())
+        obs = [
+            ChunkObservation(c.stream_id, int(c.size_bytes), float(c.seconds), rates[c.stream_id],
+                             rtts[c.stream_id], at_s)
+            for c in chunks
+            if rates[c.stream_id] > 0.0  # a stream with no rate had no model prediction
+        ]
+        if obs:
+            self._calibration.calibrator.observe_many(obs)
+            self._calibration.observed(len(obs))
 
     # --------------------------------------------------------------------------- stream table
     def update_stream(
@@ -604,6 +854,7 @@ class TaskPartitioner:
         latency_s: float,
         success: bool,
         retransmissions: int = 0,
+        chunks: Sequence[ChunkOutcome] | None = None,
     ) -> float:
         """Report how a decided task went; returns the reward it earned.
 
@@ -618,15 +869,32 @@ class TaskPartitioner:
             latency_s: completion time of the task, seconds (finite, > 0).
             success: whether every byte arrived (bool).
             retransmissions: chunks resent (int >= 0).
+            chunks: optional per-chunk outcomes (:class:`ChunkOutcome`): only streams the decision used,
+                summing per stream to the bytes the decision put there (at most that if ``success`` is
+                False). They reach the outcome listeners and, with a calibrator, the transport fit (with
+                the streams' rates and RTTs at decision time). O(len(chunks)).
 
         Raises:
             ValueError: unknown or already-reported (or expired) task id, a decision that does not belong
-                to the task, or a bad metric (named); nothing changes.
-            TypeError: a metric of the wrong type (named); nothing changes.
+                to the task, a bad metric or chunk (named); nothing changes.
+            TypeError: a metric or chunk of the wrong type (named); nothing changes.
         """
-        reward: float = self._core.report_outcome(
-            task_id, decision, throughput_bps, latency_s, success, retransmissions
-        )
+        checked: tuple[ChunkOutcome, ...] = ()
+        if chunks is not None:
+            if not isinstance(decision, _native.Decision):
+                raise TypeError(f"decision must be a Decision, got {type(decision).__name__}")
+            if not isinstance(success, (bool, np.bool_)):
+                raise TypeError(f"success must be a bool, got {type(success).__name__}")
+            checked = _checked_chunks(chunks, decision.bytes_per_stream, bool(success), "chunks")
+        if checked and self._calibration is not None:
+            reward, streams = self._core.report_outcome(
+                task_id, decision, throughput_bps, latency_s, success, retransmissions, True
+            )
+            self._observe_chunks(checked, streams)
+        else:
+            reward = self._core.report_outcome(
+                task_id, decision, throughput_bps, latency_s, success, retransmissions
+            )
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "outcome %s: reward %.3f, %s in %.4g s (expected %.4g s)",
@@ -654,9 +922,10 @@ class TaskPartitioner:
                     throughput_bps=float(throughput_bps),
                     expected_time_s=decision.expected_time,
                     propensity=decision.propensity,
+                    chunks=checked,
                 )
             )
-        return reward
+        return float(reward)
 
     def report_outcomes(
         self,
@@ -667,6 +936,7 @@ class TaskPartitioner:
         latency_s: npt.ArrayLike,
         success: npt.ArrayLike,
         retransmissions: npt.ArrayLike | None = None,
+        chunks: Sequence[Sequence[ChunkOutcome] | None] | None = None,
     ) -> npt.NDArray[np.float64]:
         """Report N outcomes at once; returns their rewards (float64[N]), in order.
 
@@ -678,15 +948,21 @@ class TaskPartitioner:
             latency_s: N completion times, seconds (finite, > 0).
             success: N bools (a bool array).
             retransmissions: N chunk resend counts (ints >= 0), or None for zeros.
+            chunks: None, or N entries each None or a sequence of :class:`ChunkOutcome` (rules as
+                :meth:`report_outcome`). Needs ``decisions`` (the plan each chunk list is checked
+                against).
 
         Raises:
             TypeError/ValueError: naming the bad argument and element (unknown id, a decision that does
-                not belong, a bad metric); nothing changes (all or nothing).
+                not belong, a bad metric or chunk); nothing changes (all or nothing).
 
         One native call with the GIL released for the batch; O(N); thread-safe.
         """
         ids = list(task_ids) if not isinstance(task_ids, (list, tuple)) else task_ids
-        want = bool(self._listeners)
+        checked: list[tuple[ChunkOutcome, ...]] | None = None
+        if chunks is not None:
+            checked = self._checked_batch_chunks(ids, decisions, chunks, success)
+        want = bool(self._listeners) or (checked is not None and self._calibration is not None)
         result = self._core.report_outcomes(
             ids, decisions, throughput_bps, latency_s, success, retransmissions, want
         )
@@ -694,10 +970,16 @@ class TaskPartitioner:
             rewards: npt.NDArray[np.float64] = result
             return rewards
         rewards, rows = result
+        if checked is not None and self._calibration is not None:
+            for k, row in enumerate(rows):
+                if checked[k]:
+                    self._observe_chunks(checked[k], row[5])
+        if not self._listeners:
+            return rewards
         thr = np.asarray(throughput_bps, dtype=np.float64)
         lat = np.asarray(latency_s, dtype=np.float64)
         ok = np.asarray(success, dtype=bool)
-        for k, (arm, version, source, expected_s, propensity) in enumerate(rows):
+        for k, (arm, version, source, expected_s, propensity, _) in enumerate(rows):
             self._notify(
                 OutcomeRecord(
                     arm=arm,
@@ -709,9 +991,41 @@ class TaskPartitioner:
                     throughput_bps=float(thr[k]),
                     expected_time_s=expected_s,
                     propensity=propensity,
+                    chunks=checked[k] if checked is not None else (),
                 )
             )
         return rewards
+
+    @staticmethod
+    def _checked_batch_chunks(
+        ids: Sequence[str],
+        decisions: Sequence[Decision] | None,
+        chunks: Sequence[Sequence[ChunkOutcome] | None],
+        success: npt.ArrayLike,
+    ) -> list[tuple[ChunkOutcome, ...]]:
+        if decisions is None:
+            raise ValueError("chunks need decisions (the plan each task's chunks are checked against)")
+        if isinstance(chunks, (str, bytes)) or not isinstance(chunks, Sequence):
+            raise TypeError(
+                f"chunks must be a sequence (one entry per task) or None, got {type(chunks).__name__}"
+            )
+        if len(chunks) != len(ids):
+            raise ValueError(f"chunks must have the same length as task_ids ({len(ids)}), got {len(chunks)}")
+        if not isinstance(decisions, Sequence) or len(decisions) != len(ids):
+            raise ValueError("decisions must be a sequence aligned with task_ids")
+        ok = np.asarray(success)
+        if ok.dtype != np.bool_ or ok.shape != (len(ids),):
+            raise TypeError("success must be an array of bools aligned with task_ids")
+        out: list[tuple[ChunkOutcome, ...]] = []
+        for k, entry in enumerate(chunks):
+            d = decisions[k]
+            if entry is None:
+                out.append(())
+                continue
+            if not isinstance(d, _native.Decision):
+                raise TypeError(f"decisions[{k}] must be a Decision, got {type(d).__name__}")
+            out.append(_checked_chunks(entry, d.bytes_per_stream, bool(ok[k]), f"chunks[{k}]"))
+        return out
 
     def _notify(self, record: OutcomeRecord) -> None:
         for listener in self._listeners:
@@ -775,7 +1089,22 @@ class TaskPartitioner:
             outcomes_by_arm=dict(zip(ARMS, arm_count, strict=True)),
             rollbacks=int(lm.get("rollbacks", 0)),
             learner=lm,
+            transport_params=[p.as_dict() for p in self.transport_params()],
+            transport_calibration=self._calibration_metrics(),
         )
+
+    def _calibration_metrics(self) -> dict[str, Any]:
+        c = self._calibration
+        if c is None:
+            return {}
+        err = c.last_error
+        return {
+            "observations": c.calibrator.observation_count(),
+            "fits": c.pushes,
+            "interval": c.interval,
+            "default_error": err.default_error if err is not None else math.nan,
+            "fitted_error": err.fitted_error if err is not None else math.nan,
+        }
 
     def force_model_update(self) -> bool:
         """Ask the attached online learner to retrain now (in the background; returns at once).

@@ -2,8 +2,8 @@
 
 The core (``cpp/include/itp/ring.hpp``: header-only and pybind-free, so native code such as the
 partitioner pushes into the same ring without Python) is a multi-producer single-consumer queue of
-fixed-size records ``{state f32[20], action i32, reward f32, next_state f32[20], done u8}`` in
-64-byte-aligned cells with sequence numbers:
+fixed-size records ``{state f32[20], action i32, reward f32, next_state f32[20], done u8, propensity
+f32}`` (176 bytes) in 192-byte, 64-byte-aligned cells with sequence numbers:
 
 * a producer claims ``k = min(n, capacity - (tail - head))`` cells with one compare-and-swap on
   ``tail``, writes them and publishes each by setting its sequence number to ``position + 1``;
@@ -118,16 +118,22 @@ class ExperienceRing:
         reward: float,
         next_state: npt.ArrayLike,
         done: bool,
+        propensity: float = 1.0,
     ) -> bool:
         """Push one transition; ``False`` (and ``dropped += 1``) when the ring is full.
 
         Args and validation as :meth:`PrioritizedReplay.add` (20 finite floats, action 0..14, finite
-        reward, done bool or 0/1). Lock-free, never blocks; O(1).
+        reward, done bool or 0/1), plus ``propensity``: the probability in (0, 1] with which the
+        behaviour policy chose ``action``. The default 1.0 means "deterministic or unknown": a producer
+        that does not know it (a replayed log, a deterministic policy) must not invent a smaller value,
+        and 1 is what importance weights treat as "no correction". Lock-free, never blocks; O(1).
 
         Raises:
             TypeError, ValueError: naming the bad argument; nothing is pushed or counted.
         """
-        return self._impl.try_push(state, action, reward, next_state, done)
+        if isinstance(propensity, bool) or not isinstance(propensity, (int, float, np.floating, np.integer)):
+            raise TypeError(f"propensity must be a number, got {type(propensity).__name__}")
+        return self._impl.try_push(state, action, reward, next_state, done, float(propensity))
 
     def push_batch(
         self,
@@ -136,32 +142,37 @@ class ExperienceRing:
         rewards: npt.ArrayLike,
         next_states: npt.ArrayLike,
         dones: npt.ArrayLike,
+        propensities: npt.ArrayLike | None = None,
     ) -> int:
         """Push N transitions in order until the ring is full; returns how many were pushed.
 
         Rows ``[0, returned)`` were pushed; the rest were not (retry them) and were added to
         ``dropped``. All rows are validated before any is pushed. Array shapes and rules as
-        :meth:`PrioritizedReplay.add_batch`. Lock-free (one compare-and-swap per call), GIL
-        released; O(N).
+        :meth:`PrioritizedReplay.add_batch`; ``propensities``: N values in (0, 1], or None for 1.0
+        each ("deterministic or unknown", see :meth:`try_push`). Lock-free (one compare-and-swap per
+        call), GIL released; O(N).
         """
-        return self._impl.push_batch(states, actions, rewards, next_states, dones)
+        return self._impl.push_batch(states, actions, rewards, next_states, dones, propensities)
 
     def drain(self, max_records: int) -> TransitionBatch:
         """Move up to ``max_records`` (>= 0) waiting records out, oldest first.
 
         Takes at most what was waiting when the call started (records published meanwhile stay for
         the next call) and stops early at a record claimed but not yet published. Single consumer
-        (serialised); GIL released while copying; O(returned).
+        (serialised); GIL released while copying; O(returned). ``propensities`` is always filled
+        (1.0 for records pushed without one).
         """
-        states, actions, rewards, next_states, dones = self._impl.drain(max_records)
+        states, actions, rewards, next_states, dones, propensities = self._impl.drain(max_records)
         return TransitionBatch(
-            states=states, actions=actions, rewards=rewards, next_states=next_states, dones=dones
+            states=states, actions=actions, rewards=rewards, next_states=next_states, dones=dones,
+            propensities=propensities,
         )
 
     def drain_into(self, replay: PrioritizedReplay, max_records: int) -> int:
         """Move up to ``max_records`` (>= 0) waiting records straight into ``replay``.
 
-        No numpy arrays in between. Records failing validation (possible only from native
+        No numpy arrays in between; the propensities are not kept (the replay buffer has no column
+        for them). Records failing validation (possible only from native
         producers) are skipped and counted in ``replay.rejected_records``. Returns the number
         stored. Single consumer; GIL released; takes the replay buffer's lock once per chunk of 256
         records and updates its sum tree once per chunk (O(returned + log capacity) per chunk), so it

@@ -23,22 +23,40 @@ split with latency ``2 R + s - rho / r``.
 
 Implemented natively (``cpp/src/transport.cpp``); ``production_split`` applies it to a raw decision state
 with effective rates ``bandwidth_i * success_rate_i``, exactly as ``TaskPartitioner`` and the heuristic do.
+
+**Runtime parameters.** ``SETUP_RTTS`` and ``INITIAL_WINDOW_BITS`` are the defaults of three per-stream
+parameters (:class:`TransportParams`): the set-up cost ``S`` in RTTs, the initial window ``W`` in bits and a
+rate efficiency ``eta`` (the model uses the rate ``eta * r``). A warm persistent stream without slow start
+is a window at or above its bandwidth-delay product (e.g. ``2**30`` bits). Every function here takes
+optional parameters (one :class:`TransportParams` for all streams or a sequence of 4); with the defaults the
+results are bit-identical to the constants. :mod:`itp.calibration` fits them online and
+:meth:`itp.TaskPartitioner.set_transport_params` makes the live split, heuristic and ``expected_time``
+use them.
 """
 
 from __future__ import annotations
 
-from typing import Final
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final, TypeAlias
 
+import numpy as np
 import numpy.typing as npt
 
 from itp import _native
 from itp.actions import Split
 
 __all__ = [
+    "DEFAULT_TRANSPORT_PARAMS",
     "INITIAL_WINDOW_BITS",
+    "SEGMENT_BITS",
     "SETUP_RTTS",
+    "TransportParams",
+    "TransportParamsLike",
     "production_split",
     "transport_chunk_time",
+    "transport_params_array",
     "transport_split",
 ]
 
@@ -46,6 +64,75 @@ SETUP_RTTS: Final[float] = float(_native.SETUP_RTTS)
 """Fixed cost of one chunk, in RTTs (handshake + request + last byte's propagation)."""
 INITIAL_WINDOW_BITS: Final[float] = float(_native.INITIAL_WINDOW_BITS)
 """Slow-start initial window, bits (10 segments of 1460 bytes)."""
+SEGMENT_BITS: Final[float] = 1460.0 * 8.0
+"""One TCP segment, bits: the smallest initial window a :class:`TransportParams` accepts."""
+
+
+@dataclass(frozen=True)
+class TransportParams:
+    """Transport parameters of one stream's chunk-time model (see the module docstring).
+
+    Attributes:
+        setup_rtts: fixed cost of a chunk in RTTs, finite, >= 0 (default model: 2).
+        initial_window_bits: window a chunk starts from, bits, finite, >= one segment (11 680); at or above
+            the bandwidth-delay product there is no slow start (a warm persistent stream).
+        efficiency: delivered rate over measured rate, finite, > 0 (default model: 1).
+
+    Raises:
+        ValueError: naming the bad field and value.
+    """
+
+    setup_rtts: float
+    initial_window_bits: float
+    efficiency: float
+
+    def __post_init__(self) -> None:
+        for name, low in (("setup_rtts", 0.0), ("initial_window_bits", SEGMENT_BITS), ("efficiency", 0.0)):
+            v = getattr(self, name)
+            number = isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool)
+            if not number or not math.isfinite(v):
+                raise ValueError(f"TransportParams.{name} must be a finite number, got {v!r}")
+            if v < low or (name == "efficiency" and v <= 0.0):
+                raise ValueError(f"TransportParams.{name} must be >= {low:g} (efficiency > 0), got {v!r}")
+
+    def as_dict(self) -> dict[str, float]:
+        """Plain data."""
+        return {k: float(getattr(self, k)) for k in self.__dataclass_fields__}
+
+
+DEFAULT_TRANSPORT_PARAMS: Final = TransportParams(SETUP_RTTS, INITIAL_WINDOW_BITS, 1.0)
+"""The fresh-connection physics the split and the bundled model assume."""
+
+TransportParamsLike: TypeAlias = "TransportParams | Sequence[TransportParams] | None"
+"""One parameter set for all 4 streams, one per stream, or None for the defaults."""
+
+
+def transport_params_array(params: TransportParamsLike) -> npt.NDArray[np.float64] | None:
+    """``params`` as the native float64[4, 3] table (rows: streams; columns: setup_rtts,
+    initial_window_bits, efficiency), or None for None.
+
+    Raises:
+        TypeError: not a TransportParams, a sequence of them, or None.
+        ValueError: a sequence whose length is not 4.
+    """
+    if params is None:
+        return None
+    if isinstance(params, TransportParams):
+        rows: list[TransportParams] = [params] * 4
+    elif isinstance(params, Sequence) and not isinstance(params, (str, bytes)):
+        rows = list(params)
+        for k, p in enumerate(rows):
+            if not isinstance(p, TransportParams):
+                raise TypeError(f"params[{k}] must be a TransportParams, got {type(p).__name__}")
+        if len(rows) != 4:
+            raise ValueError(f"params must hold one TransportParams per stream (4), got {len(rows)}")
+    else:
+        raise TypeError(
+            f"params must be a TransportParams, a sequence of 4, or None, got {type(params).__name__}"
+        )
+    return np.array(
+        [[p.setup_rtts, p.initial_window_bits, p.efficiency] for p in rows], dtype=np.float64
+    )
 
 
 def _split(result: tuple[tuple[int, ...], float]) -> Split:
@@ -57,7 +144,11 @@ def _split(result: tuple[tuple[int, ...], float]) -> Split:
 
 
 def transport_split(
-    size_bytes: int, action: int, rate_bps: npt.ArrayLike, rtt_s: npt.ArrayLike
+    size_bytes: int,
+    action: int,
+    rate_bps: npt.ArrayLike,
+    rtt_s: npt.ArrayLike,
+    params: TransportParamsLike = None,
 ) -> Split:
     """Split ``size_bytes`` over the streams of ``action`` so that transport-model finish times are equal.
 
@@ -66,6 +157,7 @@ def transport_split(
         action: 0..14 (``itp.actions.ACTION_STREAMS``).
         rate_bps: 4 effective rates, bits per second, finite and >= 0.
         rtt_s: 4 smoothed round-trip times, seconds, finite and >= 0.
+        params: transport parameters (one for all streams, 4, or None for the defaults).
 
     Returns:
         The chunks (bytes per stream, summing to ``size_bytes``) and the predicted completion time in
@@ -76,23 +168,38 @@ def transport_split(
 
     O(1) (a few Newton steps over at most 4 streams), native, thread-safe.
     """
-    return _split(_native.transport_split(size_bytes, action, rate_bps, rtt_s))
+    return _split(
+        _native.transport_split(size_bytes, action, rate_bps, rtt_s, transport_params_array(params))
+    )
 
 
-def transport_chunk_time(bits: float, rate_bps: float, rtt_s: float) -> float:
-    """Seconds one chunk of ``bits`` takes on one stream (set-up and slow start included; +inf at rate 0).
+def transport_chunk_time(
+    bits: float, rate_bps: float, rtt_s: float, params: TransportParams | None = None
+) -> float:
+    """Seconds one chunk of ``bits`` takes on one stream of measured rate ``rate_bps`` (bit/s) and RTT
+    ``rtt_s`` (s): set-up and slow start included, +inf at rate 0; ``params`` None for the defaults.
 
     Raises:
         ValueError: a negative, NaN or infinite argument (named).
     """
-    return float(_native.transport_chunk_time(bits, rate_bps, rtt_s))
+    if params is None:
+        return float(_native.transport_chunk_time(bits, rate_bps, rtt_s))
+    if not isinstance(params, TransportParams):
+        raise TypeError(f"params must be a TransportParams or None, got {type(params).__name__}")
+    return float(
+        _native.transport_chunk_time(
+            bits, rate_bps, rtt_s, params.setup_rtts, params.initial_window_bits, params.efficiency
+        )
+    )
 
 
-def production_split(raw_state: npt.ArrayLike, action: int) -> Split:
+def production_split(raw_state: npt.ArrayLike, action: int, params: TransportParamsLike = None) -> Split:
     """The split ``TaskPartitioner`` executes for ``action`` in a raw decision state (float64[20], caller
-    units): :func:`transport_split` over ``bandwidth_i * success_rate_i`` and the measured RTTs.
+    units): :func:`transport_split` over ``bandwidth_i * success_rate_i`` and the measured RTTs, with the
+    given transport parameters (None: the defaults; the partitioner uses its current ones, see
+    :meth:`itp.TaskPartitioner.transport_params`).
 
     Raises:
         ValueError: a NaN/infinite/negative feature (named), a task size outside 1..2**50, a bad action.
     """
-    return _split(_native.production_split(raw_state, action))
+    return _split(_native.production_split(raw_state, action, transport_params_array(params)))

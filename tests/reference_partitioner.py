@@ -16,7 +16,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import compress
 from pathlib import Path
 from typing import Any, Final
@@ -31,6 +31,7 @@ from itp.partitioner import Task
 from itp.reward import trusted_reward
 from itp.ring import ExperienceRing
 from itp.state import NUM_STREAMS
+from itp.transport import DEFAULT_TRANSPORT_PARAMS
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -155,6 +156,8 @@ class PartitionerMetrics:
     outcomes_by_arm: dict[str, int]
     rollbacks: int
     learner: dict[str, Any]
+    transport_params: list[dict[str, float]] = field(default_factory=list)
+    transport_calibration: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """The metrics as a plain dict (for logging, JSON or Prometheus)."""
@@ -714,6 +717,9 @@ class TaskPartitioner:
                 outcomes_by_arm=arm_count,
                 rollbacks=int(lm.get("rollbacks", 0)),
                 learner=lm,
+                # The reference models the default transport (no set_transport_params, no calibrator).
+                transport_params=[DEFAULT_TRANSPORT_PARAMS.as_dict()] * 4,
+                transport_calibration={},
             )
 
     def force_model_update(self) -> bool:

@@ -18,7 +18,7 @@ from itp.calibration import (
     TransportParams,
     chunk_time_s,
 )
-from itp.transport import transport_chunk_time
+from itp.transport import SEGMENT_BITS, transport_chunk_time
 
 WARM = TransportParams(setup_rtts=1.0, initial_window_bits=2.0**26, efficiency=0.8)
 RESTART = TransportParams(setup_rtts=1.0, initial_window_bits=14600 * 8.0, efficiency=0.95)
@@ -176,3 +176,15 @@ def test_params_validation() -> None:
         TransportParams(1.0, 10.0, 1.0)
     with pytest.raises(ValueError, match="efficiency"):
         TransportParams(1.0, 2.0**20, 0.0)
+
+
+def test_a_fit_at_the_smallest_window_stays_a_valid_parameter_set() -> None:
+    """Regression: 2**log2(one segment) rounded below one segment and the fit raised."""
+    c = TransportCalibrator()
+    rng = np.random.default_rng(0)
+    for k in range(256):
+        c.observe(ChunkObservation(k % 4, int(2 ** rng.uniform(14, 26)), float(rng.uniform(0.01, 1.0)),
+                                   1e8, 0.02, float(k)))
+    c.fit()
+    for i in range(4):
+        assert c.params(i).initial_window_bits >= SEGMENT_BITS

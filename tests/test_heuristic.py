@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from itp import _native
 from itp.heuristic import HeuristicPolicy, heuristic_action, heuristic_action_reference
-from itp.transport import production_split
+from itp.transport import SEGMENT_BITS, TransportParams, production_split
 
 
 def raw_state(
@@ -44,6 +44,28 @@ raw_states = st.builds(
 @given(raw_states)
 def test_native_rule_equals_python_copy(raw: np.ndarray) -> None:
     assert heuristic_action(raw) == heuristic_action_reference(raw)
+
+
+params_lists = st.lists(
+    st.builds(TransportParams, st.floats(0.0, 6.0), st.floats(SEGMENT_BITS, 2.0**40), st.floats(0.05, 4.0)),
+    min_size=4, max_size=4,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(raw_states, params_lists)
+def test_native_rule_with_params_equals_python_copy(raw: np.ndarray, params: list[TransportParams]) -> None:
+    assert heuristic_action(raw, params) == heuristic_action_reference(raw, params)
+
+
+def test_params_change_the_choice_where_they_should() -> None:
+    """A 1 MiB task on fresh connections: the fast 100 ms stream would spend 0.2 s on set-up alone, so the
+    heuristic keeps to the three 5 ms streams; on warm streams (no set-up, no slow start) it uses all 4."""
+    raw = raw_state([1e9, 5e7, 5e7, 5e7], [0.1, 0.005, 0.005, 0.005], [1.0] * 4, 1 << 20)
+    assert _native.ACTION_STREAMS[heuristic_action(raw)] == (1, 2, 3)
+    warm = TransportParams(0.0, 2.0**40, 1.0)
+    assert _native.ACTION_STREAMS[heuristic_action(raw, warm)] == (0, 1, 2, 3)
+    assert heuristic_action(raw, warm) == heuristic_action_reference(raw, [warm] * 4)
 
 
 @settings(max_examples=200, deadline=None)

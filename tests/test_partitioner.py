@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,11 +25,21 @@ from model_factory import (
 )
 
 import itp
-from itp import _native
+from itp import DEFAULT_TRANSPORT_PARAMS, ChunkOutcome, TransportParams, _native
+from itp.calibration import TransportCalibrator, chunk_time_s
+from itp.heuristic import heuristic_action
 from itp.model_loading import load_model
 from itp.model_metadata import metadata_path_for
 from itp.partitioner import Decision, Task, TaskPartitioner
 from itp.sim import SimConfig
+from itp.sim.physics import (
+    StreamTrajectory,
+    draw_stream_params,
+    shared_congestion,
+    simulate_task,
+    synthetic_stream,
+)
+from itp.transport import production_split as split_with_params
 
 STREAMS = [
     (800e6, 0.012, 0.1, 0.99),
@@ -630,3 +641,331 @@ def test_expiry_frees_memory_and_refuses_late_reports() -> None:
     p.report_outcome("fresh", fresh, throughput_bps=1e8, latency_s=0.1, success=True)
     assert len(p._pending) == 0
     assert p.get_metrics().expired_decisions == 100
+
+
+# ------------------------------------------------------------------------- transport parameters
+
+WARM = TransportParams(0.5, 2.0**30, 0.8)
+
+
+def _raw_of(p: TaskPartitioner, size: int, priority: float = 0.5, hour: float = 12.0) -> np.ndarray:
+    raw = np.zeros(20)
+    for i in range(4):
+        raw[i], raw[4 + i], raw[8 + i], raw[12 + i] = p.get_stream(i)
+    raw[16], raw[17], raw[18], raw[19] = p.queue_depth, size, priority, hour
+    return raw
+
+
+def _fed(p: TaskPartitioner) -> TaskPartitioner:
+    for i, (bw, lat, cong, ok) in enumerate(STREAMS):
+        p.update_stream(i, bandwidth_bps=bw, latency_s=lat, congestion=cong, success_rate=ok)
+    return p
+
+
+def test_transport_params_round_trip_and_reach_split_heuristic_and_expected_time() -> None:
+    p = _fed(TaskPartitioner(None, clock=lambda: 12.0))
+    assert p.transport_params() == (DEFAULT_TRANSPORT_PARAMS,) * 4
+    per_stream = (WARM, TransportParams(1.0, 1e6, 1.2), DEFAULT_TRANSPORT_PARAMS,
+                  TransportParams(3.0, 2e4, 0.5))
+    p.set_transport_params(per_stream)
+    assert p.transport_params() == per_stream
+    assert p.get_metrics().transport_params == [q.as_dict() for q in per_stream]
+    for k, size in enumerate((64 * 1024, 4 << 20, 256 << 20)):
+        d = p.partition_task(Task(f"h{k}", size))
+        raw = _raw_of(p, size)
+        assert d.action == heuristic_action(raw, per_stream)
+        want = split_with_params(raw, d.action, per_stream)
+        assert d.bytes_per_stream == want.chunk_bytes
+        assert d.expected_time == want.expected_time_s
+    p.set_transport_params(WARM)
+    assert p.transport_params() == (WARM,) * 4
+
+
+def test_model_path_splits_with_the_params() -> None:
+    p = _fed(TaskPartitioner(clock=lambda: 12.0))  # the bundled model, served natively
+    assert p.model is not None
+    p.set_transport_params(WARM)
+    for k, size in enumerate((64 * 1024, 4 << 20, 256 << 20)):
+        d = p.partition_task(Task(f"m{k}", size))
+        assert d.source == "model"
+        want = split_with_params(_raw_of(p, size), d.action, WARM)
+        assert (d.bytes_per_stream, d.expected_time) == (want.chunk_bytes, want.expected_time_s)
+    arrays = p.partition_arrays(["a0", "a1"], [1 << 20, 1 << 28], [0.5, 0.5])
+    for k, size in enumerate((1 << 20, 1 << 28)):
+        want = split_with_params(_raw_of(p, size), int(arrays.actions[k]), WARM)
+        assert tuple(int(c) for c in arrays.chunk_bytes[k]) == want.chunk_bytes
+
+
+@pytest.mark.parametrize(
+    ("params", "exc", "match"),
+    [
+        (None, TypeError, "params must be a TransportParams or a sequence of 4, got None"),
+        ((2.0, 1e5, 1.0), TypeError, r"params\[0\] must be a TransportParams, got float"),
+        ([DEFAULT_TRANSPORT_PARAMS] * 3, ValueError, r"one TransportParams per stream \(4\), got 3"),
+        ("warm", TypeError, "params must be a TransportParams, a sequence of 4, or None, got str"),
+    ],
+)
+def test_bad_transport_params_change_nothing(params: object, exc: type[Exception], match: str) -> None:
+    p = TaskPartitioner(None)
+    p.set_transport_params(WARM)
+    with pytest.raises(exc, match=match):
+        p.set_transport_params(params)  # type: ignore[arg-type]
+    assert p.transport_params() == (WARM,) * 4
+    with pytest.raises(ValueError, match=r"TransportParams\.efficiency must be >= 0 \(efficiency > 0\)"):
+        TransportParams(2.0, 1e5, 0.0)
+
+
+def test_calibration_arguments_are_checked() -> None:
+    with pytest.raises(ValueError, match="calibration_interval must be an int >= 1, got 0"):
+        TaskPartitioner(None, calibrate_transport=True, calibration_interval=0)
+    with pytest.raises(ValueError, match="calibrate_transport must observe 4 streams, got 2"):
+        TaskPartitioner(None, calibrate_transport=TransportCalibrator(2))
+    with pytest.raises(TypeError, match="calibrate_transport must be a bool or a TransportCalibrator"):
+        TaskPartitioner(None, calibrate_transport="yes")  # type: ignore[arg-type]
+    p = TaskPartitioner(None)
+    assert p.calibrator is None and p.get_metrics().transport_calibration == {}
+    with pytest.raises(RuntimeError, match="no calibrator"):
+        p.recalibrate()
+
+
+def _chunks_of(d: Decision, seconds: float = 0.1) -> list[ChunkOutcome]:
+    return [ChunkOutcome(s, c, seconds) for s, c in zip(d.stream_ids, d.chunk_sizes, strict=True)]
+
+
+def _three_streams(p: TaskPartitioner) -> TaskPartitioner:
+    """Three equal healthy streams and a dead one: a 100 MiB task uses exactly streams 0, 1, 2."""
+    for i in range(3):
+        p.update_stream(i, bandwidth_bps=5e8, latency_s=0.02)
+    p.update_stream(3, bandwidth_bps=0.0, latency_s=0.02)
+    return p
+
+
+def test_chunk_outcomes_are_validated_and_a_bad_one_changes_nothing() -> None:
+    seen: list[itp.OutcomeRecord] = []
+    p = _three_streams(TaskPartitioner(None, calibrate_transport=True))
+    p.add_outcome_listener(seen.append)
+    d = p.partition_task(Task("t", 100 << 20))
+    assert d.stream_ids == (0, 1, 2)
+    unused = next(i for i in range(4) if i not in d.stream_ids)
+    first, second = d.stream_ids[0], d.stream_ids[1]
+    half = d.bytes_per_stream[first] // 2
+    bad = [
+        ([ChunkOutcome(unused, 10, 0.1)], ValueError, rf"chunks\[0\]\.stream_id {unused} is not used"),
+        (_chunks_of(d)[:-1], ValueError, r"chunks on stream \d sum to 0 bytes, the decision put \d+ there"),
+        ([*_chunks_of(d), ChunkOutcome(first, 1, 0.1)], ValueError, rf"chunks on stream {first} sum to"),
+        ([(first, 1, 0.1)], TypeError, r"chunks\[0\] must be a ChunkOutcome, got tuple"),
+        ("abc", TypeError, "chunks must be a sequence of ChunkOutcome or None, got str"),
+    ]
+    for chunks, exc, match in bad:
+        with pytest.raises(exc, match=match):
+            p.report_outcome("t", d, throughput_bps=1e8, latency_s=0.5, success=True, chunks=chunks)  # type: ignore[arg-type]
+    assert p.calibrator is not None and p.calibrator.observation_count() == 0
+    assert p.get_metrics().reported_outcomes == 0
+    with pytest.raises(ValueError, match=r"ChunkOutcome\.seconds must be finite and > 0, got nan"):
+        ChunkOutcome(0, 10, math.nan)
+    with pytest.raises(ValueError, match=r"ChunkOutcome\.stream_id must be in 0\.\.3, got 4"):
+        ChunkOutcome(4, 10, 1.0)
+    with pytest.raises(TypeError, match=r"ChunkOutcome\.retries must be an int, got float"):
+        ChunkOutcome(0, 10, 1.0, 0.5)  # type: ignore[arg-type]
+    # A stream's share in two chunks, and a failed task reporting only what arrived, are accepted.
+    rest = d.bytes_per_stream[first] - half
+    ok = [ChunkOutcome(first, half, 0.05), ChunkOutcome(first, rest, 0.06, retries=1)]
+    ok += [c for c in _chunks_of(d) if c.stream_id != first]
+    p.report_outcome("t", d, throughput_bps=1e8, latency_s=0.5, success=True, chunks=ok)
+    assert p.calibrator.observation_count() == len(ok)
+    assert seen[-1].chunks == tuple(ok)
+    d2 = p.partition_task(Task("u", 100 << 20))
+    partial = [ChunkOutcome(second, 1000, 0.05)]
+    p.report_outcome("u", d2, throughput_bps=0.0, latency_s=0.5, success=False, chunks=partial)
+    assert seen[-1].chunks == tuple(partial)
+    assert p.calibrator.observation_count() == len(ok) + 1
+
+
+def test_chunks_in_report_outcomes() -> None:
+    seen: list[itp.OutcomeRecord] = []
+    p = _three_streams(TaskPartitioner(None, calibrate_transport=True))
+    p.add_outcome_listener(seen.append)
+    ds = p.partition_tasks([Task(f"b{k}", 100 << 20) for k in range(3)])
+    ids = [d.task_id for d in ds]
+    args = dict(throughput_bps=[1e8] * 3, latency_s=[0.5] * 3, success=np.array([True] * 3))
+    with pytest.raises(ValueError, match="chunks need decisions"):
+        p.report_outcomes(ids, None, chunks=[None] * 3, **args)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"chunks\[1\]: the chunks on stream"):
+        p.report_outcomes(ids, ds, chunks=[None, _chunks_of(ds[1])[:1], None], **args)  # type: ignore[arg-type]
+    assert p.get_metrics().reported_outcomes == 0
+    p.report_outcomes(ids, ds, chunks=[_chunks_of(ds[0]), None, _chunks_of(ds[2])], **args)  # type: ignore[arg-type]
+    assert p.calibrator is not None
+    assert p.calibrator.observation_count() == len(ds[0].stream_ids) + len(ds[2].stream_ids)
+    assert [r.chunks for r in seen] == [tuple(_chunks_of(ds[0])), (), tuple(_chunks_of(ds[2]))]
+
+
+def _random_table(p: TaskPartitioner, rng: np.random.Generator) -> None:
+    for i in range(4):
+        p.update_stream(i, bandwidth_bps=float(10 ** rng.uniform(7, 9.3)),
+                        latency_s=float(10 ** rng.uniform(-2.3, -0.8)), congestion=0.1, success_rate=1.0)
+
+
+def test_known_params_are_recovered_through_the_partitioner_and_pushed_into_the_core() -> None:
+    """Chunk timings generated from known per-stream parameters (plus 5 % noise) are reported with the
+    decisions; the fit pushed into the core predicts them and recovers the parameters."""
+    truth = (TransportParams(0.5, 1e6, 0.8), TransportParams(0.5, 1e6, 0.8),
+             TransportParams(1.0, 4e5, 0.6), TransportParams(0.5, 1e6, 0.8))
+    rng = np.random.default_rng(5)
+    p = TaskPartitioner(None, calibrate_transport=TransportCalibrator(prior_strength=10.0),
+                        calibration_interval=10**9, monotonic=lambda: 100.0)
+    for k in range(400):
+        _random_table(p, rng)
+        d = p.partition_task(Task(f"k{k}", int(2 ** rng.uniform(15, 28))))
+        chunks = []
+        for s, c in zip(d.stream_ids, d.chunk_sizes, strict=True):
+            bw, rtt, _, ok = p.get_stream(s)
+            t = float(chunk_time_s(8.0 * c, bw * ok, rtt, truth[s])) * float(rng.lognormal(0.0, 0.05))
+            chunks.append(ChunkOutcome(s, c, t))
+        p.report_outcome(f"k{k}", d, throughput_bps=1e8, latency_s=max(c.seconds for c in chunks),
+                         success=True, chunks=chunks)
+    assert p.transport_params() == (DEFAULT_TRANSPORT_PARAMS,) * 4  # nothing pushed before a fit
+    pushed = p.recalibrate()
+    assert p.transport_params() == pushed
+    for s in (0, 2):
+        got, want = pushed[s], truth[s]
+        assert got.setup_rtts == pytest.approx(want.setup_rtts, abs=0.3)
+        assert got.efficiency == pytest.approx(want.efficiency, rel=0.08)
+        assert 0.5 < got.initial_window_bits / want.initial_window_bits < 2.0
+    err = p.get_metrics().transport_calibration
+    assert err["fits"] == 1
+    assert err["fitted_error"] < 0.06 < 0.3 < err["default_error"]
+
+
+def test_background_thread_refits_every_interval_and_close_stops_it() -> None:
+    rng = np.random.default_rng(2)
+    p = TaskPartitioner(None, calibrate_transport=True, calibration_interval=40)
+    for k in range(30):
+        _random_table(p, rng)
+        d = p.partition_task(Task(f"k{k}", int(2 ** rng.uniform(16, 26))))
+        chunks = []
+        for s, c in zip(d.stream_ids, d.chunk_sizes, strict=True):
+            bw, rtt, _, _ = p.get_stream(s)
+            chunks.append(ChunkOutcome(s, c, float(chunk_time_s(8.0 * c, bw, rtt, WARM))))
+        p.report_outcome(f"k{k}", d, throughput_bps=1e8, latency_s=1.0, success=True, chunks=chunks)
+    deadline = time.monotonic() + 30.0
+    while p.get_metrics().transport_calibration["fits"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert p.get_metrics().transport_calibration["fits"] >= 1
+    assert p.transport_params() != (DEFAULT_TRANSPORT_PARAMS,) * 4
+    assert [t for t in threading.enumerate() if t.name == "itp-transport-calibration"]
+    p.close()
+    p.close()
+    assert not [t for t in threading.enumerate() if t.name == "itp-transport-calibration" and t.is_alive()]
+
+
+def _sim_errors(config: SimConfig, calibrate: bool, n_tasks: int, seed: int) -> list[float]:
+    """|measured / predicted - 1| of the partitioner's own expected_time, task by task, on 4 synthetic
+    streams with `config`'s physics (the table reports the streams' available rate and RTT)."""
+    rng = np.random.default_rng(seed)
+    g = shared_congestion(rng, config)
+    trajs: list[StreamTrajectory] = [synthetic_stream(rng, config, g, 12.0) for _ in range(4)]
+    params = [draw_stream_params(rng, config) for _ in range(4)]
+    p = TaskPartitioner(None, calibrate_transport=calibrate, calibration_interval=10**9)
+    zeros = np.zeros((4, config.max_attempts))
+    ones = np.ones((4, config.max_attempts))
+    t = 0.0
+    errors = []
+    for k in range(n_tasks):
+        for i in range(4):
+            cong = trajs[i].congestion_at(t)
+            rtt = params[i].base_rtt_s * (1.0 + config.queueing_factor * cong)
+            p.update_stream(i, bandwidth_bps=trajs[i].rate_at(t), latency_s=rtt, congestion=cong)
+        d = p.partition_task(Task(f"s{k}", int(2 ** rng.uniform(16, 28))))
+        res = simulate_task(trajs, params, config, t, d.bytes_per_stream, ones, zeros, zeros)
+        latency = res.finish_s - t
+        errors.append(abs(latency / d.expected_time - 1.0))
+        chunks = [ChunkOutcome(i, d.bytes_per_stream[i], r.finish_s - t)
+                  for i, r in enumerate(res.chunks) if r is not None]
+        p.report_outcome(f"s{k}", d, throughput_bps=8.0 * sum(d.chunk_sizes) / latency, latency_s=latency,
+                         success=res.success, chunks=chunks)
+        if calibrate and (k + 1) % 50 == 0:
+            p.recalibrate()
+        t += latency + float(rng.exponential(2.0))
+    return errors
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        SimConfig(slow_start=False, setup_rtts=0.5, loss_base=0.0, hazard_base_per_s=0.0,
+                  loss_congestion=0.0, hazard_congestion_per_s=0.0),
+        SimConfig(stream_efficiency=0.8, setup_rtts=0.5, loss_base=0.0, hazard_base_per_s=0.0,
+                  loss_congestion=0.0, hazard_congestion_per_s=0.0),
+    ],
+    ids=["warm-no-slow-start", "restart-efficiency-0.8"],
+)
+def test_prediction_error_falls_as_outcomes_arrive_on_other_physics(config: SimConfig) -> None:
+    """Same network, same tasks: calibration off vs on. The first 50 tasks are identical (no fit yet);
+    over the last 150 the calibrated partitioner's own expected_time is far closer to the measured time."""
+    off = _sim_errors(config, False, 300, seed=11)
+    on = _sim_errors(config, True, 300, seed=11)
+    assert off[:50] == on[:50]
+    late_off, late_on = float(np.median(off[150:])), float(np.median(on[150:]))
+    assert late_on < 0.5 * late_off
+    assert late_on < float(np.median(on[:50]))
+
+
+def test_params_set_from_one_thread_while_8_threads_decide_are_never_torn() -> None:
+    """Every decision splits with one whole parameter set (A or B), never a mix of the two."""
+    p = _fed(TaskPartitioner(None, clock=lambda: 12.0))
+    a = (WARM, TransportParams(1.0, 1e6, 1.2), DEFAULT_TRANSPORT_PARAMS, TransportParams(3.0, 2e4, 0.5))
+    b = tuple(reversed(a))
+    sizes = [64 * 1024, 1 << 20, 32 << 20]
+    want = {
+        (size, which): {split_with_params(_raw_of(p, size), act, params)
+                        for act in range(15)}
+        for size in sizes for which, params in (("a", a), ("b", b))
+    }
+    stop = threading.Event()
+    errors: list[str] = []
+    sets = [0]
+
+    def setter() -> None:
+        while not stop.is_set():
+            p.set_transport_params(a if sets[0] % 2 == 0 else b)
+            sets[0] += 1
+
+    def decider(t: int) -> None:
+        for k in range(400):
+            size = sizes[k % 3]
+            d = p.partition_task(Task(f"{t}-{k}", size))
+            split = itp.Split(d.bytes_per_stream, d.expected_time)
+            if split not in want[(size, "a")] and split not in want[(size, "b")]:
+                errors.append(f"{d} matches neither parameter set")
+            p.report_outcome(d.task_id, d, throughput_bps=1e8, latency_s=0.5, success=True)
+
+    s = threading.Thread(target=setter)
+    s.start()
+    threads = [threading.Thread(target=decider, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stop.set()
+    s.join()
+    assert errors == []
+    assert sets[0] > 1
+    m = p.get_metrics()
+    assert m.total_decisions == m.reported_outcomes == 8 * 400
+
+
+def test_decision_propensities_reach_the_ring() -> None:
+    p = _fed(TaskPartitioner(epsilon=0.3, seed=4, clock=lambda: 12.0))
+    decisions = [p.partition_task(Task(f"e{k}", 1 << 20)) for k in range(200)]
+    for d in decisions:
+        p.report_outcome(d.task_id, d, throughput_bps=1e8, latency_s=0.5, success=True)
+    batch = p.ring.drain(1000)
+    assert batch.propensities is not None
+    want = np.array([d.propensity for d in decisions], dtype=np.float32)
+    np.testing.assert_array_equal(batch.propensities, want)
+    assert batch.actions.tolist() == [d.action for d in decisions]
+    assert {round(float(x), 6) for x in want} == {round(0.7 + 0.3 / 15, 6), round(0.3 / 15, 6)}
+    h = _fed(TaskPartitioner(None))
+    d = h.partition_task(Task("h", 1 << 20))
+    h.report_outcome("h", d, throughput_bps=1e8, latency_s=0.5, success=True)
+    assert h.ring.drain(10).propensities.tolist() == [1.0]  # type: ignore[union-attr]

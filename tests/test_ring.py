@@ -318,3 +318,46 @@ def test_eight_python_producers_one_consumer_every_record_exactly_once() -> None
         # Exactly once and in the producer's order: the sequence seen is 0, 1, 2, ...
         np.testing.assert_array_equal(all_seqs[all_tids == t], expected_seq)
     assert checksum.tolist() == [float(np.sum(expected_seq % 997))] * n_producers
+
+
+# ------------------------------------------------------------------------------ propensities
+def test_propensities_round_trip_and_default_to_one() -> None:
+    ring = ExperienceRing(16)
+    cols = make_rows(4, seed=3)
+    r0 = rows_of(cols)[0]
+    assert ring.try_push(r0.state, r0.action, r0.reward, r0.next_state, r0.done, propensity=0.25)
+    assert ring.try_push(r0.state, r0.action, r0.reward, r0.next_state, r0.done)
+    assert ring.push_batch(**cols, propensities=[0.5, 1.0, 1.0 / 15.0, 1e-30]) == 4
+    assert ring.push_batch(**cols) == 4
+    batch = ring.drain(100)
+    assert batch.propensities is not None
+    want = np.array([0.25, 1.0, 0.5, 1.0, 1.0 / 15.0, 1e-30, 1.0, 1.0, 1.0, 1.0], dtype=np.float32)
+    np.testing.assert_array_equal(batch.propensities, want)
+    assert batch.actions.tolist() == [r0.action, r0.action] + cols["actions"].tolist() * 2
+    empty = ring.drain(10)
+    assert empty.propensities is not None and empty.propensities.shape == (0,)
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.5, 1.5, math.nan, math.inf])
+def test_bad_propensity_pushes_nothing(bad: float) -> None:
+    ring = ExperienceRing(8)
+    cols = make_rows(2, seed=1)
+    r = rows_of(cols)[0]
+    with pytest.raises(ValueError, match=r"propensity must be in \(0, 1\]"):
+        ring.try_push(r.state, r.action, r.reward, r.next_state, r.done, propensity=bad)
+    with pytest.raises(ValueError, match=r"propensities\[1\] must be in \(0, 1\]"):
+        ring.push_batch(**cols, propensities=[1.0, bad])
+    with pytest.raises(TypeError, match="propensity must be a number, got str"):
+        ring.try_push(r.state, r.action, r.reward, r.next_state, r.done, propensity="1")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"propensities must have shape \(2,\)"):
+        ring.push_batch(**cols, propensities=[1.0])
+    assert ring.pushed == 0 and ring.dropped == 0
+
+
+def test_drain_into_ignores_propensities() -> None:
+    ring = ExperienceRing(8)
+    replay = PrioritizedReplay(8)
+    cols = make_rows(3, seed=2)
+    assert ring.push_batch(**cols, propensities=[0.1, 1.0, 0.5]) == 3
+    assert ring.drain_into(replay, 10) == 3
+    assert len(replay) == 3

@@ -13,10 +13,14 @@ from hypothesis import strategies as st
 
 from itp import _native
 from itp.actions import ACTION_STREAMS, split_task
+from itp.calibration import chunk_time_s
 from itp.sim.physics import SimConfig, StreamParams, StreamTrajectory, simulate_chunk
 from itp.transport import (
+    DEFAULT_TRANSPORT_PARAMS,
     INITIAL_WINDOW_BITS,
+    SEGMENT_BITS,
     SETUP_RTTS,
+    TransportParams,
     production_split,
     transport_chunk_time,
     transport_split,
@@ -168,3 +172,115 @@ def test_bad_input_is_named(call: Any, exc: type[Exception], match: str) -> None
 
 def test_native_constants_exposed() -> None:
     assert _native.SETUP_RTTS == 2.0
+
+
+# ------------------------------------------------------------------------------ runtime parameters
+setup_rtts_st = st.floats(0.0, 6.0)
+window_st = st.one_of(st.floats(SEGMENT_BITS, 2.0**40), st.just(math.inf))
+efficiency_st = st.floats(0.05, 4.0)
+params_st = st.tuples(setup_rtts_st, window_st, efficiency_st)
+
+
+def _table(params: list[tuple[float, float, float]]) -> np.ndarray:
+    return np.array(params, dtype=np.float64)
+
+
+@settings(max_examples=300, deadline=None)
+@given(sizes, actions, st.lists(rates, min_size=4, max_size=4), st.lists(rtts, min_size=4, max_size=4),
+       st.lists(params_st, min_size=4, max_size=4))
+def test_split_with_arbitrary_params_matches_bisection_reference(
+    size: int, action: int, rate: list[float], rtt: list[float], params: list[tuple[float, float, float]]
+) -> None:
+    chunks, t = _native.transport_split(size, action, rate, rtt, _table(params))
+    want_chunks, want_t = ref.transport_split(size, ACTION_STREAMS[action], rate, rtt, params)
+    assert sum(chunks) == size
+    assert all(chunks[i] == 0 for i in range(4) if i not in ACTION_STREAMS[action])
+    if math.isinf(want_t):
+        assert math.isinf(t)
+        assert tuple(chunks) == want_chunks
+        return
+    assert t == pytest.approx(want_t, rel=1e-9, abs=1e-12)
+    for g, w in zip(chunks, want_chunks, strict=True):
+        assert abs(g - w) <= 2 + 1e-8 * size
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(0.0, 2.0**53), st.floats(1e3, 1e11), rtts, params_st)
+def test_chunk_time_with_params_matches_reference(
+    bits: float, rate: float, rtt: float, params: tuple[float, float, float]
+) -> None:
+    got = _native.transport_chunk_time(bits, rate, rtt, *params)
+    assert got == pytest.approx(ref.chunk_time(bits, rate, rtt, params), rel=1e-12)
+    if math.isfinite(params[1]):
+        p = TransportParams(*params)
+        assert transport_chunk_time(bits, rate, rtt, p) == got
+        assert float(chunk_time_s(bits, rate, rtt, p)) == pytest.approx(got, rel=1e-12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(sizes, actions, st.lists(rates, min_size=4, max_size=4), st.lists(rtts, min_size=4, max_size=4))
+def test_default_params_are_bit_identical_to_no_params(
+    size: int, action: int, rate: list[float], rtt: list[float]
+) -> None:
+    default = [DEFAULT_TRANSPORT_PARAMS] * 4
+    assert transport_split(size, action, rate, rtt, default) == transport_split(size, action, rate, rtt)
+    assert transport_split(size, action, rate, rtt, DEFAULT_TRANSPORT_PARAMS) == transport_split(
+        size, action, rate, rtt
+    )
+
+
+def test_warm_stream_without_slow_start_is_the_plain_split() -> None:
+    """W = inf and S = 0.5: a chunk costs 0.5 RTT + b / (eta r), the plain split with latency 0.5 R."""
+    rate, rtt = [3e8, 7e8, 1e8, 9e8], [0.03, 0.08, 0.01, 0.05]
+    table = _table([(0.5, math.inf, 0.8)] * 4)
+    chunks, t = _native.transport_split(64 * 1024, 14, rate, rtt, table)
+    plain = split_task(64 * 1024, 14, [0.8 * r for r in rate], [0.5 * r for r in rtt])
+    assert t == pytest.approx(plain.expected_time_s, rel=1e-9)
+    for g, w in zip(chunks, plain.chunk_bytes, strict=True):
+        assert abs(g - w) <= 2
+
+
+def test_production_split_uses_the_params() -> None:
+    raw = np.zeros(20)
+    raw[0:4] = [4e8, 8e8, 2e8, 1e8]
+    raw[4:8] = [0.02, 0.04, 0.03, 0.1]
+    raw[12:16] = [1.0, 0.5, 0.9, 1.0]
+    raw[17] = 1 << 20
+    p = [TransportParams(0.5, 2.0**30, 1.0), TransportParams(1.0, 1e6, 0.5), DEFAULT_TRANSPORT_PARAMS,
+         TransportParams(3.0, SEGMENT_BITS, 2.0)]
+    for a in range(15):
+        assert production_split(raw, a, p) == transport_split(1 << 20, a, raw[0:4] * raw[12:16], raw[4:8], p)
+    assert production_split(raw, 14, p) != production_split(raw, 14)
+
+
+@pytest.mark.parametrize(
+    ("row", "match"),
+    [
+        ((-1.0, 1e5, 1.0), r"transport_params\[2\]\.setup_rtts must be finite and >= 0, got -1"),
+        ((math.nan, 1e5, 1.0), r"transport_params\[2\]\.setup_rtts"),
+        ((2.0, 0.0, 1.0), r"transport_params\[2\]\.initial_window_bits must be > 0"),
+        ((2.0, math.nan, 1.0), r"transport_params\[2\]\.initial_window_bits"),
+        ((2.0, 1e5, 0.0), r"transport_params\[2\]\.efficiency must be finite and > 0, got 0"),
+        ((2.0, 1e5, math.inf), r"transport_params\[2\]\.efficiency"),
+    ],
+)
+def test_bad_params_are_named(row: tuple[float, float, float], match: str) -> None:
+    table = _table([(2.0, 1e5, 1.0), (2.0, 1e5, 1.0), row, (2.0, 1e5, 1.0)])
+    with pytest.raises(ValueError, match=match):
+        _native.transport_split(10, 14, ONES, ZEROS, table)
+    engine = _native.DecisionEngine(0)
+    before = engine.transport_params().copy()
+    with pytest.raises(ValueError, match=match):
+        engine.set_transport_params(table)
+    assert np.array_equal(engine.transport_params(), before)
+
+
+def test_params_must_be_four_transport_params() -> None:
+    with pytest.raises(ValueError, match=r"one TransportParams per stream \(4\), got 3"):
+        transport_split(10, 14, ONES, ZEROS, [DEFAULT_TRANSPORT_PARAMS] * 3)
+    with pytest.raises(TypeError, match=r"params\[1\] must be a TransportParams, got tuple"):
+        transport_split(10, 14, ONES, ZEROS, [DEFAULT_TRANSPORT_PARAMS, (2.0, 1.0, 1.0)] * 2)  # type: ignore[list-item]
+    with pytest.raises(ValueError, match=r"transport_params must have shape \(4, 3\)"):
+        _native.transport_split(10, 14, ONES, ZEROS, np.ones((4, 2)))
+    with pytest.raises(ValueError, match="efficiency must be finite and > 0"):
+        _native.transport_chunk_time(8.0, 1.0, 0.1, 2.0, 1e5, -1.0)

@@ -475,8 +475,22 @@ class PyPartitioner {
     return true;
   }
 
-  double report_outcome(const py::handle& task_id, const py::handle& decision, const py::handle& throughput_bps,
-                        const py::handle& latency_s, const py::handle& success, const py::handle& retransmissions) {
+  // The streams as the decision saw them: (effective rates bandwidth x success, bit/s; RTTs, s), what the
+  // split used, for per-chunk calibration (like with like).
+  static py::tuple decision_streams(const PendingDecision& p) {
+    py::tuple rates(kNumStreams);
+    py::tuple rtts(kNumStreams);
+    for (std::size_t i = 0; i < kNumStreams; ++i) {
+      rates[i] = py::float_(p.raw[kBandwidthOffset + i] * p.raw[kSuccessRateOffset + i]);
+      rtts[i] = py::float_(p.raw[kLatencyOffset + i]);
+    }
+    return py::make_tuple(rates, rtts);
+  }
+
+  // Returns the reward; with `with_streams`, (reward, (rates, rtts) at decision time).
+  py::object report_outcome(const py::handle& task_id, const py::handle& decision, const py::handle& throughput_bps,
+                            const py::handle& latency_s, const py::handle& success, const py::handle& retransmissions,
+                            bool with_streams) {
     const OutcomeInput o = checked_outcome(throughput_bps, latency_s, success, retransmissions);
     const double hour = hour_now();
     if (!py::isinstance<py::str>(task_id)) throw unknown_error(task_id);
@@ -491,14 +505,15 @@ class PyPartitioner {
     if (r.status == ReportStatus::kWrongDecision) {
       throw py::value_error("decision does not belong to task " + repr_of(task_id));
     }
-    return r.reward;
+    if (with_streams) return py::make_tuple(r.reward, decision_streams(r.decision));
+    return py::float_(r.reward);
   }
 
   // Outcome batch, all or nothing: every metric and every (id, decision) is checked before any changes.
   // decisions: a sequence of Decision aligned with task_ids, or None (tasks decided by partition_arrays,
   // which hands out no Decision objects: the id alone identifies them). Returns rewards float64[N]; with
-  // `details`, (rewards, [(arm, model_version, source, expected_time_s, propensity) per task]) for the
-  // outcome listeners.
+  // `details`, (rewards, [(arm, model_version, source, expected_time_s, propensity, (rates, rtts)) per
+  // task]) for the outcome listeners and the calibration.
   py::object report_outcomes(const py::handle& ids_obj, const py::handle& decisions_obj, const py::handle& thr_obj,
                              const py::handle& lat_obj, const py::handle& succ_obj, const py::handle& retx_obj,
                              bool details) {
@@ -598,7 +613,8 @@ class PyPartitioner {
       const PendingDecision& p = results[k].decision;
       rows[k] = py::make_tuple(py::handle(Names::get().arms[p.arm]),
                                p.has_model_version ? py::object(py::str(p.model_version)) : py::object(py::none()),
-                               py::handle(Names::get().sources[p.source]), p.expected_time_s, p.propensity);
+                               py::handle(Names::get().sources[p.source]), p.expected_time_s, p.propensity,
+                               decision_streams(p));
     }
     return py::make_tuple(rewards, rows);
   }
@@ -848,7 +864,8 @@ void register_partitioner(py::module_& m) {
            py::arg("priorities"), py::arg("actions"), py::arg("chunk_bytes"), py::arg("expected_time_s"),
            py::arg("confidence"), py::arg("propensity"), py::arg("sources"))
       .def("report_outcome", &PyPartitioner::report_outcome, py::arg("task_id"), py::arg("decision"),
-           py::arg("throughput_bps"), py::arg("latency_s"), py::arg("success"), py::arg("retransmissions"))
+           py::arg("throughput_bps"), py::arg("latency_s"), py::arg("success"), py::arg("retransmissions"),
+           py::arg("with_streams") = false)
       .def("report_outcomes", &PyPartitioner::report_outcomes, py::arg("task_ids"), py::arg("decisions").none(true),
            py::arg("throughput_bps"), py::arg("latency_s"), py::arg("success"),
            py::arg("retransmissions").none(true), py::arg("details") = false)

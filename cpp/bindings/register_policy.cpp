@@ -261,27 +261,81 @@ py::tuple split_to_tuple(const Split& s) {
   return py::make_tuple(chunks, s.expected_time_s);
 }
 
+// Transport parameters of the 4 streams from a float64 array of shape (4, 3): rows are streams, columns
+// (setup_rtts, initial_window_bits, efficiency). ValueError names the stream and the field.
+StreamTransportParams checked_transport_params(const py::handle& obj) {
+  auto arr = as_input<double>(obj, "transport_params");
+  require_2d(arr, "transport_params", static_cast<py::ssize_t>(kNumStreams), 3);
+  StreamTransportParams out;
+  for (std::size_t i = 0; i < kNumStreams; ++i) {
+    const double* row = arr.data() + 3 * i;
+    out[i] = TransportParams{row[0], row[1], row[2]};
+    if (const char* bad = invalid_transport_param(out[i])) {
+      const std::size_t col = std::string(bad) == "setup_rtts" ? 0 : (std::string(bad) == "efficiency" ? 2 : 1);
+      std::ostringstream os;
+      os << "transport_params[" << i << "]." << bad << " must be "
+         << (col == 0 ? "finite and >= 0" : (col == 1 ? "> 0 (+inf: no slow start)" : "finite and > 0"))
+         << ", got " << row[col];
+      throw py::value_error(os.str());
+    }
+  }
+  return out;
+}
+
+// Optional parameters: None gives the defaults (a null pointer to the core).
+const TransportParams* optional_params(const py::handle& obj, StreamTransportParams& holder) {
+  if (obj.is_none()) return nullptr;
+  holder = checked_transport_params(obj);
+  return holder.data();
+}
+
+py::array_t<double> params_to_array(const StreamTransportParams& params) {
+  py::array_t<double> out({static_cast<py::ssize_t>(kNumStreams), py::ssize_t{3}});
+  double* o = out.mutable_data();
+  for (std::size_t i = 0; i < kNumStreams; ++i) {
+    o[3 * i] = params[i].setup_rtts;
+    o[3 * i + 1] = params[i].initial_window_bits;
+    o[3 * i + 2] = params[i].efficiency;
+  }
+  return out;
+}
+
 py::tuple transport_split_py(const py::handle& size_obj, const py::handle& action_obj, const py::handle& rate_obj,
-                             const py::handle& rtt_obj) {
+                             const py::handle& rtt_obj, const py::handle& params_obj) {
   const std::uint64_t size = checked_size(size_obj);
   const int action = checked_action(action_obj);
   const auto rate = checked_stream_values(rate_obj, "rate_bps");
   const auto rtt = checked_stream_values(rtt_obj, "rtt_s");
-  return split_to_tuple(transport_split(size, action_mask(action), rate.data(), rtt.data()));
+  StreamTransportParams holder;
+  const TransportParams* params = optional_params(params_obj, holder);
+  return split_to_tuple(transport_split(size, action_mask(action), rate.data(), rtt.data(), params));
 }
 
-double transport_chunk_time_py(double bits, double rate_bps, double rtt_s) {
+double transport_chunk_time_py(double bits, double rate_bps, double rtt_s, double setup_rtts,
+                               double initial_window_bits, double efficiency) {
   check_metric(bits, "bits", false);
   check_metric(rate_bps, "rate_bps", false);
   check_metric(rtt_s, "rtt_s", false);
-  return transport_chunk_time(bits, rate_bps, rtt_s);
+  const TransportParams p{setup_rtts, initial_window_bits, efficiency};
+  if (const char* bad = invalid_transport_param(p)) {
+    throw py::value_error(std::string(bad) + " must be " +
+                          (std::string(bad) == "initial_window_bits" ? "> 0 (+inf: no slow start)"
+                           : std::string(bad) == "setup_rtts"       ? "finite and >= 0"
+                                                                    : "finite and > 0") +
+                          ", got " + std::to_string(std::string(bad) == "setup_rtts"   ? setup_rtts
+                                                    : std::string(bad) == "efficiency" ? efficiency
+                                                                                       : initial_window_bits));
+  }
+  return transport_chunk_time(bits, rate_bps, rtt_s, p);
 }
 
-int heuristic_for_raw(const py::handle& raw_obj) {
+int heuristic_for_raw(const py::handle& raw_obj, const py::handle& params_obj) {
   const auto [raw, size] = checked_raw(raw_obj);
+  StreamTransportParams holder;
+  const TransportParams* params = optional_params(params_obj, holder);
   const double* data = raw.data();
   py::gil_scoped_release nogil;
-  return heuristic_action(data, size, nullptr);
+  return heuristic_action(data, size, nullptr, nullptr, params);
 }
 
 }  // namespace
@@ -302,20 +356,25 @@ void register_policy(py::module_& m) {
   m.attr("SETUP_RTTS") = kSetupRtts;
   m.attr("INITIAL_WINDOW_BITS") = kInitialWindowBits;
   m.def("transport_split", &transport_split_py, py::arg("size_bytes"), py::arg("action"), py::arg("rate_bps"),
-        py::arg("rtt_s"),
-        "Transport-aware equal-finish split: ((bytes per stream 0..3), expected_time_s).");
+        py::arg("rtt_s"), py::arg("transport_params") = py::none(),
+        "Transport-aware equal-finish split: ((bytes per stream 0..3), expected_time_s). transport_params: "
+        "float64[4, 3] (setup_rtts, initial_window_bits, efficiency per stream) or None for the defaults.");
   m.def("transport_chunk_time", &transport_chunk_time_py, py::arg("bits"), py::arg("rate_bps"), py::arg("rtt_s"),
+        py::arg("setup_rtts") = kSetupRtts, py::arg("initial_window_bits") = kInitialWindowBits,
+        py::arg("efficiency") = 1.0,
         "Seconds for one chunk of `bits` under the transport model (set-up and slow start included).");
   m.def(
       "production_split",
-      [](const py::handle& raw_obj, const py::handle& action_obj) {
+      [](const py::handle& raw_obj, const py::handle& action_obj, const py::handle& params_obj) {
         const int action = checked_action(action_obj);
         const auto [raw, size] = checked_raw(raw_obj);
-        return split_to_tuple(production_split(raw.data(), size, action));
+        StreamTransportParams holder;
+        const TransportParams* params = optional_params(params_obj, holder);
+        return split_to_tuple(production_split(raw.data(), size, action, params));
       },
-      py::arg("raw_state"), py::arg("action"),
+      py::arg("raw_state"), py::arg("action"), py::arg("transport_params") = py::none(),
       "The production split of `action` for a raw state: transport_split over bandwidth x success rate.");
-  m.def("heuristic_action", &heuristic_for_raw, py::arg("raw_state"),
+  m.def("heuristic_action", &heuristic_for_raw, py::arg("raw_state"), py::arg("transport_params") = py::none(),
         "The heuristic's action (0..14) for a raw state float64[20] (caller units).");
 
   py::class_<DecisionEngine, std::shared_ptr<DecisionEngine>>(m, "DecisionEngine", "Native decision path (stream table, model, split).")
@@ -344,6 +403,16 @@ void register_policy(py::module_& m) {
           },
           py::arg("queue_depth"))
       .def_property_readonly("queue_depth", &DecisionEngine::queue_depth)
+      .def(
+          "set_transport_params",
+          [](DecisionEngine& e, const py::handle& params) { e.set_transport_params(checked_transport_params(params)); },
+          py::arg("transport_params"),
+          "Per-stream transport parameters float64[4, 3] (setup_rtts, initial_window_bits, efficiency), "
+          "validated first (nothing changes on error); used by every later split, heuristic choice and "
+          "expected time.")
+      .def(
+          "transport_params", [](const DecisionEngine& e) { return params_to_array(e.transport_params()); },
+          "The current per-stream transport parameters, float64[4, 3].")
       .def(
           "stream",
           [](const DecisionEngine& e, long long stream_id) {

@@ -55,9 +55,36 @@ std::size_t read_count(const py::handle& obj, const char* name, long long lo, lo
   return static_cast<std::size_t>(v);
 }
 
+// A propensity from Python: a real number in (0, 1] (float32), named in the error.
+float read_propensity(double v, const char* name) {
+  const auto f = static_cast<float>(v);
+  if (!(f > 0.0F && f <= 1.0F)) {
+    std::ostringstream os;
+    os << name << " must be in (0, 1], got " << v;
+    throw py::value_error(os.str());
+  }
+  return f;
+}
+
 std::size_t push_batch(ExperienceRing& ring, const py::handle& states, const py::handle& actions,
-                       const py::handle& rewards, const py::handle& next_states, const py::handle& dones) {
+                       const py::handle& rewards, const py::handle& next_states, const py::handle& dones,
+                       const py::handle& propensities_obj) {
   auto cols = read_transitions(states, actions, rewards, next_states, dones);
+  const auto n_rows = std::get<0>(cols).shape(0);
+  py::array_t<float, py::array::c_style> props;
+  if (!propensities_obj.is_none()) {
+    props = as_input<float>(propensities_obj, "propensities");
+    require_1d(props, "propensities", n_rows);
+    for (py::ssize_t k = 0; k < n_rows; ++k) {
+      const float v = props.data()[k];
+      if (!(v > 0.0F && v <= 1.0F)) {
+        std::ostringstream os;
+        os << "propensities[" << k << "] must be in (0, 1], got " << v;
+        throw py::value_error(os.str());
+      }
+    }
+  }
+  const float* pr = propensities_obj.is_none() ? nullptr : props.data();
   const float* s = std::get<0>(cols).data();
   const std::int64_t* a = std::get<1>(cols).data();
   const float* r = std::get<2>(cols).data();
@@ -71,6 +98,7 @@ std::size_t push_batch(ExperienceRing& ring, const py::handle& states, const py:
     cell.reward = r[k];
     std::memcpy(cell.next_state.data(), ns + k * kF, kF * sizeof(float));
     cell.done = d[k] != 0.0F ? 1 : 0;
+    cell.propensity = pr != nullptr ? pr[k] : 1.0F;
   });
 }
 
@@ -86,6 +114,8 @@ py::tuple drain(ExperienceRing& ring, const py::handle& max_obj) {
   FloatArray rewards(rows);
   FloatArray next_states({rows, f});
   FloatArray dones(rows);
+  FloatArray propensities(rows);
+  float* pr = propensities.mutable_data();
   float* s = states.mutable_data();
   std::int64_t* a = actions.mutable_data();
   float* r = rewards.mutable_data();
@@ -103,13 +133,15 @@ py::tuple drain(ExperienceRing& ring, const py::handle& max_obj) {
         r[row] = rec.reward;
         std::memcpy(ns + row * kF, rec.next_state.data(), kF * sizeof(float));
         d[row] = rec.done != 0 ? 1.0F : 0.0F;
+        pr[row] = rec.propensity;
       }
       moved += count;
     });
   }
-  if (moved == n) return py::make_tuple(states, actions, rewards, next_states, dones);
+  if (moved == n) return py::make_tuple(states, actions, rewards, next_states, dones, propensities);
   const py::slice head(0, static_cast<py::ssize_t>(moved), 1);
-  return py::make_tuple(states[head], actions[head], rewards[head], next_states[head], dones[head]);
+  return py::make_tuple(states[head], actions[head], rewards[head], next_states[head], dones[head],
+                        propensities[head]);
 }
 
 std::size_t drain_into(ExperienceRing& ring, PrioritizedReplay& replay, const py::handle& max_obj) {
@@ -221,12 +253,15 @@ void register_ring(py::module_& m) {
       .def(
           "try_push",
           [](ExperienceRing& ring, const py::handle& state, const py::handle& action, const py::handle& reward,
-             const py::handle& next_state, const py::handle& done) {
-            return ring.try_push(read_transition(state, action, reward, next_state, done));
+             const py::handle& next_state, const py::handle& done, double propensity) {
+            TransitionRecord rec = read_transition(state, action, reward, next_state, done);
+            rec.propensity = read_propensity(propensity, "propensity");
+            return ring.try_push(rec);
           },
-          py::arg("state"), py::arg("action"), py::arg("reward"), py::arg("next_state"), py::arg("done"))
+          py::arg("state"), py::arg("action"), py::arg("reward"), py::arg("next_state"), py::arg("done"),
+          py::arg("propensity") = 1.0)
       .def("push_batch", &push_batch, py::arg("states"), py::arg("actions"), py::arg("rewards"),
-           py::arg("next_states"), py::arg("dones"))
+           py::arg("next_states"), py::arg("dones"), py::arg("propensities") = py::none())
       .def("drain", &drain, py::arg("max_records"))
       .def("drain_into", &drain_into, py::arg("replay"), py::arg("max_records"));
 

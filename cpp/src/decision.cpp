@@ -63,14 +63,25 @@ double DecisionEngine::queue_depth() const {
   return queue_depth_;
 }
 
+void DecisionEngine::set_transport_params(const StreamTransportParams& params) {
+  std::lock_guard<std::mutex> lock(table_mutex_);
+  transport_ = params;
+}
+
+StreamTransportParams DecisionEngine::transport_params() const {
+  std::lock_guard<std::mutex> lock(table_mutex_);
+  return transport_;
+}
+
 void DecisionEngine::set_model(std::shared_ptr<const FusedMlp> model) {
   std::atomic_store(&model_, std::move(model));
 }
 
 std::shared_ptr<const FusedMlp> DecisionEngine::model() const { return std::atomic_load(&model_); }
 
-void DecisionEngine::snapshot_table(double* raw) const {
+void DecisionEngine::snapshot_table(double* raw, StreamTransportParams* params_out) const {
   std::lock_guard<std::mutex> lock(table_mutex_);
+  if (params_out != nullptr) *params_out = transport_;
   for (std::size_t i = 0; i < kNumStreams; ++i) {
     raw[kBandwidthOffset + i] = streams_[i].bandwidth_bps;
     raw[kLatencyOffset + i] = streams_[i].latency_s;
@@ -80,8 +91,9 @@ void DecisionEngine::snapshot_table(double* raw) const {
   raw[kQueueDepthIndex] = queue_depth_;
 }
 
-void DecisionEngine::snapshot(double size_bytes, double priority, double hour, double* raw) const {
-  snapshot_table(raw);
+void DecisionEngine::snapshot(double size_bytes, double priority, double hour, double* raw,
+                              StreamTransportParams* params_out) const {
+  snapshot_table(raw, params_out);
   raw[kTaskSizeIndex] = size_bytes;
   raw[kPriorityIndex] = priority;
   raw[kTimeOfDayIndex] = hour;
@@ -94,8 +106,10 @@ double DecisionEngine::next_uniform() const noexcept {
 
 void DecisionEngine::decide(std::uint64_t size_bytes, double priority, double hour, const float* external_q,
                             bool explore, DecisionOutput& out) const {
-  snapshot(static_cast<double>(size_bytes), priority, hour, out.raw.data());
-  decide_raw(out.raw.data(), size_bytes, external_q, explore, out);
+  StreamTransportParams params;
+  snapshot(static_cast<double>(size_bytes), priority, hour, out.raw.data(), &params);
+  const std::shared_ptr<const FusedMlp> m = external_q != nullptr ? nullptr : model();
+  decide_raw_with(out.raw.data(), size_bytes, m.get(), external_q, explore, out, params.data());
 }
 
 void DecisionEngine::decide_raw(const double* raw, std::uint64_t size_bytes, const float* external_q,
@@ -106,7 +120,13 @@ void DecisionEngine::decide_raw(const double* raw, std::uint64_t size_bytes, con
 }
 
 void DecisionEngine::decide_raw_with(const double* raw, std::uint64_t size_bytes, const FusedMlp* model,
-                                     const float* external_q, bool explore, DecisionOutput& out) const {
+                                     const float* external_q, bool explore, DecisionOutput& out,
+                                     const TransportParams* params) const {
+  StreamTransportParams current;
+  if (params == nullptr) {
+    current = transport_params();
+    params = current.data();
+  }
   if (raw != out.raw.data()) std::copy(raw, raw + kNumFeatures, out.raw.begin());
   normalize_state(out.raw.data(), out.state.data());
   out.model_fault = false;
@@ -136,12 +156,12 @@ void DecisionEngine::decide_raw_with(const double* raw, std::uint64_t size_bytes
     const double uniform_share = eps / static_cast<double>(kNumActions);
     out.propensity = out.action == greedy ? (1.0 - eps) + uniform_share : uniform_share;
     out.confidence = softmax_prob(out.q_values.data(), out.action);
-    out.split = production_split(out.raw.data(), size_bytes, out.action);
+    out.split = production_split(out.raw.data(), size_bytes, out.action, params);
     return;
   }
 
   std::array<double, kNumActions> times{};
-  out.action = heuristic_action(out.raw.data(), size_bytes, times.data(), &out.split);
+  out.action = heuristic_action(out.raw.data(), size_bytes, times.data(), &out.split, params);
   out.source = DecisionSource::kHeuristic;
   out.propensity = 1.0;
   double best = std::numeric_limits<double>::infinity();

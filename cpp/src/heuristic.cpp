@@ -10,17 +10,18 @@ void effective_rates(const double* raw, double* rate_out) noexcept {
   }
 }
 
-Split production_split(const double* raw, std::uint64_t size_bytes, int action) noexcept {
+Split production_split(const double* raw, std::uint64_t size_bytes, int action,
+                       const TransportParams* params) noexcept {
   double rate[kNumStreams];
   effective_rates(raw, rate);
-  return transport_split(size_bytes, action_mask(action), rate, raw + kLatencyOffset);
+  return transport_split(size_bytes, action_mask(action), rate, raw + kLatencyOffset, params);
 }
 
 int heuristic_action(const double* raw, std::uint64_t size_bytes, double* predicted_times_out,
-                     Split* chosen_split_out) noexcept {
+                     Split* chosen_split_out, const TransportParams* params) noexcept {
   double rate[kNumStreams];
   effective_rates(raw, rate);
-  const TransportStreams streams(rate, raw + kLatencyOffset);
+  const TransportStreams streams(rate, raw + kLatencyOffset, params);
   int best = 0;
   double best_score = std::numeric_limits<double>::infinity();
   Split best_split;

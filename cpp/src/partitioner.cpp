@@ -58,15 +58,17 @@ void PartitionerCore::count_decision(const Serving& serving, const DecisionOutpu
 }
 
 void PartitionerCore::decide(const Serving& serving, const TaskInput& task, double hour, DecisionOutput& out) {
-  engine_->snapshot(static_cast<double>(task.size_bytes), task.priority, hour, out.raw.data());
-  engine_->decide_raw_with(out.raw.data(), task.size_bytes, serving.model.get(), nullptr, true, out);
+  StreamTransportParams params;
+  engine_->snapshot(static_cast<double>(task.size_bytes), task.priority, hour, out.raw.data(), &params);
+  engine_->decide_raw_with(out.raw.data(), task.size_bytes, serving.model.get(), nullptr, true, out, params.data());
   count_decision(serving, out);
 }
 
 void PartitionerCore::decide_many(const Serving& serving, const TaskInput* tasks, std::size_t n, double hour,
                                   DecisionOutput* out) {
   std::array<double, kNumFeatures> table{};
-  engine_->snapshot_table(table.data());
+  StreamTransportParams params;
+  engine_->snapshot_table(table.data(), &params);
   for (std::size_t k = 0; k < n; ++k) {
     DecisionOutput& d = out[k];
     std::copy(table.begin(), table.begin() + kTaskSizeIndex, d.raw.begin());
@@ -77,7 +79,7 @@ void PartitionerCore::decide_many(const Serving& serving, const TaskInput* tasks
   const FusedMlp* model = serving.model.get();
   if (model == nullptr || n < 2) {
     for (std::size_t k = 0; k < n; ++k) {
-      engine_->decide_raw_with(out[k].raw.data(), tasks[k].size_bytes, model, nullptr, true, out[k]);
+      engine_->decide_raw_with(out[k].raw.data(), tasks[k].size_bytes, model, nullptr, true, out[k], params.data());
       count_decision(serving, out[k]);
     }
     return;
@@ -94,7 +96,7 @@ void PartitionerCore::decide_many(const Serving& serving, const TaskInput* tasks
     for (std::size_t k = 0; k < m; ++k) {
       DecisionOutput& d = out[base + k];
       engine_->decide_raw_with(d.raw.data(), tasks[base + k].size_bytes, nullptr, q.data() + k * kNumActions, true,
-                               d);
+                               d, params.data());
       count_decision(serving, d);
     }
   }
@@ -232,6 +234,8 @@ double PartitionerCore::finish(const PendingDecision& p, const OutcomeInput& o, 
   engine_->snapshot(p.raw[kTaskSizeIndex], p.raw[kPriorityIndex], hour, now_raw.data());
   normalize_state(now_raw.data(), rec.next_state.data());
   rec.done = 0;
+  // As float32, never rounded to 0 (a tiny exploration share stays a valid, positive propensity).
+  rec.propensity = std::max(static_cast<float>(p.propensity), std::numeric_limits<float>::min());
   pushed = ring_ != nullptr && ring_->try_push(rec);
   return reward;
 }

@@ -11,35 +11,39 @@ namespace {
 
 constexpr double kLn2 = 0.69314718055994530942;
 
-// One stream's transport model (see transport.hpp): fixed cost a, RTT R, rate r, ramp duration s and the
-// bits rho the ramp carries.
+// One stream's transport model (see transport.hpp): fixed cost a, RTT R, modelled rate r (measured rate x
+// efficiency), initial window W, ramp duration s and the bits rho the ramp carries.
 struct StreamModel {
   double a = 0.0;
   double rtt = 0.0;
   double rate = 0.0;
+  double window = kInitialWindowBits;
   double ramp_s = 0.0;
   double ramp_bits = 0.0;
 
-  StreamModel(double rate_bps, double rtt_s) noexcept
-      : a(kSetupRtts * rtt_s), rtt(rtt_s), rate(rate_bps) {
+  // rate_bps: the rate to model (efficiency already applied).
+  StreamModel(double rate_bps, double rtt_s, double setup_rtts, double window_bits) noexcept
+      : a(setup_rtts * rtt_s), rtt(rtt_s), rate(rate_bps), window(window_bits) {
     const double bdp = rate_bps * rtt_s;
-    if (bdp > kInitialWindowBits) {
+    if (bdp > window_bits) {
       // log2(r R / W) written as a sum of logs so that an overflowing product (absurd but finite inputs)
       // still gives a finite ramp duration.
-      ramp_s = rtt_s * (std::log2(rate_bps) + std::log2(rtt_s) - std::log2(kInitialWindowBits));
-      ramp_bits = bdp - kInitialWindowBits;
+      ramp_s = rtt_s * (std::log2(rate_bps) + std::log2(rtt_s) - std::log2(window_bits));
+      ramp_bits = bdp - window_bits;
     }
   }
 
   // From precomputed parts (TransportStreams caches them per decision state).
-  StreamModel(double a_s, double rtt_s, double rate_bps, double ramp_duration_s, double ramp_bits_total) noexcept
-      : a(a_s), rtt(rtt_s), rate(rate_bps), ramp_s(ramp_duration_s), ramp_bits(ramp_bits_total) {}
+  StreamModel(double a_s, double rtt_s, double rate_bps, double window_bits, double ramp_duration_s,
+              double ramp_bits_total) noexcept
+      : a(a_s), rtt(rtt_s), rate(rate_bps), window(window_bits), ramp_s(ramp_duration_s),
+        ramp_bits(ramp_bits_total) {}
 
   // Bits delivered by `elapsed` seconds after the chunk started.
   double bits_by(double elapsed) const noexcept {
     const double t = elapsed - a;
     if (t <= 0.0) return 0.0;
-    if (t <= ramp_s) return kInitialWindowBits * std::expm1(t / rtt * kLn2);
+    if (t <= ramp_s) return window * std::expm1(t / rtt * kLn2);
     return ramp_bits + rate * (t - ramp_s);
   }
 
@@ -47,44 +51,57 @@ struct StreamModel {
   double slope(double elapsed) const noexcept {
     const double t = elapsed - a;
     if (t <= 0.0) return 0.0;
-    if (t <= ramp_s) return kInitialWindowBits * kLn2 / rtt * std::exp2(t / rtt);
+    if (t <= ramp_s) return window * kLn2 / rtt * std::exp2(t / rtt);
     return rate;
   }
 
   // Seconds to deliver `bits` (> 0), fixed cost included.
   double time_for(double bits) const noexcept {
-    if (bits <= ramp_bits) return a + rtt * std::log1p(bits / kInitialWindowBits) / kLn2;
+    if (bits <= ramp_bits) return a + rtt * std::log1p(bits / window) / kLn2;
     return a + ramp_s + (bits - ramp_bits) / rate;
   }
 };
 
 }  // namespace
 
-double transport_chunk_time(double bits, double rate_bps, double rtt_s) noexcept {
+const char* invalid_transport_param(const TransportParams& p) noexcept {
+  if (!(std::isfinite(p.setup_rtts) && p.setup_rtts >= 0.0)) return "setup_rtts";
+  if (!(p.initial_window_bits > 0.0)) return "initial_window_bits";  // NaN fails too; +inf is allowed
+  if (!(std::isfinite(p.efficiency) && p.efficiency > 0.0)) return "efficiency";
+  return nullptr;
+}
+
+double transport_chunk_time(double bits, double rate_bps, double rtt_s, const TransportParams& params) noexcept {
   if (bits <= 0.0) return 0.0;
   if (!(rate_bps > 0.0)) return std::numeric_limits<double>::infinity();
-  return StreamModel(rate_bps, rtt_s).time_for(bits);
+  return StreamModel(rate_bps * params.efficiency, rtt_s, params.setup_rtts, params.initial_window_bits)
+      .time_for(bits);
 }
 
-double transport_bits_by(double elapsed_s, double rate_bps, double rtt_s) noexcept {
+double transport_bits_by(double elapsed_s, double rate_bps, double rtt_s, const TransportParams& params) noexcept {
   if (!(rate_bps > 0.0)) return 0.0;
-  return StreamModel(rate_bps, rtt_s).bits_by(elapsed_s);
+  return StreamModel(rate_bps * params.efficiency, rtt_s, params.setup_rtts, params.initial_window_bits)
+      .bits_by(elapsed_s);
 }
 
-TransportStreams::TransportStreams(const double* rate_bps, const double* rtt_s) noexcept {
+TransportStreams::TransportStreams(const double* rate_bps, const double* rtt_s,
+                                   const TransportParams* params) noexcept {
+  const TransportParams defaults{};
   for (std::size_t i = 0; i < kNumStreams; ++i) {
-    rate_[i] = rate_bps[i];
+    const TransportParams& p = params != nullptr ? params[i] : defaults;
+    rate_[i] = rate_bps[i] > 0.0 ? rate_bps[i] * p.efficiency : rate_bps[i];
     rtt_[i] = rtt_s[i];
-    const StreamModel m(rate_bps[i] > 0.0 ? rate_bps[i] : 0.0, rtt_s[i]);
+    const StreamModel m(rate_[i] > 0.0 ? rate_[i] : 0.0, rtt_s[i], p.setup_rtts, p.initial_window_bits);
     a_[i] = m.a;
+    window_[i] = m.window;
     ramp_s_[i] = m.ramp_s;
     ramp_bits_[i] = m.ramp_bits;
   }
 }
 
-Split transport_split(std::uint64_t size_bytes, unsigned mask, const double* rate_bps,
-                      const double* rtt_s) noexcept {
-  return TransportStreams(rate_bps, rtt_s).split(size_bytes, mask);
+Split transport_split(std::uint64_t size_bytes, unsigned mask, const double* rate_bps, const double* rtt_s,
+                      const TransportParams* params) noexcept {
+  return TransportStreams(rate_bps, rtt_s, params).split(size_bytes, mask);
 }
 
 Split TransportStreams::split(std::uint64_t size_bytes, unsigned mask) const noexcept {
@@ -93,7 +110,8 @@ Split TransportStreams::split(std::uint64_t size_bytes, unsigned mask) const noe
   Split out;
   std::array<int, kNumStreams> ids{};
   std::array<StreamModel, kNumStreams> models{
-      StreamModel(0.0, 0.0), StreamModel(0.0, 0.0), StreamModel(0.0, 0.0), StreamModel(0.0, 0.0)};
+      StreamModel(0.0, 0.0, 0.0, kInitialWindowBits), StreamModel(0.0, 0.0, 0.0, kInitialWindowBits),
+      StreamModel(0.0, 0.0, 0.0, kInitialWindowBits), StreamModel(0.0, 0.0, 0.0, kInitialWindowBits)};
   std::size_t m = 0;
   int lowest_rtt = -1;
   for (int i = 0; i < static_cast<int>(kNumStreams); ++i) {
@@ -101,7 +119,7 @@ Split TransportStreams::split(std::uint64_t size_bytes, unsigned mask) const noe
     if (lowest_rtt < 0 || rtt_s[i] < rtt_s[lowest_rtt]) lowest_rtt = i;
     if (rate_bps[i] > 0.0) {
       ids[m] = i;
-      models[m] = StreamModel(a_[i], rtt_s[i], rate_bps[i], ramp_s_[i], ramp_bits_[i]);
+      models[m] = StreamModel(a_[i], rtt_s[i], rate_bps[i], window_[i], ramp_s_[i], ramp_bits_[i]);
       ++m;
     }
   }

@@ -12,13 +12,21 @@ with ``update_stream`` (bandwidth, RTT, congestion, success rate per stream) and
   between policies differs only in the decision. Baseline outcomes are not fed to the learner.
 
 An empty task (0 bytes) needs no decision: it becomes one empty chunk on stream 0 (source ``empty``).
+
+Per-chunk outcomes: :meth:`SplitPolicy.report` hands the sender's acknowledged chunks (first byte to the
+receiver's acknowledgement, per chunk) to ``report_outcome(..., chunks=...)`` when they decompose the
+decision's plan (every chunk on a stream the decision used, each stream's chunks summing to its planned
+bytes, fewer for a failed task); a chunk that was moved to another stream after a stream failure breaks
+that decomposition, and then the task is reported without chunks (logged at DEBUG).
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Protocol
@@ -26,7 +34,7 @@ from typing import Final, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from itp.partitioner import DEFAULT_MODEL, Decision, Task, TaskPartitioner, _Default, local_hour
+from itp.partitioner import DEFAULT_MODEL, ChunkOutcome, Decision, Task, TaskPartitioner, _Default, local_hour
 from itp.sim.baselines import (
     BestSinglePolicy,
     EqualSplitPolicy,
@@ -34,9 +42,12 @@ from itp.sim.baselines import (
     equal_chunks,
 )
 from itp.state import NUM_STREAMS, RawState
+from itp.transfer.report import ChunkReport
 from itp.transport import production_split, transport_chunk_time
 
-__all__ = ["BASELINE_POLICIES", "POLICY_NAMES", "Placement", "SplitPolicy"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["BASELINE_POLICIES", "POLICY_NAMES", "Placement", "SplitPolicy", "chunk_outcomes"]
 
 BASELINE_POLICIES: Final = ("rate-proportional", "round-robin", "best-single", "equal-split")
 POLICY_NAMES: Final = ("itp", "heuristic", *BASELINE_POLICIES)
@@ -182,16 +193,42 @@ class SplitPolicy:
         latency_s: float,
         success: bool,
         retransmissions: int,
+        chunks: Sequence[ChunkReport] = (),
     ) -> float | None:
         """Report a task's outcome to the learner (``itp``/``heuristic``); returns the reward, or None
-        for baselines and empty tasks. Arguments as :meth:`itp.TaskPartitioner.report_outcome`."""
+        for baselines and empty tasks. Arguments as :meth:`itp.TaskPartitioner.report_outcome`;
+        ``chunks``: the sender's per-chunk reports of the task (see the module docstring)."""
         d = placement.decision
         if d is None:
             return None
         return self._partitioner.report_outcome(
             d.task_id, d, throughput_bps=throughput_bps, latency_s=max(latency_s, 1e-9), success=success,
-            retransmissions=retransmissions,
+            retransmissions=retransmissions, chunks=chunk_outcomes(chunks, d.bytes_per_stream, success),
         )
+
+
+def chunk_outcomes(
+    chunks: Sequence[ChunkReport], plan: tuple[int, int, int, int], success: bool
+) -> list[ChunkOutcome] | None:
+    """The delivered chunks of a task as :class:`itp.ChunkOutcome` s, or None when there are none or they
+    do not decompose the plan (bytes per stream; see the module docstring)."""
+    out = [
+        ChunkOutcome(c.stream_id, c.size_bytes, c.seconds, c.retries)
+        for c in chunks
+        if c.ok and c.size_bytes > 0 and c.seconds > 0.0 and math.isfinite(c.seconds)
+    ]
+    if not out:
+        return None
+    sums = [0] * NUM_STREAMS
+    for c in out:
+        sums[c.stream_id] += c.size_bytes
+    fits = all(
+        (sums[i] == plan[i]) if success else (sums[i] <= plan[i]) for i in range(NUM_STREAMS)
+    )
+    if not fits:
+        logger.debug("chunks %s do not decompose the plan %s: reported without chunks", sums, plan)
+        return None
+    return out
 
 
 def _predicted_s(raw: npt.NDArray[np.float64], chunks: tuple[int, int, int, int]) -> float:

@@ -901,7 +901,7 @@ class Sender:
         report = self._task_report(task, acked_s, seconds, goodput, retries, ok=True)
         try:
             self._policy.report(placement, throughput_bps=goodput, latency_s=seconds, success=True,
-                                retransmissions=retries)
+                                retransmissions=retries, chunks=report.chunks)
         except ValueError as exc:  # e.g. the decision expired: the transfer still succeeded
             logger.warning("outcome of %s not reported to the partitioner: %s", task.name, exc)
         logger.info("delivered %s: %d bytes in %.3f s (%.1f Mbit/s)", task.name, task.size_bytes, seconds,
@@ -931,7 +931,7 @@ class Sender:
         if task.placement is not None and task.placement.decision is not None:
             try:
                 self._policy.report(task.placement, throughput_bps=0.0, latency_s=max(now - dispatched, 1e-9),
-                                    success=False, retransmissions=retries)
+                                    success=False, retransmissions=retries, chunks=report.chunks)
             except ValueError as exc:
                 logger.debug("failed outcome of %s not reported: %s", task.name, exc)
         logger.info("task %s failed: %s", task.name, why, extra={"event": "task_failed"})

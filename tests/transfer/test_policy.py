@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from itp.heuristic import heuristic_action
-from itp.partitioner import TaskPartitioner
+from itp.partitioner import ChunkOutcome, OutcomeRecord, TaskPartitioner
 from itp.sim.baselines import equal_chunks
-from itp.transfer.policy import POLICY_NAMES, SplitPolicy
+from itp.transfer.policy import POLICY_NAMES, SplitPolicy, chunk_outcomes
+from itp.transfer.report import ChunkReport
 from itp.transport import production_split
 
 RATES = (50e6, 400e6, 100e6, 200e6)
@@ -97,3 +98,34 @@ def test_bad_input() -> None:
         policy.place(10, priority=2.0)
     assert set(POLICY_NAMES) == {"itp", "heuristic", "rate-proportional", "round-robin", "best-single",
                                  "equal-split"}
+
+
+def _reports(plan_chunks: list[tuple[int, int, float, bool]]) -> tuple[ChunkReport, ...]:
+    return tuple(ChunkReport("t", s, 0, size, sec, 0, ok) for s, size, sec, ok in plan_chunks)
+
+
+def test_chunk_reports_become_chunk_outcomes_when_they_decompose_the_plan() -> None:
+    plan = (100, 0, 50, 0)
+    got = chunk_outcomes(_reports([(0, 60, 0.1, True), (0, 40, 0.2, True), (2, 50, 0.3, True)]), plan, True)
+    assert got == [ChunkOutcome(0, 60, 0.1), ChunkOutcome(0, 40, 0.2), ChunkOutcome(2, 50, 0.3)]
+    # A chunk moved to stream 1 after a failure: no longer the plan's decomposition.
+    assert chunk_outcomes(_reports([(0, 100, 0.1, True), (1, 50, 0.3, True)]), plan, True) is None
+    # A failed task: only what arrived, at most the plan.
+    failed = chunk_outcomes(_reports([(0, 60, 0.1, True), (0, 40, 0.0, False)]), plan, False)
+    assert failed == [ChunkOutcome(0, 60, 0.1)]
+    assert chunk_outcomes((), plan, True) is None
+
+
+def test_report_passes_the_chunks_to_the_partitioner_calibration() -> None:
+    policy = SplitPolicy("heuristic", partitioner=TaskPartitioner(None, calibrate_transport=True))
+    for i in range(4):
+        policy.partitioner.update_stream(i, bandwidth_bps=RATES[i], latency_s=RTTS[i], success_rate=1.0)
+    placement = policy.place(10_000_000)
+    reports = _reports([(i, c, 0.05 * (i + 1), True) for i, c in enumerate(placement.chunk_bytes) if c > 0])
+    seen: list[OutcomeRecord] = []
+    policy.partitioner.add_outcome_listener(seen.append)
+    policy.report(placement, throughput_bps=1e8, latency_s=0.5, success=True, retransmissions=0,
+                  chunks=reports)
+    assert seen[0].chunks == tuple(ChunkOutcome(c.stream_id, c.size_bytes, c.seconds) for c in reports)
+    calibrator = policy.partitioner.calibrator
+    assert calibrator is not None and calibrator.observation_count() == len(reports)

@@ -3,8 +3,14 @@
 // model fault, and split the bytes by the transport-aware equal finish time (transport.hpp) over effective
 // rates and measured RTTs.
 //
+// Transport parameters: the engine holds one TransportParams per stream (transport.hpp: set-up RTTs,
+// initial window, rate efficiency; the defaults are the compile-time model) that the split, the
+// heuristic's choice and expected_time_s use on both the model and the heuristic path. They live beside
+// the stream table under the same mutex, so setting them never blocks a decision for longer than the copy
+// of 12 doubles, and a decision sees one consistent set.
+//
 // Thread-safety: every public method may be called from any number of threads at once. The stream table
-// is guarded by a mutex held only to copy 16 doubles; the model is swapped atomically (shared_ptr) so a
+// is guarded by a mutex held only to copy 16 doubles (and the 12 transport parameters); the model is swapped atomically (shared_ptr) so a
 // decision in flight keeps the network it started with; exploration draws come from a counter-based
 // generator (splitmix64 over an atomic counter), which needs no lock.
 #pragma once
@@ -18,6 +24,7 @@
 #include "itp/actions.hpp"
 #include "itp/mlp.hpp"
 #include "itp/state.hpp"
+#include "itp/transport.hpp"
 
 namespace itp {
 
@@ -56,13 +63,19 @@ class DecisionEngine {
   StreamMetrics stream(std::size_t stream_id) const;
   double queue_depth() const;
 
+  // Caller-validated parameters (invalid_transport_param is null for all 4). Thread-safe; O(1).
+  void set_transport_params(const StreamTransportParams& params);
+  StreamTransportParams transport_params() const;
+
   void set_model(std::shared_ptr<const FusedMlp> model);  // nullptr: heuristic only
   std::shared_ptr<const FusedMlp> model() const;
   void set_epsilon(double epsilon) noexcept { epsilon_.store(epsilon, std::memory_order_relaxed); }
   double epsilon() const noexcept { return epsilon_.load(std::memory_order_relaxed); }
 
   // Writes the raw state (caller units) for a task of this size/priority at this hour.
-  void snapshot(double size_bytes, double priority, double hour, double* raw) const;
+  // params_out (may be null) receives the transport parameters under the same lock.
+  void snapshot(double size_bytes, double priority, double hour, double* raw,
+                StreamTransportParams* params_out = nullptr) const;
 
   // Decides one task. `external_q` (15 floats, may be null) replaces the native model, for models served
   // by ONNX Runtime. `explore`: whether epsilon-greedy may pick a random action.
@@ -79,13 +92,16 @@ class DecisionEngine {
 
   // decide_raw with the network given by the caller instead of the engine's own (`model` may be null:
   // heuristic, unless external_q is given). Lets a caller that swaps (model, version) pairs atomically
-  // report exactly the model that answered.
+  // report exactly the model that answered. `params`: the transport parameters to split with (4 sets, as
+  // snapshot_table hands them out), or null to read the engine's current ones.
   void decide_raw_with(const double* raw, std::uint64_t size_bytes, const FusedMlp* model,
-                       const float* external_q, bool explore, DecisionOutput& out) const;
+                       const float* external_q, bool explore, DecisionOutput& out,
+                       const TransportParams* params = nullptr) const;
 
   // Copies the stream table (16 metrics and the queue depth) into raw[0..17) under the table lock; the
-  // task fields raw[17..20) are left alone. Lets a batch decide every task on one snapshot.
-  void snapshot_table(double* raw) const;
+  // task fields raw[17..20) are left alone. Lets a batch decide every task on one snapshot. If params_out
+  // is not null it receives the transport parameters under the same lock.
+  void snapshot_table(double* raw, StreamTransportParams* params_out = nullptr) const;
 
  private:
   double next_uniform() const noexcept;
@@ -93,6 +109,7 @@ class DecisionEngine {
   mutable std::mutex table_mutex_;
   std::array<StreamMetrics, kNumStreams> streams_{};
   double queue_depth_ = 0.0;
+  StreamTransportParams transport_{};
   std::shared_ptr<const FusedMlp> model_;  // read/written with std::atomic_load/store
   std::atomic<double> epsilon_{0.0};
   std::uint64_t seed_;

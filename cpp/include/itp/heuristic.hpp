@@ -25,13 +25,16 @@ namespace itp {
 void effective_rates(const double* raw, double* rate_out) noexcept;
 
 // The production split of action `action` for a validated raw state: transport_split over the effective
-// rates and the measured RTTs. O(1), no allocation.
-Split production_split(const double* raw, std::uint64_t size_bytes, int action) noexcept;
+// rates and the measured RTTs, with the streams' transport parameters (4 valid sets; null: the defaults).
+// O(1), no allocation.
+Split production_split(const double* raw, std::uint64_t size_bytes, int action,
+                       const TransportParams* params = nullptr) noexcept;
 
 // The heuristic's action for a validated raw state and a task of size_bytes (1..2^50). If
 // predicted_times_out is not null it receives T_a for all 15 actions (seconds). O(15 splits), no allocation.
-// If chosen_split_out is not null it receives the chosen action's split (the production split).
+// If chosen_split_out is not null it receives the chosen action's split (the production split). params: the
+// streams' transport parameters (4 valid sets; null: the defaults).
 int heuristic_action(const double* raw, std::uint64_t size_bytes, double* predicted_times_out,
-                     Split* chosen_split_out = nullptr) noexcept;
+                     Split* chosen_split_out = nullptr, const TransportParams* params = nullptr) noexcept;
 
 }  // namespace itp

@@ -45,19 +45,25 @@
 
 namespace itp {
 
-// One transition (s, a, r, s', done), 172 bytes of plain data.
+// One transition (s, a, r, s', done) and the behaviour policy's probability of the action, 176 bytes of
+// plain data.
 struct TransitionRecord {
   std::array<float, kNumFeatures> state;       // normalised state, 20 floats
   std::int32_t action;                         // 0..14
   float reward;                                // finite
   std::array<float, kNumFeatures> next_state;  // normalised next state, 20 floats
   std::uint8_t done;                           // 0 or 1
+  // Probability in (0, 1] the behaviour policy gave `action` (off-policy corrections); 1 means
+  // deterministic or unknown (records pushed from Python without one, heuristic decisions).
+  float propensity = 1.0F;
 };
 static_assert(std::is_trivially_copyable_v<TransitionRecord>, "records are copied as bytes");
+static_assert(sizeof(TransitionRecord) == 176, "the record fills 176 of the cell's 192 bytes");
 
-// True when every float is finite, 0 <= action < 15 and done is 0 or 1. O(41).
+// True when every float is finite, 0 <= action < 15, done is 0 or 1 and propensity in (0, 1]. O(41).
 inline bool is_valid_record(const TransitionRecord& r) noexcept {
-  bool ok = r.action >= 0 && r.action < kNumActions && r.done <= 1 && std::isfinite(r.reward);
+  bool ok = r.action >= 0 && r.action < kNumActions && r.done <= 1 && std::isfinite(r.reward) &&
+            r.propensity > 0.0F && r.propensity <= 1.0F;
   for (std::size_t i = 0; i < kNumFeatures; ++i) {
     ok = ok && std::isfinite(r.state[i]) && std::isfinite(r.next_state[i]);
   }
@@ -175,6 +181,7 @@ class ExperienceRing {
     std::atomic<std::uint64_t> seq{0};
     TransitionRecord record{};
   };
+  static_assert(sizeof(Cell) == 3 * kCacheLine, "a cell is 192 bytes: seq + padding + record");
 
   static std::size_t checked_capacity(std::size_t n) {
     if (n < 1 || n > kMaxCapacity) {
