@@ -66,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--outcomes", type=int, default=5000)
     p.add_argument("--checkpoint", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epsilon", type=float, default=AdaptConfig.epsilon,
+                   help="exploration rate of the learning partitioner (default %(default)s)")
+    p.add_argument("--holdout-fraction", type=float, default=None,
+                   help="share of logged rows the gate holds back (default: FinetuneJob's)")
     p.add_argument("--out", type=Path, default=Path("adapt-results"), help="folder for JSON and PNG files")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -74,8 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for name in args.networks:
         t0 = time.monotonic()
+        finetune = dict(AdaptConfig(network=name).finetune)
+        if args.holdout_fraction is not None:
+            finetune["holdout_fraction"] = args.holdout_fraction
         cfg = AdaptConfig(network=name, outcomes=args.outcomes, checkpoint=args.checkpoint, seed=args.seed,
-                          trace_files=files, learner_trace_files=learner_files)
+                          epsilon=args.epsilon, finetune=finetune, trace_files=files,
+                          learner_trace_files=learner_files)
         r = run_adaptation(cfg)
         (args.out / f"adapt-{name}.json").write_text(r.to_json() + "\n")
         try:
@@ -88,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results))
     print(f"{args.outcomes} outcomes per network, checkpoint {args.checkpoint}, seed {args.seed}; network "
           f"traces: {description}; `python bench/adapt_table.py "
-          f"--networks {' '.join(args.networks)} --outcomes {args.outcomes}`")
+          f"--networks {' '.join(args.networks)} --outcomes {args.outcomes} --epsilon {args.epsilon}"
+          + (f" --holdout-fraction {args.holdout_fraction}" if args.holdout_fraction is not None else "")
+          + "`")
     return 0
 
 
