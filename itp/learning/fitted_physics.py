@@ -50,29 +50,31 @@ def transport_params_of(source: Any) -> TransportParams | None:
     """The pooled fitted parameters of ``source``.
 
     Args:
-        source: None, a :class:`TransportParams`, or anything with ``pooled_params() -> TransportParams``
-            (a :class:`itp.calibration.TransportCalibrator`; duck-typed).
+        source: None, a :class:`TransportParams`, or anything whose ``pooled_params`` (a property, as on
+            :class:`itp.calibration.TransportCalibrator`, or a method) gives ``TransportParams``.
 
     Returns:
         The parameters, or None for ``source=None``.
 
     Raises:
-        TypeError: ``source`` is none of these, or ``pooled_params()`` returned something else.
+        TypeError: ``source`` is none of these, or ``pooled_params`` gave something else.
     """
     if source is None:
         return None
     if isinstance(source, TransportParams):
         return source
+    # itp.calibration.TransportCalibrator exposes ``pooled_params`` as a property; a duck type may make it
+    # a method. Both are accepted.
     pooled = getattr(source, "pooled_params", None)
-    if not callable(pooled):
+    if pooled is None or not (isinstance(pooled, TransportParams) or callable(pooled)):
         raise TypeError(
-            "calibrator must be a TransportParams or have pooled_params() -> TransportParams, got "
-            f"{type(source).__name__}"
+            "calibrator must be a TransportParams or have pooled_params (a property or a method) -> "
+            f"TransportParams, got {type(source).__name__}"
         )
-    params = pooled()
+    params = pooled if isinstance(pooled, TransportParams) else pooled()
     if not isinstance(params, TransportParams):
         raise TypeError(
-            f"calibrator.pooled_params() must return TransportParams, got {type(params).__name__}"
+            f"calibrator.pooled_params must return TransportParams, got {type(params).__name__}"
         )
     return params
 

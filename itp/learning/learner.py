@@ -216,8 +216,8 @@ class OnlineLearner:
         config: settings.
         start: start the learner thread now.
         calibrator: the deployment's fitted transport physics for retraining: a
-            :class:`itp.calibration.TransportParams`, or anything with ``pooled_params() ->
-            TransportParams`` (an :class:`itp.calibration.TransportCalibrator`), read when each retrain
+            :class:`itp.calibration.TransportParams`, or anything with ``pooled_params`` (the property of
+            an :class:`itp.calibration.TransportCalibrator`, or a method) giving one, read when each retrain
             starts. None: the partitioner's ``calibrator`` attribute if it has one, else the built-in
             physics.
 
@@ -237,10 +237,10 @@ class OnlineLearner:
         calibrator: Any = None,
     ) -> None:
         if calibrator is not None and not (
-            isinstance(calibrator, TransportParams) or callable(getattr(calibrator, "pooled_params", None))
+            isinstance(calibrator, TransportParams) or hasattr(calibrator, "pooled_params")
         ):
             raise TypeError(
-                "calibrator must be None, a TransportParams or have pooled_params(), got "
+                "calibrator must be None, a TransportParams or have pooled_params, got "
                 f"{type(calibrator).__name__}"
             )
         self._calibrator = calibrator

@@ -52,3 +52,11 @@ def test_sources_are_duck_typed_and_checked() -> None:
         transport_params_of(FakeCalibrator({"setup_rtts": 1.0}))
     with pytest.raises(TypeError, match="params must be TransportParams"):
         sim_config_from_params({"setup_rtts": 1.0})  # type: ignore[arg-type]
+
+
+def test_the_real_calibrator_is_accepted() -> None:
+    """``TransportCalibrator.pooled_params`` is a property, not a method: both forms are read."""
+    from itp.calibration import TransportCalibrator
+
+    cal = TransportCalibrator(4)
+    assert transport_params_of(cal) == cal.pooled_params == DEFAULT_TRANSPORT_PARAMS

@@ -356,6 +356,23 @@ class FakeCalibrator:
         return TransportParams(setup_rtts=0.5, initial_window_bits=2.0**30, efficiency=0.8)
 
 
+def test_a_calibrating_partitioners_own_calibrator_feeds_the_retrain(tmp_path: Path) -> None:
+    """``calibrate_transport=True`` and no ``calibrator=``: the retrain reads ``p.calibrator`` (a real
+    ``TransportCalibrator``, whose ``pooled_params`` is a property) without a warning."""
+    p = make_partitioner(write_model(tmp_path / "m.onnx", version="1.0.0"), calibrate_transport=True)
+    assert p.calibrator is not None
+    learner = OnlineLearner(p, registry=tmp_path / "models", config=tiny_config())
+    run_traffic(p, 200)
+    assert learner.flush()
+    p.force_model_update()
+    assert wait_for(lambda: learner.update_count == 1, 120)
+    started = next(e for e in learner.registry.history() if e["event"] == "retrain_started")
+    assert started["transport_params"] == p.calibrator.pooled_params.as_dict()
+    assert learner.metrics()["fitted_transport_params"] == started["transport_params"]
+    learner.close()
+    p.close()
+
+
 def test_retrain_uses_fitted_physics_and_the_deployed_epsilon(tmp_path: Path) -> None:
     p = make_partitioner(write_model(tmp_path / "m.onnx", version="1.0.0"), epsilon=0.1)
     learner = OnlineLearner(
