@@ -108,6 +108,9 @@ class OffPolicyComparison:
         passed: ``lower >= -margin`` (non-inferior with the interval's one-sided confidence
             ``(1 + confidence) / 2``) and the candidate's ESS reaches ``min_effective_samples``.
         reason: one line saying why.
+        supported: whether the logs support a verdict at all (both estimates finite and the candidate's
+            ESS >= ``min_effective_samples``). False: the comparison is inconclusive, not a finding that
+            the candidate is worse; the gate decides what to do with that (``GateConfig.unsupported``).
     """
 
     candidate: OffPolicyEstimate
@@ -118,6 +121,7 @@ class OffPolicyComparison:
     margin: float
     passed: bool
     reason: str
+    supported: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data (JSON-ready)."""
@@ -446,7 +450,7 @@ def compare_policies(
     if not (math.isfinite(v_c) and math.isfinite(v_0)):
         return OffPolicyComparison(
             est_c, est_0, math.nan, -math.inf, math.inf, float(margin), False,
-            "no logged support: a policy never takes any logged action",
+            "no logged support: a policy never takes any logged action", False,
         )
     diff = v_c - v_0
     psi = psi_c - psi_0
@@ -471,4 +475,6 @@ def compare_policies(
             f"{method}: candidate may be worse: difference {diff:+.4f} [{lower:+.4f}, {upper:+.4f}] at "
             f"{conf:.0%}, lower bound < -margin {margin:g}, on {n} logged rows (ESS {ess_c:.0f})"
         )
-    return OffPolicyComparison(est_c, est_0, diff, lower, upper, float(margin), passed, reason)
+    return OffPolicyComparison(
+        est_c, est_0, diff, lower, upper, float(margin), passed, reason, ess_c >= min_effective_samples
+    )

@@ -14,7 +14,13 @@
   sample size is ``>= min_effective_samples``. When fewer than ``min_offpolicy_rows`` held-back rows carry a
   propensity (a producer that does not log them, old rows), or there is no current model to compare with,
   the off-policy verdict is not possible: the gate falls back to the simulator check below and says so in
-  its reason.
+  its reason. When the rows are there but do not *support* the candidate (its effective sample size is
+  below ``min_effective_samples``: it mostly takes actions the behaviour policy rarely explored), the
+  comparison is inconclusive rather than negative; ``unsupported="simulator"`` (default) then lets the
+  simulator check on the fitted physics decide, ``"reject"`` discards the candidate. Why the default: a
+  candidate that learned what epsilon-greedy logs cannot show (say, all four streams where the deployed
+  model used two) would otherwise never be tried, and the canary still measures it on live traffic before
+  it serves everything.
 * ``"simulator"``: the check below only.
 * ``"both"``: both must pass (the simulator alone when the off-policy verdict is not possible).
 
@@ -121,6 +127,9 @@ class GateConfig:
         td_margin: tolerated relative increase of the held-back TD mean squared error (>= 0).
         gamma: discount of the TD error (the trainer's).
         sim_config: an ``itp.sim.SimConfig`` (None: default); trace_files: trace-driven episodes.
+        unsupported: what an inconclusive off-policy comparison (the candidate's ESS below
+            ``min_effective_samples``) leads to: ``"simulator"`` (the simulator check on the fitted
+            physics decides) or ``"reject"``.
     """
 
     mode: str = "offpolicy"
@@ -137,8 +146,13 @@ class GateConfig:
     gamma: float = 0.2
     sim_config: Any = None
     trace_files: tuple[str, ...] = ()
+    unsupported: str = "simulator"
 
     def __post_init__(self) -> None:
+        if self.unsupported not in ("simulator", "reject"):
+            raise ValueError(
+                f"GateConfig.unsupported must be 'simulator' or 'reject', got {self.unsupported!r}"
+            )
         if self.mode not in GATE_MODES:
             raise ValueError(f"GateConfig.mode must be one of {', '.join(GATE_MODES)}, got {self.mode!r}")
         if self.estimator not in METHODS:
@@ -357,6 +371,7 @@ def offline_gate(
     notes: list[str] = []
     run_sim = config.mode in ("simulator", "both")
     op_passed = True
+    inconclusive = False
     if config.mode in ("offpolicy", "both"):
         logged, op_rows, why_not = _usable_offpolicy_rows(current, holdout, config)
         if logged is None:
@@ -366,8 +381,13 @@ def offline_gate(
             assert current is not None
             try:
                 op = offpolicy_comparison(candidate, current, logged, config)
-                op_passed = op.passed
-                notes.append(f"off-policy {op.reason}")
+                if not op.supported and config.unsupported == "simulator":
+                    inconclusive = True
+                    notes.append(f"off-policy verdict inconclusive ({op.reason}): simulator gate used")
+                    run_sim = True
+                else:
+                    op_passed = op.passed
+                    notes.append(f"off-policy {op.reason}")
             except ValueError as exc:  # a candidate with non-finite Q-values is a model fault
                 op_passed = False
                 notes.append(f"off-policy verdict failed: {exc}")
@@ -378,7 +398,8 @@ def offline_gate(
         sim_passed, sim_reason, r_c, r_0, td_c, td_0 = _simulator_check(candidate, current, holdout, config)
         notes.append(sim_reason)
     passed = op_passed and sim_passed
-    evidence = "both" if (op is not None and run_sim) else ("offpolicy" if op is not None else "simulator")
+    conclusive = op is not None and not inconclusive
+    evidence = "both" if (conclusive and run_sim) else ("offpolicy" if conclusive else "simulator")
     return GateResult(
         passed=passed,
         reason="; ".join(notes),

@@ -237,9 +237,31 @@ def test_offpolicy_gate_accepts_the_same_policy_and_needs_logged_support(tmp_pat
     logs = logged_by_current(4000)
     assert offline_gate(same, current, logs, OFFPOLICY).passed
     # Action 3 was executed on ~130 of 4000 rows: a greedy target cannot rest on 1000 effective rows.
-    strict = dataclasses.replace(OFFPOLICY, target_epsilon=0.0, min_effective_samples=1000.0)
+    strict = dataclasses.replace(
+        OFFPOLICY, target_epsilon=0.0, min_effective_samples=1000.0, unsupported="reject"
+    )
     result = offline_gate(better, current, logs, strict)
     assert not result.passed and "too little logged support" in result.reason
+    assert result.evidence == "offpolicy" and result.sim_reward_candidate is None
+
+
+def test_an_unsupported_candidate_is_judged_by_the_simulator_by_default(tmp_path: Path) -> None:
+    """Too little logged support is inconclusive, not negative: the simulator check decides (and says so)."""
+    current = load_model(write_constant_model(tmp_path / "cur.onnx", 14, version="1.0.0"))
+    better = load_model(write_constant_model(tmp_path / "better.onnx", 3, version="1.0.1"))
+    logs = logged_by_current(4000)
+    cfg = dataclasses.replace(OFFPOLICY, target_epsilon=0.0, min_effective_samples=1000.0, td_margin=1e9)
+    assert cfg.unsupported == "simulator"
+    result = offline_gate(better, current, logs, cfg)
+    assert result.evidence == "simulator" and "inconclusive" in result.reason
+    assert "too little logged support" in result.reason
+    assert result.offpolicy is not None and result.offpolicy["supported"] is False
+    assert result.sim_reward_candidate is not None and result.sim_reward_current is not None
+    assert result.passed == (result.sim_reward_candidate >= result.sim_reward_current)
+    # A supported comparison is never overridden by the simulator: the known-worse candidate stays out.
+    worse = load_model(write_constant_model(tmp_path / "worse.onnx", 0, version="1.0.2"))
+    bad = offline_gate(worse, current, logs, dataclasses.replace(OFFPOLICY, td_margin=1e9))
+    assert not bad.passed and bad.evidence == "offpolicy" and bad.sim_reward_candidate is None
 
 
 def test_without_propensities_the_gate_falls_back_to_the_simulator_and_says_so(tmp_path: Path) -> None:
@@ -307,6 +329,7 @@ def test_non_finite_candidate_fails_the_offpolicy_gate(tmp_path: Path) -> None:
         ("margin", -0.1),
         ("margin", float("nan")),
         ("min_effective_samples", 0.5),
+        ("unsupported", "maybe"),
         ("min_offpolicy_rows", 1),
         ("target_epsilon", 1.5),
         ("target_epsilon", True),
