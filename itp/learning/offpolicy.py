@@ -108,9 +108,11 @@ class OffPolicyComparison:
         passed: ``lower >= -margin`` (non-inferior with the interval's one-sided confidence
             ``(1 + confidence) / 2``) and the candidate's ESS reaches ``min_effective_samples``.
         reason: one line saying why.
-        supported: whether the logs support a verdict at all (both estimates finite and the candidate's
-            ESS >= ``min_effective_samples``). False: the comparison is inconclusive, not a finding that
-            the candidate is worse; the gate decides what to do with that (``GateConfig.unsupported``).
+        supported: whether the logs support a verdict at all (both estimates finite, the candidate's
+            ESS >= ``min_effective_samples``, and for DR at most ``max_extrapolated_share`` of its choices
+            on actions logged fewer than ``min_action_rows`` times). False: the comparison is
+            inconclusive, not a finding that the candidate is worse; the gate decides what follows
+            (``GateConfig.unsupported``).
     """
 
     candidate: OffPolicyEstimate
@@ -417,6 +419,8 @@ def compare_policies(
     confidence: float = 0.9,
     margin: float = 0.0,
     min_effective_samples: float = 100.0,
+    min_action_rows: int = 0,
+    max_extrapolated_share: float = 1.0,
 ) -> OffPolicyComparison:
     """Paired off-policy comparison of a candidate with the current policy on the same logged rows.
 
@@ -424,6 +428,16 @@ def compare_policies(
     ``V_candidate - V_current`` is at least ``-margin`` (so with ``confidence = 0.9`` it is not worse by more
     than ``margin`` with one-sided 95 % confidence) and its effective sample size is at least
     ``min_effective_samples``.
+
+    For ``method="dr"`` a second support check: the share of the candidate's probability mass on actions
+    logged fewer than ``min_action_rows`` times, ``mean_i sum_{a: n_a < min_action_rows} pi(a|s_i)``, must
+    not exceed ``max_extrapolated_share``. Why: on those actions the DR value is the reward model's
+    extrapolation, and the importance-weighted correction that would fix it has almost no rows; the
+    interval does not contain that bias, and the ESS does not see it (the rows where the candidate agrees
+    with the behaviour policy carry it). Measured: with epsilon-greedy logs at epsilon 0.02, a candidate
+    that moved most decisions to rarely explored actions was estimated +0.35 [+0.29, +0.41] reward per
+    decision better, and the canary then measured it 0.22 worse. Failing either check makes the comparison
+    unsupported (``supported=False``), not negative.
 
     Raises:
         ValueError, TypeError: naming the bad argument.
@@ -435,6 +449,11 @@ def compare_policies(
         raise ValueError(f"margin must be a finite number >= 0, got {margin!r}")
     if not isinstance(min_effective_samples, (int, float)) or not min_effective_samples >= 0:
         raise ValueError(f"min_effective_samples must be a number >= 0, got {min_effective_samples!r}")
+    if isinstance(min_action_rows, bool) or not isinstance(min_action_rows, int) or min_action_rows < 0:
+        raise ValueError(f"min_action_rows must be an int >= 0, got {min_action_rows!r}")
+    x = max_extrapolated_share
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not 0.0 <= x <= 1.0:
+        raise ValueError(f"max_extrapolated_share must be in [0, 1], got {max_extrapolated_share!r}")
     cand, act, rew, mu = _check_logs(candidate_probabilities, actions, rewards, propensities)
     cur, _, _, _ = _check_logs(current_probabilities, act, rew, mu)
     if cur.shape != cand.shape:
@@ -457,11 +476,20 @@ def compare_policies(
     se = float(np.sqrt(np.mean(psi * psi) / n)) if n > 1 else math.inf
     z = NormalDist().inv_cdf(0.5 + conf / 2.0)
     lower, upper = diff - z * se, diff + z * se
+    counts = np.bincount(act, minlength=cand.shape[1])
+    extrapolated = float(np.mean(cand[:, counts < min_action_rows].sum(axis=1))) if method == "dr" else 0.0
     if ess_c < min_effective_samples:
         passed = False
         reason = (
             f"candidate has too little logged support: effective sample size {ess_c:.1f} < "
             f"{min_effective_samples:g} of {n} rows"
+        )
+    elif extrapolated > max_extrapolated_share:
+        passed = False
+        reason = (
+            f"candidate has too little logged support: {extrapolated:.0%} of its choices are actions logged "
+            f"fewer than {min_action_rows} times in {n} rows (max {max_extrapolated_share:.0%}); the "
+            f"reward model would extrapolate"
         )
     elif lower >= -margin:
         passed = True
@@ -475,6 +503,5 @@ def compare_policies(
             f"{method}: candidate may be worse: difference {diff:+.4f} [{lower:+.4f}, {upper:+.4f}] at "
             f"{conf:.0%}, lower bound < -margin {margin:g}, on {n} logged rows (ESS {ess_c:.0f})"
         )
-    return OffPolicyComparison(
-        est_c, est_0, diff, lower, upper, float(margin), passed, reason, ess_c >= min_effective_samples
-    )
+    supported = ess_c >= min_effective_samples and extrapolated <= max_extrapolated_share
+    return OffPolicyComparison(est_c, est_0, diff, lower, upper, float(margin), passed, reason, supported)

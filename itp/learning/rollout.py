@@ -11,7 +11,9 @@
   over their Q-values at the deployed exploration rate (``target_epsilon``; the learner passes the
   partitioner's), since that is what a promoted model would earn. The candidate passes iff the lower end of
   the two-sided ``confidence`` interval of ``V_candidate - V_current`` is ``>= -margin`` and its effective
-  sample size is ``>= min_effective_samples``. When fewer than ``min_offpolicy_rows`` held-back rows carry a
+  sample size is ``>= min_effective_samples`` and (DR) at most ``max_extrapolated_share`` of its choices
+  are actions logged fewer than ``min_action_rows`` times (else the DR value is the reward model's
+  extrapolation). When fewer than ``min_offpolicy_rows`` held-back rows carry a
   propensity (a producer that does not log them, old rows), or there is no current model to compare with,
   the off-policy verdict is not possible: the gate falls back to the simulator check below and says so in
   its reason. When the rows are there but do not *support* the candidate (its effective sample size is
@@ -119,6 +121,10 @@ class GateConfig:
         min_effective_samples: the candidate's importance weights must rest on at least this many effective
             rows (>= 1).
         min_offpolicy_rows: held-back rows with a propensity needed for an off-policy verdict (>= 2).
+        min_action_rows, max_extrapolated_share: the DR support check
+            (:func:`itp.learning.offpolicy.compare_policies`): at most ``max_extrapolated_share`` (in
+            [0, 1]) of the candidate's choices may be actions logged fewer than ``min_action_rows`` (>= 0)
+            times among the held-back rows.
         target_epsilon: exploration rate of both target policies, in [0, 1]; None: the deployed one (the
             learner fills in the partitioner's epsilon; called directly, None is greedy).
         episodes: simulated episodes per model (>= 1).
@@ -138,6 +144,8 @@ class GateConfig:
     margin: float = 0.02
     min_effective_samples: float = 50.0
     min_offpolicy_rows: int = 300
+    min_action_rows: int = 30
+    max_extrapolated_share: float = 0.1
     target_epsilon: float | None = None
     episodes: int = 20
     seed: int = 12345
@@ -171,6 +179,12 @@ class GateConfig:
         m = self.min_effective_samples
         if isinstance(m, bool) or not isinstance(m, (int, float)) or not (math.isfinite(m) and m >= 1):
             raise ValueError(f"GateConfig.min_effective_samples must be a finite number >= 1, got {m!r}")
+        a = self.min_action_rows
+        if isinstance(a, bool) or not isinstance(a, int) or a < 0:
+            raise ValueError(f"GateConfig.min_action_rows must be an int >= 0, got {a!r}")
+        x = self.max_extrapolated_share
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not 0.0 <= x <= 1.0:
+            raise ValueError(f"GateConfig.max_extrapolated_share must be in [0, 1], got {x!r}")
         r = self.min_offpolicy_rows
         if isinstance(r, bool) or not isinstance(r, int) or r < 2:
             raise ValueError(f"GateConfig.min_offpolicy_rows must be an int >= 2, got {r!r}")
@@ -292,6 +306,8 @@ def offpolicy_comparison(
         confidence=config.confidence,
         margin=config.margin,
         min_effective_samples=config.min_effective_samples,
+        min_action_rows=config.min_action_rows,
+        max_extrapolated_share=config.max_extrapolated_share,
     )
 
 

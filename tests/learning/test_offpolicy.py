@@ -184,6 +184,52 @@ def test_a_candidate_without_logged_support_is_refused() -> None:
     assert cmp.candidate.effective_sample_size < 100
 
 
+def test_dr_resting_on_the_reward_models_extrapolation_is_unsupported() -> None:
+    """A candidate whose choices include an action the logs never show: there the DR value is the reward
+    model's guess, and neither the ESS nor the interval sees it (no row carries a large weight).
+
+    The behaviour policy explored action 0 with probability 0.005 and the logs happen to hold none of it
+    (the rows that did are dropped: a few hundred rows at epsilon 0.02 over 15 actions look like this).
+    The reward model is deliberately wrong on action 0 (+5 where the truth is ~0.5).
+    """
+    full = logged(4000, seed=9, epsilon=0.02)
+    keep = full["actions"] != 0
+    logs = {k: v[keep] for k, v in full.items()}
+    n = int(keep.sum())
+    pred = np.array(logs["means"], copy=True)
+    pred[:, 0] = 5.0
+    cand = np.zeros((n, K))
+    cand[:, 0] = cand[:, 3] = 0.5
+    cur = one_hot(np.full(n, 3))
+    args = (cand, cur, logs["actions"], logs["rewards"], logs["propensities"])
+    fooled = compare_policies(*args, method="dr", reward_predictions=pred, min_effective_samples=50)
+    assert fooled.passed and fooled.supported and fooled.difference > 1.0  # without the check: a false pass
+    assert fooled.candidate.effective_sample_size > 1000
+    checked = compare_policies(
+        *args, method="dr", reward_predictions=pred, min_effective_samples=50,
+        min_action_rows=30, max_extrapolated_share=0.1,
+    )
+    assert not checked.passed and not checked.supported
+    assert "reward model would extrapolate" in checked.reason
+    # SNIPS does not extrapolate: the check is DR's only.
+    snips = compare_policies(*args, method="snips", min_action_rows=30, max_extrapolated_share=0.1)
+    assert "extrapolate" not in snips.reason
+    # Logs that explored action 0 enough: the same candidate is supported again.
+    rich = logged(4000, seed=9, epsilon=0.5)
+    cand_rich = np.zeros((4000, K))
+    cand_rich[:, 0] = cand_rich[:, 3] = 0.5
+    ok = compare_policies(
+        cand_rich, one_hot(np.full(4000, 3)), rich["actions"], rich["rewards"], rich["propensities"],
+        method="dr", reward_predictions=rich["means"], min_effective_samples=50, min_action_rows=30,
+        max_extrapolated_share=0.1,
+    )
+    assert ok.supported
+    with pytest.raises(ValueError, match="min_action_rows"):
+        compare_policies(*args, method="dr", reward_predictions=pred, min_action_rows=-1)
+    with pytest.raises(ValueError, match="max_extrapolated_share"):
+        compare_policies(*args, method="dr", reward_predictions=pred, max_extrapolated_share=1.5)
+
+
 def test_identical_policies_pass_with_zero_difference() -> None:
     logs = logged(300, seed=6)
     cur = one_hot(np.full(300, 3))

@@ -330,6 +330,8 @@ def test_non_finite_candidate_fails_the_offpolicy_gate(tmp_path: Path) -> None:
         ("margin", float("nan")),
         ("min_effective_samples", 0.5),
         ("unsupported", "maybe"),
+        ("min_action_rows", -1),
+        ("max_extrapolated_share", 1.5),
         ("min_offpolicy_rows", 1),
         ("target_epsilon", 1.5),
         ("target_epsilon", True),
