@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epsilon", type=float, default=AdaptConfig.epsilon,
                    help="exploration rate of the learning partitioner (default %(default)s)")
+    p.add_argument("--top-k", type=int, default=AdaptConfig.explore_top_k,
+                   help="exploration among the k best actions by Q (default %(default)s: any action)")
     p.add_argument("--holdout-fraction", type=float, default=None,
                    help="share of logged rows the gate holds back (default: FinetuneJob's)")
     p.add_argument("--out", type=Path, default=Path("adapt-results"), help="folder for JSON and PNG files")
@@ -82,8 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.holdout_fraction is not None:
             finetune["holdout_fraction"] = args.holdout_fraction
         cfg = AdaptConfig(network=name, outcomes=args.outcomes, checkpoint=args.checkpoint, seed=args.seed,
-                          epsilon=args.epsilon, finetune=finetune, trace_files=files,
-                          learner_trace_files=learner_files)
+                          epsilon=args.epsilon, explore_top_k=args.top_k, finetune=finetune,
+                          trace_files=files, learner_trace_files=learner_files)
         r = run_adaptation(cfg)
         (args.out / f"adapt-{name}.json").write_text(r.to_json() + "\n")
         try:
@@ -96,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results))
     print(f"{args.outcomes} outcomes per network, checkpoint {args.checkpoint}, seed {args.seed}; network "
           f"traces: {description}; `python bench/adapt_table.py "
-          f"--networks {' '.join(args.networks)} --outcomes {args.outcomes} --epsilon {args.epsilon}"
+          f"--networks {' '.join(args.networks)} --outcomes {args.outcomes} --epsilon {args.epsilon} "
+          f"--top-k {args.top_k}"
           + (f" --holdout-fraction {args.holdout_fraction}" if args.holdout_fraction is not None else "")
           + "`")
     return 0

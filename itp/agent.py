@@ -11,8 +11,9 @@ which model answers each decision:
   decision (``U < s``, seeded), is answered by the candidate instead;
 * the **heuristic** (:mod:`itp.heuristic`) when no model is loaded, or as the fallback of a model fault.
 
-Exploration is epsilon-greedy inside the engine: with probability ``epsilon`` a uniformly random action
-replaces the argmax (``source="explore"``); draws come from a counter-based generator seeded by ``seed``.
+Exploration is epsilon-greedy inside the engine: with probability ``epsilon`` an action drawn uniformly
+among the ``explore_top_k`` best by Q (default 15: any action) replaces the argmax (``source="explore"``);
+draws come from a counter-based generator seeded by ``seed``.
 
 Faults never reach the caller. A model that cannot be loaded, inference that raises, or Q-values that are
 NaN/inf make the decision come from the heuristic; the cause is counted (``faults_by_cause``), each cause
@@ -42,6 +43,7 @@ import numpy as np
 import numpy.typing as npt
 
 from itp import _native
+from itp.actions import NUM_ACTIONS
 from itp.model_loading import LoadedModel, ModelLoadError, load_model
 from itp.state import NUM_FEATURES, NUM_STREAMS
 
@@ -90,16 +92,19 @@ class Agent:
     Args:
         seed: seed of exploration draws and canary routing (int >= 0).
         epsilon: exploration rate in [0, 1].
+        explore_top_k: exploration draws among the k actions with the highest Q-values, 1..15
+            (15: uniform over every action).
 
     Raises:
-        ValueError: bad ``seed`` or ``epsilon``.
+        ValueError: bad ``seed``, ``epsilon`` or ``explore_top_k``.
     """
 
-    def __init__(self, seed: int = 0, *, epsilon: float = 0.0) -> None:
+    def __init__(self, seed: int = 0, *, epsilon: float = 0.0, explore_top_k: int = 15) -> None:
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {seed!r}")
         self.engine: Any = _native.DecisionEngine(seed)
         self.epsilon = epsilon
+        self.explore_top_k = explore_top_k
         self._write_lock = threading.Lock()  # serialises serving swaps and stream-table writes
         self._count_lock = threading.Lock()  # fault and fallback counters
         self._serving = _Serving(None, None, None, 0.0)
@@ -125,6 +130,17 @@ class Agent:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
             raise ValueError(f"epsilon must be a number in [0, 1], got {value!r}")
         self.engine.epsilon = float(value)
+
+    @property
+    def explore_top_k(self) -> int:
+        """How many of the best actions by Q an exploration draw chooses among (15: all, uniformly)."""
+        return int(self.engine.explore_top_k)
+
+    @explore_top_k.setter
+    def explore_top_k(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= NUM_ACTIONS:
+            raise ValueError(f"explore_top_k must be an int in 1..{NUM_ACTIONS}, got {value!r}")
+        self.engine.explore_top_k = value
 
     @property
     def model(self) -> LoadedModel | None:

@@ -10,8 +10,9 @@ that the engine cannot run itself (ONNX Runtime graphs) and canary candidates ar
 :class:`itp.agent.Agent` from Python, and the result is recorded by the same native table.
 
 Propensity: every decision carries the probability the behaviour policy gave the executed action,
-``(1 - eps) + eps / 15`` for the greedy action and ``eps / 15`` for any other under epsilon-greedy with
-rate ``eps``, and 1 for the (deterministic) heuristic; it is kept with the pending decision and handed to
+``(1 - eps) + eps / k`` for the greedy action and ``eps / k`` for any other of the k best by Q under
+epsilon-greedy with rate ``eps`` exploring among the ``k = explore_top_k`` best actions (default 15: all),
+and 1 for the (deterministic) heuristic; it is kept with the pending decision and handed to
 the outcome listeners (:class:`OutcomeRecord`) for off-policy corrections.
 
 Learning signal: ``report_outcome`` is one native call: it computes the reward (the same native function
@@ -460,6 +461,11 @@ class TaskPartitioner:
         model_path: path to a ``.onnx`` model (with ``.metadata.json`` beside it); the default is the model
             bundled in the wheel; None runs the heuristic only.
         epsilon: exploration rate in [0, 1] for live decisions (0 = always greedy).
+        explore_top_k: an exploration draw picks uniformly among the k actions with the highest Q-values,
+            int in 1..15. 15 (default): among all 15 actions. A smaller k keeps exploration near what the
+            model already rates well: far cheaper in goodput and tail time (a random single stream for a
+            large task is what uniform exploration pays for), and it logs the alternatives a fine-tuned
+            candidate moves to, which the off-policy gate needs (``docs/lifecycle.md``).
         seed: seed of the exploration draws and canary routing (deterministic for a seed and call order).
         decision_ttl_s: seconds after which an unreported decision expires (counted, memory freed).
         ring_capacity: transitions the experience ring holds before pushes are dropped (and counted).
@@ -482,6 +488,7 @@ class TaskPartitioner:
         model_path: str | Path | _Default | None = DEFAULT_MODEL,
         *,
         epsilon: float = 0.0,
+        explore_top_k: int = 15,
         seed: int = 0,
         decision_ttl_s: float = 600.0,
         ring_capacity: int = 1 << 16,
@@ -517,7 +524,7 @@ class TaskPartitioner:
                 "calibrate_transport must be a bool or a TransportCalibrator, got "
                 f"{type(calibrate_transport).__name__}"
             )
-        self._agent = Agent(seed, epsilon=epsilon)
+        self._agent = Agent(seed, epsilon=epsilon, explore_top_k=explore_top_k)
         self._engine = self._agent.engine
         self._clock = clock
         self._monotonic = monotonic
@@ -595,6 +602,15 @@ class TaskPartitioner:
     @epsilon.setter
     def epsilon(self, value: float) -> None:
         self._agent.epsilon = value
+
+    @property
+    def explore_top_k(self) -> int:
+        """How many of the best actions by Q an exploration draw picks among (15: all); settable."""
+        return self._agent.explore_top_k
+
+    @explore_top_k.setter
+    def explore_top_k(self, value: int) -> None:
+        self._agent.explore_top_k = value
 
     @property
     def ring(self) -> ExperienceRing:

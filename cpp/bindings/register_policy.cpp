@@ -433,6 +433,13 @@ void register_policy(py::module_& m) {
                       }
                       e.set_epsilon(eps);
                     })
+      .def_property("explore_top_k", &DecisionEngine::explore_top_k,
+                    [](DecisionEngine& e, int k) {
+                      if (k < 1 || k > kNumActions) {
+                        throw py::value_error("explore_top_k must be in 1..15, got " + std::to_string(k));
+                      }
+                      e.set_explore_top_k(k);
+                    })
       .def("decide", &engine_decide, py::arg("size_bytes"), py::arg("priority"), py::arg("hour"),
            py::arg("explore") = true, py::arg("q_values") = py::none(),
            "(action, source, chunks, expected_time_s, confidence, state f32[20], raw f64[20], model_fault, propensity)")

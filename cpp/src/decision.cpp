@@ -25,6 +25,21 @@ int argmax(const float* q) noexcept {
   return best;
 }
 
+// The action of rank `rank` (0 = the greedy one) when the 15 actions are ordered by Q descending, ties by
+// lower index first (the order argmax uses). O(15 * rank); rank < 15.
+int kth_best(const float* q, int rank) noexcept {
+  std::array<bool, kNumActions> taken{};
+  int pick = 0;
+  for (int r = 0; r <= rank; ++r) {
+    pick = -1;
+    for (int a = 0; a < kNumActions; ++a) {
+      if (!taken[static_cast<std::size_t>(a)] && (pick < 0 || q[a] > q[pick])) pick = a;
+    }
+    taken[static_cast<std::size_t>(pick)] = true;
+  }
+  return pick;
+}
+
 double softmax_prob(const float* q, int action) noexcept {
   const float qmax = q[argmax(q)];
   double denom = 0.0;
@@ -145,16 +160,22 @@ void DecisionEngine::decide_raw_with(const double* raw, std::uint64_t size_bytes
 
   if (out.has_q) {
     const double eps = explore ? epsilon() : 0.0;  // read once: the draw and the propensity agree
+    const int top_k = explore_top_k();             // likewise
     const int greedy = argmax(out.q_values.data());
     if (eps > 0.0 && next_uniform() < eps) {
-      out.action = std::min(kNumActions - 1, static_cast<int>(next_uniform() * kNumActions));
+      if (top_k >= kNumActions) {
+        out.action = std::min(kNumActions - 1, static_cast<int>(next_uniform() * kNumActions));
+      } else {
+        out.action = kth_best(out.q_values.data(), std::min(top_k - 1, static_cast<int>(next_uniform() * top_k)));
+      }
       out.source = DecisionSource::kExplore;
     } else {
       out.action = greedy;
       out.source = DecisionSource::kModel;
     }
-    const double uniform_share = eps / static_cast<double>(kNumActions);
-    out.propensity = out.action == greedy ? (1.0 - eps) + uniform_share : uniform_share;
+    // Every action that can be executed is among the k best (the greedy one is the best).
+    const double explore_share = eps / static_cast<double>(std::min(top_k, kNumActions));
+    out.propensity = out.action == greedy ? (1.0 - eps) + explore_share : explore_share;
     out.confidence = softmax_prob(out.q_values.data(), out.action);
     out.split = production_split(out.raw.data(), size_bytes, out.action, params);
     return;

@@ -145,6 +145,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help=f"exploration rate of the learning partitioner (default {DEFAULT_ADAPT_EPSILON})",
     )
     ad.add_argument(
+        "--top-k", type=int, default=None, metavar="K",
+        help="its exploration picks among the K best actions by Q, 1..15 (default 15: any action)",
+    )
+    ad.add_argument(
         "--time-budget", type=_seconds, default=None, metavar="SECONDS",
         help=f"wall-time budget of the learning run; past it the run stops early and says so "
         f"(default {DEFAULT_TIME_BUDGET_S:.0f})",
@@ -154,7 +158,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     return p
 
 
-_ADAPT_ONLY = ("outcomes", "checkpoint", "retrain_every", "epsilon", "time_budget", "plot")
+_ADAPT_ONLY = ("outcomes", "checkpoint", "retrain_every", "epsilon", "top_k", "time_budget", "plot")
 
 
 def _check_mode(args: argparse.Namespace) -> None:
@@ -216,6 +220,8 @@ def _run_adapt(args: argparse.Namespace) -> int:
     }
     if args.tasks_per_episode is not None:
         kwargs["tasks_per_episode"] = args.tasks_per_episode
+    if args.top_k is not None:
+        kwargs["explore_top_k"] = args.top_k
     try:
         config = AdaptConfig(**kwargs)
     except (TypeError, ValueError) as exc:

@@ -564,6 +564,8 @@ class OnlineLearner:
         }
         if gate.get("target_epsilon") is None:  # judge the policies as this deployment runs them
             gate["target_epsilon"] = float(getattr(self._p, "epsilon", 0.0))
+        if gate.get("target_top_k") is None:  # and with the deployment's exploration set
+            gate["target_top_k"] = int(getattr(self._p, "explore_top_k", 15))
         transport = self._fitted_transport()
         self._last_transport = transport
         job_fields: dict[str, Any] = {
@@ -609,6 +611,7 @@ class OnlineLearner:
             upto_id=self.store.last_id,
             transport_params=transport,
             target_epsilon=gate["target_epsilon"],
+            target_top_k=gate["target_top_k"],
         )
         logger.info(
             "online learner: retraining started (%s), candidate version %s", why, version,

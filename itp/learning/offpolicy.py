@@ -192,14 +192,19 @@ def _check_confidence(confidence: float) -> float:
 # ------------------------------------------------------------------------------------ policies
 
 
-def epsilon_greedy_probabilities(q_values: npt.ArrayLike, epsilon: float) -> FloatArray:
+def epsilon_greedy_probabilities(
+    q_values: npt.ArrayLike, epsilon: float, top_k: int | None = None
+) -> FloatArray:
     """Action probabilities of epsilon-greedy over ``q_values`` (float[rows, actions]).
 
-    The greedy action (lowest index on ties, as :func:`numpy.argmax` and the agent pick it) gets
-    ``1 - epsilon + epsilon / k``, every other action ``epsilon / k``.
+    Exploration picks uniformly among the ``top_k`` actions with the highest Q-values (None: all
+    actions), ties broken towards the lower index, as the engine does (``explore_top_k``). The greedy
+    action (lowest index on ties, as :func:`numpy.argmax` and the agent pick it) gets
+    ``1 - epsilon + epsilon / k``, each other of the k best ``epsilon / k``, the rest 0.
 
     Raises:
-        ValueError: a non-2-D or non-finite ``q_values``, ``epsilon`` outside [0, 1].
+        ValueError: a non-2-D or non-finite ``q_values``, ``epsilon`` outside [0, 1], ``top_k`` outside
+            1..actions.
     """
     q = np.asarray(q_values, dtype=np.float64)
     if q.ndim != 2 or q.shape[1] == 0:
@@ -208,9 +213,18 @@ def epsilon_greedy_probabilities(q_values: npt.ArrayLike, epsilon: float) -> Flo
         raise ValueError("q_values must be finite")
     if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not 0.0 <= epsilon <= 1.0:
         raise ValueError(f"epsilon must be a number in [0, 1], got {epsilon!r}")
-    k = q.shape[1]
-    probs = np.full(q.shape, epsilon / k, dtype=np.float64)
-    probs[np.arange(q.shape[0]), np.argmax(q, axis=1)] += 1.0 - epsilon
+    n_actions = q.shape[1]
+    k = n_actions if top_k is None else top_k
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n_actions:
+        raise ValueError(f"top_k must be None or an int in 1..{n_actions}, got {top_k!r}")
+    rows = np.arange(q.shape[0])
+    if k == n_actions:
+        probs = np.full(q.shape, epsilon / k, dtype=np.float64)
+    else:
+        probs = np.zeros(q.shape, dtype=np.float64)
+        best = np.argsort(-q, axis=1, kind="stable")[:, :k]  # stable: equal Q keeps the lower index first
+        probs[rows[:, None], best] = epsilon / k
+    probs[rows, np.argmax(q, axis=1)] += 1.0 - epsilon
     return probs
 
 

@@ -127,6 +127,8 @@ class GateConfig:
             times among the held-back rows.
         target_epsilon: exploration rate of both target policies, in [0, 1]; None: the deployed one (the
             learner fills in the partitioner's epsilon; called directly, None is greedy).
+        target_top_k: the target policies explore among their k best actions, 1..15; None: the deployed
+            ``explore_top_k`` (the learner fills it in; called directly, None is all 15).
         episodes: simulated episodes per model (>= 1).
         seed: evaluation seed (both models see the same episodes; also seeds the DR cross-fitting).
         sim_margin: tolerated loss of mean per-task reward on the simulator (reward units, >= 0).
@@ -147,6 +149,7 @@ class GateConfig:
     min_action_rows: int = 30
     max_extrapolated_share: float = 0.1
     target_epsilon: float | None = None
+    target_top_k: int | None = None
     episodes: int = 20
     seed: int = 12345
     sim_margin: float = 0.0
@@ -191,6 +194,9 @@ class GateConfig:
         e = self.target_epsilon
         if e is not None and (isinstance(e, bool) or not isinstance(e, (int, float)) or not 0.0 <= e <= 1.0):
             raise ValueError(f"GateConfig.target_epsilon must be None or in [0, 1], got {e!r}")
+        k = self.target_top_k
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 15):
+            raise ValueError(f"GateConfig.target_top_k must be None or an int in 1..15, got {k!r}")
         if not 0.0 <= self.gamma < 1.0:
             raise ValueError(f"GateConfig.gamma must be in [0, 1), got {self.gamma!r}")
 
@@ -289,7 +295,7 @@ def offpolicy_comparison(
         q = model.q_values_batch(states)
         if not np.all(np.isfinite(q)):
             raise ValueError(f"the {name} model has non-finite Q-values on the held-back states")
-        probs[name] = epsilon_greedy_probabilities(q, eps)
+        probs[name] = epsilon_greedy_probabilities(q, eps, config.target_top_k)
     predictions = None
     if config.estimator == "dr":
         predictions = cross_fitted_reward_predictions(

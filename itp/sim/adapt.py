@@ -153,6 +153,7 @@ class AdaptConfig:
         checkpoint: outcomes per reported window, >= 1.
         seed: seed of the task stream, the exploration draws and the learner.
         epsilon: exploration rate of the adaptive partitioner, in [0, 1].
+        explore_top_k: its exploration picks among the k best actions by Q, 1..15 (15: any action).
         retrain_every: outcomes between retrain requests, >= 1 (a retrain is skipped while a canary runs).
         finetune: ``itp.training.finetune.FinetuneJob`` overrides (kept small so a retrain takes seconds).
         gate_episodes: simulator episodes of the offline gate, >= 1.
@@ -174,6 +175,7 @@ class AdaptConfig:
     checkpoint: int = 500
     seed: int = 0
     epsilon: float = 0.05
+    explore_top_k: int = 15
     retrain_every: int = 1000
     finetune: dict[str, Any] = field(
         default_factory=lambda: {"steps": 400, "sim_episodes": 4, "logged_rows": 10_000}
@@ -202,6 +204,9 @@ class AdaptConfig:
                 raise ValueError(f"AdaptConfig.{name} must be an int >= 1, got {v!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"AdaptConfig.seed must be an int >= 0, got {self.seed!r}")
+        k = self.explore_top_k
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= NUM_ACTIONS:
+            raise ValueError(f"AdaptConfig.explore_top_k must be an int in 1..{NUM_ACTIONS}, got {k!r}")
         e = self.epsilon
         if isinstance(e, bool) or not isinstance(e, (int, float)) or not 0.0 <= e <= 1.0:
             raise ValueError(f"AdaptConfig.epsilon must be in [0, 1], got {e!r}")
@@ -499,6 +504,8 @@ class _AdaptiveRun:
         self._hour = 0.0
         model = cfg.model_path if cfg.model_path is not None else str(default_model_path())
         kwargs: dict[str, Any] = {"epsilon": cfg.epsilon, "seed": cfg.seed, "clock": lambda: self._hour}
+        if cfg.explore_top_k != NUM_ACTIONS:
+            kwargs["explore_top_k"] = cfg.explore_top_k
         self.calibrate_transport = "calibrate_transport" in inspect.signature(TaskPartitioner).parameters
         if self.calibrate_transport:
             kwargs["calibrate_transport"] = True

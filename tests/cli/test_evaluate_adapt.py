@@ -37,11 +37,13 @@ def test_adapt_writes_json_and_prints_the_report(tmp_path: Path, capsys: pytest.
 def test_adapt_json_on_stdout_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("matplotlib")
     png = tmp_path / "curve.png"
-    code = main(["evaluate", "--adapt", "collapse", *TINY, "--json", "--plot", str(png), "--epsilon", "0"])
+    code = main(["evaluate", "--adapt", "collapse", *TINY, "--json", "--plot", str(png), "--epsilon", "0",
+                 "--top-k", "3"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     data = json.loads(captured.out)
     assert data["network"] == "collapse" and data["config"]["epsilon"] == 0.0
+    assert data["config"]["explore_top_k"] == 3
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
@@ -71,6 +73,8 @@ def test_plot_without_matplotlib_is_a_clean_error(
         (["evaluate", "--adapt", "warm", "--checkpoint", "x"], 2, "expected an integer >= 1, got 'x'"),
         (["evaluate", "--adapt", "warm", "--epsilon", "1.5"], 2, "expected a number in [0, 1], got '1.5'"),
         (["evaluate", "--adapt", "warm", "--time-budget", "-1"], 2, "expected a number of seconds > 0"),
+        (["evaluate", "--adapt", "warm", "--top-k", "16"], 2, "explore_top_k must be an int in 1..15"),
+        (["evaluate", "--top-k", "3"], 2, "--top-k needs --adapt NETWORK"),
         (["evaluate", "--adapt", "warm", "--policy", "heuristic"], 2, "--policy cannot be used with --adapt"),
         (["evaluate", "--adapt", "warm", "--episodes", "3"], 2, "--episodes cannot be used with --adapt"),
         (["evaluate", "--adapt", "warm", "--markdown"], 2, "--markdown cannot be used with --adapt"),

@@ -374,7 +374,7 @@ def test_a_calibrating_partitioners_own_calibrator_feeds_the_retrain(tmp_path: P
 
 
 def test_retrain_uses_fitted_physics_and_the_deployed_epsilon(tmp_path: Path) -> None:
-    p = make_partitioner(write_model(tmp_path / "m.onnx", version="1.0.0"), epsilon=0.1)
+    p = make_partitioner(write_model(tmp_path / "m.onnx", version="1.0.0"), epsilon=0.1, explore_top_k=4)
     learner = OnlineLearner(
         p, registry=tmp_path / "models", config=tiny_config(), calibrator=FakeCalibrator()
     )
@@ -385,6 +385,7 @@ def test_retrain_uses_fitted_physics_and_the_deployed_epsilon(tmp_path: Path) ->
     started = next(e for e in learner.registry.history() if e["event"] == "retrain_started")
     assert started["transport_params"] == FakeCalibrator().pooled_params().as_dict()
     assert started["target_epsilon"] == pytest.approx(0.1)
+    assert started["target_top_k"] == 4  # the gate judges both models with the deployment's exploration
     m = learner.metrics()
     gate = m["last_gate"]
     assert gate is not None and gate["target_epsilon"] == pytest.approx(0.1)

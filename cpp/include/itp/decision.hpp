@@ -38,8 +38,9 @@ struct DecisionOutput {
   Split split;
   double confidence = 0.0;  // see DecisionEngine::decide
   // Probability the behaviour policy gave the executed action (for off-policy corrections): under
-  // epsilon-greedy with the epsilon this decision used, (1 - eps) + eps / 15 for the greedy action and
-  // eps / 15 for any other; 1 for a heuristic decision (deterministic).
+  // epsilon-greedy with the epsilon this decision used and exploration over the k best actions by Q
+  // (k = 15: all actions), (1 - eps) + eps / k for the greedy action and eps / k for any other of the k;
+  // 1 for a heuristic decision (deterministic).
   double propensity = 1.0;
   std::array<double, kNumFeatures> raw{};
   std::array<float, kNumFeatures> state{};
@@ -71,6 +72,11 @@ class DecisionEngine {
   std::shared_ptr<const FusedMlp> model() const;
   void set_epsilon(double epsilon) noexcept { epsilon_.store(epsilon, std::memory_order_relaxed); }
   double epsilon() const noexcept { return epsilon_.load(std::memory_order_relaxed); }
+  // Exploration draws among the k actions with the highest Q-values (ties: lower action index first);
+  // k = 15 (default) is uniform over all actions, with the same draws as before this option existed.
+  // Caller-validated: 1 <= k <= 15.
+  void set_explore_top_k(int k) noexcept { explore_top_k_.store(k, std::memory_order_relaxed); }
+  int explore_top_k() const noexcept { return explore_top_k_.load(std::memory_order_relaxed); }
 
   // Writes the raw state (caller units) for a task of this size/priority at this hour.
   // params_out (may be null) receives the transport parameters under the same lock.
@@ -112,6 +118,7 @@ class DecisionEngine {
   StreamTransportParams transport_{};
   std::shared_ptr<const FusedMlp> model_;  // read/written with std::atomic_load/store
   std::atomic<double> epsilon_{0.0};
+  std::atomic<int> explore_top_k_{kNumActions};
   std::uint64_t seed_;
   mutable std::atomic<std::uint64_t> draw_counter_{0};
 };
