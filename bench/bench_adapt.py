@@ -27,7 +27,10 @@ NETWORKS = ("warm", "ss-restart", "lossy", "collapse")
 @pytest.mark.parametrize("network", NETWORKS)
 def test_adaptation(benchmark: Any, network: str) -> None:
     files = tuple(str(f) for f in discover_trace_files(shipped_traces_dir()))
+    # The README's settings: exploration among the 3 best actions at 0.1, 30% of the logs held back.
     cfg = AdaptConfig(network=network, outcomes=BENCH_OUTCOMES, checkpoint=250, retrain_every=500,
+                      epsilon=0.1, explore_top_k=3,
+                      finetune={**AdaptConfig(network=network).finetune, "holdout_fraction": 0.3},
                       trace_files=files, learner_trace_files=files)
     benchmark.group = "adapt"
     result: AdaptResult = benchmark.pedantic(run_adaptation, args=(cfg,), rounds=1, iterations=1)

@@ -146,7 +146,7 @@ class GateConfig:
     margin: float = 0.02
     min_effective_samples: float = 50.0
     min_offpolicy_rows: int = 300
-    min_action_rows: int = 30
+    min_action_rows: int = 10
     max_extrapolated_share: float = 0.1
     target_epsilon: float | None = None
     target_top_k: int | None = None
