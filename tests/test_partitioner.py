@@ -32,13 +32,7 @@ from itp.model_loading import load_model
 from itp.model_metadata import metadata_path_for
 from itp.partitioner import Decision, Task, TaskPartitioner
 from itp.sim import SimConfig
-from itp.sim.physics import (
-    StreamTrajectory,
-    draw_stream_params,
-    shared_congestion,
-    simulate_task,
-    synthetic_stream,
-)
+from itp.sim.prediction import prediction_errors
 from itp.transport import production_split as split_with_params
 
 STREAMS = [
@@ -858,37 +852,6 @@ def test_background_thread_refits_every_interval_and_close_stops_it() -> None:
     assert not [t for t in threading.enumerate() if t.name == "itp-transport-calibration" and t.is_alive()]
 
 
-def _sim_errors(config: SimConfig, calibrate: bool, n_tasks: int, seed: int) -> list[float]:
-    """|measured / predicted - 1| of the partitioner's own expected_time, task by task, on 4 synthetic
-    streams with `config`'s physics (the table reports the streams' available rate and RTT)."""
-    rng = np.random.default_rng(seed)
-    g = shared_congestion(rng, config)
-    trajs: list[StreamTrajectory] = [synthetic_stream(rng, config, g, 12.0) for _ in range(4)]
-    params = [draw_stream_params(rng, config) for _ in range(4)]
-    p = TaskPartitioner(None, calibrate_transport=calibrate, calibration_interval=10**9)
-    zeros = np.zeros((4, config.max_attempts))
-    ones = np.ones((4, config.max_attempts))
-    t = 0.0
-    errors = []
-    for k in range(n_tasks):
-        for i in range(4):
-            cong = trajs[i].congestion_at(t)
-            rtt = params[i].base_rtt_s * (1.0 + config.queueing_factor * cong)
-            p.update_stream(i, bandwidth_bps=trajs[i].rate_at(t), latency_s=rtt, congestion=cong)
-        d = p.partition_task(Task(f"s{k}", int(2 ** rng.uniform(16, 28))))
-        res = simulate_task(trajs, params, config, t, d.bytes_per_stream, ones, zeros, zeros)
-        latency = res.finish_s - t
-        errors.append(abs(latency / d.expected_time - 1.0))
-        chunks = [ChunkOutcome(i, d.bytes_per_stream[i], r.finish_s - t)
-                  for i, r in enumerate(res.chunks) if r is not None]
-        p.report_outcome(f"s{k}", d, throughput_bps=8.0 * sum(d.chunk_sizes) / latency, latency_s=latency,
-                         success=res.success, chunks=chunks)
-        if calibrate and (k + 1) % 50 == 0:
-            p.recalibrate()
-        t += latency + float(rng.exponential(2.0))
-    return errors
-
-
 @pytest.mark.parametrize(
     "config",
     [
@@ -902,8 +865,8 @@ def _sim_errors(config: SimConfig, calibrate: bool, n_tasks: int, seed: int) -> 
 def test_prediction_error_falls_as_outcomes_arrive_on_other_physics(config: SimConfig) -> None:
     """Same network, same tasks: calibration off vs on. The first 50 tasks are identical (no fit yet);
     over the last 150 the calibrated partitioner's own expected_time is far closer to the measured time."""
-    off = _sim_errors(config, False, 300, seed=11)
-    on = _sim_errors(config, True, 300, seed=11)
+    off = prediction_errors(config, calibrate=False, n_tasks=300, seed=11)
+    on = prediction_errors(config, calibrate=True, n_tasks=300, seed=11)
     assert off[:50] == on[:50]
     late_off, late_on = float(np.median(off[150:])), float(np.median(on[150:]))
     assert late_on < 0.5 * late_off
