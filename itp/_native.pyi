@@ -186,7 +186,7 @@ class ExperienceRing:
         reward: float,
         next_state: npt.ArrayLike,
         done: float,
-        propensity: float = 1.0,
+        propensity: float | None = None,
     ) -> bool: ...
     def push_batch(
         self,

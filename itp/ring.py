@@ -118,21 +118,25 @@ class ExperienceRing:
         reward: float,
         next_state: npt.ArrayLike,
         done: bool,
-        propensity: float = 1.0,
+        propensity: float | None = None,
     ) -> bool:
         """Push one transition; ``False`` (and ``dropped += 1``) when the ring is full.
 
         Args and validation as :meth:`PrioritizedReplay.add` (20 finite floats, action 0..14, finite
         reward, done bool or 0/1), plus ``propensity``: the probability in (0, 1] with which the
-        behaviour policy chose ``action``. The default 1.0 means "deterministic or unknown": a producer
-        that does not know it (a replayed log, a deterministic policy) must not invent a smaller value,
-        and 1 is what importance weights treat as "no correction". Lock-free, never blocks; O(1).
+        behaviour policy chose ``action`` (1.0 for a deterministic policy), or None (the default) when
+        the producer does not know it. Unknown is kept as unknown (NaN in :meth:`drain`, NULL in the
+        experience store): the off-policy gate leaves such rows out, where a made-up 1.0 would count an
+        exploring policy's choice as a deterministic one and bias the estimate. Lock-free, never blocks;
+        O(1).
 
         Raises:
             TypeError, ValueError: naming the bad argument; nothing is pushed or counted.
         """
+        if propensity is None:
+            return self._impl.try_push(state, action, reward, next_state, done, None)
         if isinstance(propensity, bool) or not isinstance(propensity, (int, float, np.floating, np.integer)):
-            raise TypeError(f"propensity must be a number, got {type(propensity).__name__}")
+            raise TypeError(f"propensity must be a number or None, got {type(propensity).__name__}")
         return self._impl.try_push(state, action, reward, next_state, done, float(propensity))
 
     def push_batch(
@@ -148,9 +152,9 @@ class ExperienceRing:
 
         Rows ``[0, returned)`` were pushed; the rest were not (retry them) and were added to
         ``dropped``. All rows are validated before any is pushed. Array shapes and rules as
-        :meth:`PrioritizedReplay.add_batch`; ``propensities``: N values in (0, 1], or None for 1.0
-        each ("deterministic or unknown", see :meth:`try_push`). Lock-free (one compare-and-swap per
-        call), GIL released; O(N).
+        :meth:`PrioritizedReplay.add_batch`; ``propensities``: N values in (0, 1], or None when the
+        producer does not know them (every row unknown, see :meth:`try_push`). Lock-free (one
+        compare-and-swap per call), GIL released; O(N).
         """
         return self._impl.push_batch(states, actions, rewards, next_states, dones, propensities)
 
@@ -159,8 +163,8 @@ class ExperienceRing:
 
         Takes at most what was waiting when the call started (records published meanwhile stay for
         the next call) and stops early at a record claimed but not yet published. Single consumer
-        (serialised); GIL released while copying; O(returned). ``propensities`` is always filled
-        (1.0 for records pushed without one).
+        (serialised); GIL released while copying; O(returned). ``propensities`` is always an array:
+        NaN for records pushed without one (unknown).
         """
         states, actions, rewards, next_states, dones, propensities = self._impl.drain(max_records)
         return TransitionBatch(

@@ -616,7 +616,8 @@ class TaskPartitioner:
         next_state = _native.normalize_state(
             self._engine.snapshot(float(pending.size_bytes), pending.priority, self._hour())
         )
-        self._ring.try_push(pending.state, decision.action, reward, next_state, False)
+        # The old bookkeeping logged every decision as deterministic (it predates propensities).
+        self._ring.try_push(pending.state, decision.action, reward, next_state, False, 1.0)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "outcome %s: reward %.3f, %s in %.4g s (expected %.4g s)",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -321,21 +322,40 @@ def test_eight_python_producers_one_consumer_every_record_exactly_once() -> None
 
 
 # ------------------------------------------------------------------------------ propensities
-def test_propensities_round_trip_and_default_to_one() -> None:
+def test_propensities_round_trip_and_default_to_unknown() -> None:
+    """A producer that gives no propensity logs "unknown" (NaN), never a made-up 1.0 (deterministic)."""
     ring = ExperienceRing(16)
     cols = make_rows(4, seed=3)
     r0 = rows_of(cols)[0]
     assert ring.try_push(r0.state, r0.action, r0.reward, r0.next_state, r0.done, propensity=0.25)
     assert ring.try_push(r0.state, r0.action, r0.reward, r0.next_state, r0.done)
+    assert ring.try_push(r0.state, r0.action, r0.reward, r0.next_state, r0.done, propensity=None)
+    assert ring.try_push(r0.state, r0.action, r0.reward, r0.next_state, r0.done, propensity=np.float32(1.0))
     assert ring.push_batch(**cols, propensities=[0.5, 1.0, 1.0 / 15.0, 1e-30]) == 4
     assert ring.push_batch(**cols) == 4
     batch = ring.drain(100)
     assert batch.propensities is not None
-    want = np.array([0.25, 1.0, 0.5, 1.0, 1.0 / 15.0, 1e-30, 1.0, 1.0, 1.0, 1.0], dtype=np.float32)
-    np.testing.assert_array_equal(batch.propensities, want)
-    assert batch.actions.tolist() == [r0.action, r0.action] + cols["actions"].tolist() * 2
+    nan = math.nan
+    want = np.array([0.25, nan, nan, 1.0, 0.5, 1.0, 1.0 / 15.0, 1e-30, nan, nan, nan, nan], dtype=np.float32)
+    np.testing.assert_array_equal(batch.propensities, want)  # NaN == NaN here
+    assert batch.actions.tolist() == [r0.action] * 4 + cols["actions"].tolist() * 2
     empty = ring.drain(10)
     assert empty.propensities is not None and empty.propensities.shape == (0,)
+
+
+def test_unknown_propensities_reach_the_store_as_unknown(tmp_path: Path) -> None:
+    """Ring -> experience store: unknown stays unknown (NULL); the off-policy gate leaves such rows out."""
+    from itp.learning.store import ExperienceStore
+
+    ring = ExperienceRing(16)
+    cols = make_rows(3, seed=4)
+    assert ring.push_batch(**cols) == 3
+    assert ring.push_batch(**cols, propensities=[0.5, 1.0, 0.25]) == 3
+    with ExperienceStore(tmp_path / "x.sqlite3") as store:
+        store.append(ring.drain(10))
+        got = store.recent(10)
+    assert got.propensities is not None
+    np.testing.assert_array_equal(got.propensities, np.array([math.nan] * 3 + [0.5, 1.0, 0.25], np.float32))
 
 
 @pytest.mark.parametrize("bad", [0.0, -0.5, 1.5, math.nan, math.inf])
@@ -347,7 +367,7 @@ def test_bad_propensity_pushes_nothing(bad: float) -> None:
         ring.try_push(r.state, r.action, r.reward, r.next_state, r.done, propensity=bad)
     with pytest.raises(ValueError, match=r"propensities\[1\] must be in \(0, 1\]"):
         ring.push_batch(**cols, propensities=[1.0, bad])
-    with pytest.raises(TypeError, match="propensity must be a number, got str"):
+    with pytest.raises(TypeError, match="propensity must be a number or None, got str"):
         ring.try_push(r.state, r.action, r.reward, r.next_state, r.done, propensity="1")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"propensities must have shape \(2,\)"):
         ring.push_batch(**cols, propensities=[1.0])

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <limits>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -55,8 +56,19 @@ std::size_t read_count(const py::handle& obj, const char* name, long long lo, lo
   return static_cast<std::size_t>(v);
 }
 
-// A propensity from Python: a real number in (0, 1] (float32), named in the error.
-float read_propensity(double v, const char* name) {
+// A propensity from Python: None (unknown: stored as NaN) or a real number in (0, 1] (float32), named in
+// the error. An explicit NaN is refused: it is more likely a computation gone wrong than a choice.
+float read_propensity(const py::handle& obj, const char* name) {
+  if (obj.is_none()) return std::numeric_limits<float>::quiet_NaN();
+  const double v = PyBool_Check(obj.ptr()) || PyUnicode_Check(obj.ptr()) || PyBytes_Check(obj.ptr())
+                       ? -1.0
+                       : PyFloat_AsDouble(obj.ptr());  // floats, ints, numpy scalars (__float__)
+  if (PyBool_Check(obj.ptr()) || PyUnicode_Check(obj.ptr()) || PyBytes_Check(obj.ptr()) ||
+      (v == -1.0 && PyErr_Occurred() != nullptr)) {
+    PyErr_Clear();
+    throw py::type_error(std::string(name) + " must be a number or None, got " +
+                         py::str(py::type::of(obj).attr("__name__")).cast<std::string>());
+  }
   const auto f = static_cast<float>(v);
   if (!(f > 0.0F && f <= 1.0F)) {
     std::ostringstream os;
@@ -98,7 +110,7 @@ std::size_t push_batch(ExperienceRing& ring, const py::handle& states, const py:
     cell.reward = r[k];
     std::memcpy(cell.next_state.data(), ns + k * kF, kF * sizeof(float));
     cell.done = d[k] != 0.0F ? 1 : 0;
-    cell.propensity = pr != nullptr ? pr[k] : 1.0F;
+    cell.propensity = pr != nullptr ? pr[k] : std::numeric_limits<float>::quiet_NaN();
   });
 }
 
@@ -253,13 +265,13 @@ void register_ring(py::module_& m) {
       .def(
           "try_push",
           [](ExperienceRing& ring, const py::handle& state, const py::handle& action, const py::handle& reward,
-             const py::handle& next_state, const py::handle& done, double propensity) {
+             const py::handle& next_state, const py::handle& done, const py::handle& propensity) {
             TransitionRecord rec = read_transition(state, action, reward, next_state, done);
             rec.propensity = read_propensity(propensity, "propensity");
             return ring.try_push(rec);
           },
           py::arg("state"), py::arg("action"), py::arg("reward"), py::arg("next_state"), py::arg("done"),
-          py::arg("propensity") = 1.0)
+          py::arg("propensity") = py::none())
       .def("push_batch", &push_batch, py::arg("states"), py::arg("actions"), py::arg("rewards"),
            py::arg("next_states"), py::arg("dones"), py::arg("propensities") = py::none())
       .def("drain", &drain, py::arg("max_records"))

@@ -32,6 +32,7 @@
 #include <array>
 #include <atomic>
 #include <cmath>
+#include <limits>
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
@@ -54,16 +55,18 @@ struct TransitionRecord {
   std::array<float, kNumFeatures> next_state;  // normalised next state, 20 floats
   std::uint8_t done;                           // 0 or 1
   // Probability in (0, 1] the behaviour policy gave `action` (off-policy corrections); 1 means
-  // deterministic or unknown (records pushed from Python without one, heuristic decisions).
-  float propensity = 1.0F;
+  // deterministic (greedy or heuristic decisions); NaN means unknown (a producer that pushed none): the
+  // off-policy gate must not use the row, where a made-up 1 would weight it as a deterministic choice.
+  float propensity = std::numeric_limits<float>::quiet_NaN();
 };
 static_assert(std::is_trivially_copyable_v<TransitionRecord>, "records are copied as bytes");
 static_assert(sizeof(TransitionRecord) == 176, "the record fills 176 of the cell's 192 bytes");
 
-// True when every float is finite, 0 <= action < 15, done is 0 or 1 and propensity in (0, 1]. O(41).
+// True when every float is finite, 0 <= action < 15, done is 0 or 1 and propensity in (0, 1] or NaN
+// (unknown). O(41).
 inline bool is_valid_record(const TransitionRecord& r) noexcept {
   bool ok = r.action >= 0 && r.action < kNumActions && r.done <= 1 && std::isfinite(r.reward) &&
-            r.propensity > 0.0F && r.propensity <= 1.0F;
+            (std::isnan(r.propensity) || (r.propensity > 0.0F && r.propensity <= 1.0F));
   for (std::size_t i = 0; i < kNumFeatures; ++i) {
     ok = ok && std::isfinite(r.state[i]) && std::isfinite(r.next_state[i]);
   }
