@@ -61,7 +61,7 @@ from typing import Any, Final
 import numpy as np
 
 from itp.calibration import TransportParams
-from itp.learning.fitted_physics import transport_params_of
+from itp.learning.fitted_physics import stream_efficiencies_of, transport_params_of
 from itp.learning.registry import ModelRegistry, RegistryError
 from itp.learning.rollout import CanaryConfig, CanaryRollout, GateConfig
 from itp.learning.store import ExperienceStore
@@ -69,6 +69,7 @@ from itp.model_loading import LoadedModel, ModelLoadError
 from itp.model_metadata import utc_timestamp
 from itp.replay import PrioritizedReplay
 from itp.ring import TransitionBatch
+from itp.state import NUM_STREAMS
 
 __all__ = ["LearnerConfig", "OnlineLearner", "retraining_status"]
 
@@ -245,6 +246,7 @@ class OnlineLearner:
             )
         self._calibrator = calibrator
         self._last_transport: dict[str, float] | None = None
+        self._last_stream_efficiencies: tuple[float, ...] | None = None
         self.config = config or LearnerConfig()
         cfg = self.config
         self._p = partitioner
@@ -568,6 +570,8 @@ class OnlineLearner:
             gate["target_top_k"] = int(getattr(self._p, "explore_top_k", 15))
         transport = self._fitted_transport()
         self._last_transport = transport
+        efficiencies = self._fitted_stream_efficiencies() if transport is not None else None
+        self._last_stream_efficiencies = efficiencies
         job_fields: dict[str, Any] = {
             "output": str(folder / f"dqn_v{version}.onnx"),
             "version": version,
@@ -578,6 +582,7 @@ class OnlineLearner:
             "gate": gate,
             "trace_files": list(cfg.gate.trace_files),
             "transport_params": transport,
+            "stream_efficiencies": list(efficiencies) if efficiencies is not None else None,
             **cfg.finetune,
         }
         job = _Job(index, version, folder, json.dumps(job_fields, indent=2))
@@ -610,6 +615,7 @@ class OnlineLearner:
             base=current.version if current else None,
             upto_id=self.store.last_id,
             transport_params=transport,
+            stream_efficiencies=list(efficiencies) if efficiencies is not None else None,
             target_epsilon=gate["target_epsilon"],
             target_top_k=gate["target_top_k"],
         )
@@ -628,6 +634,19 @@ class OnlineLearner:
             logger.warning("online learner: calibrator unusable, built-in physics used: %s", exc)
             return None
         return params.as_dict() if params is not None else None
+
+    def _fitted_stream_efficiencies(self) -> tuple[float, ...] | None:
+        """Each stream's fitted efficiency (None: the calibrator has no per-stream fit, or it does not fit
+        the simulator's stream count). A calibrator that fails is logged and ignored, as above."""
+        source = self._calibrator if self._calibrator is not None else getattr(self._p, "calibrator", None)
+        try:
+            eff = stream_efficiencies_of(source)
+        except Exception as exc:  # a third-party calibrator must not stop the learner
+            logger.warning("online learner: per-stream calibration unusable, streams kept alike: %s", exc)
+            return None
+        if eff is None or len(eff) != NUM_STREAMS or not all(math.isfinite(e) and e > 0 for e in eff):
+            return None
+        return eff
 
     def _finish_job(self, job: _Job) -> None:
         try:
@@ -796,6 +815,9 @@ class OnlineLearner:
             "gate_rejections": self._gate_rejections,
             "last_gate": self._last_gate,
             "fitted_transport_params": self._last_transport,
+            "fitted_stream_efficiencies": (
+                list(self._last_stream_efficiencies) if self._last_stream_efficiencies is not None else None
+            ),
             "last_error": self._last_error,
             "registry_current_version": self.registry.current_version(),
         }

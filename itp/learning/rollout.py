@@ -321,9 +321,11 @@ def _sim_physics(sim_config: Any) -> dict[str, Any]:
     from itp.sim.physics import SimConfig
 
     cfg = sim_config if sim_config is not None else SimConfig()
-    return {
+    out: dict[str, Any] = {
         k: getattr(cfg, k) for k in ("setup_rtts", "initial_window_bytes", "slow_start", "stream_efficiency")
     }
+    out["path_efficiency"] = list(cfg.path_efficiency)
+    return out
 
 
 def _simulator_check(

@@ -648,6 +648,8 @@ class _AdaptiveRun:
             "last_gate": m["last_gate"],
             "final_model_version": model.version if model is not None else None,
             "experience_count": m["experience_count"],
+            "fitted_transport_params": m.get("fitted_transport_params"),
+            "fitted_stream_efficiencies": m.get("fitted_stream_efficiencies"),
         }
 
 

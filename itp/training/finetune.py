@@ -109,6 +109,8 @@ class FinetuneJob:
         anchor_weight: weight of the penalty toward the base model's Q-values (>= 0; 0: none).
         transport_params: fitted :class:`itp.calibration.TransportParams` fields (None: the built-in
             physics) for the simulator rollouts and the simulator gate.
+        stream_efficiencies: each stream's fitted efficiency (one per stream, each > 0; None: every
+            stream alike), used with ``transport_params`` (``itp.learning.fitted_physics``).
     """
 
     output: str
@@ -131,6 +133,7 @@ class FinetuneJob:
     gate: dict[str, Any] = field(default_factory=dict)
     anchor_weight: float = 0.3
     transport_params: dict[str, float] | None = None
+    stream_efficiencies: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "sim_tasks_per_episode", "num_threads"):
@@ -159,18 +162,27 @@ class FinetuneJob:
                 TransportParams(**self.transport_params)
             except TypeError as exc:
                 raise ValueError(f"FinetuneJob.transport_params {self.transport_params!r}: {exc}") from exc
+        if self.stream_efficiencies is not None:
+            try:
+                self.sim_config()
+            except ValueError as exc:
+                raise ValueError(f"FinetuneJob.{exc}") from exc
 
     def sim_config(self) -> Any:
         """The ``itp.sim.SimConfig`` of the rollouts and the simulator gate (fitted physics if given)."""
         from itp.sim.physics import SimConfig
 
         base = SimConfig(tasks_per_episode=self.sim_tasks_per_episode)
-        if self.transport_params is None:
+        if self.transport_params is None and self.stream_efficiencies is None:
             return base
-        from itp.calibration import TransportParams
+        from itp.calibration import DEFAULT_TRANSPORT_PARAMS, TransportParams
         from itp.learning.fitted_physics import sim_config_from_params
 
-        return sim_config_from_params(TransportParams(**self.transport_params), base)
+        params = (
+            TransportParams(**self.transport_params) if self.transport_params is not None
+            else DEFAULT_TRANSPORT_PARAMS
+        )
+        return sim_config_from_params(params, base, self.stream_efficiencies)
 
     def to_json(self) -> str:
         """The job as JSON."""
@@ -181,6 +193,8 @@ class FinetuneJob:
         """Inverse of :meth:`to_json` (validated)."""
         data = json.loads(text)
         data["trace_files"] = tuple(data.get("trace_files", ()))
+        if data.get("stream_efficiencies") is not None:
+            data["stream_efficiencies"] = tuple(data["stream_efficiencies"])
         return cls(**data)
 
 
@@ -391,6 +405,7 @@ def run_finetune(job: FinetuneJob, should_stop: Callable[[], bool] | None = None
             "final_loss": float(np.mean(losses[-max(1, job.steps // 10) :])),
             "anchor_weight": job.anchor_weight if penalty is not None else 0.0,
             "transport_params": job.transport_params,
+            "stream_efficiencies": list(job.stream_efficiencies) if job.stream_efficiencies else None,
             "job": dataclasses.asdict(job),
             "torch_version": torch.__version__,
         }
@@ -407,6 +422,7 @@ def run_finetune(job: FinetuneJob, should_stop: Callable[[], bool] | None = None
         "final_loss": training["final_loss"],
         "anchor_weight": training["anchor_weight"],
         "transport_params": job.transport_params,
+        "stream_efficiencies": list(job.stream_efficiencies) if job.stream_efficiencies else None,
         "wall_time_s": time.perf_counter() - t0,
         "gate": gate,
     }

@@ -137,14 +137,32 @@ def test_job_uses_fitted_physics_and_gates_off_policy_on_the_newest_rows(tmp_pat
     assert result["logged_transitions"] == 600 and gate["holdout_rows"] == 400
     assert gate["offpolicy_rows"] == 400 and gate["offpolicy"] is not None and gate["evidence"] == "both"
     assert gate["sim_physics"] == {
-        "setup_rtts": 0.0, "initial_window_bytes": 2**27, "slow_start": False, "stream_efficiency": 0.9
+        "setup_rtts": 0.0, "initial_window_bytes": 2**27, "slow_start": False, "stream_efficiency": 0.9,
+        "path_efficiency": [1.0, 1.0, 1.0, 1.0],
     }
-    assert result["transport_params"] == warm
+    assert result["transport_params"] == warm and result["stream_efficiencies"] is None
+
+
+def test_job_simulates_each_streams_fitted_efficiency() -> None:
+    """Per-stream efficiencies reach the rollouts' and the gate's simulator, with or without pooled
+    parameters, and survive the JSON the learner hands to the retraining process."""
+    warm = {"setup_rtts": 0.5, "initial_window_bits": 2.0**30, "efficiency": 0.9}
+    job = FinetuneJob(output="c.onnx", version="1.0.1", transport_params=warm,
+                      stream_efficiencies=(0.3, 0.9, 0.9, 0.6))
+    sim = job.sim_config()
+    assert not sim.slow_start and sim.stream_efficiency == pytest.approx(0.9)
+    assert sim.path_efficiency == pytest.approx((1 / 3, 1.0, 1.0, 2 / 3))
+    assert FinetuneJob.from_json(job.to_json()) == job
+    alone_job = FinetuneJob(output="c.onnx", version="1.0.1", stream_efficiencies=(0.5, 1.0, 1.0, 1.0))
+    alone = alone_job.sim_config()
+    assert alone.slow_start and alone.setup_rtts == pytest.approx(1.5)  # built-in transport otherwise
+    assert alone.path_efficiency == pytest.approx((0.5, 1.0, 1.0, 1.0))
 
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("anchor_weight", -1.0), ("anchor_weight", float("inf")), ("transport_params", {"setup_rtts": 1.0})],
+    [("anchor_weight", -1.0), ("anchor_weight", float("inf")), ("transport_params", {"setup_rtts": 1.0}),
+     ("stream_efficiencies", (0.5, 0.5)), ("stream_efficiencies", (0.5, -1.0, 0.5, 0.5))],
 )
 def test_bad_job_fields_are_refused(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=f"FinetuneJob.{field}"):

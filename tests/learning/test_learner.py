@@ -20,6 +20,7 @@ from model_factory import write_constant_model, write_model
 
 from itp.calibration import TransportParams
 from itp.learning import CanaryConfig, ExperienceStore, LearnerConfig, ModelRegistry, OnlineLearner
+from itp.learning.fitted_physics import stream_efficiencies_of
 from itp.model_loading import load_model
 from itp.partitioner import Decision, Task
 
@@ -369,6 +370,9 @@ def test_a_calibrating_partitioners_own_calibrator_feeds_the_retrain(tmp_path: P
     started = next(e for e in learner.registry.history() if e["event"] == "retrain_started")
     assert started["transport_params"] == p.calibrator.pooled_params.as_dict()
     assert learner.metrics()["fitted_transport_params"] == started["transport_params"]
+    # no stream stands apart from the others here: the streams stay alike (fitted_physics)
+    assert stream_efficiencies_of(p.calibrator) is None and started["stream_efficiencies"] is None
+    assert learner.metrics()["fitted_stream_efficiencies"] == started["stream_efficiencies"]
     learner.close()
     p.close()
 
@@ -475,3 +479,34 @@ def test_a_failing_calibrator_falls_back_to_the_built_in_physics(
     p2 = make_partitioner(None)
     with OnlineLearner(p2, registry=tmp_path / "n", config=cfg, calibrator=params, start=False) as lr:
         assert lr._fitted_transport() == params.as_dict()
+
+
+def test_per_stream_efficiencies_are_read_from_the_calibrator(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A calibrator with a per-stream fit gives the retrain each stream's efficiency (one lossy path must
+    not vanish into the pooled fit); one without, or one that fails, gives None (streams kept alike)."""
+    pooled = TransportParams(0.5, 2.0**30, 0.9)
+
+    class PerStream:
+        num_streams = 4
+        pooled_params = pooled
+
+        def params(self, stream_id: int) -> TransportParams:
+            return TransportParams(0.5, 2.0**30, (0.3, 0.9, 0.9, 0.8)[stream_id])
+
+    class BrokenPerStream(PerStream):
+        def params(self, stream_id: int) -> TransportParams:
+            raise RuntimeError("refit in progress")
+
+    class ThreeStreams(PerStream):
+        num_streams = 3
+
+    cfg = tiny_config()
+    for source, want in ((PerStream(), (0.3, 0.9, 0.9, 0.8)), (pooled, None), (FakeCalibrator(), None),
+                         (BrokenPerStream(), None), (ThreeStreams(), None)):
+        p = make_partitioner(None)
+        with OnlineLearner(p, registry=tmp_path / type(source).__name__, config=cfg, calibrator=source,
+                           start=False) as lr:
+            assert lr._fitted_stream_efficiencies() == want
+    assert "per-stream calibration unusable" in caplog.text and "refit in progress" in caplog.text
