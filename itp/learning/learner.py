@@ -53,10 +53,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import numpy as np
 
@@ -72,6 +73,8 @@ from itp.ring import TransitionBatch
 from itp.state import NUM_STREAMS
 
 __all__ = ["LearnerConfig", "OnlineLearner", "retraining_status"]
+
+_T = TypeVar("_T")
 
 logger = logging.getLogger(__name__)
 
@@ -624,29 +627,29 @@ class OnlineLearner:
             extra={"event": "retrain_started", "model_version": version, "trigger": why},
         )
 
-    def _fitted_transport(self) -> dict[str, float] | None:
-        """The deployment's fitted transport parameters now (None: built-in physics). A calibrator that
-        fails is logged and ignored: retraining on the built-in physics beats not retraining."""
+    def _read_calibrator(self, read: Callable[[Any], _T], unusable: str) -> _T | None:
+        """``read`` of the deployment's calibrator (``calibrator=``, else the partitioner's own). A
+        calibrator that fails is logged and ignored: retraining on the built-in physics beats not
+        retraining."""
         source = self._calibrator if self._calibrator is not None else getattr(self._p, "calibrator", None)
         try:
-            params = transport_params_of(source)
+            return read(source)
         except Exception as exc:  # a third-party calibrator must not stop the learner
-            logger.warning("online learner: calibrator unusable, built-in physics used: %s", exc)
+            logger.warning("online learner: %s: %s", unusable, exc)
             return None
+
+    def _fitted_transport(self) -> dict[str, float] | None:
+        """The deployment's fitted transport parameters now (None: built-in physics)."""
+        params = self._read_calibrator(transport_params_of, "calibrator unusable, built-in physics used")
         return params.as_dict() if params is not None else None
 
     def _fitted_stream_efficiencies(self) -> tuple[float, ...] | None:
-        """Each stream's fitted efficiency (None: the calibrator has no per-stream fit, or it does not fit
-        the simulator's stream count). A calibrator that fails is logged and ignored, as above."""
-        source = self._calibrator if self._calibrator is not None else getattr(self._p, "calibrator", None)
-        try:
-            eff = stream_efficiencies_of(source)
-        except Exception as exc:  # a third-party calibrator must not stop the learner
-            logger.warning("online learner: per-stream calibration unusable, streams kept alike: %s", exc)
-            return None
-        if eff is None or len(eff) != NUM_STREAMS or not all(math.isfinite(e) and e > 0 for e in eff):
-            return None
-        return eff
+        """Each stream's fitted efficiency when one stands apart (None: streams kept alike, or the
+        calibrator's stream count is not the simulator's)."""
+        eff = self._read_calibrator(
+            stream_efficiencies_of, "per-stream calibration unusable, streams kept alike"
+        )
+        return eff if eff is not None and len(eff) == NUM_STREAMS else None
 
     def _finish_job(self, job: _Job) -> None:
         try:
