@@ -422,7 +422,7 @@ def run_finetune(job: FinetuneJob, should_stop: Callable[[], bool] | None = None
         "final_loss": training["final_loss"],
         "anchor_weight": training["anchor_weight"],
         "transport_params": job.transport_params,
-        "stream_efficiencies": list(job.stream_efficiencies) if job.stream_efficiencies else None,
+        "stream_efficiencies": training["stream_efficiencies"],
         "wall_time_s": time.perf_counter() - t0,
         "gate": gate,
     }
