@@ -34,6 +34,11 @@ observations; a stream's own fit is blended with the pooled one in log space wit
 observations, so a stream with few chunks borrows from the others and a well-observed stream stands on its
 own. With no observations at all the defaults are returned.
 
+**Persistence.** :meth:`TransportCalibrator.save` writes the held observations (their ages, not the
+process's monotonic clock) to a JSON file, atomically; :meth:`TransportCalibrator.load` puts them back in a
+new process, aged by the wall-clock time that passed in between, so a deployment that runs ``itp send``
+once per batch keeps what it fitted (``itp send --learn`` does this).
+
 **Error.** :meth:`TransportCalibrator.prediction_error` reports ``median |t_measured / t_predicted - 1|``
 over the recent observations, with the default parameters and with the fitted ones: the figure that shows
 the model learning the network.
@@ -46,11 +51,15 @@ hundred outcomes, never the decision path.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
@@ -69,6 +78,8 @@ __all__ = [
 
 FloatArray = npt.NDArray[np.float64]
 
+_STATE_FORMAT: Final = "itp-transport-calibrator/1"
+"""``format`` of the files :meth:`TransportCalibrator.save` writes."""
 _S_GRID: Final = np.linspace(0.0, 4.0, 17)
 _LOG2_W_GRID: Final = np.linspace(math.log2(SEGMENT_BITS), 30.0, 24)
 
@@ -285,6 +296,91 @@ class TransportCalibrator:
             if stream_id is None:
                 return sum(len(q) for q in self._obs)
             return len(self._obs[stream_id])
+
+    # ------------------------------------------------------------------------------ persistence
+    def save(self, path: str | os.PathLike[str], *, now_s: float | None = None) -> int:
+        """Write the held observations to ``path`` (JSON, atomically: temp file + fsync + rename).
+
+        Each observation is stored with its age ``now_s - at_s`` (seconds, clamped at 0) and the file
+        with the wall-clock time of the save, so :meth:`load` can age them in another process.
+
+        Args:
+            path: the file to write (its folder must exist).
+            now_s: the observations' clock now (default ``time.monotonic()``, the partitioner's clock).
+
+        Returns:
+            The number of observations written.
+        """
+        ref = time.monotonic() if now_s is None else float(now_s)
+        with self._lock:
+            rows = [
+                [o.stream_id, int(o.size_bytes), o.seconds, o.rate_bps, o.rtt_s, max(ref - o.at_s, 0.0)]
+                for q in self._obs
+                for o in q
+            ]
+        doc = {
+            "format": _STATE_FORMAT,
+            "num_streams": self.num_streams,
+            "saved_unix_s": time.time(),
+            "observations": rows,
+        }
+        target = Path(path)
+        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        try:
+            with tmp.open("w", encoding="utf-8") as f:
+                json.dump(doc, f, separators=(",", ":"))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return len(rows)
+
+    def load(self, path: str | os.PathLike[str], *, now_s: float | None = None) -> int:
+        """Add the observations saved by :meth:`save` (all or nothing), aged by the time since the save.
+
+        An observation saved ``a`` seconds old ``d`` wall-clock seconds ago gets ``at_s = now_s - a - d``.
+        The per-stream capacity still applies (the newest are kept). Call ``fit`` (or the partitioner's
+        ``recalibrate``) afterwards to use them.
+
+        Raises:
+            OSError: the file cannot be read.
+            ValueError: not a calibrator state of this format and stream count, or an invalid observation
+                (named); nothing is added then.
+        """
+        try:
+            doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not a calibrator state (invalid JSON: {exc})") from None
+        if not isinstance(doc, dict) or doc.get("format") != _STATE_FORMAT:
+            raise ValueError(f"{path}: not a calibrator state (format {_STATE_FORMAT!r} expected)")
+        if doc.get("num_streams") != self.num_streams:
+            raise ValueError(
+                f"{path}: num_streams is {doc.get('num_streams')!r}, this calibrator has {self.num_streams}"
+            )
+        saved = doc.get("saved_unix_s")
+        rows = doc.get("observations")
+        if isinstance(saved, bool) or not isinstance(saved, (int, float)) or not math.isfinite(saved):
+            raise ValueError(f"{path}: saved_unix_s must be a finite number, got {saved!r}")
+        if not isinstance(rows, list):
+            raise ValueError(f"{path}: observations must be a list, got {type(rows).__name__}")
+        ref = time.monotonic() if now_s is None else float(now_s)
+        offline_s = max(time.time() - float(saved), 0.0)
+        obs = []
+        for i, row in enumerate(rows):
+            if not isinstance(row, list) or len(row) != 6:
+                raise ValueError(f"{path}: observations[{i}] must be a list of 6 numbers, got {row!r}")
+            sid, size, seconds, rate, rtt, age = row
+            if isinstance(age, bool) or not isinstance(age, (int, float)) or not (
+                math.isfinite(age) and age >= 0
+            ):
+                raise ValueError(f"{path}: observations[{i}] age must be a finite number >= 0, got {age!r}")
+            try:
+                obs.append(ChunkObservation(sid, size, seconds, rate, rtt, ref - float(age) - offline_s))
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{path}: observations[{i}]: {exc}") from None
+        self.observe_many(obs)
+        return len(obs)
 
     # ------------------------------------------------------------------------------ fitting
     @staticmethod

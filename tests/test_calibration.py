@@ -5,6 +5,7 @@ old regimes decay; pooling; validation."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -188,3 +189,90 @@ def test_a_fit_at_the_smallest_window_stays_a_valid_parameter_set() -> None:
     c.fit()
     for i in range(4):
         assert c.params(i).initial_window_bits >= SEGMENT_BITS
+
+
+# ---------------------------------------------------------------------------------------- persistence
+def test_save_and_load_keep_the_observations_and_the_fit(tmp_path: Path) -> None:
+    cal = TransportCalibrator(2, capacity=300)
+    cal.observe_many(synthetic(WARM, 200, seed=3, stream_id=0, t0=1000.0))
+    cal.observe_many(synthetic(WARM, 50, seed=4, stream_id=1, t0=1000.0))
+    cal.fit()
+    path = tmp_path / "cal.json"
+    assert cal.save(path, now_s=1300.0) == 250
+    again = TransportCalibrator(2, capacity=300)
+    assert again.load(path, now_s=50.0) == 250
+    assert [again.observation_count(i) for i in range(2)] == [200, 50]
+    again.fit()
+    for sid in range(2):
+        assert again.params(sid).efficiency == pytest.approx(cal.params(sid).efficiency, rel=1e-9)
+        assert again.params(sid).setup_rtts == pytest.approx(cal.params(sid).setup_rtts, abs=1e-9)
+    # Ages are kept (relative order and spacing), moved onto the new clock.
+    old = [o.at_s for o in synthetic(WARM, 200, seed=3, stream_id=0, t0=1000.0)]
+    new = [o.at_s for o in again._obs[0]]
+    assert np.allclose(np.diff(new), np.diff(old), atol=0.05)
+    assert new[-1] == pytest.approx(50.0 - (1300.0 - old[-1]), abs=0.05)
+
+
+def test_load_ages_by_the_wall_clock_time_in_between(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time as time_module
+
+    cal = TransportCalibrator(1)
+    cal.observe(ChunkObservation(0, 1000, 0.01, 1e6, 0.01, at_s=10.0))
+    path = tmp_path / "cal.json"
+    cal.save(path, now_s=10.0)
+    real_time = time_module.time
+    monkeypatch.setattr(time_module, "time", lambda: real_time() + 3600.0)
+    again = TransportCalibrator(1)
+    again.load(path, now_s=100.0)
+    assert again._obs[0][0].at_s == pytest.approx(100.0 - 3600.0, abs=1.0)
+
+
+def test_load_respects_the_capacity(tmp_path: Path) -> None:
+    cal = TransportCalibrator(1, capacity=100)
+    cal.observe_many(synthetic(WARM, 100, seed=5))
+    path = tmp_path / "cal.json"
+    cal.save(path)
+    small = TransportCalibrator(1, capacity=40)
+    assert small.load(path) == 100
+    assert small.observation_count() == 40
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ("not json", "invalid JSON"),
+        ('{"format": "other"}', "not a calibrator state"),
+        ('{"format": "itp-transport-calibrator/1", "num_streams": 4, "saved_unix_s": 0, "observations": []}',
+         "num_streams is 4"),
+        ('{"format": "itp-transport-calibrator/1", "num_streams": 2, "saved_unix_s": "x",'
+         ' "observations": []}', "saved_unix_s"),
+        ('{"format": "itp-transport-calibrator/1", "num_streams": 2, "saved_unix_s": 0, "observations": {}}',
+         "observations must be a list"),
+        ('{"format": "itp-transport-calibrator/1", "num_streams": 2, "saved_unix_s": 0,'
+         ' "observations": [[0, 10, 0.1, 1e6, 0.01, 1.0], [0, 10, 0.1]]}',
+         r"observations\[1\] must be a list"),
+        ('{"format": "itp-transport-calibrator/1", "num_streams": 2, "saved_unix_s": 0,'
+         ' "observations": [[0, 10, 0.1, 1e6, 0.01, 1.0], [0, 0, 0.1, 1e6, 0.01, 1.0]]}', "size_bytes"),
+        ('{"format": "itp-transport-calibrator/1", "num_streams": 2, "saved_unix_s": 0,'
+         ' "observations": [[0, 10, 0.1, 1e6, 0.01, -1.0]]}', "age"),
+        ('{"format": "itp-transport-calibrator/1", "num_streams": 2, "saved_unix_s": 0,'
+         ' "observations": [[0, 10, 0.1, 1e6, 0.01, 1.0], [5, 10, 0.1, 1e6, 0.01, 1.0]]}', "stream_id"),
+    ],
+)
+def test_a_bad_state_file_is_refused_and_adds_nothing(tmp_path: Path, doc: str, message: str) -> None:
+    path = tmp_path / "cal.json"
+    path.write_text(doc)
+    cal = TransportCalibrator(2)
+    with pytest.raises(ValueError, match=message):
+        cal.load(path)
+    assert cal.observation_count() == 0
+
+
+def test_save_is_atomic_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+    cal = TransportCalibrator(1)
+    cal.observe_many(synthetic(WARM, 10, seed=6))
+    path = tmp_path / "cal.json"
+    path.write_text("previous")
+    cal.save(path)
+    assert [p.name for p in tmp_path.iterdir()] == ["cal.json"]
+    assert TransportCalibrator(1).load(path) == 10

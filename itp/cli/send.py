@@ -9,6 +9,11 @@ Examples::
 
 The split policy is ``--model M.onnx``, ``--heuristic`` or ``--policy NAME`` (``itp`` = the bundled
 model, ``heuristic``, ``rate-proportional``, ``round-robin``, ``best-single``, ``equal-split``).
+``--learn DIR`` (policy ``itp``) makes the sender a learning deployment kept in DIR across runs
+(:class:`itp.learning.session.LearningSession`): exploration (``--epsilon``, ``--explore-top-k``), the
+transport calibration, the experience store and the model registry; a retrain every ``--retrain-every``
+stored outcomes (needs the ``train`` extra). Without ``--learn`` the outcomes update the stream table and
+the in-process partitioner only, and are not kept.
 ``--schedule FILE`` is a JSON list of ``{"path": ..., "start_s": ..., "name": ...}``: each file is
 submitted at its offset from the session start. One line per finished task and a total line go to
 stdout; exit 0 when every file was delivered, 1 with a one-line reason otherwise. All the logic lives in
@@ -53,6 +58,16 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "--policy", metavar="NAME", default=None,
         help="itp (default), heuristic, rate-proportional, round-robin, best-single, equal-split",
     )
+    p.add_argument(
+        "--learn", metavar="DIR",
+        help="learn across runs in DIR: explore, calibrate, store every outcome, retrain, gate, canary",
+    )
+    p.add_argument("--epsilon", type=float, default=0.1, metavar="E",
+                   help="with --learn: exploration rate in [0, 1] (default 0.1)")
+    p.add_argument("--explore-top-k", type=int_at_least(1), default=3, metavar="K",
+                   help="with --learn: explore among the K best actions, 1..15 (default 3)")
+    p.add_argument("--retrain-every", type=int_at_least(1), default=1000, metavar="N",
+                   help="with --learn: retrain after N new stored outcomes (default 1000)")
     p.add_argument("--secret-file", metavar="FILE", help="shared secret (the receiver's)")
     p.add_argument("--json", metavar="REPORT", help="write the JSON report here")
     p.add_argument("--schedule", metavar="FILE", help="JSON list of {path, start_s[, name]}: arrival times")
@@ -109,6 +124,22 @@ def _policy(args: argparse.Namespace) -> tuple[str, str | None]:
     return name, None
 
 
+def _learning_session(args: argparse.Namespace, model: str | None) -> Any:
+    """The ``--learn`` session (None without it); CLIError naming a bad option or an unusable folder."""
+    if args.learn is None:
+        return None
+    from itp.learning.session import LearningSession, learning_config
+    from itp.learning.store import StoreError
+
+    try:
+        return LearningSession(
+            args.learn, model_path=model, epsilon=args.epsilon, explore_top_k=args.explore_top_k,
+            config=learning_config(args.retrain_every),
+        )
+    except (OSError, ValueError, TypeError, StoreError) as exc:
+        raise CLIError(f"--learn {args.learn}: {exc}", status=2) from None
+
+
 def _task_line(t: Any) -> str:
     if not t.ok:
         return f"FAILED {t.name}: {t.error}"
@@ -131,17 +162,25 @@ def run(args: argparse.Namespace) -> int:
     if args.timeout is not None and not args.timeout > 0:
         raise CLIError(f"--timeout must be > 0 seconds, got {args.timeout}", status=2)
     name, model = _policy(args)
+    if args.learn is not None and name != "itp":
+        raise CLIError(f"--learn needs the itp policy (a model), not {name!r}", status=2)
+    if not 0.0 <= args.epsilon <= 1.0:
+        raise CLIError(f"--epsilon must be in [0, 1], got {args.epsilon}", status=2)
     try:
         secret = load_secret(args.secret_file) if args.secret_file else None
         tls = client_tls_context(args.tls_ca) if (args.tls or args.tls_ca) else None
     except (OSError, ValueError) as exc:
         raise CLIError(str(exc)) from None
+    session = _learning_session(args, model)
     try:
         sender = Sender(
-            args.to, streams=args.streams, policy=name, model_path=model, secret=secret, netns=args.netns,
-            bind=args.bind, tls=tls, tls_server_name=args.tls_server_name, window=args.window,
+            args.to, streams=args.streams, policy=name, secret=secret, netns=args.netns, bind=args.bind,
+            tls=tls, tls_server_name=args.tls_server_name, window=args.window,
+            **({"partitioner": session.partitioner} if session is not None else {"model_path": model}),
         )
     except (OSError, ValueError, TypeError) as exc:
+        if session is not None:
+            session.close()
         raise CLIError(str(exc), status=2) from None
     update, close_bar = progress(args.progress, len(entries), desc="send", unit="file")
     sender.add_task_listener(lambda t: update(1, f"{t.goodput_bps / 1e6:.0f} Mbit/s"))
@@ -167,9 +206,10 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, previous)
         sender.close()
         close_bar()
+        learning = session.close() if session is not None else None
         report = sender.report()
         if args.json:
-            report.write_json(args.json)
+            report.write_json(args.json, extra={"learning": learning} if learning is not None else None)
     for t in report.tasks:
         print(_task_line(t))
     tot = report.totals
@@ -178,6 +218,14 @@ def run(args: argparse.Namespace) -> int:
         f"{tot.aggregate_goodput_bps / 1e6:.1f} Mbit/s aggregate, "
         f"{tot.mean_task_goodput_bps / 1e6:.1f} Mbit/s mean per file ({report.policy})"
     )
+    if learning is not None:
+        print(
+            f"learning: serving {learning['registry_current_version']}, "
+            f"{learning['experience_count']} outcomes stored in {learning['folder']}, "
+            f"{learning['update_count']} retrains ({learning['promotions']} promoted, "
+            f"{learning['gate_rejections']} rejected by the gate, {learning['rollbacks']} rolled back)"
+            + ("" if learning["retraining_available"] else f"; {learning['retraining_unavailable_reason']}")
+        )
     sys.stdout.flush()
     if not report.ok:
         first = next(t for t in report.tasks if not t.ok)

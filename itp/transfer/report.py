@@ -163,11 +163,18 @@ class SendReport:
         """Plain dicts and lists (JSON-serialisable)."""
         return dataclasses.asdict(self)
 
-    def write_json(self, path: str | os.PathLike[str]) -> None:
-        """Write :meth:`to_dict` as indented JSON (atomically: temporary file, then rename)."""
+    def write_json(self, path: str | os.PathLike[str], *, extra: dict[str, Any] | None = None) -> None:
+        """Write :meth:`to_dict` as indented JSON (atomically: temporary file, then rename); ``extra``:
+        more top-level keys (e.g. ``learning``, the summary of ``itp send --learn``)."""
         target = Path(path)
         tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        doc = self.to_dict()
+        if extra:
+            clash = sorted(set(extra) & set(doc))
+            if clash:
+                raise ValueError(f"extra must not replace the report's keys, got {clash}")
+            doc.update(extra)
+        tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
         os.replace(tmp, target)
 
 

@@ -99,6 +99,34 @@ def test_schedule_policy_and_per_stream_destinations(work: Path, receiver: Recei
     assert "(round-robin)" in res.stdout
 
 
+def test_learn_keeps_experience_and_calibration_across_runs(work: Path, receiver: ReceiverProcess) -> None:
+    files = []
+    for i in range(5):
+        f = work / "src" / f"f{i}"
+        f.write_bytes(os.urandom((i + 1) * 200_000))
+        files.append(str(f))
+    to, secret, learn = f"127.0.0.1:{receiver.port}", str(work / "secret"), str(work / "dep")
+    report = work / "r.json"
+    res = itp("send", *files, "--to", to, "--secret-file", secret, "--learn", learn, "--json", str(report),
+              "--no-progress", cwd=work)
+    assert res.returncode == 0, res.stderr
+    assert "learning: serving" in res.stdout and "5 outcomes stored" in res.stdout
+    learning = json.loads(report.read_text())["learning"]
+    assert learning["experience_count"] == 5 and learning["restored_calibration_observations"] == 0
+    held = sum(learning["calibration"]["observations"])
+    assert held >= 5
+    res = itp("send", *files[:2], "--to", to, "--secret-file", secret, "--learn", learn, "--epsilon", "0",
+              "--json", str(report), "--no-progress", cwd=work)
+    assert res.returncode == 0, res.stderr
+    learning = json.loads(report.read_text())["learning"]
+    assert learning["experience_count"] == 7 and learning["restored_calibration_observations"] == held
+    for bad, message in ((["--policy", "rate-proportional"], "--learn needs the itp policy"),
+                         (["--epsilon", "1.5"], "--epsilon must be in [0, 1]"),
+                         (["--explore-top-k", "0"], "explore-top-k")):
+        res = itp("send", files[0], "--to", to, "--learn", learn, *bad, cwd=work)
+        assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr, res.stderr
+
+
 def test_wrong_secret_exits_1_with_one_line(work: Path, receiver: ReceiverProcess) -> None:
     f = work / "src" / "f"
     f.write_bytes(b"data")
