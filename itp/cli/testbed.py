@@ -205,6 +205,18 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     r.add_argument(
         "--json", metavar="OUT", type=Path, help="write everything (schedules, tasks, table) as JSON"
     )
+    r.add_argument(
+        "--learn", action="store_true",
+        help="the itp policy learns across the repeats (as itp send --learn); prints the table by repeat",
+    )
+    r.add_argument("--learn-dir", metavar="DIR", help="with --learn: the learning folder, kept (default: "
+                   "inside the run directory)")
+    r.add_argument("--retrain-every", type=int_at_least(1), default=300, metavar="N",
+                   help="with --learn: outcomes between retrains (default 300)")
+    r.add_argument("--epsilon", type=_float_in(0.0, 1.0), default=0.1,
+                   help="with --learn: exploration rate (default 0.1)")
+    r.add_argument("--explore-top-k", type=int_at_least(1), default=3, metavar="K",
+                   help="with --learn: explore among the K best actions (default 3)")
     r.add_argument("--markdown", action="store_true", help="print the table as markdown")
     r.add_argument("--no-calibration", action="store_true", help="skip the simulator calibration report")
     r.add_argument("--keep-files", action="store_true", help="keep the run directory (reports, logs)")
@@ -231,6 +243,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     tb.add_argument("run_json", type=Path, help="the JSON written by `itp testbed run --json`")
     tb.add_argument("--markdown", action="store_true", help="print a markdown table")
+    tb.add_argument("--by-repeat", action="store_true",
+                    help="one row per repeat (a learning run's curve) instead of the summary")
 
     ip = tsub.add_parser(
         "iperf",
@@ -332,6 +346,7 @@ def _run_run(args: argparse.Namespace) -> int:
         RunConfig,
         calibration_report,
         render_table,
+        repeat_rows,
         resolve_policy,
         run_testbed,
         table_rows,
@@ -364,6 +379,11 @@ def _run_run(args: argparse.Namespace) -> int:
             window=args.window,
             timeout_s=args.timeout_s,
             keep_files=args.keep_files,
+            learn=args.learn,
+            learn_dir=args.learn_dir,
+            retrain_every=args.retrain_every,
+            learn_epsilon=args.epsilon,
+            learn_top_k=args.explore_top_k,
         )
     except (ValueError, FileNotFoundError) as exc:
         raise CLIError(str(exc), status=2) from None
@@ -389,6 +409,11 @@ def _run_run(args: argparse.Namespace) -> int:
         "± = 95% CI over repeats"
     )
     print(render_table(header, rows, markdown=args.markdown))
+    if config.learn:
+        print()
+        print(f"by repeat (itp learning across repeats, a retrain every {config.retrain_every} outcomes; "
+              "goodput in Mbit/s):")
+        print(render_table(*repeat_rows(result.runs, policies), markdown=args.markdown))
     if not args.no_calibration:
         try:
             report = calibration_report(data)
@@ -421,16 +446,18 @@ def _run_calibrate(args: argparse.Namespace) -> int:
 
 
 def _run_table(args: argparse.Namespace) -> int:
-    from itp.testbed.runner import render_table, runs_from_dict, summarise, table_rows
+    from itp.testbed.runner import render_table, repeat_rows, runs_from_dict, summarise, table_rows
 
     try:
         data = json.loads(args.run_json.read_text())
-        summaries = summarise(runs_from_dict(data), data["config"]["policies"])
+        policies = data["config"]["policies"]
+        runs = runs_from_dict(data)
+        summaries = summarise(runs, policies)
     except FileNotFoundError:
         raise CLIError(f"run file not found: {args.run_json}") from None
     except (ValueError, KeyError, TypeError) as exc:
         raise CLIError(f"{args.run_json}: not a testbed run JSON ({exc})") from None
-    header, rows = table_rows(summaries)
+    header, rows = repeat_rows(runs, policies) if args.by_repeat else table_rows(summaries)
     print(render_table(header, rows, markdown=args.markdown))
     return 0
 

@@ -307,6 +307,7 @@ class OnlineLearner:
         partitioner.add_outcome_listener(self._on_outcome)
         partitioner.add_fault_listener(self._on_fault)
         partitioner.attach_learner(self)
+        self._resume_canary()
         if not available:
             logger.warning("online learner: %s; experience is still collected and stored", reason)
             self._warned_unavailable = True
@@ -361,6 +362,43 @@ class OnlineLearner:
         except (RegistryError, ModelLoadError) as exc:
             logger.error("online learner: could not register the partitioner's model: %s", exc)
 
+    def _resume_canary(self) -> None:
+        """Canary again the candidate whose canary the previous learner's close interrupted.
+
+        Only when the registry's last rollout event is that interruption (``canary_aborted`` with
+        ``resumable``), the version is still registered and not already current; the candidate is loaded
+        and verified again. Anything else (a later promotion, rollback or manual change) wins."""
+        rollout_events = ("canary_started", "canary_stage", "canary_aborted", "canary_promoted",
+                          "canary_rolled_back", "promotion_refused", "rollback", "current")
+        last = next((e for e in reversed(self.registry.history()) if e.get("event") in rollout_events), None)
+        if last is None or last.get("event") != "canary_aborted" or not last.get("resumable"):
+            return
+        version = str(last.get("version"))
+        if version not in self.registry.versions() or version == self.registry.current_version():
+            return
+        try:
+            candidate = self.registry.load(version)
+        except (RegistryError, ModelLoadError) as exc:
+            logger.error("online learner: interrupted canary of %s not resumed: %s", version, exc)
+            self.registry.record("canary_not_resumed", version=version, error=str(exc))
+            return
+        with self._rollout_lock:
+            self.start_canary(candidate)
+        logger.info("online learner: resumed the interrupted canary of %s", version,
+                    extra={"event": "canary_resumed", "model_version": version})
+
+    def wait_for_retrain(self, timeout_s: float) -> bool:
+        """Wait (bounded) until no retrain is running and a finished one's verdict has been acted on
+        (gate recorded, candidate canaried or discarded). Returns True when none is running any more.
+        For a process that is about to close and would otherwise cancel the retrain."""
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        while self._job is not None:
+            if time.monotonic() >= deadline or self._thread is None or not self._thread.is_alive():
+                return self._job is None
+            self._wake.set()
+            time.sleep(0.05)
+        return True
+
     def start(self) -> None:
         """Start the learner thread (idempotent)."""
         if self._thread is not None:
@@ -403,15 +441,21 @@ class OnlineLearner:
         if self._closed:
             return
         self.flush(timeout_s)
-        canary = self._canary
-        if canary is not None:
-            canary.abort("the online learner was closed")
-            self.registry.record("canary_aborted", version=canary.candidate.version, reason="learner closed")
-            self._canary = None
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
+        with self._rollout_lock:  # after the thread stopped: it cannot finish this canary as a rollback
+            canary = self._canary
+            if canary is not None:
+                canary.abort("the online learner was closed")
+                # resumable: the next learner on this registry canaries the same candidate again from its
+                # first stage (a deployment that runs one process per batch must not lose gated candidates).
+                self.registry.record(
+                    "canary_aborted", version=canary.candidate.version, reason="learner closed",
+                    resumable=True,
+                )
+                self._canary = None
         self._closed = True
         if self._job is not None:
             self._job.cancel(timeout_s)

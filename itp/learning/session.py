@@ -20,8 +20,10 @@ of files (a new ``itp send`` each time):
   first decisions of a session already use the fitted set-up, window and efficiency.
 
 Retraining needs torch (the ``train`` extra); without it experience is still collected and stored
-(``OnlineLearner`` reports why). A retrain still running when the session closes is cancelled; the rows
-it would have used stay in the store and count towards the next one.
+(``OnlineLearner`` reports why). ``close(wait_for_retrain_s=...)`` lets a running retrain finish and its
+gate verdict be recorded; one still running at the close is cancelled (its rows stay in the store). A
+candidate whose canary the close interrupts is canaried again, from its first stage, by the next session
+(``OnlineLearner`` resumes it from the registry's history).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from itp.learning.learner import LearnerConfig, OnlineLearner
-from itp.learning.rollout import CanaryConfig
+from itp.learning.rollout import CanaryConfig, GateConfig
 
 __all__ = ["CALIBRATION_FILE", "LearningSession", "learning_config"]
 
@@ -43,9 +45,12 @@ CALIBRATION_FILE: Final = "calibration.json"
 
 
 def learning_config(retrain_every: int = 1000, *, seed: int = 0) -> LearnerConfig:
-    """The learner settings of a session: a retrain every ``retrain_every`` stored outcomes, and a canary
-    sized for a deployment that reports hundreds, not millions, of outcomes (two stages, 50% then 100% of
-    the traffic, 100 to 1 000 outcomes each, as the adaptation benchmark uses).
+    """The learner settings of a session, those the adaptation benchmark measured (``itp.sim.adapt``):
+    a retrain every ``retrain_every`` stored outcomes, small fine-tunes (400 steps, 4 simulator episodes,
+    the newest 10 000 logged rows, 30% of them held back for the off-policy gate; a retrain takes
+    seconds to a minute on 2 cores), a 4-episode simulator gate, and a canary sized for a deployment that
+    reports hundreds, not millions, of outcomes (50% then 100% of the traffic, 100 to 1 000 outcomes per
+    stage).
 
     Raises:
         ValueError: ``retrain_every`` is not an int >= 1.
@@ -54,6 +59,8 @@ def learning_config(retrain_every: int = 1000, *, seed: int = 0) -> LearnerConfi
         raise ValueError(f"retrain_every must be an int >= 1, got {retrain_every!r}")
     return LearnerConfig(
         min_experiences=retrain_every,
+        finetune={"steps": 400, "sim_episodes": 4, "logged_rows": 10_000, "holdout_fraction": 0.3},
+        gate=GateConfig(episodes=4, seed=seed + 12345),
         canary=CanaryConfig(shares=(0.5, 1.0), min_outcomes_per_stage=100, max_outcomes_per_stage=1000),
         seed=seed,
     )
@@ -148,15 +155,27 @@ class LearningSession:
         out["calibration"] = calibrator.summary() if calibrator is not None else None
         return out
 
-    def close(self, timeout_s: float = 30.0) -> dict[str, Any]:
+    def close(self, timeout_s: float = 30.0, *, wait_for_retrain_s: float = 0.0) -> dict[str, Any]:
         """Flush and close the learner, save the calibration, stop the partitioner's calibration thread.
-        Returns :meth:`summary` taken after the flush (a second call returns ``{}``)."""
+
+        Args:
+            timeout_s: bound of the flush and of the learner's shutdown, seconds.
+            wait_for_retrain_s: first let a running retrain finish and its verdict be acted on, for at
+                most this long (seconds; 0: cancel it).
+
+        Returns:
+            :meth:`summary` taken after the flush, with ``retrain_cancelled`` (a second call returns
+            ``{}``).
+        """
         if self._closed:
             return {}
         self._closed = True
         try:
+            if wait_for_retrain_s > 0:
+                self.learner.wait_for_retrain(wait_for_retrain_s)
             self.learner.flush(timeout_s)
             summary = self.summary()
+            summary["retrain_cancelled"] = self.learner.is_training
             self.learner.close(timeout_s)
             calibrator = self.partitioner.calibrator
             if calibrator is not None:

@@ -10,7 +10,11 @@ rate controller):
 * ``send CONFIG.json``: one ``itp.transfer.Sender`` session with the run's options (one stream per path,
   each socket opened in that path's namespace, the policy, the window), then the task schedule
   (``{"path", "start_s", "name"}`` entries submitted at ``start_s`` seconds after the session start),
-  then the ``SendReport`` written as JSON (the same report ``itp send --json`` writes).
+  then the ``SendReport`` written as JSON (the same report ``itp send --json`` writes). With a ``learn``
+  entry (``{"folder", "epsilon", "explore_top_k", "retrain_every", "wait_for_retrain_s"}``, policy ``itp``)
+  the split comes from a :class:`itp.learning.session.LearningSession` over ``folder`` -- as ``itp send
+  --learn`` -- and the report gets its summary under ``learning``; a retrain running when the tasks are
+  done may finish (bounded by ``wait_for_retrain_s``) before the session closes, outside the timed tasks.
 
 Why not the ``itp send`` command line itself: the rate controller replays every path's trace on a clock
 that must start with the sender's session, since the report's times (``dispatched_s``) are offsets from
@@ -70,6 +74,15 @@ def _send(args: argparse.Namespace) -> int:
 
     cfg: dict[str, Any] = json.loads(Path(args.config).read_text())
     netns: list[str] = list(cfg["netns"])
+    learn: dict[str, Any] | None = cfg.get("learn")
+    session = None
+    if learn is not None:
+        from itp.learning.session import LearningSession, learning_config
+
+        session = LearningSession(
+            learn["folder"], epsilon=float(learn["epsilon"]), explore_top_k=int(learn["explore_top_k"]),
+            config=learning_config(int(learn["retrain_every"]), seed=int(learn.get("seed", 0))),
+        )
     sender = Sender(
         [cfg["to"]] * len(netns),
         streams=len(netns),
@@ -78,6 +91,7 @@ def _send(args: argparse.Namespace) -> int:
         netns=netns,
         window=int(cfg["window"]),
         io_timeout_s=float(cfg.get("io_timeout_s", 60.0)),
+        partitioner=session.partitioner if session is not None else None,
     )
     t0 = sender.session_start_s  # time.monotonic() at construction: the origin of the report's times
     sys.stdout.write(f"READY {t0!r}\n")
@@ -98,7 +112,12 @@ def _send(args: argparse.Namespace) -> int:
         report = sender.report()
     finally:
         sender.close(timeout_s=5.0)
-    report.write_json(cfg["report"])
+        summary = (
+            session.close(wait_for_retrain_s=float(learn.get("wait_for_retrain_s", 0.0)))
+            if session is not None and learn is not None
+            else None
+        )
+    report.write_json(cfg["report"], extra={"learning": summary} if summary is not None else None)
     return 0 if report.ok else 3
 
 

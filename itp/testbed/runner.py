@@ -128,6 +128,15 @@ class RunConfig:
         timeout_s: deadline of one policy's session, seconds; None: ``policy_timeout_s(schedule)``.
         keep_files: keep the run directory (reports, task files) instead of removing it.
         settle_s: pause between two policies' sessions (queues drain), seconds.
+        learn: the ``itp`` policy learns across the run's repeats, as ``itp send --learn`` does: one
+            :class:`itp.learning.session.LearningSession` folder (``learn_dir``, default ``learning`` in
+            the run directory) that every repeat's ``itp`` session continues; the table by repeat
+            (:func:`repeat_rows`) is then its learning curve on real TCP.
+        learn_dir: the learning folder (kept after the run; None: inside the run directory).
+        retrain_every: with ``learn``: stored outcomes between retrains (>= 1).
+        learn_epsilon, learn_top_k: with ``learn``: exploration rate and exploration set.
+        wait_for_retrain_s: with ``learn``: after its tasks, an ``itp`` session lets a running retrain
+            finish for at most this long (outside the timed tasks; the next policy waits), seconds.
     """
 
     policies: tuple[str, ...]
@@ -142,6 +151,12 @@ class RunConfig:
     timeout_s: float | None = None
     keep_files: bool = False
     settle_s: float = 1.0
+    learn: bool = False
+    learn_dir: str | None = None
+    retrain_every: int = 300
+    learn_epsilon: float = 0.1
+    learn_top_k: int = 3
+    wait_for_retrain_s: float = 600.0
 
     def __post_init__(self) -> None:
         if not self.policies:
@@ -162,6 +177,18 @@ class RunConfig:
             raise ValueError(f"RunConfig.timeout_s must be > 0 or None, got {self.timeout_s!r}")
         if not (math.isfinite(self.settle_s) and self.settle_s >= 0):
             raise ValueError(f"RunConfig.settle_s must be >= 0, got {self.settle_s!r}")
+        if self.learn and "itp" not in self.policies:
+            raise ValueError(f"RunConfig.learn needs the 'itp' policy, policies are {self.policies}")
+        for name, v, lo, hi in (
+            ("retrain_every", self.retrain_every, 1, None),
+            ("learn_top_k", self.learn_top_k, 1, 15),
+        ):
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
+                raise ValueError(f"RunConfig.{name} must be an int in [{lo}, {hi or 'inf'}], got {v!r}")
+        if not (isinstance(self.learn_epsilon, (int, float)) and 0.0 <= self.learn_epsilon <= 1.0):
+            raise ValueError(f"RunConfig.learn_epsilon must be in [0, 1], got {self.learn_epsilon!r}")
+        if not (math.isfinite(self.wait_for_retrain_s) and self.wait_for_retrain_s >= 0):
+            raise ValueError(f"RunConfig.wait_for_retrain_s must be >= 0, got {self.wait_for_retrain_s!r}")
 
 
 def policy_timeout_s(schedule: RepeatSchedule) -> float:
@@ -213,6 +240,7 @@ class PolicyRun:
         wall_s: the session's wall time, seconds.
         max_lateness_s: the rate controller's worst step lateness, seconds.
         timed_out: the session hit its deadline.
+        learning: a learning ``itp`` session's summary at its end (``LearningSession.close``), else None.
     """
 
     repeat: int
@@ -222,6 +250,7 @@ class PolicyRun:
     wall_s: float
     max_lateness_s: float
     timed_out: bool
+    learning: dict[str, Any] | None = None
 
     def metrics(self) -> dict[str, float]:
         """``mean_time_s``, ``p95_time_s``, ``mean_goodput_bps``, ``aggregate_goodput_bps``, ``success``."""
@@ -314,6 +343,7 @@ def runs_from_dict(data: dict[str, Any]) -> list[PolicyRun]:
                 float(r["wall_s"]),
                 float(r["max_lateness_s"]),
                 bool(r["timed_out"]),
+                r.get("learning"),
             )
         )
     return out
@@ -371,6 +401,61 @@ def table_rows(summaries: Sequence[PolicySummary]) -> tuple[list[str], list[list
     return header, rows
 
 
+def repeat_rows(runs: Sequence[PolicyRun], policies: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of the table by repeat: per repeat, each policy's mean per-task goodput (Mbit/s)
+    and p95 completion time, ``itp``'s goodput and p95 over the best other policy's on the same schedule
+    (the best by goodput, and separately the best p95), and, for a learning run, what served ``itp`` at the
+    end of the repeat (version, outcomes stored, retrains, promotions / gate rejections / rollbacks).
+
+    With ``RunConfig.learn`` the repeats are consecutive stretches of one deployment, so the rows are its
+    learning curve on real TCP; without it each repeat is independent.
+    """
+    by_key = {(r.repeat, r.policy): r for r in runs}
+    repeats = sorted({r.repeat for r in runs})
+    others = [p for p in policies if p != "itp"]
+    header = ["repeat", *(f"{p} goodput / p95" for p in policies)]
+    if "itp" in policies and others:
+        header += ["itp goodput / best other", "itp p95 / best other"]
+    learning = any(r.learning for r in runs)
+    if learning:
+        header += ["serving", "outcomes stored", "retrains (promoted / rejected / rolled back)"]
+    rows = []
+    for rep in repeats:
+        row = [str(rep)]
+        metrics: dict[str, dict[str, float]] = {}
+        for p in policies:
+            run = by_key.get((rep, p))
+            if run is None:
+                row.append("-")
+                continue
+            m = metrics[p] = run.metrics()
+            row.append(f"{m['mean_goodput_bps'] / 1e6:.1f} / {_fmt_s(m['p95_time_s'])}")
+        if "itp" in policies and others:
+            mine = metrics.get("itp")
+            theirs = [metrics[p] for p in others if p in metrics]
+            if mine is None or not theirs:
+                row += ["-", "-"]
+            else:
+                best_g = max(m["mean_goodput_bps"] for m in theirs)
+                best_t = min(m["p95_time_s"] for m in theirs)
+                row.append(f"{mine['mean_goodput_bps'] / best_g:.3f}" if best_g > 0 else "n/a")
+                row.append(f"{mine['p95_time_s'] / best_t:.3f}" if best_t > 0 else "n/a")
+        if learning:
+            itp_run = by_key.get((rep, "itp"))
+            info = itp_run.learning if itp_run is not None else None
+            if info:
+                row += [
+                    str(info.get("registry_current_version")),
+                    str(info.get("experience_count")),
+                    f"{info.get('update_count')} ({info.get('promotions')} / {info.get('gate_rejections')} / "
+                    f"{info.get('rollbacks')})",
+                ]
+            else:
+                row += ["-", "-", "-"]
+        rows.append(row)
+    return header, rows
+
+
 def render_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, markdown: bool) -> str:
     """A plain-text (aligned) or markdown table."""
     if markdown:
@@ -416,6 +501,10 @@ class RunResult:
                 "slow_start_after_idle": c.transport.slow_start_after_idle,
                 "step_s": c.step_s,
                 "window": c.window,
+                "learn": c.learn,
+                "retrain_every": c.retrain_every if c.learn else None,
+                "learn_epsilon": c.learn_epsilon if c.learn else None,
+                "learn_top_k": c.learn_top_k if c.learn else None,
             },
             "wall_s": self.wall_s,
             "series_duration_s": list(self.series_duration_s),
@@ -428,6 +517,7 @@ class RunResult:
                     "wall_s": r.wall_s,
                     "max_lateness_s": r.max_lateness_s,
                     "timed_out": r.timed_out,
+                    "learning": r.learning,
                     "metrics": r.metrics(),
                     "tasks": [
                         {
@@ -575,8 +665,10 @@ def _session(
     port: int,
     window: int,
     timeout_s: float,
+    learn: dict[str, Any] | None = None,
 ) -> PolicyRun:
-    """One policy's sender session over the running paths (module docstring, step 3)."""
+    """One policy's sender session over the running paths (module docstring, step 3); ``learn``: the
+    engine's learning entry (``itp.testbed.engine``), for the ``itp`` policy of a learning run."""
     assert paths.controller is not None
     tag = f"r{schedule.repeat}-{policy}"
     report_path = workdir / f"report-{tag}.json"
@@ -590,6 +682,8 @@ def _session(
         "schedule": schedule.send_schedule(files_dir),
         "report": str(report_path),
     }
+    if learn is not None:
+        cfg["learn"] = learn
     cfg_path = workdir / f"send-{tag}.json"
     cfg_path.write_text(json.dumps(cfg))
     paths.controller.install(series)
@@ -615,7 +709,7 @@ def _session(
         t0 = float(line.split()[1])
         paths.controller.start(t0)
         try:
-            proc.wait(timeout=timeout_s + 30.0)
+            proc.wait(timeout=timeout_s + 30.0 + (float(learn["wait_for_retrain_s"]) if learn else 0.0))
         except subprocess.TimeoutExpired:
             timed_out = True
             logger.warning("%s: sender did not exit by its deadline; killed", tag, extra={"event": "timeout"})
@@ -680,6 +774,7 @@ def _session(
         wall,
         lateness,
         timed_out,
+        report.get("learning"),
     )
 
 
@@ -721,6 +816,16 @@ def run_testbed(
     secret_file = run_dir / "secret"
     secret_file.write_text(secrets.token_hex(32) + "\n")
     os.chmod(secret_file, 0o600)
+    learn: dict[str, Any] | None = None
+    if config.learn:
+        learn = {
+            "folder": str(Path(config.learn_dir) if config.learn_dir else run_dir / "learning"),
+            "epsilon": config.learn_epsilon,
+            "explore_top_k": config.learn_top_k,
+            "retrain_every": config.retrain_every,
+            "wait_for_retrain_s": config.wait_for_retrain_s,
+            "seed": config.seed,
+        }
     schedules: list[RepeatSchedule] = []
     runs: list[PolicyRun] = []
     durations: list[float] = []
@@ -763,6 +868,7 @@ def run_testbed(
                             port=port,
                             window=config.window,
                             timeout_s=timeout_s,
+                            learn=learn if policy == "itp" else None,
                         )
                         runs.append(run)
                         m = run.metrics()

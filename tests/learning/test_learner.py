@@ -231,6 +231,65 @@ def test_learner_runs_the_canary_and_records_the_rollback(tmp_path: Path) -> Non
     learner.close()
 
 
+def test_a_canary_interrupted_by_close_resumes_in_the_next_learner(tmp_path: Path) -> None:
+    cfg = tiny_config(canary=CanaryConfig(shares=(0.5, 1.0), min_outcomes_per_stage=40, margin=0.1))
+    p = make_partitioner(write_constant_model(tmp_path / "a.onnx", 14, version="1.0.0"))
+    learner = OnlineLearner(p, registry=tmp_path / "models", config=cfg)
+    version = learner.registry.publish(write_constant_model(tmp_path / "b.onnx", 14), "1.0.1")
+    learner.start_canary(learner.registry.load(version))
+    learner.close()
+    last = learner.registry.history()[-1]
+    assert last["event"] == "canary_aborted" and last["resumable"] is True
+    # The next process: the registry still serves 1.0.0 and canaries 1.0.1 again from its first stage.
+    p2 = make_partitioner(None)
+    learner2 = OnlineLearner(p2, registry=tmp_path / "models", config=cfg)
+    try:
+        assert p2.get_metrics().model_version == "1.0.0"
+        assert learner2.canary is not None and learner2.canary.candidate.version == "1.0.1"
+        assert learner2.canary.share == 0.5
+        for k in range(30):
+            run_traffic(p2, 50, prefix=f"r{k}-")
+            if wait_for(lambda: learner2.canary is None, 0.2):
+                break
+        assert learner2.canary is None and learner2.registry.current_version() == "1.0.1"
+    finally:
+        learner2.close()
+    # A promotion (or any later rollout event) ends it: a third learner starts no canary.
+    p3 = make_partitioner(None)
+    with OnlineLearner(p3, registry=tmp_path / "models", config=cfg) as learner3:
+        assert learner3.canary is None and p3.get_metrics().model_version == "1.0.1"
+
+
+def test_a_manual_change_cancels_the_resumption(tmp_path: Path) -> None:
+    cfg = tiny_config(canary=CanaryConfig(shares=(0.5, 1.0), min_outcomes_per_stage=40, margin=0.1))
+    p = make_partitioner(write_constant_model(tmp_path / "a.onnx", 14, version="1.0.0"))
+    learner = OnlineLearner(p, registry=tmp_path / "models", config=cfg)
+    version = learner.registry.publish(write_constant_model(tmp_path / "b.onnx", 14), "1.0.1")
+    learner.start_canary(learner.registry.load(version))
+    learner.close()
+    learner.registry.set_current("1.0.0", reason="operator pinned it")
+    p2 = make_partitioner(None)
+    with OnlineLearner(p2, registry=tmp_path / "models", config=cfg) as learner2:
+        assert learner2.canary is None
+
+
+def test_wait_for_retrain_returns_once_the_verdict_is_acted_on(tmp_path: Path) -> None:
+    p = make_partitioner(write_model(tmp_path / "m.onnx", version="1.0.0"))
+    learner = OnlineLearner(p, registry=tmp_path / "models", config=tiny_config())
+    try:
+        assert learner.wait_for_retrain(0.0)  # nothing running
+        run_traffic(p, 200)
+        learner.flush()
+        p.force_model_update()
+        assert wait_for(lambda: learner.is_training, 30)
+        assert learner.wait_for_retrain(240)
+        assert learner.update_count == 1 and not learner.is_training
+        events = [e["event"] for e in learner.registry.history()]
+        assert "gate_passed" in events or "gate_rejected" in events or "retrain_failed" in events
+    finally:
+        learner.close()
+
+
 def test_manual_rollback_to_any_version(tmp_path: Path) -> None:
     p = make_partitioner(write_constant_model(tmp_path / "a.onnx", 14, version="1.0.0"))
     learner = OnlineLearner(p, registry=tmp_path / "models", config=tiny_config())

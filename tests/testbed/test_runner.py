@@ -20,6 +20,7 @@ from itp.testbed.runner import (
     cases_from_result,
     policy_timeout_s,
     render_table,
+    repeat_rows,
     resolve_policy,
     run_testbed,
     runs_from_dict,
@@ -54,6 +55,11 @@ def test_policy_names_and_aliases() -> None:
         ({"step_s": 0.0}, "step_s"),
         ({"timeout_s": -1.0}, "timeout_s"),
         ({"seed": -1}, "seed"),
+        ({"policies": ("heuristic",), "learn": True}, "learn needs the 'itp' policy"),
+        ({"learn": True, "retrain_every": 0}, "retrain_every"),
+        ({"learn": True, "learn_top_k": 16}, "learn_top_k"),
+        ({"learn": True, "learn_epsilon": 1.5}, "learn_epsilon"),
+        ({"learn": True, "wait_for_retrain_s": -1.0}, "wait_for_retrain_s"),
     ],
 )
 def test_bad_run_config(kwargs: dict[str, object], field: str) -> None:
@@ -116,6 +122,37 @@ def test_summary_is_the_mean_and_t_interval_over_repeats() -> None:
         ("itp", "heuristic"),
     )
     assert again == [itp_row, heur_row]
+
+
+def test_table_by_repeat_is_the_learning_curve() -> None:
+    # itp: 1 s then 0.5 s per 1 MB task; heuristic 1 s; rate-proportional 0.8 s (the best other policy).
+    times = {(0, "itp"): 1.0, (1, "itp"): 0.5, (0, "heuristic"): 1.0, (1, "heuristic"): 1.0,
+             (0, "rate-proportional"): 0.8, (1, "rate-proportional"): 0.8}
+    learning = {0: {"registry_current_version": "1.0.0", "experience_count": 1, "update_count": 0,
+                    "promotions": 0, "gate_rejections": 0, "rollbacks": 0},
+                1: {"registry_current_version": "1.0.1", "experience_count": 2, "update_count": 1,
+                    "promotions": 1, "gate_rejections": 0, "rollbacks": 0}}
+    runs = [
+        PolicyRun(r, p, (_task("a", t),), 8e6 / t, 1.0, 0.0, False, learning[r] if p == "itp" else None)
+        for (r, p), t in times.items()
+    ]
+    policies = ("itp", "heuristic", "rate-proportional")
+    header, rows = repeat_rows(runs, policies)
+    assert header[-5:] == ["itp goodput / best other", "itp p95 / best other", "serving", "outcomes stored",
+                           "retrains (promoted / rejected / rolled back)"]
+    assert rows[0][0] == "0" and rows[0][1] == "8.0 / 1.00 s" and rows[1][1] == "16.0 / 500 ms"
+    assert rows[0][4:6] == ["0.800", "1.250"] and rows[1][4:6] == ["1.600", "0.625"]
+    assert rows[1][6:] == ["1.0.1", "2", "1 (1 / 0 / 0)"]
+    # Saved and read back, the learning summaries are kept; without learning there are no such columns.
+    data = {"runs": [{"repeat": r.repeat, "policy": r.policy, "aggregate_goodput_bps": 1.0, "wall_s": 1.0,
+                      "max_lateness_s": 0.0, "timed_out": False, "learning": r.learning,
+                      "tasks": [{**t.__dict__, "stream_bytes": list(t.stream_bytes)} for t in r.tasks]}
+                     for r in runs]}
+    assert repeat_rows(runs_from_dict(data), policies) == (header, rows)
+    plain = [PolicyRun(r.repeat, r.policy, r.tasks, 1.0, 1.0, 0.0, False) for r in runs]
+    assert "serving" not in repeat_rows(plain, policies)[0]
+    missing = repeat_rows([r for r in plain if not (r.repeat == 1 and r.policy == "itp")], policies)[1]
+    assert missing[1][1] == "-" and missing[1][4:6] == ["-", "-"]
 
 
 def test_default_timeout_covers_the_slowest_path() -> None:
@@ -186,3 +223,34 @@ def test_short_real_run_moves_every_byte_and_leaves_nothing(real_testbed: None, 
     assert cases_from_result(json.loads(json.dumps(data)))
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
     assert all(f"delay-{pid}" not in links for pid in before)
+
+
+@pytest.mark.slow
+def test_a_learning_run_continues_one_deployment_across_repeats(real_testbed: None, tmp_path: Path) -> None:
+    """2 paths, 4 tasks, 2 repeats, itp learning: its second session continues the first's store and
+    calibration (no retrain: the threshold is not reached), the folder is kept where it was asked."""
+    learn_dir = tmp_path / "deployment"
+    cfg = RunConfig(
+        policies=("itp", "rate-proportional"),
+        trace_files=TRACES,
+        schedule=ScheduleConfig(
+            paths=2, tasks=4, size_max_bytes=2 << 20, mean_interarrival_s=0.3, rtt_max_s=0.06
+        ),
+        repeats=2,
+        settle_s=0.2,
+        learn=True,
+        learn_dir=str(learn_dir),
+        retrain_every=1000,
+    )
+    result = run_testbed(cfg, workdir=tmp_path)
+    itp_runs = sorted((r for r in result.runs if r.policy == "itp"), key=lambda r: r.repeat)
+    assert all(all(t.ok for t in r.tasks) for r in result.runs)
+    first, second = (r.learning for r in itp_runs)
+    assert first is not None and second is not None
+    assert first["experience_count"] == 4 and second["experience_count"] == 8
+    assert first["restored_calibration_observations"] == 0
+    assert second["restored_calibration_observations"] == sum(first["calibration"]["observations"]) > 0
+    assert all(r.learning is None for r in result.runs if r.policy != "itp")
+    assert (learn_dir / "experience.sqlite3").exists() and (learn_dir / "calibration.json").exists()
+    _header, rows = repeat_rows(result.runs, cfg.policies)
+    assert len(rows) == 2 and rows[1][-2] == "8"
