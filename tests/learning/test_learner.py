@@ -231,14 +231,20 @@ def test_learner_runs_the_canary_and_records_the_rollback(tmp_path: Path) -> Non
     learner.close()
 
 
-def test_a_canary_interrupted_by_close_resumes_in_the_next_learner(tmp_path: Path) -> None:
+def _closed_during_a_canary(tmp_path: Path) -> tuple[LearnerConfig, ModelRegistry]:
+    """A learner serving 1.0.0, closed while canarying 1.0.1 (same policy): its config and registry."""
     cfg = tiny_config(canary=CanaryConfig(shares=(0.5, 1.0), min_outcomes_per_stage=40, margin=0.1))
     p = make_partitioner(write_constant_model(tmp_path / "a.onnx", 14, version="1.0.0"))
     learner = OnlineLearner(p, registry=tmp_path / "models", config=cfg)
     version = learner.registry.publish(write_constant_model(tmp_path / "b.onnx", 14), "1.0.1")
     learner.start_canary(learner.registry.load(version))
     learner.close()
-    last = learner.registry.history()[-1]
+    return cfg, learner.registry
+
+
+def test_a_canary_interrupted_by_close_resumes_in_the_next_learner(tmp_path: Path) -> None:
+    cfg, registry = _closed_during_a_canary(tmp_path)
+    last = registry.history()[-1]
     assert last["event"] == "canary_aborted" and last["resumable"] is True
     # The next process: the registry still serves 1.0.0 and canaries 1.0.1 again from its first stage.
     p2 = make_partitioner(None)
@@ -261,13 +267,8 @@ def test_a_canary_interrupted_by_close_resumes_in_the_next_learner(tmp_path: Pat
 
 
 def test_a_manual_change_cancels_the_resumption(tmp_path: Path) -> None:
-    cfg = tiny_config(canary=CanaryConfig(shares=(0.5, 1.0), min_outcomes_per_stage=40, margin=0.1))
-    p = make_partitioner(write_constant_model(tmp_path / "a.onnx", 14, version="1.0.0"))
-    learner = OnlineLearner(p, registry=tmp_path / "models", config=cfg)
-    version = learner.registry.publish(write_constant_model(tmp_path / "b.onnx", 14), "1.0.1")
-    learner.start_canary(learner.registry.load(version))
-    learner.close()
-    learner.registry.set_current("1.0.0", reason="operator pinned it")
+    cfg, registry = _closed_during_a_canary(tmp_path)
+    registry.set_current("1.0.0", reason="operator pinned it")
     p2 = make_partitioner(None)
     with OnlineLearner(p2, registry=tmp_path / "models", config=cfg) as learner2:
         assert learner2.canary is None

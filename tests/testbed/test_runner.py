@@ -194,18 +194,16 @@ def _testbed_processes() -> set[int]:
     return {p.pid for p in find_leftovers(temp_dir=Path("/nonexistent")).processes}
 
 
+SHORT = ScheduleConfig(paths=2, tasks=4, size_max_bytes=2 << 20, mean_interarrival_s=0.3, rtt_max_s=0.06)
+"""The real runs' schedule: 2 paths, 4 tasks up to 2 MiB, RTT up to 60 ms (seconds per session)."""
+
+
 @pytest.mark.slow
 def test_short_real_run_moves_every_byte_and_leaves_nothing(real_testbed: None, tmp_path: Path) -> None:
     """2 paths, 4 small tasks, 2 policies, 1 repeat over real Mahimahi shells: every task delivered."""
     before = _testbed_processes()
     cfg = RunConfig(
-        policies=("itp", "round-robin"),
-        trace_files=TRACES,
-        schedule=ScheduleConfig(
-            paths=2, tasks=4, size_max_bytes=2 << 20, mean_interarrival_s=0.3, rtt_max_s=0.06
-        ),
-        repeats=1,
-        settle_s=0.2,
+        policies=("itp", "round-robin"), trace_files=TRACES, schedule=SHORT, repeats=1, settle_s=0.2
     )
     seen: list[str | None] = []
     result = run_testbed(cfg, progress=lambda n, note: seen.append(note), workdir=tmp_path)
@@ -233,9 +231,7 @@ def test_a_learning_run_continues_one_deployment_across_repeats(real_testbed: No
     cfg = RunConfig(
         policies=("itp", "rate-proportional"),
         trace_files=TRACES,
-        schedule=ScheduleConfig(
-            paths=2, tasks=4, size_max_bytes=2 << 20, mean_interarrival_s=0.3, rtt_max_s=0.06
-        ),
+        schedule=SHORT,
         repeats=2,
         settle_s=0.2,
         learn=True,
