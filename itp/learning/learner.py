@@ -297,6 +297,7 @@ class OnlineLearner:
         self._gate_rejections = 0
         # rollout
         self._canary: CanaryRollout | None = None
+        self._canary_resumed = False
         self._rollout_lock = threading.RLock()  # canary steps vs manual rollback
         self._promotions = 0
         self._rollbacks = 0
@@ -326,11 +327,14 @@ class OnlineLearner:
 
     def _restore_schedule(self) -> None:
         """Continue the retrain schedule across restarts from the registry history: the interval counts
-        from the last retrain's start, and rows stored since then count towards ``min_experiences``."""
+        from the last retrain's start, and rows stored since then count towards ``min_experiences``; with
+        no retrain ever, every stored row counts (a deployment that runs one short process per batch
+        reaches ``min_experiences`` over several processes, not within one)."""
         last = next(
             (e for e in reversed(self.registry.history()) if e.get("event") == "retrain_started"), None
         )
         if last is None:
+            self._rows_at_last_update = 0
             return
         try:
             started = datetime.fromisoformat(str(last["time"]).replace("Z", "+00:00"))
@@ -383,7 +387,7 @@ class OnlineLearner:
             self.registry.record("canary_not_resumed", version=version, error=str(exc))
             return
         with self._rollout_lock:
-            self.start_canary(candidate)
+            self.start_canary(candidate, resumed=True)
         logger.info("online learner: resumed the interrupted canary of %s", version,
                     extra={"event": "canary_resumed", "model_version": version})
 
@@ -450,10 +454,11 @@ class OnlineLearner:
             if canary is not None:
                 canary.abort("the online learner was closed")
                 # resumable: the next learner on this registry canaries the same candidate again from its
-                # first stage (a deployment that runs one process per batch must not lose gated candidates).
+                # first stage (a deployment that runs one process per batch must not lose gated
+                # candidates); once only, so a canary that never decides cannot stall retraining forever.
                 self.registry.record(
                     "canary_aborted", version=canary.candidate.version, reason="learner closed",
-                    resumable=True,
+                    resumable=not self._canary_resumed,
                 )
                 self._canary = None
         self._closed = True
@@ -746,11 +751,13 @@ class OnlineLearner:
         )
         self.start_canary(candidate)
 
-    def start_canary(self, candidate: LoadedModel) -> CanaryRollout:
-        """Canary a verified candidate now (also used by tests and operators with a hand-made model)."""
+    def start_canary(self, candidate: LoadedModel, *, resumed: bool = False) -> CanaryRollout:
+        """Canary a verified candidate now (also used by tests and operators with a hand-made model);
+        ``resumed``: it continues a canary an earlier learner's close interrupted (not resumed again)."""
         canary = CanaryRollout(self._p, candidate, self.config.canary)
         self._canary = canary
-        self.registry.record("canary_started", version=candidate.version, share=canary.share)
+        self._canary_resumed = resumed
+        self.registry.record("canary_started", version=candidate.version, share=canary.share, resumed=resumed)
         return canary
 
     def _canary_step(self) -> None:

@@ -266,6 +266,19 @@ def test_a_canary_interrupted_by_close_resumes_in_the_next_learner(tmp_path: Pat
         assert learner3.canary is None and p3.get_metrics().model_version == "1.0.1"
 
 
+def test_an_interrupted_canary_is_resumed_once(tmp_path: Path) -> None:
+    cfg, registry = _closed_during_a_canary(tmp_path)
+    p2 = make_partitioner(None)
+    learner2 = OnlineLearner(p2, registry=tmp_path / "models", config=cfg)
+    assert learner2.canary is not None
+    learner2.close()  # interrupted again, before a verdict
+    last = registry.history()[-1]
+    assert last["event"] == "canary_aborted" and last["resumable"] is False
+    p3 = make_partitioner(None)
+    with OnlineLearner(p3, registry=tmp_path / "models", config=cfg) as learner3:
+        assert learner3.canary is None and p3.get_metrics().model_version == "1.0.0"
+
+
 def test_a_manual_change_cancels_the_resumption(tmp_path: Path) -> None:
     cfg, registry = _closed_during_a_canary(tmp_path)
     registry.set_current("1.0.0", reason="operator pinned it")
@@ -408,6 +421,21 @@ def test_retrain_schedule_survives_a_restart(tmp_path: Path) -> None:
     p3 = make_partitioner(None)
     with OnlineLearner(p3, registry=root, config=tiny_config(min_experiences=150), start=False):
         assert p3.get_metrics().time_until_update == 0.0  # 200 rows stored since the last retrain
+
+
+def test_rows_of_earlier_processes_count_until_the_first_retrain(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    for _ in range(3):  # three short processes of 100 outcomes each, no retrain yet
+        p = make_partitioner(None)
+        with OnlineLearner(p, registry=root, config=tiny_config(), start=False) as learner:
+            run_traffic(p, 100)
+            learner.flush()
+    p = make_partitioner(None)
+    with OnlineLearner(p, registry=root, config=tiny_config(min_experiences=300), start=False):
+        assert p.get_metrics().time_until_update == 0.0  # 300 stored rows, none retrained on
+    p = make_partitioner(None)
+    with OnlineLearner(p, registry=root, config=tiny_config(min_experiences=301), start=False):
+        assert p.get_metrics().time_until_update is not None and p.get_metrics().time_until_update > 0
 
 
 class FakeCalibrator:
