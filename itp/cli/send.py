@@ -68,6 +68,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="with --learn: explore among the K best actions, 1..15 (default 3)")
     p.add_argument("--retrain-every", type=int_at_least(1), default=1000, metavar="N",
                    help="with --learn: retrain after N new stored outcomes (default 1000)")
+    p.add_argument("--wait-for-retrain", type=float, default=300.0, metavar="SECONDS",
+                   help="with --learn: at exit, let a running retrain finish for at most this long "
+                   "(default 300; 0: cancel it, it restarts in the next run)")
     p.add_argument("--secret-file", metavar="FILE", help="shared secret (the receiver's)")
     p.add_argument("--json", metavar="REPORT", help="write the JSON report here")
     p.add_argument("--schedule", metavar="FILE", help="JSON list of {path, start_s[, name]}: arrival times")
@@ -140,6 +143,15 @@ def _learning_session(args: argparse.Namespace, model: str | None) -> Any:
         raise CLIError(f"--learn {args.learn}: {exc}", status=2) from None
 
 
+def _close_session(session: Any, wait_s: float) -> dict[str, Any]:
+    """Close the ``--learn`` session, first letting a running retrain finish (bounded, said on stderr)."""
+    if wait_s > 0 and session.learner.is_training:
+        print(f"itp send: finishing the retrain started during this run (at most {wait_s:g} s; "
+              "--wait-for-retrain 0 skips it)", file=sys.stderr, flush=True)
+    summary: dict[str, Any] = session.close(wait_for_retrain_s=max(wait_s, 0.0))
+    return summary
+
+
 def _task_line(t: Any) -> str:
     if not t.ok:
         return f"FAILED {t.name}: {t.error}"
@@ -166,6 +178,8 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--learn needs the itp policy (a model), not {name!r}", status=2)
     if not 0.0 <= args.epsilon <= 1.0:
         raise CLIError(f"--epsilon must be in [0, 1], got {args.epsilon}", status=2)
+    if not args.wait_for_retrain >= 0.0:
+        raise CLIError(f"--wait-for-retrain must be >= 0 seconds, got {args.wait_for_retrain}", status=2)
     try:
         secret = load_secret(args.secret_file) if args.secret_file else None
         tls = client_tls_context(args.tls_ca) if (args.tls or args.tls_ca) else None
@@ -206,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, previous)
         sender.close()
         close_bar()
-        learning = session.close() if session is not None else None
+        learning = _close_session(session, args.wait_for_retrain) if session is not None else None
         report = sender.report()
         if args.json:
             report.write_json(args.json, extra={"learning": learning} if learning is not None else None)

@@ -329,10 +329,16 @@ class OnlineLearner:
         """Continue the retrain schedule across restarts from the registry history: the interval counts
         from the last retrain's start, and rows stored since then count towards ``min_experiences``; with
         no retrain ever, every stored row counts (a deployment that runs one short process per batch
-        reaches ``min_experiences`` over several processes, not within one)."""
-        last = next(
-            (e for e in reversed(self.registry.history()) if e.get("event") == "retrain_started"), None
-        )
+        reaches ``min_experiences`` over several processes, not within one). A retrain that a close
+        cancelled (``retrain_cancelled``) does not count: its rows were never trained on."""
+        cancelled: set[Any] = set()
+        last = None
+        for e in reversed(self.registry.history()):
+            if e.get("event") == "retrain_cancelled":
+                cancelled.add(e.get("version"))
+            elif e.get("event") == "retrain_started" and e.get("version") not in cancelled:
+                last = e
+                break
         if last is None:
             self._rows_at_last_update = 0
             return
@@ -464,6 +470,8 @@ class OnlineLearner:
         self._closed = True
         if self._job is not None:
             self._job.cancel(timeout_s)
+            # Its rows were never trained on: the next learner counts them again (_restore_schedule).
+            self.registry.record("retrain_cancelled", version=self._job.version, reason="learner closed")
             self._job = None
         self.store.close()
 

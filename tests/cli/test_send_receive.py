@@ -122,7 +122,8 @@ def test_learn_keeps_experience_and_calibration_across_runs(work: Path, receiver
     assert learning["experience_count"] == 7 and learning["restored_calibration_observations"] == held
     for bad, message in ((["--policy", "rate-proportional"], "--learn needs the itp policy"),
                          (["--epsilon", "1.5"], "--epsilon must be in [0, 1]"),
-                         (["--explore-top-k", "0"], "explore-top-k")):
+                         (["--explore-top-k", "0"], "explore-top-k"),
+                         (["--wait-for-retrain", "-1"], "--wait-for-retrain must be >= 0")):
         res = itp("send", files[0], "--to", to, "--learn", learn, *bad, cwd=work)
         assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr, res.stderr
 

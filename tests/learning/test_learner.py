@@ -423,6 +423,22 @@ def test_retrain_schedule_survives_a_restart(tmp_path: Path) -> None:
         assert p3.get_metrics().time_until_update == 0.0  # 200 rows stored since the last retrain
 
 
+def test_a_retrain_cancelled_by_close_does_not_reset_the_schedule(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    p = make_partitioner(write_model(tmp_path / "m.onnx", version="1.0.0"))
+    learner = OnlineLearner(p, registry=root, config=tiny_config(retrain_mode="process"))
+    run_traffic(p, 200)
+    learner.flush()
+    p.force_model_update()
+    assert wait_for(lambda: learner.is_training, 30)
+    learner.close()  # cancels it
+    events = [e["event"] for e in learner.registry.history()]
+    assert events[-2:] == ["retrain_started", "retrain_cancelled"]
+    p2 = make_partitioner(None)
+    with OnlineLearner(p2, registry=root, config=tiny_config(min_experiences=200), start=False):
+        assert p2.get_metrics().time_until_update == 0.0  # the 200 rows still count
+
+
 def test_rows_of_earlier_processes_count_until_the_first_retrain(tmp_path: Path) -> None:
     root = tmp_path / "models"
     for _ in range(3):  # three short processes of 100 outcomes each, no retrain yet
