@@ -145,7 +145,7 @@ def _learning_session(args: argparse.Namespace, model: str | None) -> Any:
 
 def _close_session(session: Any, wait_s: float) -> dict[str, Any]:
     """Close the ``--learn`` session, first letting a running retrain finish (bounded, said on stderr)."""
-    if wait_s > 0 and session.learner.is_training:
+    if wait_s > 0 and (session.learner.is_training or session.learner.metrics()["time_until_update"] == 0.0):
         print(f"itp send: finishing the retrain started during this run (at most {wait_s:g} s; "
               "--wait-for-retrain 0 skips it)", file=sys.stderr, flush=True)
     summary: dict[str, Any] = session.close(wait_for_retrain_s=max(wait_s, 0.0))

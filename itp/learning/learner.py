@@ -397,11 +397,26 @@ class OnlineLearner:
         logger.info("online learner: resumed the interrupted canary of %s", version,
                     extra={"event": "canary_resumed", "model_version": version})
 
-    def wait_for_retrain(self, timeout_s: float) -> bool:
+    def wait_for_retrain(self, timeout_s: float, *, start_due: bool = False) -> bool:
         """Wait (bounded) until no retrain is running and a finished one's verdict has been acted on
         (gate recorded, candidate canaried or discarded). Returns True when none is running any more.
-        For a process that is about to close and would otherwise cancel the retrain."""
+        For a process that is about to close and would otherwise cancel the retrain.
+
+        ``start_due``: a retrain that is due but not started yet (the last outcomes just reached
+        ``min_experiences``; call :meth:`flush` first so they are counted) is started by the learner
+        thread and waited for as well."""
         deadline = time.monotonic() + max(0.0, timeout_s)
+        if start_due and self._retrain_available:
+            while (
+                self._job is None
+                and self._canary is None
+                and self._due() is not None
+                and self._thread is not None
+                and self._thread.is_alive()
+                and time.monotonic() < deadline
+            ):
+                self._wake.set()  # the learner thread starts it on its next iteration
+                time.sleep(0.02)
         while self._job is not None:
             if time.monotonic() >= deadline or self._thread is None or not self._thread.is_alive():
                 return self._job is None

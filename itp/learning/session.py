@@ -161,8 +161,8 @@ class LearningSession:
 
         Args:
             timeout_s: bound of the flush and of the learner's shutdown, seconds.
-            wait_for_retrain_s: first let a running retrain finish and its verdict be acted on, for at
-                most this long (seconds; 0: cancel it).
+            wait_for_retrain_s: first let a running or due retrain finish and its verdict be acted on,
+                for at most this long (seconds; 0: cancel a running one).
 
         Returns:
             :meth:`summary` taken after the flush, with ``retrain_cancelled`` (a second call returns
@@ -172,9 +172,12 @@ class LearningSession:
             return {}
         self._closed = True
         try:
-            if wait_for_retrain_s > 0:
-                self.learner.wait_for_retrain(wait_for_retrain_s)
             self.learner.flush(timeout_s)
+            if wait_for_retrain_s > 0:
+                # Including one the last outcomes just made due: a session of exactly retrain_every
+                # outcomes would otherwise start it during the close and cancel it at once.
+                self.learner.wait_for_retrain(wait_for_retrain_s, start_due=True)
+                self.learner.flush(timeout_s)
             summary = self.summary()
             summary["retrain_cancelled"] = self.learner.is_training
             self.learner.close(timeout_s)

@@ -304,6 +304,18 @@ def test_wait_for_retrain_returns_once_the_verdict_is_acted_on(tmp_path: Path) -
         learner.close()
 
 
+def test_wait_for_retrain_can_start_a_due_one(tmp_path: Path) -> None:
+    p = make_partitioner(write_model(tmp_path / "m.onnx", version="1.0.0"))
+    learner = OnlineLearner(p, registry=tmp_path / "models", config=tiny_config(min_experiences=150))
+    try:
+        run_traffic(p, 150)
+        learner.flush()
+        assert learner.wait_for_retrain(240, start_due=True)
+        assert learner.update_count == 1
+    finally:
+        learner.close()
+
+
 def test_manual_rollback_to_any_version(tmp_path: Path) -> None:
     p = make_partitioner(write_constant_model(tmp_path / "a.onnx", 14, version="1.0.0"))
     learner = OnlineLearner(p, registry=tmp_path / "models", config=tiny_config())
