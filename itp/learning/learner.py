@@ -287,6 +287,7 @@ class OnlineLearner:
         self._warned_unavailable = False
         self._force = False
         self._job: _Job | None = None
+        self._starting = False  # _start_job is running (the job is not assigned yet)
         self._jobs_started = 0
         self._update_count = 0
         self._last_update: str | None = None
@@ -409,6 +410,7 @@ class OnlineLearner:
         if start_due and self._retrain_available:
             while (
                 self._job is None
+                and not self._starting
                 and self._canary is None
                 and self._due() is not None
                 and self._thread is not None
@@ -417,9 +419,9 @@ class OnlineLearner:
             ):
                 self._wake.set()  # the learner thread starts it on its next iteration
                 time.sleep(0.02)
-        while self._job is not None:
+        while self._job is not None or self._starting:
             if time.monotonic() >= deadline or self._thread is None or not self._thread.is_alive():
-                return self._job is None
+                return self._job is None and not self._starting
             self._wake.set()
             time.sleep(0.05)
         return True
@@ -614,8 +616,11 @@ class OnlineLearner:
         job = self._job
         if job is not None:
             if job.done():
-                self._job = None
-                self._finish_job(job)
+                try:
+                    self._finish_job(job)
+                finally:
+                    # Cleared after the verdict is acted on: whoever sees no job also sees its outcome.
+                    self._job = None
             return
         if self._canary is not None or not self._retrain_available:
             return
@@ -626,6 +631,15 @@ class OnlineLearner:
         self._start_job(why)
 
     def _start_job(self, why: str) -> None:
+        # Marked first: between here and ``self._job = job`` (a process start takes tens of ms) the
+        # schedule already counts this retrain, and wait_for_retrain must still see one coming.
+        self._starting = True
+        try:
+            self._start_job_marked(why)
+        finally:
+            self._starting = False
+
+    def _start_job_marked(self, why: str) -> None:
         from itp.learning.registry import parse_version
 
         cfg = self.config
@@ -839,8 +853,8 @@ class OnlineLearner:
     # ------------------------------------------------------------------------------- metrics
     @property
     def is_training(self) -> bool:
-        """A retrain is running."""
-        return self._job is not None
+        """A retrain is running (or being started)."""
+        return self._job is not None or self._starting
 
     @property
     def update_count(self) -> int:

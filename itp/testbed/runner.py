@@ -418,7 +418,7 @@ def repeat_rows(runs: Sequence[PolicyRun], policies: Sequence[str]) -> tuple[lis
         header += ["itp goodput / best other", "itp p95 / best other"]
     learning = any(r.learning for r in runs)
     if learning:
-        header += ["serving", "outcomes stored", "retrains (promoted / rejected / rolled back)"]
+        header += ["serving", "outcomes stored", "its session: retrains (promoted / rejected / rolled back)"]
     rows = []
     for rep in repeats:
         row = [str(rep)]

@@ -316,6 +316,36 @@ def test_wait_for_retrain_can_start_a_due_one(tmp_path: Path) -> None:
         learner.close()
 
 
+class _SlowStartLearner(OnlineLearner):
+    """Sleeps right after the learner thread counts a retrain as started (``_rows_at_last_update``)
+    and before the job exists: a slow process start, made slow enough to be seen."""
+
+    @property
+    def _rows_at_last_update(self) -> int:
+        return int(self.__dict__["_rows_seen"])
+
+    @_rows_at_last_update.setter
+    def _rows_at_last_update(self, value: int) -> None:
+        self.__dict__["_rows_seen"] = value
+        if threading.current_thread().name == "itp-learner":
+            time.sleep(0.5)
+
+
+def test_wait_for_retrain_sees_a_retrain_being_started(tmp_path: Path) -> None:
+    """The schedule counts a retrain before its job exists: a wait in between must not take that for
+    'nothing running' (it did, on the testbed, and the close then cancelled the retrain)."""
+    p = make_partitioner(write_model(tmp_path / "m.onnx", version="1.0.0"))
+    learner = _SlowStartLearner(p, registry=tmp_path / "models", config=tiny_config(min_experiences=150))
+    try:
+        run_traffic(p, 150)
+        learner.flush()
+        assert learner.wait_for_retrain(240, start_due=True)
+        assert learner.update_count == 1 and not learner.is_training
+    finally:
+        learner.close()
+    assert "retrain_cancelled" not in [e["event"] for e in learner.registry.history()]
+
+
 def test_manual_rollback_to_any_version(tmp_path: Path) -> None:
     p = make_partitioner(write_constant_model(tmp_path / "a.onnx", 14, version="1.0.0"))
     learner = OnlineLearner(p, registry=tmp_path / "models", config=tiny_config())

@@ -139,7 +139,7 @@ def test_table_by_repeat_is_the_learning_curve() -> None:
     policies = ("itp", "heuristic", "rate-proportional")
     header, rows = repeat_rows(runs, policies)
     assert header[-5:] == ["itp goodput / best other", "itp p95 / best other", "serving", "outcomes stored",
-                           "retrains (promoted / rejected / rolled back)"]
+                           "its session: retrains (promoted / rejected / rolled back)"]
     assert rows[0][0] == "0" and rows[0][1] == "8.0 / 1.00 s" and rows[1][1] == "16.0 / 500 ms"
     assert rows[0][4:6] == ["0.800", "1.250"] and rows[1][4:6] == ["1.600", "0.625"]
     assert rows[1][6:] == ["1.0.1", "2", "1 (1 / 0 / 0)"]
