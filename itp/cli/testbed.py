@@ -397,6 +397,8 @@ def _run_run(args: argparse.Namespace) -> int:
     finally:
         close()
     data = result.to_dict()
+    if args.json is not None:  # now, so the run survives an interrupted calibration; again with it below
+        args.json.write_text(json.dumps(data, indent=1) + "\n")
     header, rows = table_rows(result.summaries())
     s = config.schedule
     print(
