@@ -20,9 +20,9 @@ of files (a new ``itp send`` each time):
   first decisions of a session already use the fitted set-up, window and efficiency.
 
 Retraining needs torch (the ``train`` extra); without it experience is still collected and stored
-(``OnlineLearner`` reports why). ``close(wait_for_retrain_s=...)`` lets a running retrain finish and its
-gate verdict be recorded; one still running at the close is cancelled (its rows stay in the store and
-count towards the next retrain, which then starts in the next session). A
+(``OnlineLearner`` reports why). ``close(wait_for_retrain_s=...)`` lets a running retrain, or one the last
+outcomes made due, finish and its gate verdict be recorded; one still running at the close is cancelled
+(its rows stay in the store and count towards the next retrain, which then starts in the next session). A
 candidate whose canary the close interrupts is canaried again, from its first stage, by the next session
 (``OnlineLearner`` resumes it from the registry's history).
 """
