@@ -304,18 +304,6 @@ def test_wait_for_retrain_returns_once_the_verdict_is_acted_on(tmp_path: Path) -
         learner.close()
 
 
-def test_wait_for_retrain_can_start_a_due_one(tmp_path: Path) -> None:
-    p = make_partitioner(write_model(tmp_path / "m.onnx", version="1.0.0"))
-    learner = OnlineLearner(p, registry=tmp_path / "models", config=tiny_config(min_experiences=150))
-    try:
-        run_traffic(p, 150)
-        learner.flush()
-        assert learner.wait_for_retrain(240, start_due=True)
-        assert learner.update_count == 1
-    finally:
-        learner.close()
-
-
 class _SlowStartLearner(OnlineLearner):
     """Sleeps right after the learner thread counts a retrain as started (``_rows_at_last_update``)
     and before the job exists: a slow process start, made slow enough to be seen."""
@@ -331,11 +319,15 @@ class _SlowStartLearner(OnlineLearner):
             time.sleep(0.5)
 
 
-def test_wait_for_retrain_sees_a_retrain_being_started(tmp_path: Path) -> None:
-    """The schedule counts a retrain before its job exists: a wait in between must not take that for
-    'nothing running' (it did, on the testbed, and the close then cancelled the retrain)."""
+@pytest.mark.parametrize("learner_cls", [OnlineLearner, _SlowStartLearner], ids=["due", "being-started"])
+def test_wait_for_retrain_starts_a_due_one_and_waits_for_its_verdict(
+    tmp_path: Path, learner_cls: type[OnlineLearner]
+) -> None:
+    """A retrain the last outcomes made due is started and waited for. The schedule counts a retrain
+    before its job exists: a wait in between must not take that for 'nothing running' (it did, on the
+    testbed, and the close then cancelled the retrain)."""
     p = make_partitioner(write_model(tmp_path / "m.onnx", version="1.0.0"))
-    learner = _SlowStartLearner(p, registry=tmp_path / "models", config=tiny_config(min_experiences=150))
+    learner = learner_cls(p, registry=tmp_path / "models", config=tiny_config(min_experiences=150))
     try:
         run_traffic(p, 150)
         learner.flush()
