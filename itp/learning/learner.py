@@ -287,7 +287,6 @@ class OnlineLearner:
         self._warned_unavailable = False
         self._force = False
         self._job: _Job | None = None
-        self._starting = False  # _start_job is running (the job is not assigned yet)
         self._jobs_started = 0
         self._update_count = 0
         self._last_update: str | None = None
@@ -410,7 +409,6 @@ class OnlineLearner:
         if start_due and self._retrain_available:
             while (
                 self._job is None
-                and not self._starting
                 and self._canary is None
                 and self._due() is not None
                 and self._thread is not None
@@ -419,9 +417,9 @@ class OnlineLearner:
             ):
                 self._wake.set()  # the learner thread starts it on its next iteration
                 time.sleep(0.02)
-        while self._job is not None or self._starting:
+        while self._job is not None:
             if time.monotonic() >= deadline or self._thread is None or not self._thread.is_alive():
-                return self._job is None and not self._starting
+                return self._job is None
             self._wake.set()
             time.sleep(0.05)
         return True
@@ -631,15 +629,6 @@ class OnlineLearner:
         self._start_job(why)
 
     def _start_job(self, why: str) -> None:
-        # Marked first: between here and ``self._job = job`` (a process start takes tens of ms) the
-        # schedule already counts this retrain, and wait_for_retrain must still see one coming.
-        self._starting = True
-        try:
-            self._start_job_marked(why)
-        finally:
-            self._starting = False
-
-    def _start_job_marked(self, why: str) -> None:
         from itp.learning.registry import parse_version
 
         cfg = self.config
@@ -675,28 +664,16 @@ class OnlineLearner:
             **cfg.finetune,
         }
         job = _Job(index, version, folder, json.dumps(job_fields, indent=2))
-        self._rows_at_last_update = len(self.store)
-        self._last_update_s = time.monotonic()
-        if cfg.retrain_mode == "process":
-            log = open(folder / "log.txt", "wb")  # noqa: SIM115 - owned by the child for its lifetime
-            nice = cfg.nice
-            job.proc = subprocess.Popen(
-                [sys.executable, "-c", _CHILD_BOOT, str(nice), str(job.job_path), str(job.result_path)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                # Its own folder as cwd: a source checkout in the caller's cwd must not shadow the
-                # installed package (python -c puts cwd first on sys.path).
-                cwd=folder,
-                env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
-            )
-            log.close()
-        else:
-            job.thread = threading.Thread(
-                target=_niced_thread_main, args=(job, cfg.nice), name=f"itp-retrain-{index}", daemon=True
-            )
-            job.thread.start()
-        self._job = job
+        rows_now = len(self.store)
+        try:
+            self._spawn_job(job)
+            self._job = job
+        finally:
+            # The schedule counts this retrain only once the job is visible (wait_for_retrain relies on
+            # "no job and not due" meaning none is coming); counted even when the spawn failed, so a
+            # failing spawn is not retried on every poll.
+            self._rows_at_last_update = rows_now
+            self._last_update_s = time.monotonic()
         self.registry.record(
             "retrain_started",
             version=version,
@@ -712,6 +689,29 @@ class OnlineLearner:
             "online learner: retraining started (%s), candidate version %s", why, version,
             extra={"event": "retrain_started", "model_version": version, "trigger": why},
         )
+
+    def _spawn_job(self, job: _Job) -> None:
+        """Start the retrain in its niced process (or thread, ``retrain_mode="thread"``)."""
+        cfg = self.config
+        if cfg.retrain_mode == "process":
+            log = open(job.folder / "log.txt", "wb")  # noqa: SIM115 - owned by the child for its lifetime
+            nice = cfg.nice
+            job.proc = subprocess.Popen(
+                [sys.executable, "-c", _CHILD_BOOT, str(nice), str(job.job_path), str(job.result_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                # Its own folder as cwd: a source checkout in the caller's cwd must not shadow the
+                # installed package (python -c puts cwd first on sys.path).
+                cwd=job.folder,
+                env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
+            )
+            log.close()
+        else:
+            job.thread = threading.Thread(
+                target=_niced_thread_main, args=(job, cfg.nice), name=f"itp-retrain-{job.index}", daemon=True
+            )
+            job.thread.start()
 
     def _read_calibrator(self, read: Callable[[Any], _T], unusable: str) -> _T | None:
         """``read`` of the deployment's calibrator (``calibrator=``, else the partitioner's own). A
@@ -853,8 +853,8 @@ class OnlineLearner:
     # ------------------------------------------------------------------------------- metrics
     @property
     def is_training(self) -> bool:
-        """A retrain is running (or being started)."""
-        return self._job is not None or self._starting
+        """A retrain is running."""
+        return self._job is not None
 
     @property
     def update_count(self) -> int:

@@ -177,7 +177,6 @@ class LearningSession:
                 # Including one the last outcomes just made due: a session of exactly retrain_every
                 # outcomes would otherwise start it during the close and cancel it at once.
                 self.learner.wait_for_retrain(wait_for_retrain_s, start_due=True)
-                self.learner.flush(timeout_s)
             summary = self.summary()
             summary["retrain_cancelled"] = self.learner.is_training
             self.learner.close(timeout_s)

@@ -76,7 +76,9 @@ def _send(args: argparse.Namespace) -> int:
     netns: list[str] = list(cfg["netns"])
     learn: dict[str, Any] | None = cfg.get("learn")
     session = None
+    wait_for_retrain_s = 0.0
     if learn is not None:
+        wait_for_retrain_s = float(learn.get("wait_for_retrain_s", 0.0))
         from itp.learning.session import LearningSession, learning_config
 
         session = LearningSession(
@@ -112,11 +114,7 @@ def _send(args: argparse.Namespace) -> int:
         report = sender.report()
     finally:
         sender.close(timeout_s=5.0)
-        summary = (
-            session.close(wait_for_retrain_s=float(learn.get("wait_for_retrain_s", 0.0)))
-            if session is not None and learn is not None
-            else None
-        )
+        summary = session.close(wait_for_retrain_s=wait_for_retrain_s) if session is not None else None
     report.write_json(cfg["report"], extra={"learning": summary} if summary is not None else None)
     return 0 if report.ok else 3
 
