@@ -170,12 +170,15 @@ class Agent:
         latency_s: float,
         congestion: float,
         success_rate: float,
+        start_window_bits: float = 0.0,
     ) -> None:
         """Validated natively (ValueError naming the field; the table is unchanged on error)."""
         with self._write_lock:
             self._table_seq += 1
             try:
-                self.engine.update_stream(stream_id, bandwidth_bps, latency_s, congestion, success_rate)
+                self.engine.update_stream(
+                    stream_id, bandwidth_bps, latency_s, congestion, success_rate, start_window_bits
+                )
             finally:
                 self._table_seq += 1
 

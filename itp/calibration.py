@@ -28,6 +28,14 @@ A grid, not gradient steps: the loss is flat in ``W`` wherever no chunk is in sl
 diverge. Huber loss bounds the influence of stragglers; the decay forgets an old regime with the given
 half life.
 
+**Known start windows.** A persistent TCP stream keeps its congestion window between chunks unless it
+sat idle longer than its RTO (Linux's slow-start restart), so two chunks of one stream may start from very
+different windows. A sender that knows the window a chunk started from (``TCP_INFO``; see
+:func:`itp.transport.start_window_bits`) reports it (``ChunkOutcome.start_window_bits``); such a chunk is
+modelled from ``max(W, its start window)``, so ``W`` is fitted on what the sender does not know (the cold
+starts) instead of averaging warm and cold chunks into a window that is wrong for both. At decision time
+the partitioner applies the same rule with the start window of ``update_stream``.
+
 **Confidence and pooling.** Per stream and per deployment: the pooled fit uses every stream's
 observations; a stream's own fit is blended with the pooled one in log space with weight
 ``n_eff / (n_eff + prior_strength)``, ``n_eff = (sum w)^2 / sum w^2`` its effective number of recent
@@ -89,8 +97,10 @@ def chunk_time_s(
     rate_bps: npt.ArrayLike,
     rtt_s: npt.ArrayLike,
     params: TransportParams = DEFAULT_TRANSPORT_PARAMS,
+    start_window_bits: npt.ArrayLike = 0.0,
 ) -> FloatArray:
-    """Predicted seconds for chunks of ``bits`` at measured ``rate_bps`` and ``rtt_s`` (broadcasting).
+    """Predicted seconds for chunks of ``bits`` at measured ``rate_bps`` and ``rtt_s`` (broadcasting),
+    each starting from ``max(params.initial_window_bits, start_window_bits)`` (0: unknown).
 
     With the default parameters this is :func:`itp.transport.transport_chunk_time` (same formula;
     a test checks them against each other). +inf where the rate is 0.
@@ -98,7 +108,8 @@ def chunk_time_s(
     b = np.asarray(bits, dtype=np.float64)
     r_meas = np.asarray(rate_bps, dtype=np.float64)
     rtt = np.asarray(rtt_s, dtype=np.float64)
-    return _model_time(b, r_meas * params.efficiency, rtt, params.setup_rtts, params.initial_window_bits)
+    w = np.maximum(params.initial_window_bits, np.asarray(start_window_bits, dtype=np.float64))
+    return _model_time(b, r_meas * params.efficiency, rtt, params.setup_rtts, w)
 
 
 def _model_time(b: FloatArray, r: FloatArray, rtt: FloatArray, s_rtts: Any, w: Any) -> FloatArray:
@@ -127,6 +138,8 @@ class ChunkObservation:
             i.e. bandwidth x success rate).
         rtt_s: the stream's measured RTT then (s, >= 0).
         at_s: when it completed, on the caller's monotonic clock (s); drives the decay.
+        start_window_bits: the window the chunk started from when the sender knew it (bits, finite,
+            >= 0; 0: unknown, the fitted ``W`` applies).
     """
 
     stream_id: int
@@ -135,6 +148,7 @@ class ChunkObservation:
     rate_bps: float
     rtt_s: float
     at_s: float
+    start_window_bits: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.stream_id, bool) or not isinstance(self.stream_id, (int, np.integer)):
@@ -143,7 +157,8 @@ class ChunkObservation:
             raise TypeError(f"size_bytes must be an int, got {type(self.size_bytes).__name__}")
         if self.size_bytes < 1:
             raise ValueError(f"size_bytes must be >= 1, got {self.size_bytes}")
-        for name, positive in (("seconds", True), ("rate_bps", True), ("rtt_s", False), ("at_s", False)):
+        for name, positive in (("seconds", True), ("rate_bps", True), ("rtt_s", False), ("at_s", False),
+                               ("start_window_bits", False)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)):
                 raise TypeError(f"{name} must be a number, got {type(v).__name__}")
@@ -178,9 +193,11 @@ def _huber(e: FloatArray, delta: float) -> FloatArray:
 
 def _fit(
     b: FloatArray, t: FloatArray, r: FloatArray, rtt: FloatArray, w: FloatArray,
-    eta_bounds: tuple[float, float], delta: float,
+    eta_bounds: tuple[float, float], delta: float, w0: FloatArray | None = None,
 ) -> _Fit:
-    """Weighted robust grid fit (coarse S x W grid, eta on a log grid, then one finer pass)."""
+    """Weighted robust grid fit (coarse S x W grid, eta on a log grid, then one finer pass); ``w0``: the
+    observations' known start windows (bits, 0 where unknown), a floor under the fitted ``W``."""
+    floor = np.zeros_like(b) if w0 is None else w0
     n_eff = float(w.sum() ** 2 / np.dot(w, w))
     log_t = np.log(t)
     lo, hi = math.log(eta_bounds[0]), math.log(eta_bounds[1])
@@ -192,7 +209,7 @@ def _fit(
             # [S, W, obs] in one broadcast per eta.
             pred = _model_time(
                 b[None, None, :], r_eff[None, None, :], rtt[None, None, :],
-                s_vals[:, None, None], np.exp2(lw_vals)[None, :, None],
+                s_vals[:, None, None], np.maximum(np.exp2(lw_vals)[None, :, None], floor[None, None, :]),
             )
             loss = (_huber(log_t[None, None, :] - np.log(pred), delta) * w[None, None, :]).sum(axis=2)
             i, j = np.unravel_index(int(np.argmin(loss)), loss.shape)
@@ -314,7 +331,8 @@ class TransportCalibrator:
         ref = time.monotonic() if now_s is None else float(now_s)
         with self._lock:
             rows = [
-                [o.stream_id, int(o.size_bytes), o.seconds, o.rate_bps, o.rtt_s, max(ref - o.at_s, 0.0)]
+                [o.stream_id, int(o.size_bytes), o.seconds, o.rate_bps, o.rtt_s, max(ref - o.at_s, 0.0),
+                 o.start_window_bits]
                 for q in self._obs
                 for o in q
             ]
@@ -368,15 +386,18 @@ class TransportCalibrator:
         offline_s = max(time.time() - float(saved), 0.0)
         obs = []
         for i, row in enumerate(rows):
-            if not isinstance(row, list) or len(row) != 6:
-                raise ValueError(f"{path}: observations[{i}] must be a list of 6 numbers, got {row!r}")
-            sid, size, seconds, rate, rtt, age = row
+            # 7 numbers; 6 in files written before start windows were recorded (unknown: 0).
+            if not isinstance(row, list) or len(row) not in (6, 7):
+                raise ValueError(f"{path}: observations[{i}] must be a list of 6 or 7 numbers, got {row!r}")
+            sid, size, seconds, rate, rtt, age = row[:6]
+            start_window = row[6] if len(row) == 7 else 0.0
             if isinstance(age, bool) or not isinstance(age, (int, float)) or not (
                 math.isfinite(age) and age >= 0
             ):
                 raise ValueError(f"{path}: observations[{i}] age must be a finite number >= 0, got {age!r}")
             try:
-                obs.append(ChunkObservation(sid, size, seconds, rate, rtt, ref - float(age) - offline_s))
+                obs.append(ChunkObservation(sid, size, seconds, rate, rtt, ref - float(age) - offline_s,
+                                            start_window))
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"{path}: observations[{i}]: {exc}") from None
         self.observe_many(obs)
@@ -386,13 +407,14 @@ class TransportCalibrator:
     @staticmethod
     def _arrays(
         obs: list[ChunkObservation],
-    ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
+    ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
         b = np.array([o.size_bytes * 8.0 for o in obs])
         t = np.array([o.seconds for o in obs])
         r = np.array([o.rate_bps for o in obs])
         rtt = np.array([o.rtt_s for o in obs])
         at = np.array([o.at_s for o in obs])
-        return b, t, r, rtt, at
+        w0 = np.array([o.start_window_bits for o in obs])
+        return b, t, r, rtt, at, w0
 
     def fit(self, now_s: float | None = None) -> dict[str, Any]:
         """Refit every stream and the pooled (deployment) parameters; returns a JSON-ready summary.
@@ -410,9 +432,9 @@ class TransportCalibrator:
         def fit_of(obs: list[ChunkObservation]) -> _Fit | None:
             if len(obs) < self.min_observations:
                 return None
-            b, t, r, rtt, at = self._arrays(obs)
+            b, t, r, rtt, at, w0 = self._arrays(obs)
             w = np.exp2(-np.maximum(ref - at, 0.0) / self.half_life_s)
-            return _fit(b, t, r, rtt, w, self.efficiency_bounds, self.huber_delta)
+            return _fit(b, t, r, rtt, w, self.efficiency_bounds, self.huber_delta, w0)
 
         pooled_fit = fit_of(every)
         pooled = pooled_fit.params if pooled_fit is not None else DEFAULT_TRANSPORT_PARAMS
@@ -444,13 +466,19 @@ class TransportCalibrator:
         with self._lock:
             return self._pooled
 
-    def predict_s(self, stream_id: int, size_bytes: int, rate_bps: float, rtt_s: float) -> float:
-        """Predicted seconds of one chunk on ``stream_id`` with its fitted parameters."""
-        return float(chunk_time_s(size_bytes * 8.0, rate_bps, rtt_s, self.params(stream_id)))
+    def predict_s(
+        self, stream_id: int, size_bytes: int, rate_bps: float, rtt_s: float, start_window_bits: float = 0.0
+    ) -> float:
+        """Predicted seconds of one chunk on ``stream_id`` with its fitted parameters (from
+        ``max(fitted W, start_window_bits)``)."""
+        return float(
+            chunk_time_s(size_bytes * 8.0, rate_bps, rtt_s, self.params(stream_id), start_window_bits)
+        )
 
     def prediction_error(self, last: int | None = None) -> CalibrationError:
         """Median ``|measured / predicted - 1|`` over the last ``last`` observations of every stream
-        (default: all held), with the default and with the fitted parameters."""
+        (default: all held), with the default and with the fitted parameters (each chunk from its known
+        start window, as the decision path would have predicted it)."""
         with self._lock:
             snapshot = [list(q)[-last:] if last else list(q) for q in self._obs]
             params = list(self._params)
@@ -459,9 +487,10 @@ class TransportCalibrator:
         for sid, obs in enumerate(snapshot):
             if not obs:
                 continue
-            b, t, r, rtt, _ = self._arrays(obs)
-            default_err.extend(np.abs(t / chunk_time_s(b, r, rtt) - 1.0).tolist())
-            fitted_err.extend(np.abs(t / chunk_time_s(b, r, rtt, params[sid]) - 1.0).tolist())
+            b, t, r, rtt, _, w0 = self._arrays(obs)
+            default = chunk_time_s(b, r, rtt, DEFAULT_TRANSPORT_PARAMS, w0)
+            default_err.extend(np.abs(t / default - 1.0).tolist())
+            fitted_err.extend(np.abs(t / chunk_time_s(b, r, rtt, params[sid], w0) - 1.0).tolist())
         if not default_err:
             return CalibrationError(0, math.nan, math.nan)
         return CalibrationError(

@@ -151,6 +151,10 @@ class ChunkOutcome:
         seconds: first byte sent to the receiver's acknowledgement of the chunk (its final attempt),
             finite, > 0.
         retries: attempts before the final one, int >= 0.
+        start_window_bits: the congestion window the chunk started from, bits, when the sender knows it
+            (a warm persistent stream: ``itp.transport.start_window_bits``), finite and >= 0; 0 (default):
+            unknown. The calibrator then models this chunk from that window instead of fitting it as a
+            cold start (``itp.calibration``).
 
     Raises:
         TypeError, ValueError: naming the bad field and value.
@@ -160,6 +164,7 @@ class ChunkOutcome:
     size_bytes: int
     seconds: float
     retries: int = 0
+    start_window_bits: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("stream_id", "size_bytes", "retries"):
@@ -177,6 +182,11 @@ class ChunkOutcome:
             raise TypeError(f"ChunkOutcome.seconds must be a number, got {type(v).__name__}")
         if not (math.isfinite(v) and v > 0.0):
             raise ValueError(f"ChunkOutcome.seconds must be finite and > 0, got {v!r}")
+        w = self.start_window_bits
+        if isinstance(w, bool) or not isinstance(w, (int, float, np.floating, np.integer)):
+            raise TypeError(f"ChunkOutcome.start_window_bits must be a number, got {type(w).__name__}")
+        if not (math.isfinite(w) and w >= 0.0):
+            raise ValueError(f"ChunkOutcome.start_window_bits must be finite and >= 0, got {w!r}")
 
 
 def _checked_chunks(
@@ -316,7 +326,8 @@ class PartitionerMetrics:
         transport_params (the parameters in use per stream, as dicts) and transport_calibration (empty
         without a calibrator; else ``observations`` held, ``fits`` pushed, ``interval``, and the
         calibrator's median ``|measured / predicted - 1|`` over its chunk observations with the default
-        parameters (``default_error``) and the fitted ones (``fitted_error``), as of the last fit).
+        parameters (``default_error``) and the fitted ones (``fitted_error``), as of the last fit);
+        guard_overrides (model decisions the guard replaced by the heuristic's action; 0 while off).
     """
 
     total_decisions: int
@@ -349,6 +360,7 @@ class PartitionerMetrics:
     learner: dict[str, Any]
     transport_params: list[dict[str, float]] = field(default_factory=list)
     transport_calibration: dict[str, Any] = field(default_factory=dict)
+    guard_overrides: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """The metrics as a plain dict (for logging, JSON or Prometheus)."""
@@ -477,6 +489,13 @@ class TaskPartitioner:
             :meth:`set_transport_params`), True (a default :class:`TransportCalibrator`), or a calibrator
             (4 streams) to feed: per-chunk outcomes are fitted and pushed into the decision path.
         calibration_interval: chunk observations between two background refits (int >= 1).
+        guard_margin: None (default: off) or a number >= 0. On, a model decision whose predicted time under
+            the transport model in use (x the heuristic's failure penalty) exceeds ``1 + guard_margin``
+            times the heuristic's best is replaced by the heuristic's action (counted in
+            ``get_metrics().guard_overrides``; the propensity logged is the guarded policy's). Meant for a
+            deployment that calibrates its transport model: a model fitted to other physics then cannot
+            pick a split its own calibrated prediction says is clearly slower. Costs one heuristic pass
+            (about 2 us) per model decision.
 
     Raises:
         ValueError: for out-of-range arguments. A bad *model* never raises: it is logged and counted,
@@ -497,6 +516,7 @@ class TaskPartitioner:
         learner: Any = None,
         calibrate_transport: bool | TransportCalibrator = False,
         calibration_interval: int = 200,
+        guard_margin: float | None = None,
     ) -> None:
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {seed!r}")
@@ -526,6 +546,7 @@ class TaskPartitioner:
             )
         self._agent = Agent(seed, epsilon=epsilon, explore_top_k=explore_top_k)
         self._engine = self._agent.engine
+        self.guard_margin = guard_margin
         self._clock = clock
         self._monotonic = monotonic
         self._ttl_s = float(decision_ttl_s)
@@ -602,6 +623,22 @@ class TaskPartitioner:
     @epsilon.setter
     def epsilon(self, value: float) -> None:
         self._agent.epsilon = value
+
+    @property
+    def guard_margin(self) -> float | None:
+        """The guard's margin (None: off); see the constructor."""
+        m = self._engine.guard_margin
+        return None if m is None else float(m)
+
+    @guard_margin.setter
+    def guard_margin(self, value: float | None) -> None:
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer))
+        ):
+            raise TypeError(f"guard_margin must be None or a number, got {type(value).__name__}")
+        if value is not None and not (math.isfinite(value) and value >= 0.0):
+            raise ValueError(f"guard_margin must be None or a finite number >= 0, got {value!r}")
+        self._engine.guard_margin = None if value is None else float(value)
 
     @property
     def explore_top_k(self) -> int:
@@ -690,7 +727,7 @@ class TaskPartitioner:
         at_s = float(self._monotonic())
         obs = [
             ChunkObservation(c.stream_id, int(c.size_bytes), float(c.seconds), rates[c.stream_id],
-                             rtts[c.stream_id], at_s)
+                             rtts[c.stream_id], at_s, float(c.start_window_bits))
             for c in chunks
             if rates[c.stream_id] > 0.0  # a stream with no rate had no model prediction
         ]
@@ -707,6 +744,7 @@ class TaskPartitioner:
         latency_s: float,
         congestion: float = 0.0,
         success_rate: float = 1.0,
+        start_window_bits: float | None = None,
     ) -> None:
         """Record the latest measurements of one stream.
 
@@ -716,6 +754,13 @@ class TaskPartitioner:
             latency_s: measured round-trip time, seconds, finite and >= 0.
             congestion: queueing delay over base RTT, in [0, 1].
             success_rate: recent chunk success rate, in [0, 1].
+            start_window_bits: the congestion window a chunk sent on this stream now would start from,
+                bits (finite, >= 0), when the sender knows it: a persistent TCP stream keeps its window
+                while it has not been idle longer than its RTO (Linux ``tcp_slow_start_after_idle``), so
+                a warm stream skips most of slow start. :func:`itp.transport.start_window_bits` computes
+                it from ``TCP_INFO`` (cwnd, RTO, idle time). The split, the heuristic and
+                ``expected_time`` then start this stream from ``max(fitted initial window, this)``.
+                None or 0: unknown (the transport parameters alone decide).
 
         Raises:
             TypeError: a non-int ``stream_id`` or a non-number metric.
@@ -728,10 +773,14 @@ class TaskPartitioner:
             ("latency_s", latency_s),
             ("congestion", congestion),
             ("success_rate", success_rate),
+            ("start_window_bits", 0.0 if start_window_bits is None else start_window_bits),
         ):
             if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
                 raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-        self._agent.update_stream(int(stream_id), bandwidth_bps, latency_s, congestion, success_rate)
+        self._agent.update_stream(
+            int(stream_id), bandwidth_bps, latency_s, congestion, success_rate,
+            0.0 if start_window_bits is None else float(start_window_bits),
+        )
 
     def set_queue_depth(self, queue_depth: float) -> None:
         """Tasks waiting at the sender (finite, >= 0). Raises ValueError/TypeError; nothing changes."""
@@ -1107,6 +1156,7 @@ class TaskPartitioner:
             learner=lm,
             transport_params=[p.as_dict() for p in self.transport_params()],
             transport_calibration=self._calibration_metrics(),
+            guard_overrides=int(self._engine.guard_overrides),
         )
 
     def _calibration_metrics(self) -> dict[str, Any]:

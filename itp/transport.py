@@ -24,6 +24,14 @@ split with latency ``2 R + s - rho / r``.
 Implemented natively (``cpp/src/transport.cpp``); ``production_split`` applies it to a raw decision state
 with effective rates ``bandwidth_i * success_rate_i``, exactly as ``TaskPartitioner`` and the heuristic do.
 
+**Warm streams.** A persistent stream keeps its congestion window between chunks unless it sat idle
+longer than its retransmission timeout (Linux ``tcp_slow_start_after_idle = 1``, the default: the window
+is then cut to the restart window, RFC 2861 / RFC 5681 section 4.1). :func:`start_window_bits` turns what a
+sender reads from ``TCP_INFO`` (cwnd, MSS, RTO, time since data was last sent) into the window a chunk
+sent now starts from; passed to :meth:`itp.TaskPartitioner.update_stream` it lifts that stream's initial
+window for the next decisions, and in :class:`itp.partitioner.ChunkOutcome` it tells the calibrator which
+chunks started warm.
+
 **Runtime parameters.** ``SETUP_RTTS`` and ``INITIAL_WINDOW_BITS`` are the defaults of three per-stream
 parameters (:class:`TransportParams`): the set-up cost ``S`` in RTTs, the initial window ``W`` in bits and a
 rate efficiency ``eta`` (the model uses the rate ``eta * r``). A warm persistent stream without slow start
@@ -55,6 +63,7 @@ __all__ = [
     "TransportParams",
     "TransportParamsLike",
     "production_split",
+    "start_window_bits",
     "transport_chunk_time",
     "transport_params_array",
     "transport_split",
@@ -203,3 +212,45 @@ def production_split(raw_state: npt.ArrayLike, action: int, params: TransportPar
         ValueError: a NaN/infinite/negative feature (named), a task size outside 1..2**50, a bad action.
     """
     return _split(_native.production_split(raw_state, action, transport_params_array(params)))
+
+
+def start_window_bits(
+    cwnd_bits: float,
+    idle_s: float,
+    rto_s: float,
+    *,
+    restart_window_bits: float = INITIAL_WINDOW_BITS,
+    slow_start_after_idle: bool = True,
+) -> float:
+    """The congestion window (bits) a chunk sent now on a persistent TCP stream starts from.
+
+    Linux keeps the window of a connection that sent data within the last RTO; after a longer idle gap,
+    with ``net.ipv4.tcp_slow_start_after_idle = 1`` (the default), it restarts from
+    ``min(cwnd, restart window)`` (``tcp_cwnd_restart``: the window is halved once per RTO of idle time
+    down to the restart window; this returns that floor, the common case for gaps of several RTOs).
+
+    Args:
+        cwnd_bits: the stream's congestion window now, bits (``tcpi_snd_cwnd * tcpi_snd_mss * 8``), >= 0.
+        idle_s: seconds since the stream last sent data (``tcpi_last_data_sent / 1000``), >= 0.
+        rto_s: the stream's retransmission timeout, seconds (``tcpi_rto / 1e6``), > 0.
+        restart_window_bits: the restart window, bits (default 10 segments of 1460 bytes, RFC 6928).
+        slow_start_after_idle: the sysctl's value; False keeps the window whatever the gap.
+
+    Returns:
+        ``cwnd_bits`` while ``idle_s <= rto_s`` (or always, with ``slow_start_after_idle=False``), else
+        ``min(cwnd_bits, restart_window_bits)``.
+
+    Raises:
+        ValueError: a negative, NaN or infinite argument, or ``rto_s <= 0`` (named).
+    """
+    for name, v in (("cwnd_bits", cwnd_bits), ("idle_s", idle_s), ("rto_s", rto_s),
+                    ("restart_window_bits", restart_window_bits)):
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)):
+            raise TypeError(f"{name} must be a number, got {type(v).__name__}")
+        if not (math.isfinite(v) and v >= 0.0):
+            raise ValueError(f"{name} must be finite and >= 0, got {v!r}")
+    if not rto_s > 0.0:
+        raise ValueError(f"rto_s must be > 0, got {rto_s!r}")
+    if not slow_start_after_idle or idle_s <= rto_s:
+        return float(cwnd_bits)
+    return float(min(cwnd_bits, restart_window_bits))

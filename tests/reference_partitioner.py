@@ -158,6 +158,7 @@ class PartitionerMetrics:
     learner: dict[str, Any]
     transport_params: list[dict[str, float]] = field(default_factory=list)
     transport_calibration: dict[str, Any] = field(default_factory=dict)
+    guard_overrides: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """The metrics as a plain dict (for logging, JSON or Prometheus)."""
@@ -721,6 +722,7 @@ class TaskPartitioner:
                 # The reference models the default transport (no set_transport_params, no calibrator).
                 transport_params=[DEFAULT_TRANSPORT_PARAMS.as_dict()] * 4,
                 transport_calibration={},
+                guard_overrides=0,  # nor the guard (off by default)
             )
 
     def force_model_update(self) -> bool:

@@ -86,6 +86,47 @@ def test_error_falls_as_outcomes_arrive() -> None:
     assert errors[-1].fitted_error < errors[-1].default_error / 5
 
 
+def mixed_warm_and_cold(n: int, seed: int) -> tuple[list[ChunkObservation], np.ndarray]:
+    """Chunks of persistent streams with slow-start restart: half start warm from a known window of
+    2..64 Mbit (a sender reads it from TCP_INFO), half cold from RESTART's initial window; timed exactly
+    by the model. Returns the observations with their windows known, and the windows."""
+    rng = np.random.default_rng(seed)
+    cold = synthetic(RESTART, n, seed, noise=0.02, straggler_share=0.0)
+    warm = rng.random(n) < 0.5
+    w0 = np.where(warm, 2.0 ** rng.uniform(21, 26, n), 0.0)
+    out = []
+    for o, w in zip(cold, w0, strict=True):
+        t = float(chunk_time_s(o.size_bytes * 8.0, o.rate_bps, o.rtt_s, RESTART, w))
+        t *= o.seconds / float(chunk_time_s(o.size_bytes * 8.0, o.rate_bps, o.rtt_s, RESTART))  # same noise
+        out.append(ChunkObservation(0, o.size_bytes, t, o.rate_bps, o.rtt_s, o.at_s, float(w)))
+    return out, w0
+
+
+def test_known_start_windows_keep_the_cold_window_right() -> None:
+    obs, _ = mixed_warm_and_cold(400, seed=21)
+    told = TransportCalibrator(1, capacity=400)
+    told.observe_many(obs)
+    told.fit()
+    got = told.params(0)
+    # Cold starts are fitted from the restart window; warm ones are explained by their known window.
+    assert got.initial_window_bits < 4 * RESTART.initial_window_bits
+    assert got.efficiency == pytest.approx(RESTART.efficiency, rel=0.06)
+    assert told.prediction_error().fitted_error < 0.05
+    # Without the windows the same chunks average into one window that is wrong for both kinds.
+    blind = TransportCalibrator(1, capacity=400)
+    blind.observe_many(
+        [ChunkObservation(o.stream_id, o.size_bytes, o.seconds, o.rate_bps, o.rtt_s, o.at_s) for o in obs]
+    )
+    blind.fit()
+    assert blind.prediction_error().fitted_error > 2 * told.prediction_error().fitted_error
+    fresh, w_fresh = mixed_warm_and_cold(200, seed=22)
+    pred = np.array([
+        told.predict_s(0, o.size_bytes, o.rate_bps, o.rtt_s, w) for o, w in zip(fresh, w_fresh, strict=True)
+    ])
+    meas = np.array([o.seconds for o in fresh])
+    assert float(np.median(np.abs(meas / pred - 1.0))) < 0.05
+
+
 def test_old_regime_decays() -> None:
     cal = TransportCalibrator(1, capacity=512, half_life_s=50.0)
     cal.observe_many(synthetic(WARM, 250, seed=4, t0=0.0))
@@ -136,6 +177,8 @@ def test_capacity_bounds_memory() -> None:
         ({"stream_id": 0, "rate_bps": math.nan}, "rate_bps must be finite"),
         ({"stream_id": 0, "rtt_s": -1.0}, "rtt_s must be finite and >= 0"),
         ({"stream_id": 1.5}, "stream_id must be an int"),
+        ({"stream_id": 0, "start_window_bits": -1.0}, "start_window_bits must be finite and >= 0"),
+        ({"stream_id": 0, "start_window_bits": math.inf}, "start_window_bits must be finite"),
     ],
 )
 def test_bad_observation_names_the_field(kwargs: dict[str, object], message: str) -> None:
@@ -213,6 +256,23 @@ def test_save_and_load_keep_the_observations_and_the_fit(tmp_path: Path) -> None
     assert new[-1] == pytest.approx(50.0 - (1300.0 - old[-1]), abs=0.05)
 
 
+def test_start_windows_survive_save_and_load_and_old_rows_load_as_unknown(tmp_path: Path) -> None:
+    cal = TransportCalibrator(1)
+    cal.observe(ChunkObservation(0, 1000, 0.01, 1e6, 0.01, at_s=10.0, start_window_bits=3e6))
+    path = tmp_path / "cal.json"
+    cal.save(path, now_s=10.0)
+    again = TransportCalibrator(1)
+    again.load(path, now_s=10.0)
+    assert again._obs[0][0].start_window_bits == 3e6
+    # A file written before start windows were recorded (6 numbers per row) loads them as unknown.
+    old = tmp_path / "old.json"
+    old.write_text('{"format": "itp-transport-calibrator/1", "num_streams": 1, "saved_unix_s": 0,'
+                   ' "observations": [[0, 10, 0.1, 1e6, 0.01, 1.0]]}')
+    legacy = TransportCalibrator(1)
+    assert legacy.load(old) == 1
+    assert legacy._obs[0][0].start_window_bits == 0.0
+
+
 def test_load_ages_by_the_wall_clock_time_in_between(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import time as time_module
 
@@ -250,7 +310,7 @@ def test_load_respects_the_capacity(tmp_path: Path) -> None:
          "observations must be a list"),
         ('{"format": "itp-transport-calibrator/1", "num_streams": 2, "saved_unix_s": 0,'
          ' "observations": [[0, 10, 0.1, 1e6, 0.01, 1.0], [0, 10, 0.1]]}',
-         r"observations\[1\] must be a list"),
+         r"observations\[1\] must be a list of 6 or 7"),
         ('{"format": "itp-transport-calibrator/1", "num_streams": 2, "saved_unix_s": 0,'
          ' "observations": [[0, 10, 0.1, 1e6, 0.01, 1.0], [0, 0, 0.1, 1e6, 0.01, 1.0]]}', "size_bytes"),
         ('{"format": "itp-transport-calibrator/1", "num_streams": 2, "saved_unix_s": 0,'

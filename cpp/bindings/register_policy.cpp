@@ -382,7 +382,7 @@ void register_policy(py::module_& m) {
       .def(
           "update_stream",
           [](DecisionEngine& e, long long stream_id, double bandwidth_bps, double latency_s, double congestion,
-             double success_rate) {
+             double success_rate, double start_window_bits) {
             if (stream_id < 0 || stream_id >= static_cast<long long>(kNumStreams)) {
               throw py::value_error("stream_id must be in 0..3, got " + std::to_string(stream_id));
             }
@@ -390,11 +390,44 @@ void register_policy(py::module_& m) {
             check_metric(latency_s, "latency_s", false);
             check_metric(congestion, "congestion", true);
             check_metric(success_rate, "success_rate", true);
+            check_metric(start_window_bits, "start_window_bits", false);
             e.update_stream(static_cast<std::size_t>(stream_id),
-                            StreamMetrics{bandwidth_bps, latency_s, congestion, success_rate});
+                            StreamMetrics{bandwidth_bps, latency_s, congestion, success_rate, start_window_bits});
           },
           py::arg("stream_id"), py::arg("bandwidth_bps"), py::arg("latency_s"), py::arg("congestion"),
-          py::arg("success_rate"))
+          py::arg("success_rate"), py::arg("start_window_bits") = 0.0,
+          "Caller-validated stream metrics; start_window_bits: the window a chunk sent now would start from "
+          "(bits, 0: unknown).")
+      .def(
+          "start_window_bits",
+          [](const DecisionEngine& e, long long stream_id) {
+            if (stream_id < 0 || stream_id >= static_cast<long long>(kNumStreams)) {
+              throw py::value_error("stream_id must be in 0..3, got " + std::to_string(stream_id));
+            }
+            return e.stream(static_cast<std::size_t>(stream_id)).start_window_bits;
+          },
+          py::arg("stream_id"), "The stream's known start window, bits (0: unknown).")
+      .def_property(
+          "guard_margin",
+          [](const DecisionEngine& e) -> py::object {
+            const double m = e.guard_margin();
+            return m >= 0.0 ? py::object(py::float_(m)) : py::object(py::none());
+          },
+          [](DecisionEngine& e, const py::object& margin) {
+            if (margin.is_none()) {
+              e.set_guard_margin(-1.0);
+              return;
+            }
+            const double m = margin.cast<double>();
+            if (!(m >= 0.0 && std::isfinite(m))) {
+              throw py::value_error("guard_margin must be None or a finite number >= 0, got " + std::to_string(m));
+            }
+            e.set_guard_margin(m);
+          },
+          "The guard's margin (None: off): a model decision whose heuristic score exceeds (1 + margin) x the "
+          "heuristic's best is replaced by the heuristic's action.")
+      .def_property_readonly("guard_overrides", &DecisionEngine::guard_overrides,
+                             "Model decisions the guard replaced since construction.")
       .def(
           "set_queue_depth",
           [](DecisionEngine& e, double q) {

@@ -40,6 +40,15 @@ int kth_best(const float* q, int rank) noexcept {
   return pick;
 }
 
+// Rank of `action` in the order kth_best uses (Q descending, ties by lower index first); 0 = greedy.
+int rank_of(const float* q, int action) noexcept {
+  int rank = 0;
+  for (int a = 0; a < kNumActions; ++a) {
+    if (q[a] > q[action] || (q[a] == q[action] && a < action)) ++rank;
+  }
+  return rank;
+}
+
 double softmax_prob(const float* q, int action) noexcept {
   const float qmax = q[argmax(q)];
   double denom = 0.0;
@@ -96,7 +105,13 @@ std::shared_ptr<const FusedMlp> DecisionEngine::model() const { return std::atom
 
 void DecisionEngine::snapshot_table(double* raw, StreamTransportParams* params_out) const {
   std::lock_guard<std::mutex> lock(table_mutex_);
-  if (params_out != nullptr) *params_out = transport_;
+  if (params_out != nullptr) {
+    *params_out = transport_;
+    for (std::size_t i = 0; i < kNumStreams; ++i) {
+      double& w = (*params_out)[i].initial_window_bits;
+      w = std::max(w, streams_[i].start_window_bits);
+    }
+  }
   for (std::size_t i = 0; i < kNumStreams; ++i) {
     raw[kBandwidthOffset + i] = streams_[i].bandwidth_bps;
     raw[kLatencyOffset + i] = streams_[i].latency_s;
@@ -158,10 +173,22 @@ void DecisionEngine::decide_raw_with(const double* raw, std::uint64_t size_bytes
     out.model_fault = true;
   }
 
+  out.guarded = false;
   if (out.has_q) {
     const double eps = explore ? epsilon() : 0.0;  // read once: the draw and the propensity agree
     const int top_k = explore_top_k();             // likewise
-    const int greedy = argmax(out.q_values.data());
+    int greedy = argmax(out.q_values.data());
+    bool guard_pick = false;
+    const double margin = guard_margin();
+    if (margin >= 0.0) {
+      std::array<double, kNumActions> scores{};
+      const int h = heuristic_action(raw, size_bytes, nullptr, nullptr, params, scores.data());
+      const double mine = scores[static_cast<std::size_t>(greedy)];
+      if (h != greedy && mine > (1.0 + margin) * scores[static_cast<std::size_t>(h)]) {
+        greedy = h;
+        guard_pick = true;
+      }
+    }
     if (eps > 0.0 && next_uniform() < eps) {
       if (top_k >= kNumActions) {
         out.action = std::min(kNumActions - 1, static_cast<int>(next_uniform() * kNumActions));
@@ -172,10 +199,17 @@ void DecisionEngine::decide_raw_with(const double* raw, std::uint64_t size_bytes
     } else {
       out.action = greedy;
       out.source = DecisionSource::kModel;
+      if (guard_pick) {
+        out.guarded = true;
+        guard_overrides_.fetch_add(1, std::memory_order_relaxed);
+      }
     }
-    // Every action that can be executed is among the k best (the greedy one is the best).
-    const double explore_share = eps / static_cast<double>(std::min(top_k, kNumActions));
-    out.propensity = out.action == greedy ? (1.0 - eps) + explore_share : explore_share;
+    // Exploration draws among the k best by Q; the (possibly guarded) greedy action gets 1 - eps on top.
+    const int k = std::min(top_k, kNumActions);
+    const double explore_share = eps / static_cast<double>(k);
+    const bool explorable = rank_of(out.q_values.data(), out.action) < k;
+    out.propensity = out.action == greedy ? (1.0 - eps) + (explorable ? explore_share : 0.0)
+                                          : explore_share;
     out.confidence = softmax_prob(out.q_values.data(), out.action);
     out.split = production_split(out.raw.data(), size_bytes, out.action, params);
     return;

@@ -18,7 +18,7 @@ Split production_split(const double* raw, std::uint64_t size_bytes, int action,
 }
 
 int heuristic_action(const double* raw, std::uint64_t size_bytes, double* predicted_times_out,
-                     Split* chosen_split_out, const TransportParams* params) noexcept {
+                     Split* chosen_split_out, const TransportParams* params, double* scores_out) noexcept {
   double rate[kNumStreams];
   effective_rates(raw, rate);
   const TransportStreams streams(rate, raw + kLatencyOffset, params);
@@ -33,6 +33,7 @@ int heuristic_action(const double* raw, std::uint64_t size_bytes, double* predic
       if ((s.used_mask >> i) & 1U) fail_mass += 1.0 - raw[kSuccessRateOffset + i];
     }
     const double score = s.expected_time_s * (1.0 + fail_mass);
+    if (scores_out != nullptr) scores_out[a] = score;
     if (a == 0 || score < best_score) {  // action 0 is the fallback when no score is finite
       best_score = score;
       best = a;

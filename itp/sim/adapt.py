@@ -168,6 +168,7 @@ class AdaptConfig:
         model_path: the starting model (None: the bundled ``default_model_path()``).
         trace_files: the network's rate traces (held-out files); empty: synthetic streams.
         learner_trace_files: traces of the learner's own simulator rollouts and gate (training files).
+        guard_margin: the adaptive partitioner's guard (``TaskPartitioner(guard_margin=)``; None: off).
     """
 
     network: str
@@ -191,6 +192,7 @@ class AdaptConfig:
     model_path: str | None = None
     trace_files: tuple[str, ...] = ()
     learner_trace_files: tuple[str, ...] = ()
+    guard_margin: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.network, str) or self.network not in NETWORKS:
@@ -509,6 +511,8 @@ class _AdaptiveRun:
         self.calibrate_transport = "calibrate_transport" in inspect.signature(TaskPartitioner).parameters
         if self.calibrate_transport:
             kwargs["calibrate_transport"] = True
+        if cfg.guard_margin is not None:
+            kwargs["guard_margin"] = cfg.guard_margin
         self.p = TaskPartitioner(model, **kwargs)
         if self.p.model is None:
             raise ValueError(f"the starting model {model} did not load (see the log)")
@@ -586,10 +590,12 @@ class _AdaptiveRun:
                 if deadline is not None and time.monotonic() > deadline:
                     return True
                 raw = env.raw_state
+                windows = self._start_windows(env, raw)
                 for i in range(NUM_STREAMS):
                     self.p.update_stream(
                         i, bandwidth_bps=float(raw[i]), latency_s=float(raw[4 + i]),
                         congestion=float(raw[8 + i]), success_rate=float(raw[12 + i]),
+                        start_window_bits=windows[i],
                     )
                 self.p.set_queue_depth(float(raw[16]))
                 self._hour = float(raw[19])
@@ -598,7 +604,7 @@ class _AdaptiveRun:
                 t0 = env.time_s
                 d = self.p.partition_task(task)
                 _, _, _, _, info = env.step_decision(SimDecision(d.action, d.bytes_per_stream))
-                self._report(task.id, d, info, t0, env)
+                self._report(task.id, d, info, t0, env, windows)
                 out.append(TaskRecord(task.size, arrival, float(info["completion_time_s"]),
                                       float(info["goodput_bps"]), bool(info["success"]),
                                       float(d.expected_time)))
@@ -613,7 +619,25 @@ class _AdaptiveRun:
                     self._collect_events(n)
         return False
 
-    def _report(self, task_id: str, d: Any, info: dict[str, Any], t0_s: float, env: PartitionEnv) -> None:
+    @staticmethod
+    def _start_windows(env: PartitionEnv, raw: Any) -> list[float]:
+        """Per stream, the window a chunk sent now starts from (bits; 0: unknown), as a sender of
+        persistent streams computes it from ``TCP_INFO`` (``itp.transport.start_window_bits``: cwnd, idle
+        time, RTO estimated as ``max(200 ms, 2 x smoothed RTT)``); all 0 for fresh connections."""
+        from itp.transport import start_window_bits
+
+        windows = env.stream_windows()
+        if windows is None:
+            return [0.0] * len(raw[4:8])
+        return [
+            start_window_bits(w, min(idle, 1e9), max(0.2, 2.0 * float(raw[4 + i]))) if w > 0.0 else 0.0
+            for i, (w, idle) in enumerate(windows)
+        ]
+
+    def _report(
+        self, task_id: str, d: Any, info: dict[str, Any], t0_s: float, env: PartitionEnv,
+        start_windows: list[float],
+    ) -> None:
         kwargs: dict[str, Any] = {}
         if self.chunk_cls is not None:
             chunks = []
@@ -623,7 +647,7 @@ class _AdaptiveRun:
                 if r is not None:
                     # Seconds from the decision to the chunk's last byte, as its sender measures it.
                     chunks.append(self.chunk_cls(i, int(last.chunk_bytes[i]), r.finish_s - t0_s,
-                                                 int(r.retransmissions)))
+                                                 int(r.retransmissions), start_windows[i]))
             kwargs["chunks"] = chunks
         self.p.report_outcome(
             task_id, d, throughput_bps=float(info["goodput_bps"]),

@@ -286,6 +286,19 @@ class PartitionEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
         """Simulated time of the current decision, seconds since the episode start."""
         return self._t
 
+    def stream_windows(self) -> tuple[tuple[float, float], ...] | None:
+        """Per stream, ``(window_bits, idle_s)``: the congestion window its last chunk ended with (bits;
+        0 before its first chunk) and the seconds since that chunk finished (inf before it) -- what a
+        sender of persistent streams reads from ``TCP_INFO`` (cwnd, time since data was last sent).
+        None unless ``SimConfig.persistent_window`` (every chunk is a fresh connection)."""
+        if not self.config.persistent_window:
+            return None
+        self._require_reset()
+        return tuple(
+            (float(w), max(self._t - b, 0.0))
+            for w, b in zip(self._window_bits, self._busy_until_s, strict=True)
+        )
+
     @property
     def streams(self) -> tuple[StreamTrajectory, ...]:
         """This episode's stream trajectories (the realised future; for analysis and tests)."""

@@ -213,7 +213,7 @@ def chunk_outcomes(
     """The delivered chunks of a task as :class:`itp.ChunkOutcome` s, or None when there are none or they
     do not decompose the plan (bytes per stream; see the module docstring)."""
     out = [
-        ChunkOutcome(c.stream_id, c.size_bytes, c.seconds, c.retries)
+        ChunkOutcome(c.stream_id, c.size_bytes, c.seconds, c.retries, c.start_window_bits)
         for c in chunks
         if c.ok and c.size_bytes > 0 and c.seconds > 0.0 and math.isfinite(c.seconds)
     ]

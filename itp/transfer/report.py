@@ -35,6 +35,8 @@ class ChunkReport:
         seconds: first byte sent to the receiver's chunk acknowledgement (final attempt), seconds.
         retries: attempts before the final one (stream failures, checksum mismatches, receiver restarts).
         ok: delivered and verified.
+        start_window_bits: the congestion window the final attempt started from, bits, read from
+            ``TCP_INFO`` when it was sent (``itp.transport.start_window_bits``); 0.0: unknown.
     """
 
     task_name: str
@@ -44,6 +46,7 @@ class ChunkReport:
     seconds: float
     retries: int
     ok: bool
+    start_window_bits: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,7 +76,7 @@ from itp.transfer.protocol import (
     recv_frame,
 )
 from itp.transfer.report import ChunkReport, SendReport, StreamReport, TaskReport, totals_of
-from itp.transfer.telemetry import StreamEstimator, TcpInfo, read_tcp_info
+from itp.transfer.telemetry import StreamEstimator, TcpInfo, read_tcp_info, start_window_from_tcp_info
 
 __all__ = ["ScheduledFile", "Sender", "SenderClosedError", "send_files"]
 
@@ -118,7 +118,8 @@ class _State(enum.Enum):
 
 
 class _Chunk:
-    __slots__ = ("first_byte_s", "length", "offset", "retries", "seconds", "state", "stream_id", "task")
+    __slots__ = ("first_byte_s", "length", "offset", "retries", "seconds", "start_window_bits", "state",
+                 "stream_id", "task")
 
     def __init__(self, task: _Task, offset: int, length: int, stream_id: int) -> None:
         self.task = task
@@ -129,6 +130,7 @@ class _Chunk:
         self.state = _State.QUEUED
         self.first_byte_s = 0.0
         self.seconds = 0.0
+        self.start_window_bits = 0.0  # the window its final attempt started from (bits; 0: unknown)
 
 
 class _Task:
@@ -207,6 +209,16 @@ def _endpoints(
             raise TypeError(f"destination must be 'HOST:PORT', (host, port) or StreamEndpoint, got {item!r}")
         out.append(StreamEndpoint(host, port, ns, src))
     return out
+
+
+def _slow_start_after_idle(path: str = "/proc/sys/net/ipv4/tcp_slow_start_after_idle") -> bool:
+    """This network namespace's ``net.ipv4.tcp_slow_start_after_idle`` (True, the kernel default, when it
+    cannot be read): whether an idle connection restarts from the initial window."""
+    try:
+        with open(path, encoding="ascii") as f:
+            return f.read().strip() != "0"
+    except (OSError, ValueError):
+        return True
 
 
 def _positive(name: str, value: float) -> float:
@@ -317,6 +329,7 @@ class Sender:
         self._max_chunk_retries = _int_at_least("max_chunk_retries", max_chunk_retries, 0)
         self._max_task_attempts = _int_at_least("max_task_attempts", max_task_attempts, 1)
         self._telemetry_interval_s = _positive("telemetry_interval_s", telemetry_interval_s)
+        self._slow_start_after_idle = _slow_start_after_idle()
         if isinstance(priority, bool) or not isinstance(priority, (int, float)) or not 0 <= priority <= 1:
             raise ValueError(f"priority must be in [0, 1], got {priority!r}")
         self._priority = float(priority)
@@ -511,6 +524,9 @@ class Sender:
             limit = self._max_task_bytes
             if limit is not None and size > limit:
                 raise ValueError(f"{size} bytes is over the receiver's limit of {limit}")
+            if self._policy.learns:
+                for s in self._streams:  # the window each stream would start a chunk from, now
+                    self._publish(s, fresh_window=True)
             placement = self._policy.place(size, priority=self._priority)
         except BaseException:
             os.close(fd)
@@ -728,6 +744,7 @@ class Sender:
         header = encode(ChunkHeader(task.id, task.size_bytes, c.offset, c.length, task.name))
         buf = bytearray(min(self._piece_bytes, max(c.length, 1)))
         view = memoryview(buf)
+        c.start_window_bits = self._start_window(sock)
         c.first_byte_s = time.monotonic()
         sock.sendall(header)
         if self._chunk_hook is not None:
@@ -963,7 +980,8 @@ class Sender:
         p = task.placement
         chunks = tuple(
             ChunkReport(
-                task.name, c.stream_id, c.offset, c.length, c.seconds, c.retries, c.state is _State.DONE
+                task.name, c.stream_id, c.offset, c.length, c.seconds, c.retries, c.state is _State.DONE,
+                c.start_window_bits,
             )
             for c in task.chunks
         )
@@ -1013,16 +1031,41 @@ class Sender:
                 s.estimator.observe_tcp_info(info)
         self._publish(s)
 
-    def _publish(self, s: _Stream) -> None:
-        """``update_stream`` with the estimate; a stream that is down advertises no bandwidth."""
+    def _start_window(self, sock: socket.socket | None) -> float:
+        """The window (bits) a chunk sent now on ``sock`` starts from, from a fresh ``TCP_INFO`` read
+        (cwnd, RTO, idle time; ``itp.transport.start_window_bits``); 0.0 when unknown."""
+        if sock is None:
+            return 0.0
+        try:
+            info = read_tcp_info(sock)
+        except (OSError, ValueError):
+            return 0.0
+        return start_window_from_tcp_info(info, slow_start_after_idle=self._slow_start_after_idle)
+
+    def _publish(self, s: _Stream, *, fresh_window: bool = False) -> None:
+        """``update_stream`` with the estimate; a stream that is down advertises no bandwidth. The start
+        window comes from the last ``TCP_INFO`` sample, or a fresh read with ``fresh_window`` (just before
+        a decision: the idle time decides whether the window survived)."""
         est = s.estimator.estimate()
-        up = s.sock is not None and not s.dead
+        sock = s.sock
+        up = sock is not None and not s.dead
+        if not up:
+            window = 0.0
+        elif fresh_window:
+            window = self._start_window(sock)
+        elif s.last_info is not None:
+            window = start_window_from_tcp_info(
+                s.last_info, slow_start_after_idle=self._slow_start_after_idle
+            )
+        else:
+            window = 0.0
         self._policy.partitioner.update_stream(
             s.id,
             bandwidth_bps=est.bandwidth_bps if up else 0.0,
             latency_s=est.latency_s,
             congestion=est.congestion if up else 1.0,
             success_rate=est.success_rate,
+            start_window_bits=window,
         )
 
     def _stream_reports(self) -> tuple[StreamReport, ...]:

@@ -6,7 +6,8 @@ bytes, so an older kernel returns a shorter struct: fields past the returned len
 
 Offsets used (bytes; u8 = 1, u32 = 4, u64 = 8, native endianness)::
 
-    7   u8   delivery_rate_app_limited (bit 0)   68  u32 rtt (us)          72  u32 rttvar (us)
+    7   u8   delivery_rate_app_limited (bit 0)   8   u32 rto (us)          44  u32 last_data_sent (ms)
+    68  u32  rtt (us)                            72  u32 rttvar (us)
     80  u32  snd_cwnd (segments)                 16  u32 snd_mss (bytes)   100 u32 total_retrans (segments)
     120 u64  bytes_acked                         148 u32 min_rtt (us)      160 u64 delivery_rate (bytes/s)
     168 u64  busy_time (us)  176 u64 rwnd_limited (us)  184 u64 sndbuf_limited (us)  200 u64 bytes_sent
@@ -51,6 +52,7 @@ __all__ = [
     "TcpInfo",
     "parse_tcp_info",
     "read_tcp_info",
+    "start_window_from_tcp_info",
 ]
 
 TCP_INFO_MAX_BYTES: Final = 256
@@ -61,9 +63,11 @@ _BO: Final = "<" if sys.byteorder == "little" else ">"
 
 # (field, offset, struct code, scale to the unit in the field name)
 _U32_FIELDS: Final = (
+    ("rto_s", 8, 1e-6),
     ("snd_mss_bytes", 16, 1.0),
     ("unacked_segments", 24, 1.0),
     ("lost_segments", 32, 1.0),
+    ("last_data_sent_s", 44, 1e-3),
     ("rtt_s", 68, 1e-6),
     ("rttvar_s", 72, 1e-6),
     ("snd_cwnd_segments", 80, 1.0),
@@ -87,6 +91,8 @@ class TcpInfo:
     Attributes:
         state: TCP state number (1 = ESTABLISHED).
         delivery_rate_app_limited: the last rate sample was limited by the application, not the network.
+        rto_s: retransmission timeout, seconds.
+        last_data_sent_s: time since the connection last sent data, seconds (millisecond resolution).
         snd_mss_bytes: sender maximum segment size, bytes.
         unacked_segments, lost_segments: segments in flight / presumed lost now.
         rtt_s, rttvar_s: smoothed RTT and its mean deviation, seconds.
@@ -103,6 +109,8 @@ class TcpInfo:
 
     state: int
     delivery_rate_app_limited: bool
+    rto_s: float | None
+    last_data_sent_s: float | None
     snd_mss_bytes: int | None
     unacked_segments: int | None
     lost_segments: int | None
@@ -166,6 +174,18 @@ def read_tcp_info(sock: socket.socket) -> TcpInfo:
     if not isinstance(sock, socket.socket):
         raise TypeError(f"sock must be a socket.socket, got {type(sock).__name__}")
     return parse_tcp_info(sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO_OPT, TCP_INFO_MAX_BYTES))
+
+
+def start_window_from_tcp_info(info: TcpInfo, *, slow_start_after_idle: bool = True) -> float:
+    """The window (bits) a chunk sent now on this connection starts from (``itp.transport.
+    start_window_bits`` over ``snd_cwnd x snd_mss``, ``last_data_sent`` and ``rto``); 0.0 (unknown) when
+    the kernel's struct lacks one of them or a value is 0."""
+    from itp.transport import start_window_bits
+
+    cwnd, mss, rto, idle = info.snd_cwnd_segments, info.snd_mss_bytes, info.rto_s, info.last_data_sent_s
+    if cwnd is None or mss is None or rto is None or idle is None or not (cwnd > 0 and mss > 0 and rto > 0):
+        return 0.0
+    return start_window_bits(8.0 * cwnd * mss, idle, rto, slow_start_after_idle=slow_start_after_idle)
 
 
 @dataclass(frozen=True, slots=True)

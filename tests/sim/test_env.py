@@ -3,6 +3,7 @@ and the vectorised form."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import gymnasium as gym
@@ -389,3 +390,25 @@ def test_make_vec_from_the_registry() -> None:
     obs, _ = venv.reset(seed=1)
     assert obs.shape == (2, 20) and obs.dtype == np.float32
     venv.close()
+
+
+def test_stream_windows_are_what_a_persistent_sender_reads() -> None:
+    from itp.sim.networks import network_config
+
+    fresh = PartitionEnv(SimConfig(tasks_per_episode=8))
+    fresh.reset(seed=1)
+    assert fresh.stream_windows() is None
+    env = PartitionEnv(network_config("ss-restart", SimConfig(tasks_per_episode=8)))
+    env.reset(seed=1)
+    assert env.stream_windows() == tuple((0.0, math.inf) for _ in range(4))
+    env.step(14)
+    last = env.last_outcome
+    assert last is not None
+    windows = env.stream_windows()
+    assert windows is not None
+    for i, (w, idle) in enumerate(windows):
+        r = last.chunks[i]
+        if r is None:
+            continue
+        assert w == r.end_window_bits > 0.0
+        assert idle == pytest.approx(max(env.time_s - r.finish_s, 0.0))

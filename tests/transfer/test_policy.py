@@ -114,6 +114,9 @@ def test_chunk_reports_become_chunk_outcomes_when_they_decompose_the_plan() -> N
     failed = chunk_outcomes(_reports([(0, 60, 0.1, True), (0, 40, 0.0, False)]), plan, False)
     assert failed == [ChunkOutcome(0, 60, 0.1)]
     assert chunk_outcomes((), plan, True) is None
+    # The start window a chunk was sent from travels with it (the calibrator's warm/cold knowledge).
+    warm = (ChunkReport("t", 0, 0, 100, 0.1, 0, True, 2.0e6), ChunkReport("t", 2, 0, 50, 0.3, 0, True))
+    assert chunk_outcomes(warm, plan, True) == [ChunkOutcome(0, 100, 0.1, 0, 2.0e6), ChunkOutcome(2, 50, 0.3)]
 
 
 def test_report_passes_the_chunks_to_the_partitioner_calibration() -> None:

@@ -60,6 +60,9 @@ def test_files_of_every_size_arrive_byte_exact(receiver: Receiver, src: Path, ou
         assert t.acked_s is not None and t.acked_s >= t.dispatched_s >= t.submitted_s
         assert t.seconds > 0 and t.retries == 0 and t.attempts == 1
         assert all(c.ok and c.seconds > 0 for c in t.chunks)
+        # Each chunk's start window was read from TCP_INFO as it was sent (cwnd x MSS, or the restart
+        # window after an idle gap longer than the RTO).
+        assert all(c.start_window_bits > 0 for c in t.chunks)
     assert receiver.metrics().tasks_completed == 5
 
 
@@ -235,7 +238,7 @@ def test_schedule_and_json_report(receiver: Receiver, src: Path, tmp_path: Path)
     assert doc["totals"]["delivered"] == 2 and doc["tasks"][1]["name"] == "later"
     assert set(doc["tasks"][0]) >= {"bytes_per_stream", "chunks", "seconds", "goodput_bps", "predicted_s"}
     assert set(doc["tasks"][0]["chunks"][0]) == {"task_name", "stream_id", "offset", "size_bytes", "seconds",
-                                                 "retries", "ok"}
+                                                 "retries", "ok", "start_window_bits"}
 
 
 def test_bad_input_is_refused(receiver: Receiver, src: Path, tmp_path: Path) -> None:

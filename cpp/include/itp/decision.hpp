@@ -35,12 +35,16 @@ struct DecisionOutput {
   DecisionSource source = DecisionSource::kHeuristic;
   bool model_fault = false;  // the model produced NaN/inf (the decision then came from the heuristic)
   bool has_q = false;        // q_values holds the model's output
+  // The model's greedy action was replaced by the heuristic's because the transport model predicted it
+  // slower by more than the guard margin (DecisionEngine::set_guard_margin); source stays kModel.
+  bool guarded = false;
   Split split;
   double confidence = 0.0;  // see DecisionEngine::decide
   // Probability the behaviour policy gave the executed action (for off-policy corrections): under
   // epsilon-greedy with the epsilon this decision used and exploration over the k best actions by Q
   // (k = 15: all actions), (1 - eps) + eps / k for the greedy action and eps / k for any other of the k;
-  // 1 for a heuristic decision (deterministic).
+  // 1 for a heuristic decision (deterministic). With the guard on, "greedy" is the guarded greedy action,
+  // which may lie outside the k best; it then has probability 1 - eps.
   double propensity = 1.0;
   std::array<double, kNumFeatures> raw{};
   std::array<float, kNumFeatures> state{};
@@ -52,6 +56,10 @@ struct StreamMetrics {
   double latency_s = 0.0;
   double congestion = 0.0;
   double success_rate = 1.0;
+  // Congestion window a chunk sent now on this stream would start from, bits (a warm persistent stream:
+  // its cwnd while it has not been idle longer than its RTO); 0: unknown. The split uses
+  // max(initial_window_bits of the stream's transport parameters, this).
+  double start_window_bits = 0.0;
 };
 
 class DecisionEngine {
@@ -67,6 +75,15 @@ class DecisionEngine {
   // Caller-validated parameters (invalid_transport_param is null for all 4). Thread-safe; O(1).
   void set_transport_params(const StreamTransportParams& params);
   StreamTransportParams transport_params() const;
+
+  // The guard: when the model's greedy action's heuristic score (predicted time x (1 + failure mass), the
+  // same transport model as the split) exceeds (1 + margin) x the heuristic's best score, the heuristic's
+  // action is taken instead. margin < 0 (default) or NaN: off. Costs one heuristic pass (15 splits) per
+  // model decision while on.
+  void set_guard_margin(double margin) noexcept { guard_margin_.store(margin, std::memory_order_relaxed); }
+  double guard_margin() const noexcept { return guard_margin_.load(std::memory_order_relaxed); }
+  // Model decisions the guard replaced (executed), since construction.
+  std::uint64_t guard_overrides() const noexcept { return guard_overrides_.load(std::memory_order_relaxed); }
 
   void set_model(std::shared_ptr<const FusedMlp> model);  // nullptr: heuristic only
   std::shared_ptr<const FusedMlp> model() const;
@@ -106,7 +123,8 @@ class DecisionEngine {
 
   // Copies the stream table (16 metrics and the queue depth) into raw[0..17) under the table lock; the
   // task fields raw[17..20) are left alone. Lets a batch decide every task on one snapshot. If params_out
-  // is not null it receives the transport parameters under the same lock.
+  // is not null it receives the transport parameters under the same lock, each stream's initial window
+  // raised to its known start window (StreamMetrics::start_window_bits) where that is larger.
   void snapshot_table(double* raw, StreamTransportParams* params_out = nullptr) const;
 
  private:
@@ -119,6 +137,8 @@ class DecisionEngine {
   std::shared_ptr<const FusedMlp> model_;  // read/written with std::atomic_load/store
   std::atomic<double> epsilon_{0.0};
   std::atomic<int> explore_top_k_{kNumActions};
+  std::atomic<double> guard_margin_{-1.0};
+  mutable std::atomic<std::uint64_t> guard_overrides_{0};
   std::uint64_t seed_;
   mutable std::atomic<std::uint64_t> draw_counter_{0};
 };

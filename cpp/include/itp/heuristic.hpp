@@ -33,8 +33,10 @@ Split production_split(const double* raw, std::uint64_t size_bytes, int action,
 // The heuristic's action for a validated raw state and a task of size_bytes (1..2^50). If
 // predicted_times_out is not null it receives T_a for all 15 actions (seconds). O(15 splits), no allocation.
 // If chosen_split_out is not null it receives the chosen action's split (the production split). params: the
-// streams' transport parameters (4 valid sets; null: the defaults).
+// streams' transport parameters (4 valid sets; null: the defaults). If scores_out is not null it receives
+// score_a for all 15 actions.
 int heuristic_action(const double* raw, std::uint64_t size_bytes, double* predicted_times_out,
-                     Split* chosen_split_out = nullptr, const TransportParams* params = nullptr) noexcept;
+                     Split* chosen_split_out = nullptr, const TransportParams* params = nullptr,
+                     double* scores_out = nullptr) noexcept;
 
 }  // namespace itp
