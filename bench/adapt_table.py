@@ -28,6 +28,7 @@ import sys
 import time
 from pathlib import Path
 
+from itp.cli import guard_margin_arg
 from itp.sim.adapt import AdaptConfig, AdaptResult, adaptation_trace_files, run_adaptation
 from itp.sim.networks import NETWORK_NAMES
 
@@ -70,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="exploration rate of the learning partitioner (default %(default)s)")
     p.add_argument("--top-k", type=int, default=AdaptConfig.explore_top_k,
                    help="exploration among the k best actions by Q (default %(default)s: any action)")
+    p.add_argument("--guard-margin", type=guard_margin_arg, default=AdaptConfig.guard_margin,
+                   help="the learning partitioner's decision guard, >= 0 or off (default %(default)s)")
     p.add_argument("--holdout-fraction", type=float, default=None,
                    help="share of logged rows the gate holds back (default: FinetuneJob's)")
     p.add_argument("--out", type=Path, default=Path("adapt-results"), help="folder for JSON and PNG files")
@@ -85,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             finetune["holdout_fraction"] = args.holdout_fraction
         cfg = AdaptConfig(network=name, outcomes=args.outcomes, checkpoint=args.checkpoint, seed=args.seed,
                           epsilon=args.epsilon, explore_top_k=args.top_k, finetune=finetune,
+                          guard_margin=args.guard_margin,
                           trace_files=files, learner_trace_files=learner_files)
         r = run_adaptation(cfg)
         (args.out / f"adapt-{name}.json").write_text(r.to_json() + "\n")
@@ -99,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.outcomes} outcomes per network, checkpoint {args.checkpoint}, seed {args.seed}; network "
           f"traces: {description}; `python bench/adapt_table.py "
           f"--networks {' '.join(args.networks)} --outcomes {args.outcomes} --epsilon {args.epsilon} "
-          f"--top-k {args.top_k}"
+          f"--top-k {args.top_k} --guard-margin {args.guard_margin if args.guard_margin is not None else 'off'}"
           + (f" --holdout-fraction {args.holdout_fraction}" if args.holdout_fraction is not None else "")
           + "`")
     return 0

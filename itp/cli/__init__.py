@@ -134,6 +134,19 @@ def configure_logging(verbosity: int) -> Callable[[], None]:
     return restore
 
 
+def guard_margin_arg(text: str) -> float | None:
+    """An argparse ``type=`` for ``--guard-margin``: a finite number >= 0, or ``off`` (None)."""
+    if text.strip().lower() == "off":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0 or 'off', got {text!r}") from None
+    if not (value >= 0.0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0 or 'off', got {text!r}")
+    return value
+
+
 def int_at_least(minimum: int) -> Callable[[str], int]:
     """An argparse ``type=`` that accepts integers >= ``minimum`` and names the bad value otherwise."""
 

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from itp.cli import CLIError, int_at_least
+from itp.cli import CLIError, guard_margin_arg, int_at_least
 
 __all__ = ["add_parser", "run"]
 
@@ -149,6 +149,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="its exploration picks among the K best actions by Q, 1..15 (default 15: any action)",
     )
     ad.add_argument(
+        "--guard-margin", type=_guard_option, default=None, metavar="M",
+        help="the learning partitioner's decision guard, a number >= 0 or off "
+        "(default 0.05, as LearningSession)",
+    )
+    ad.add_argument(
         "--time-budget", type=_seconds, default=None, metavar="SECONDS",
         help=f"wall-time budget of the learning run; past it the run stops early and says so "
         f"(default {DEFAULT_TIME_BUDGET_S:.0f})",
@@ -158,7 +163,14 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     return p
 
 
-_ADAPT_ONLY = ("outcomes", "checkpoint", "retrain_every", "epsilon", "top_k", "time_budget", "plot")
+def _guard_option(text: str) -> float | str:
+    """``--guard-margin`` of ``--adapt``: a number >= 0, or ``"off"`` (kept as text: None means unset)."""
+    value = guard_margin_arg(text)
+    return "off" if value is None else value
+
+
+_ADAPT_ONLY = ("outcomes", "checkpoint", "retrain_every", "epsilon", "top_k", "guard_margin", "time_budget",
+               "plot")
 
 
 def _check_mode(args: argparse.Namespace) -> None:
@@ -222,6 +234,8 @@ def _run_adapt(args: argparse.Namespace) -> int:
         kwargs["tasks_per_episode"] = args.tasks_per_episode
     if args.top_k is not None:
         kwargs["explore_top_k"] = args.top_k
+    if args.guard_margin is not None:
+        kwargs["guard_margin"] = None if args.guard_margin == "off" else args.guard_margin
     try:
         config = AdaptConfig(**kwargs)
     except (TypeError, ValueError) as exc:

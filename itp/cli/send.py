@@ -12,7 +12,9 @@ model, ``heuristic``, ``rate-proportional``, ``round-robin``, ``best-single``, `
 ``--learn DIR`` (policy ``itp``) makes the sender a learning deployment kept in DIR across runs
 (:class:`itp.learning.session.LearningSession`): exploration (``--epsilon``, ``--explore-top-k``), the
 transport calibration, the experience store and the model registry; a retrain every ``--retrain-every``
-stored outcomes (needs the ``train`` extra). Without ``--learn`` the outcomes update the stream table and
+stored outcomes (needs the ``train`` extra); the decision guard (``--guard-margin``, default 0.05, ``off``:
+none) keeps the model from a split the calibrated transport model predicts clearly slower than the
+heuristic's. Without ``--learn`` the outcomes update the stream table and
 the in-process partitioner only, and are not kept.
 ``--schedule FILE`` is a JSON list of ``{"path": ..., "start_s": ..., "name": ...}``: each file is
 submitted at its offset from the session start. One line per finished task and a total line go to
@@ -31,7 +33,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from itp.cli import CLIError, int_at_least, progress
+from itp.cli import CLIError, guard_margin_arg, int_at_least, progress
 
 __all__ = ["add_parser", "run"]
 
@@ -66,6 +68,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="with --learn: exploration rate in [0, 1] (default 0.1)")
     p.add_argument("--explore-top-k", type=int_at_least(1), default=3, metavar="K",
                    help="with --learn: explore among the K best actions, 1..15 (default 3)")
+    p.add_argument("--guard-margin", type=guard_margin_arg, default=0.05, metavar="M",
+                   help="with --learn: replace a model choice the calibrated transport model predicts more "
+                   "than M slower than the heuristic's (default 0.05; off: no guard)")
     p.add_argument("--retrain-every", type=int_at_least(1), default=1000, metavar="N",
                    help="with --learn: retrain after N new stored outcomes (default 1000)")
     p.add_argument("--wait-for-retrain", type=float, default=300.0, metavar="SECONDS",
@@ -137,7 +142,7 @@ def _learning_session(args: argparse.Namespace, model: str | None) -> Any:
     try:
         return LearningSession(
             args.learn, model_path=model, epsilon=args.epsilon, explore_top_k=args.explore_top_k,
-            config=learning_config(args.retrain_every),
+            config=learning_config(args.retrain_every), guard_margin=args.guard_margin,
         )
     except (OSError, ValueError, TypeError, StoreError) as exc:
         raise CLIError(f"--learn {args.learn}: {exc}", status=2) from None

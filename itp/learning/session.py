@@ -78,6 +78,9 @@ class LearningSession:
         explore_top_k: an exploration draw picks among the k best actions by Q, 1..15 (default 3: far
             cheaper than uniform exploration, and the alternatives a candidate moves to get logged).
         config: learner settings (default :func:`learning_config`).
+        guard_margin: the partitioner's decision guard (``TaskPartitioner(guard_margin=)``; default 0.05:
+            a model choice the calibrated transport model predicts more than 5% slower than the heuristic's
+            is replaced by it; None: off). The adaptation benchmark measured it (README).
         seed: the partitioner's exploration seed, an int >= 0 (None: drawn from the OS, so that two
             processes of one deployment do not repeat each other's exploration draws).
 
@@ -94,6 +97,7 @@ class LearningSession:
         epsilon: float = 0.1,
         explore_top_k: int = 3,
         config: LearnerConfig | None = None,
+        guard_margin: float | None = 0.05,
         seed: int | None = None,
     ) -> None:
         from itp.partitioner import DEFAULT_MODEL, TaskPartitioner
@@ -102,9 +106,10 @@ class LearningSession:
             raise TypeError(f"config must be a LearnerConfig, got {type(config).__name__}")
         self.folder = Path(folder)
         model: Any = DEFAULT_MODEL if model_path is None else Path(model_path)
-        # The partitioner validates epsilon and explore_top_k before anything is written.
+        # The partitioner validates epsilon, explore_top_k and guard_margin before anything is written.
         self.partitioner = TaskPartitioner(
             model, epsilon=epsilon, explore_top_k=explore_top_k, calibrate_transport=True,
+            guard_margin=guard_margin,
             seed=int.from_bytes(os.urandom(4), "little") >> 1 if seed is None else seed,
         )
         if self.partitioner.model is None:
@@ -154,6 +159,8 @@ class LearningSession:
         out["folder"] = str(self.folder)
         out["restored_calibration_observations"] = self.restored_observations
         out["calibration"] = calibrator.summary() if calibrator is not None else None
+        out["guard_margin"] = self.partitioner.guard_margin
+        out["guard_overrides"] = self.partitioner.get_metrics().guard_overrides
         return out
 
     def close(self, timeout_s: float = 30.0, *, wait_for_retrain_s: float = 0.0) -> dict[str, Any]:

@@ -14,7 +14,11 @@ What runs (``run_adaptation``; CLI ``itp evaluate --adapt NETWORK``):
   (``update_stream``, ``set_queue_depth``), decides (``partition_task``), the simulator moves the bytes
   exactly as decided, and the outcome is reported (``report_outcome``; with per-chunk outcomes when the
   partitioner's ``report_outcome`` accepts ``chunks``, and ``calibrate_transport=True`` when its
-  constructor accepts it). Every ``retrain_every`` outcomes the learner's store is flushed and a retrain
+  constructor accepts it). On networks of persistent streams it is also told each stream's start window
+  (``update_stream(start_window_bits=)``, and with each chunk outcome), as a sender reads it from
+  ``TCP_INFO``: the window the stream's last chunk ended with, or the restart window after an idle gap
+  longer than the RTO (estimated as ``max(200 ms, 2 x smoothed RTT)``). The decision guard is on as in
+  ``LearningSession`` (``guard_margin``, default 0.05). Every ``retrain_every`` outcomes the learner's store is flushed and a retrain
   is requested; the task stream waits for its verdict (offline gate, then a canary on live traffic), so
   a run does not depend on how fast the machine trains. Exploration and canary traffic are part of the
   adaptive policy's numbers: that is the price of learning online.
@@ -168,7 +172,8 @@ class AdaptConfig:
         model_path: the starting model (None: the bundled ``default_model_path()``).
         trace_files: the network's rate traces (held-out files); empty: synthetic streams.
         learner_trace_files: traces of the learner's own simulator rollouts and gate (training files).
-        guard_margin: the adaptive partitioner's guard (``TaskPartitioner(guard_margin=)``; None: off).
+        guard_margin: the adaptive partitioner's decision guard (``TaskPartitioner(guard_margin=)``;
+            default 0.05 as ``LearningSession``; None: off).
     """
 
     network: str
@@ -192,7 +197,7 @@ class AdaptConfig:
     model_path: str | None = None
     trace_files: tuple[str, ...] = ()
     learner_trace_files: tuple[str, ...] = ()
-    guard_margin: float | None = None
+    guard_margin: float | None = 0.05
 
     def __post_init__(self) -> None:
         if not isinstance(self.network, str) or self.network not in NETWORKS:
@@ -223,6 +228,11 @@ class AdaptConfig:
                 "AdaptConfig needs 2 <= canary_min_outcomes <= canary_max_outcomes, got "
                 f"{self.canary_min_outcomes}, {self.canary_max_outcomes}"
             )
+        g = self.guard_margin
+        if g is not None and (
+            isinstance(g, bool) or not isinstance(g, (int, float)) or not (math.isfinite(g) and g >= 0)
+        ):
+            raise ValueError(f"AdaptConfig.guard_margin must be None or a finite number >= 0, got {g!r}")
         for name in ("finetune", "gate"):
             v = getattr(self, name)
             if not isinstance(v, dict):
@@ -429,7 +439,9 @@ class AdaptResult:
             f"learner: {lr.get('update_count', 0)} retrains, {lr.get('gate_rejections', 0)} gate rejections, "
             f"{lr.get('promotions', 0)} promotions, {lr.get('rollbacks', 0)} rollbacks; per-chunk outcomes "
             f"{'on' if self.per_chunk_outcomes else 'not supported'}, transport calibration "
-            f"{'on' if self.calibrate_transport else 'not supported'}; {self.wall_s:.0f} s"
+            f"{'on' if self.calibrate_transport else 'not supported'}; decision guard "
+            f"{'off' if self.config.guard_margin is None else f'{self.config.guard_margin:g}'} "
+            f"({lr.get('guard_overrides', 0)} overrides); {self.wall_s:.0f} s"
         )
         return "\n".join(lines) + "\n"
 
@@ -674,6 +686,7 @@ class _AdaptiveRun:
             "experience_count": m["experience_count"],
             "fitted_transport_params": m.get("fitted_transport_params"),
             "fitted_stream_efficiencies": m.get("fitted_stream_efficiencies"),
+            "guard_overrides": self.p.get_metrics().guard_overrides,
         }
 
 

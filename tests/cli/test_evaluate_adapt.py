@@ -38,12 +38,12 @@ def test_adapt_json_on_stdout_and_plot(tmp_path: Path, capsys: pytest.CaptureFix
     pytest.importorskip("matplotlib")
     png = tmp_path / "curve.png"
     code = main(["evaluate", "--adapt", "collapse", *TINY, "--json", "--plot", str(png), "--epsilon", "0",
-                 "--top-k", "3"])
+                 "--top-k", "3", "--guard-margin", "off"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     data = json.loads(captured.out)
     assert data["network"] == "collapse" and data["config"]["epsilon"] == 0.0
-    assert data["config"]["explore_top_k"] == 3
+    assert data["config"]["explore_top_k"] == 3 and data["config"]["guard_margin"] is None
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
@@ -75,6 +75,8 @@ def test_plot_without_matplotlib_is_a_clean_error(
         (["evaluate", "--adapt", "warm", "--time-budget", "-1"], 2, "expected a number of seconds > 0"),
         (["evaluate", "--adapt", "warm", "--top-k", "16"], 2, "explore_top_k must be an int in 1..15"),
         (["evaluate", "--top-k", "3"], 2, "--top-k needs --adapt NETWORK"),
+        (["evaluate", "--adapt", "warm", "--guard-margin", "-1"], 2, "expected a number >= 0 or 'off'"),
+        (["evaluate", "--guard-margin", "0.1"], 2, "--guard-margin needs --adapt NETWORK"),
         (["evaluate", "--adapt", "warm", "--policy", "heuristic"], 2, "--policy cannot be used with --adapt"),
         (["evaluate", "--adapt", "warm", "--episodes", "3"], 2, "--episodes cannot be used with --adapt"),
         (["evaluate", "--adapt", "warm", "--markdown"], 2, "--markdown cannot be used with --adapt"),

@@ -119,12 +119,26 @@ def test_json_schema(result: AdaptResult) -> None:
 
 
 def test_the_greedy_partitioner_is_the_bundled_model_when_it_does_not_learn() -> None:
-    r = run_adaptation(tiny(epsilon=0.0, outcomes=16, network="warm"))
+    r = run_adaptation(tiny(epsilon=0.0, outcomes=16, network="warm", guard_margin=None))
+    assert r.learner["guard_overrides"] == 0
     for a, b in zip(r.records[ADAPTIVE], r.records[BUNDLED], strict=True):
         # Same decisions, hence the same outcomes; the predictions agree to the partitioner's float32
         # stream table.
         assert dataclasses.replace(a, expected_time_s=0.0) == dataclasses.replace(b, expected_time_s=0.0)
         assert a.expected_time_s == pytest.approx(b.expected_time_s, rel=1e-4)
+
+
+def test_the_guard_changes_only_decisions_it_counts() -> None:
+    plain = run_adaptation(tiny(epsilon=0.0, outcomes=32, network="warm", guard_margin=None))
+    guarded = run_adaptation(tiny(epsilon=0.0, outcomes=32, network="warm", guard_margin=0.0))
+    assert guarded.config.guard_margin == 0.0 and json.loads(guarded.to_json())["config"]["guard_margin"] == 0.0
+    pairs = list(zip(plain.records[ADAPTIVE], guarded.records[ADAPTIVE], strict=True))
+    first = next(i for i, (a, b) in enumerate(pairs) if a != b)
+    # On warm streams the bundled model (fitted to fresh connections) picks splits the calibrated model
+    # predicts slower: the guard overrides some (counted), and the runs agree up to the first override.
+    assert guarded.learner["guard_overrides"] > 0 and plain.learner["guard_overrides"] == 0
+    assert all(a == b for a, b in pairs[:first])
+    assert "decision guard 0 (" in guarded.to_text() and "decision guard off" in plain.to_text()
 
 
 def test_per_chunk_outcomes_are_used_exactly_when_the_partitioner_takes_them(result: AdaptResult) -> None:
