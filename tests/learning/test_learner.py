@@ -587,7 +587,11 @@ def test_a_learner_on_a_network_where_the_current_model_is_best_promotes_nothing
         run_traffic(p, 100, prefix=f"r{k}-", outcome=outcome)
         if learner.update_count >= 2 and learner.canary is None and not learner.is_training:
             break
-        wait_for(lambda: not learner.is_training, 120)  # a loaded host slows the niced retrain
+        # A retrain that these outcomes made due is started and waited for: on a fast host the loop
+        # would otherwise outrun the learner thread and end before any retrain began (a loaded host
+        # slows the niced retrain instead; the deadline only stops a hang).
+        assert learner.flush()
+        learner.wait_for_retrain(120, start_due=True)
     # Usually two retrains; on a loaded host at least one (the claim below holds for every one).
     assert learner.update_count >= 1
     verdicts = [e for e in learner.registry.history() if e["event"] in ("gate_rejected", "gate_passed")]
