@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.outcomes} outcomes per network, checkpoint {args.checkpoint}, seed {args.seed}; network "
           f"traces: {description}; `python bench/adapt_table.py "
           f"--networks {' '.join(args.networks)} --outcomes {args.outcomes} --epsilon {args.epsilon} "
-          f"--top-k {args.top_k} --guard-margin {args.guard_margin if args.guard_margin is not None else 'off'}"
+          f"--top-k {args.top_k} --guard-margin {'off' if args.guard_margin is None else args.guard_margin}"
           + (f" --holdout-fraction {args.holdout_fraction}" if args.holdout_fraction is not None else "")
           + "`")
     return 0

@@ -131,7 +131,8 @@ def test_the_greedy_partitioner_is_the_bundled_model_when_it_does_not_learn() ->
 def test_the_guard_changes_only_decisions_it_counts() -> None:
     plain = run_adaptation(tiny(epsilon=0.0, outcomes=32, network="warm", guard_margin=None))
     guarded = run_adaptation(tiny(epsilon=0.0, outcomes=32, network="warm", guard_margin=0.0))
-    assert guarded.config.guard_margin == 0.0 and json.loads(guarded.to_json())["config"]["guard_margin"] == 0.0
+    assert guarded.config.guard_margin == 0.0
+    assert json.loads(guarded.to_json())["config"]["guard_margin"] == 0.0
     pairs = list(zip(plain.records[ADAPTIVE], guarded.records[ADAPTIVE], strict=True))
     first = next(i for i, (a, b) in enumerate(pairs) if a != b)
     # On warm streams the bundled model (fitted to fresh connections) picks splits the calibrated model
