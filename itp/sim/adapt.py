@@ -19,9 +19,9 @@ What runs (``run_adaptation``; CLI ``itp evaluate --adapt NETWORK``):
   ``TCP_INFO``: the window the stream's last chunk ended with, or the restart window after an idle gap
   longer than the RTO (estimated as ``max(200 ms, 2 x smoothed RTT)``). The decision guard is on as in
   ``LearningSession`` (``guard_margin``, default 0.05). Every ``retrain_every`` outcomes the learner's
-  store is flushed and a retrain is requested; the task stream waits for its verdict (offline gate, then a canary on live traffic), so
-  a run does not depend on how fast the machine trains. Exploration and canary traffic are part of the
-  adaptive policy's numbers: that is the price of learning online.
+  store is flushed and a retrain is requested; the task stream waits for its verdict (offline gate, then
+  a canary on live traffic), so a run does not depend on how fast the machine trains. Exploration and
+  canary traffic are part of the adaptive policy's numbers: that is the price of learning online.
 * **References**, each on its own identical task stream: ``bundled`` (the same model, greedy, never
   retrained), ``rate-proportional``, ``heuristic``, and the 15 fixed stream subsets with production
   chunking; the **best fixed subset** is chosen *with hindsight* (highest mean per-task goodput over the
