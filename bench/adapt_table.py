@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from itp.cli import guard_margin_arg
+from itp.cli import guard_margin_arg, on_off_arg
 from itp.sim.adapt import AdaptConfig, AdaptResult, adaptation_trace_files, run_adaptation
 from itp.sim.networks import NETWORK_NAMES
 
@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="exploration among the k best actions by Q (default %(default)s: any action)")
     p.add_argument("--guard-margin", type=guard_margin_arg, default=AdaptConfig.guard_margin,
                    help="the learning partitioner's decision guard, >= 0 or off (default %(default)s)")
+    p.add_argument("--guard-exploration", type=on_off_arg, default=AdaptConfig.guard_exploration,
+                   metavar="on|off",
+                   help="exploration only among the splits the guard lets through (default off)")
     p.add_argument("--holdout-fraction", type=float, default=None,
                    help="share of logged rows the gate holds back (default: FinetuneJob's)")
     p.add_argument("--out", type=Path, default=Path("adapt-results"), help="folder for JSON and PNG files")
@@ -88,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             finetune["holdout_fraction"] = args.holdout_fraction
         cfg = AdaptConfig(network=name, outcomes=args.outcomes, checkpoint=args.checkpoint, seed=args.seed,
                           epsilon=args.epsilon, explore_top_k=args.top_k, finetune=finetune,
-                          guard_margin=args.guard_margin,
+                          guard_margin=args.guard_margin, guard_exploration=args.guard_exploration,
                           trace_files=files, learner_trace_files=learner_files)
         r = run_adaptation(cfg)
         (args.out / f"adapt-{name}.json").write_text(r.to_json() + "\n")
@@ -103,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.outcomes} outcomes per network, checkpoint {args.checkpoint}, seed {args.seed}; network "
           f"traces: {description}; `python bench/adapt_table.py "
           f"--networks {' '.join(args.networks)} --outcomes {args.outcomes} --epsilon {args.epsilon} "
-          f"--top-k {args.top_k} --guard-margin {'off' if args.guard_margin is None else args.guard_margin}"
+          f"--top-k {args.top_k} --guard-margin {'off' if args.guard_margin is None else args.guard_margin} "
+          f"--guard-exploration {'on' if args.guard_exploration else 'off'}"
           + (f" --holdout-fraction {args.holdout_fraction}" if args.holdout_fraction is not None else "")
           + "`")
     return 0

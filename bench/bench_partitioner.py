@@ -115,9 +115,14 @@ def reference_partitioner(model: Path | None) -> Any:
 
 
 def _latency(
-    benchmark: Any, model: Path | None, prefix: str, expected: str, *, cold: bool, before: bool = False
+    benchmark: Any, model: Path | None, prefix: str, expected: str, *, cold: bool, before: bool = False,
+    guarded: bool = False,
 ) -> None:
     p = reference_partitioner(model) if before else make_partitioner(model)
+    if guarded:
+        # The decision guard (one heuristic pass per model decision) and guarded exploration's mask.
+        p.guard_margin = 0.05
+        p.guard_exploration = True
     n = N_CALLS // 5 if cold else N_CALLS  # an eviction costs ~1 ms: fewer calls, still >= 1000 in the 1 %
     tasks = task_list(prefix, n)
     last: list[Any] = []
@@ -152,6 +157,11 @@ def _latency(
 @pytest.mark.benchmark(group="partition_task warm")
 def test_partition_task_model(benchmark: Any, model_file: Path) -> None:
     _latency(benchmark, model_file, "m", "model", cold=False)
+
+
+@pytest.mark.benchmark(group="partition_task warm")
+def test_partition_task_model_guarded(benchmark: Any, model_file: Path) -> None:
+    _latency(benchmark, model_file, "mg", "model", cold=False, guarded=True)
 
 
 @pytest.mark.benchmark(group="partition_task warm")

@@ -496,6 +496,12 @@ class TaskPartitioner:
             deployment that calibrates its transport model: a model fitted to other physics then cannot
             pick a split its own calibrated prediction says is clearly slower. Costs one heuristic pass
             (about 2 us) per model decision.
+        guard_exploration: False (default) or True. True, while the guard is on: exploration draws only
+            among the actions the guard lets through (the ``explore_top_k`` best of them by Q), so a random
+            draw never takes a split the calibrated transport model scores clearly slower either; the
+            propensity logged is that policy's. The price: actions the guard refuses are never logged, so
+            the off-policy gate cannot support a candidate that prefers them (the simulator on the fitted
+            physics then decides, see ``docs/lifecycle.md``).
 
     Raises:
         ValueError: for out-of-range arguments. A bad *model* never raises: it is logged and counted,
@@ -517,6 +523,7 @@ class TaskPartitioner:
         calibrate_transport: bool | TransportCalibrator = False,
         calibration_interval: int = 200,
         guard_margin: float | None = None,
+        guard_exploration: bool = False,
     ) -> None:
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {seed!r}")
@@ -544,9 +551,12 @@ class TaskPartitioner:
                 "calibrate_transport must be a bool or a TransportCalibrator, got "
                 f"{type(calibrate_transport).__name__}"
             )
+        if not isinstance(guard_exploration, bool):
+            raise TypeError(f"guard_exploration must be a bool, got {type(guard_exploration).__name__}")
         self._agent = Agent(seed, epsilon=epsilon, explore_top_k=explore_top_k)
         self._engine = self._agent.engine
         self.guard_margin = guard_margin
+        self._engine.guard_exploration = guard_exploration
         self._clock = clock
         self._monotonic = monotonic
         self._ttl_s = float(decision_ttl_s)
@@ -639,6 +649,17 @@ class TaskPartitioner:
         if value is not None and not (math.isfinite(value) and value >= 0.0):
             raise ValueError(f"guard_margin must be None or a finite number >= 0, got {value!r}")
         self._engine.guard_margin = None if value is None else float(value)
+
+    @property
+    def guard_exploration(self) -> bool:
+        """Whether exploration draws only among the actions the guard lets through; see the constructor."""
+        return bool(self._engine.guard_exploration)
+
+    @guard_exploration.setter
+    def guard_exploration(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise TypeError(f"guard_exploration must be a bool, got {type(value).__name__}")
+        self._engine.guard_exploration = value
 
     @property
     def explore_top_k(self) -> int:

@@ -153,6 +153,88 @@ def test_engine_guard_margin_rejects_bad_values(bad: float) -> None:
     assert e.guard_margin == pytest.approx(0.1)
 
 
+# ------------------------------------------------------------------------------- guarded exploration
+def reference_allowed(raw: np.ndarray, margin: float, params: list[TransportParams] | None) -> list[bool]:
+    """The actions the guard lets through: score <= (1 + margin) x the best score (the best always)."""
+    scores = reference_scores(raw, params)
+    best = min(range(NUM_ACTIONS), key=lambda a: (scores[a], a))
+    return [a == best or not scores[a] > (1.0 + margin) * scores[best] for a in range(NUM_ACTIONS)]
+
+
+def reference_guarded_explore_propensity(
+    action: int, greedy: int, q: np.ndarray, eps: float, k: int, allowed: list[bool]
+) -> float:
+    pool = sorted((a for a in range(NUM_ACTIONS) if allowed[a]), key=lambda a: (-float(q[a]), a))
+    top = pool[: min(k, len(pool))]
+    return (1.0 - eps if action == greedy else 0.0) + (eps / len(top) if action in top else 0.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    raw_states, q_vectors, st.floats(0.0, 0.3), st.floats(0.01, 1.0), st.integers(1, NUM_ACTIONS),
+    st.one_of(st.none(), params_lists),
+)
+def test_guarded_exploration_draws_only_what_the_guard_allows(
+    raw: np.ndarray, q: np.ndarray, margin: float, eps: float, k: int, params: list[TransportParams] | None
+) -> None:
+    e = guarded_engine(margin, eps=eps, k=k)
+    e.guard_exploration = True
+    if params is not None:
+        rows = [[p.setup_rtts, p.initial_window_bits, p.efficiency] for p in params]
+        e.set_transport_params(np.array(rows))
+    greedy = reference_guarded_greedy(raw, q, margin, params)
+    allowed = reference_allowed(raw, margin, params)
+    assert allowed[greedy]
+    for _ in range(5):
+        out = e.decide_raw(raw, True, q)
+        a = int(out[0])
+        assert allowed[a], (a, allowed)
+        want = reference_guarded_explore_propensity(a, greedy, q, eps, k, allowed)
+        assert out[8] == pytest.approx(want, rel=1e-12)
+
+
+def test_guarded_exploration_follows_its_propensities() -> None:
+    # The model's favourites are three single streams, the slowest first: unguarded top-3 exploration would
+    # draw them; guarded, it draws among the best actions the guard lets through.
+    raw = raw_state([4e8, 3e8, 2e8, 1e6], [0.02, 0.03, 0.04, 0.30], [1.0, 1.0, 1.0, 1.0], 64 << 20)
+    q = np.zeros(NUM_ACTIONS, dtype=np.float32)
+    q[3], q[2], q[14], q[13], q[12] = 1.0, 0.95, 0.9, 0.8, 0.7
+    margin, eps, k, n = 0.05, 0.3, 3, 20000
+    allowed = reference_allowed(raw, margin, None)
+    assert not allowed[3] and allowed[14]
+    greedy = reference_guarded_greedy(raw, q, margin, None)
+    e = guarded_engine(margin, eps=eps, k=k, seed=5)
+    e.guard_exploration = True
+    draws = np.array([e.decide_raw(raw, True, q)[0] for _ in range(n)])
+    counts = np.bincount(draws, minlength=NUM_ACTIONS)
+    p = np.array(
+        [reference_guarded_explore_propensity(a, greedy, q, eps, k, allowed) for a in range(NUM_ACTIONS)]
+    )
+    assert p.sum() == pytest.approx(1.0)
+    assert counts[3] == 0
+    support = p > 0
+    assert set(np.flatnonzero(counts)) <= set(np.flatnonzero(support))
+    assert stats.chisquare(counts[support], n * p[support]).pvalue > 1e-3
+
+
+def test_guarded_exploration_without_the_guard_draws_as_before() -> None:
+    raw = raw_state([4e8, 3e8, 2e8, 1e6], [0.02, 0.03, 0.04, 0.30], [1.0] * 4, 64 << 20)
+    q = np.linspace(-1.0, 1.0, NUM_ACTIONS, dtype=np.float32)[::-1].copy()
+    plain, flagged = guarded_engine(None, eps=0.5, k=4, seed=9), guarded_engine(None, eps=0.5, k=4, seed=9)
+    flagged.guard_exploration = True
+    for _ in range(200):
+        assert plain.decide_raw(raw, True, q)[:2] == flagged.decide_raw(raw, True, q)[:2]
+
+
+@pytest.mark.parametrize("bad", [1, None, "yes"])
+def test_engine_guard_exploration_must_be_a_bool(bad: object) -> None:
+    e = guarded_engine(0.1)
+    e.guard_exploration = True
+    with pytest.raises(TypeError, match="guard_exploration"):
+        e.guard_exploration = bad
+    assert e.guard_exploration is True
+
+
 @pytest.mark.parametrize(
     ("bad", "exc"), [(-1.0, ValueError), (math.nan, ValueError), (True, TypeError), ("0.1", TypeError)]
 )
@@ -177,6 +259,45 @@ def test_partitioner_counts_guard_overrides(tmp_path: Path) -> None:
     p.guard_margin = None
     assert p.partition_task(itp.Task("u", 64 << 20)).action == 3
     assert p.get_metrics().guard_overrides == 1
+
+
+def test_partitioner_guarded_exploration_never_draws_a_refused_split(tmp_path: Path) -> None:
+    # The model's three favourites by Q are stream 3 alone (far the slowest), then streams 0 and 1 alone.
+    path = write_constant_model(tmp_path / "m.onnx", 3)
+    table = [(4e8, 0.02), (3e8, 0.03), (2e8, 0.04), (1e6, 0.3)]
+    size = 64 << 20
+    raw = raw_state([b for b, _ in table], [r for _, r in table], [1.0] * 4, size)
+    allowed = reference_allowed(raw, 0.1, None)
+    assert not allowed[3]
+    plain = itp.TaskPartitioner(path, epsilon=1.0, explore_top_k=3, guard_margin=0.1, seed=2)
+    guarded = itp.TaskPartitioner(
+        path, epsilon=1.0, explore_top_k=3, guard_margin=0.1, guard_exploration=True, seed=2
+    )
+    assert guarded.guard_exploration and not plain.guard_exploration
+    for p in (plain, guarded):
+        for i, (bw, rtt) in enumerate(table):
+            p.update_stream(i, bandwidth_bps=bw, latency_s=rtt)
+    plain_actions = {plain.partition_task(itp.Task(f"p{k}", size)).action for k in range(300)}
+    assert 3 in plain_actions  # unguarded exploration does draw the refused split
+    decisions = [guarded.partition_task(itp.Task(f"g{k}", size)) for k in range(300)]
+    assert all(allowed[d.action] for d in decisions)
+    q = np.zeros(NUM_ACTIONS, dtype=np.float32)
+    q[3] = 1.0
+    greedy = reference_guarded_greedy(raw, q, 0.1, None)
+    for d in decisions:
+        assert d.propensity == pytest.approx(
+            reference_guarded_explore_propensity(d.action, greedy, q, 1.0, 3, allowed), rel=1e-9
+        )
+
+
+@pytest.mark.parametrize("bad", [1, None, "true"])
+def test_partitioner_guard_exploration_is_validated(bad: object) -> None:
+    p = itp.TaskPartitioner(None, guard_margin=0.1, guard_exploration=True)
+    with pytest.raises(TypeError, match="guard_exploration"):
+        p.guard_exploration = bad  # type: ignore[assignment]
+    assert p.guard_exploration is True
+    with pytest.raises(TypeError, match="guard_exploration"):
+        itp.TaskPartitioner(None, guard_exploration=bad)  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------------------- start windows

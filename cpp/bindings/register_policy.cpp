@@ -426,6 +426,17 @@ void register_policy(py::module_& m) {
           },
           "The guard's margin (None: off): a model decision whose heuristic score exceeds (1 + margin) x the "
           "heuristic's best is replaced by the heuristic's action.")
+      .def_property(
+          "guard_exploration", &DecisionEngine::guard_exploration,
+          [](DecisionEngine& e, const py::object& on) {
+            if (!py::isinstance<py::bool_>(on)) {
+              throw py::type_error("guard_exploration must be a bool, got " +
+                                   std::string(py::str(py::type::of(on).attr("__name__"))));
+            }
+            e.set_guard_exploration(on.cast<bool>());
+          },
+          "Guarded exploration (default False): while the guard is on, exploration draws only among the "
+          "actions the guard lets through (the k best of them by Q); the propensity logged is that policy's.")
       .def_property_readonly("guard_overrides", &DecisionEngine::guard_overrides,
                              "Model decisions the guard replaced since construction.")
       .def(

@@ -25,26 +25,29 @@ int argmax(const float* q) noexcept {
   return best;
 }
 
-// The action of rank `rank` (0 = the greedy one) when the 15 actions are ordered by Q descending, ties by
-// lower index first (the order argmax uses). O(15 * rank); rank < 15.
-int kth_best(const float* q, int rank) noexcept {
-  std::array<bool, kNumActions> taken{};
+using ActionMask = std::array<bool, kNumActions>;
+
+// The action of rank `rank` (0 = the best) among the actions `allowed` marks, ordered by Q descending, ties
+// by lower index first (the order argmax uses). O(15 * rank); rank < the number of allowed actions.
+int kth_best(const float* q, int rank, const ActionMask& allowed) noexcept {
+  ActionMask taken{};
   int pick = 0;
   for (int r = 0; r <= rank; ++r) {
     pick = -1;
     for (int a = 0; a < kNumActions; ++a) {
-      if (!taken[static_cast<std::size_t>(a)] && (pick < 0 || q[a] > q[pick])) pick = a;
+      const auto i = static_cast<std::size_t>(a);
+      if (allowed[i] && !taken[i] && (pick < 0 || q[a] > q[pick])) pick = a;
     }
     taken[static_cast<std::size_t>(pick)] = true;
   }
   return pick;
 }
 
-// Rank of `action` in the order kth_best uses (Q descending, ties by lower index first); 0 = greedy.
-int rank_of(const float* q, int action) noexcept {
+// Rank of `action` among the allowed actions in the order kth_best uses; 0 = the best allowed one.
+int rank_of(const float* q, int action, const ActionMask& allowed) noexcept {
   int rank = 0;
   for (int a = 0; a < kNumActions; ++a) {
-    if (q[a] > q[action] || (q[a] == q[action] && a < action)) ++rank;
+    if (allowed[static_cast<std::size_t>(a)] && (q[a] > q[action] || (q[a] == q[action] && a < action))) ++rank;
   }
   return rank;
 }
@@ -179,21 +182,35 @@ void DecisionEngine::decide_raw_with(const double* raw, std::uint64_t size_bytes
     const int top_k = explore_top_k();             // likewise
     int greedy = argmax(out.q_values.data());
     bool guard_pick = false;
+    // Actions exploration may draw from: all 15, or (guarded exploration) those the guard lets through.
+    ActionMask allowed;
+    allowed.fill(true);
+    int n_allowed = kNumActions;
     const double margin = guard_margin();
     if (margin >= 0.0) {
       std::array<double, kNumActions> scores{};
       const int h = heuristic_action(raw, size_bytes, nullptr, nullptr, params, scores.data());
-      const double mine = scores[static_cast<std::size_t>(greedy)];
-      if (h != greedy && mine > (1.0 + margin) * scores[static_cast<std::size_t>(h)]) {
+      const double limit = (1.0 + margin) * scores[static_cast<std::size_t>(h)];
+      if (h != greedy && scores[static_cast<std::size_t>(greedy)] > limit) {
         greedy = h;
         guard_pick = true;
       }
+      if (guard_exploration()) {
+        // The same test as the greedy check; h itself always passes (NaN scores compare false and pass).
+        for (int a = 0; a < kNumActions; ++a) {
+          const bool refused = a != h && scores[static_cast<std::size_t>(a)] > limit;
+          allowed[static_cast<std::size_t>(a)] = !refused;
+          n_allowed -= refused ? 1 : 0;
+        }
+      }
     }
+    // Exploration draws uniformly among the k best allowed actions by Q (k' = min(k, allowed) of them).
+    const int k = std::min(top_k, n_allowed);
     if (eps > 0.0 && next_uniform() < eps) {
-      if (top_k >= kNumActions) {
+      if (k >= kNumActions) {
         out.action = std::min(kNumActions - 1, static_cast<int>(next_uniform() * kNumActions));
       } else {
-        out.action = kth_best(out.q_values.data(), std::min(top_k - 1, static_cast<int>(next_uniform() * top_k)));
+        out.action = kth_best(out.q_values.data(), std::min(k - 1, static_cast<int>(next_uniform() * k)), allowed);
       }
       out.source = DecisionSource::kExplore;
     } else {
@@ -204,10 +221,10 @@ void DecisionEngine::decide_raw_with(const double* raw, std::uint64_t size_bytes
         guard_overrides_.fetch_add(1, std::memory_order_relaxed);
       }
     }
-    // Exploration draws among the k best by Q; the (possibly guarded) greedy action gets 1 - eps on top.
-    const int k = std::min(top_k, kNumActions);
+    // The (possibly guarded) greedy action gets 1 - eps on top of its exploration share.
     const double explore_share = eps / static_cast<double>(k);
-    const bool explorable = rank_of(out.q_values.data(), out.action) < k;
+    const bool explorable =
+        allowed[static_cast<std::size_t>(out.action)] && rank_of(out.q_values.data(), out.action, allowed) < k;
     out.propensity = out.action == greedy ? (1.0 - eps) + (explorable ? explore_share : 0.0)
                                           : explore_share;
     out.confidence = softmax_prob(out.q_values.data(), out.action);

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from itp.cli import CLIError, guard_margin_arg, int_at_least
+from itp.cli import CLIError, guard_margin_arg, int_at_least, on_off_arg
 
 __all__ = ["add_parser", "run"]
 
@@ -154,6 +154,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "(default 0.05, as LearningSession)",
     )
     ad.add_argument(
+        "--guard-exploration", type=on_off_arg, default=None, metavar="on|off",
+        help="explore only among the splits the guard lets through (default off, as LearningSession)",
+    )
+    ad.add_argument(
         "--time-budget", type=_seconds, default=None, metavar="SECONDS",
         help=f"wall-time budget of the learning run; past it the run stops early and says so "
         f"(default {DEFAULT_TIME_BUDGET_S:.0f})",
@@ -169,8 +173,8 @@ def _guard_option(text: str) -> float | str:
     return "off" if value is None else value
 
 
-_ADAPT_ONLY = ("outcomes", "checkpoint", "retrain_every", "epsilon", "top_k", "guard_margin", "time_budget",
-               "plot")
+_ADAPT_ONLY = ("outcomes", "checkpoint", "retrain_every", "epsilon", "top_k", "guard_margin",
+               "guard_exploration", "time_budget", "plot")
 
 
 def _check_mode(args: argparse.Namespace) -> None:
@@ -236,6 +240,8 @@ def _run_adapt(args: argparse.Namespace) -> int:
         kwargs["explore_top_k"] = args.top_k
     if args.guard_margin is not None:
         kwargs["guard_margin"] = None if args.guard_margin == "off" else args.guard_margin
+    if args.guard_exploration is not None:
+        kwargs["guard_exploration"] = args.guard_exploration
     try:
         config = AdaptConfig(**kwargs)
     except (TypeError, ValueError) as exc:

@@ -14,7 +14,8 @@ model, ``heuristic``, ``rate-proportional``, ``round-robin``, ``best-single``, `
 transport calibration, the experience store and the model registry; a retrain every ``--retrain-every``
 stored outcomes (needs the ``train`` extra); the decision guard (``--guard-margin``, default 0.05, ``off``:
 none) keeps the model from a split the calibrated transport model predicts clearly slower than the
-heuristic's. Without ``--learn`` the outcomes update the stream table and
+heuristic's, and with ``--guard-exploration on`` (default off) exploration draws only among the splits
+the guard lets through. Without ``--learn`` the outcomes update the stream table and
 the in-process partitioner only, and are not kept.
 ``--schedule FILE`` is a JSON list of ``{"path": ..., "start_s": ..., "name": ...}``: each file is
 submitted at its offset from the session start. One line per finished task and a total line go to
@@ -33,7 +34,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from itp.cli import CLIError, guard_margin_arg, int_at_least, progress
+from itp.cli import CLIError, guard_margin_arg, int_at_least, on_off_arg, progress
 
 __all__ = ["add_parser", "run"]
 
@@ -71,6 +72,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--guard-margin", type=guard_margin_arg, default=0.05, metavar="M",
                    help="with --learn: replace a model choice the calibrated transport model predicts more "
                    "than M slower than the heuristic's (default 0.05; off: no guard)")
+    p.add_argument("--guard-exploration", type=on_off_arg, default=False, metavar="on|off",
+                   help="with --learn: explore only among the splits the guard lets through (default off)")
     p.add_argument("--retrain-every", type=int_at_least(1), default=1000, metavar="N",
                    help="with --learn: retrain after N new stored outcomes (default 1000)")
     p.add_argument("--wait-for-retrain", type=float, default=300.0, metavar="SECONDS",
@@ -143,6 +146,7 @@ def _learning_session(args: argparse.Namespace, model: str | None) -> Any:
         return LearningSession(
             args.learn, model_path=model, epsilon=args.epsilon, explore_top_k=args.explore_top_k,
             config=learning_config(args.retrain_every), guard_margin=args.guard_margin,
+            guard_exploration=args.guard_exploration,
         )
     except (OSError, ValueError, TypeError, StoreError) as exc:
         raise CLIError(f"--learn {args.learn}: {exc}", status=2) from None

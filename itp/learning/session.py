@@ -81,6 +81,10 @@ class LearningSession:
         guard_margin: the partitioner's decision guard (``TaskPartitioner(guard_margin=)``; default 0.05:
             a model choice the calibrated transport model predicts more than 5% slower than the heuristic's
             is replaced by it; None: off). The adaptation benchmark measured it (README).
+        guard_exploration: exploration draws only among the actions the guard lets through
+            (``TaskPartitioner(guard_exploration=)``; default False). Measured in the adaptation benchmark
+            (README): a little more goodput, but the off-policy gate, which scores candidates as unguarded
+            policies, then passes candidates the canary rolls back.
         seed: the partitioner's exploration seed, an int >= 0 (None: drawn from the OS, so that two
             processes of one deployment do not repeat each other's exploration draws).
 
@@ -98,6 +102,7 @@ class LearningSession:
         explore_top_k: int = 3,
         config: LearnerConfig | None = None,
         guard_margin: float | None = 0.05,
+        guard_exploration: bool = False,
         seed: int | None = None,
     ) -> None:
         from itp.partitioner import DEFAULT_MODEL, TaskPartitioner
@@ -106,10 +111,10 @@ class LearningSession:
             raise TypeError(f"config must be a LearnerConfig, got {type(config).__name__}")
         self.folder = Path(folder)
         model: Any = DEFAULT_MODEL if model_path is None else Path(model_path)
-        # The partitioner validates epsilon, explore_top_k and guard_margin before anything is written.
+        # The partitioner validates epsilon, explore_top_k and the guard before anything is written.
         self.partitioner = TaskPartitioner(
             model, epsilon=epsilon, explore_top_k=explore_top_k, calibrate_transport=True,
-            guard_margin=guard_margin,
+            guard_margin=guard_margin, guard_exploration=guard_exploration,
             seed=int.from_bytes(os.urandom(4), "little") >> 1 if seed is None else seed,
         )
         if self.partitioner.model is None:
@@ -160,6 +165,7 @@ class LearningSession:
         out["restored_calibration_observations"] = self.restored_observations
         out["calibration"] = calibrator.summary() if calibrator is not None else None
         out["guard_margin"] = self.partitioner.guard_margin
+        out["guard_exploration"] = self.partitioner.guard_exploration
         out["guard_overrides"] = self.partitioner.get_metrics().guard_overrides
         return out
 

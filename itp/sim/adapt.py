@@ -18,10 +18,12 @@ What runs (``run_adaptation``; CLI ``itp evaluate --adapt NETWORK``):
   (``update_stream(start_window_bits=)``, and with each chunk outcome), as a sender reads it from
   ``TCP_INFO``: the window the stream's last chunk ended with, or the restart window after an idle gap
   longer than the RTO (estimated as ``max(200 ms, 2 x smoothed RTT)``). The decision guard is on as in
-  ``LearningSession`` (``guard_margin``, default 0.05). Every ``retrain_every`` outcomes the learner's
-  store is flushed and a retrain is requested; the task stream waits for its verdict (offline gate, then
-  a canary on live traffic), so a run does not depend on how fast the machine trains. Exploration and
-  canary traffic are part of the adaptive policy's numbers: that is the price of learning online.
+  ``LearningSession`` (``guard_margin``, default 0.05); guarded exploration (``guard_exploration``:
+  exploration draws only among the splits the guard lets through) is off unless asked for. Every
+  ``retrain_every`` outcomes the learner's store is flushed and a retrain is requested; the task stream
+  waits for its verdict (offline gate, then a canary on live traffic), so a run does not depend on how
+  fast the machine trains. Exploration and canary traffic are part of the adaptive policy's numbers:
+  that is the price of learning online.
 * **References**, each on its own identical task stream: ``bundled`` (the same model, greedy, never
   retrained), ``rate-proportional``, ``heuristic``, and the 15 fixed stream subsets with production
   chunking; the **best fixed subset** is chosen *with hindsight* (highest mean per-task goodput over the
@@ -174,6 +176,9 @@ class AdaptConfig:
         learner_trace_files: traces of the learner's own simulator rollouts and gate (training files).
         guard_margin: the adaptive partitioner's decision guard (``TaskPartitioner(guard_margin=)``;
             default 0.05 as ``LearningSession``; None: off).
+        guard_exploration: exploration draws only among the actions the guard lets through
+            (``TaskPartitioner(guard_exploration=)``; default False as ``LearningSession``; no effect while
+            the guard is off).
     """
 
     network: str
@@ -198,6 +203,7 @@ class AdaptConfig:
     trace_files: tuple[str, ...] = ()
     learner_trace_files: tuple[str, ...] = ()
     guard_margin: float | None = 0.05
+    guard_exploration: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.network, str) or self.network not in NETWORKS:
@@ -233,6 +239,10 @@ class AdaptConfig:
             isinstance(g, bool) or not isinstance(g, (int, float)) or not (math.isfinite(g) and g >= 0)
         ):
             raise ValueError(f"AdaptConfig.guard_margin must be None or a finite number >= 0, got {g!r}")
+        if not isinstance(self.guard_exploration, bool):
+            raise TypeError(
+                f"AdaptConfig.guard_exploration must be a bool, got {type(self.guard_exploration).__name__}"
+            )
         for name in ("finetune", "gate"):
             v = getattr(self, name)
             if not isinstance(v, dict):
@@ -427,6 +437,9 @@ class AdaptResult:
         def fmt(x: float | None) -> str:
             return "n/a" if x is None else f"{x:.3f}"
 
+        guarded = self.config.guard_margin is not None and self.config.guard_exploration
+        guarded_exploration = ", exploration guarded" if guarded else ""
+
         lines.append(
             "summary: final-window goodput / best baseline "
             f"{fmt(s['final_goodput_vs_best'])} (target >= 1.05), p95 / best baseline "
@@ -441,7 +454,8 @@ class AdaptResult:
             f"{'on' if self.per_chunk_outcomes else 'not supported'}, transport calibration "
             f"{'on' if self.calibrate_transport else 'not supported'}; decision guard "
             f"{'off' if self.config.guard_margin is None else f'{self.config.guard_margin:g}'} "
-            f"({lr.get('guard_overrides', 0)} overrides); {self.wall_s:.0f} s"
+            f"({lr.get('guard_overrides', 0)} overrides"
+            f"{guarded_exploration}); {self.wall_s:.0f} s"
         )
         return "\n".join(lines) + "\n"
 
@@ -525,6 +539,8 @@ class _AdaptiveRun:
             kwargs["calibrate_transport"] = True
         if cfg.guard_margin is not None:
             kwargs["guard_margin"] = cfg.guard_margin
+            if "guard_exploration" in inspect.signature(TaskPartitioner).parameters:
+                kwargs["guard_exploration"] = cfg.guard_exploration
         self.p = TaskPartitioner(model, **kwargs)
         if self.p.model is None:
             raise ValueError(f"the starting model {model} did not load (see the log)")

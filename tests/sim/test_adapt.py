@@ -130,7 +130,9 @@ def test_the_greedy_partitioner_is_the_bundled_model_when_it_does_not_learn() ->
 
 def test_the_guard_changes_only_decisions_it_counts() -> None:
     plain = run_adaptation(tiny(epsilon=0.0, outcomes=32, network="warm", guard_margin=None))
-    guarded = run_adaptation(tiny(epsilon=0.0, outcomes=32, network="warm", guard_margin=0.0))
+    guarded = run_adaptation(
+        tiny(epsilon=0.0, outcomes=32, network="warm", guard_margin=0.0, guard_exploration=True)
+    )
     assert guarded.config.guard_margin == 0.0
     assert json.loads(guarded.to_json())["config"]["guard_margin"] == 0.0
     pairs = list(zip(plain.records[ADAPTIVE], guarded.records[ADAPTIVE], strict=True))
@@ -140,6 +142,22 @@ def test_the_guard_changes_only_decisions_it_counts() -> None:
     assert guarded.learner["guard_overrides"] > 0 and plain.learner["guard_overrides"] == 0
     assert all(a == b for a, b in pairs[:first])
     assert "decision guard 0 (" in guarded.to_text() and "decision guard off" in plain.to_text()
+    assert "exploration guarded" in guarded.to_text() and "exploration guarded" not in plain.to_text()
+
+
+def test_guarded_exploration_changes_only_explored_decisions() -> None:
+    # Always exploring among the 3 best: guarded, no draw takes a split the guard refuses, so the runs
+    # differ (and the greedy reference never changes).
+    free = run_adaptation(tiny(epsilon=1.0, explore_top_k=3, outcomes=32, network="warm", guard_margin=0.0))
+    guarded = run_adaptation(tiny(
+        epsilon=1.0, explore_top_k=3, outcomes=32, network="warm", guard_margin=0.0, guard_exploration=True
+    ))
+    assert guarded.config.guard_exploration and not free.config.guard_exploration
+    assert json.loads(guarded.to_json())["config"]["guard_exploration"] is True
+    assert free.records[ADAPTIVE] != guarded.records[ADAPTIVE]
+    assert free.records[BUNDLED] == guarded.records[BUNDLED]
+    # Both explore every decision; the guard's overrides count greedy decisions only: none here.
+    assert guarded.learner["guard_overrides"] == free.learner["guard_overrides"] == 0
 
 
 def test_per_chunk_outcomes_are_used_exactly_when_the_partitioner_takes_them(result: AdaptResult) -> None:
@@ -183,6 +201,7 @@ def test_summary_formulas_on_known_numbers(result: AdaptResult) -> None:
     ("time_budget_s", 0, "AdaptConfig.time_budget_s must be None or a number > 0, got 0"),
     ("canary_min_outcomes", 1, "AdaptConfig needs 2 <= canary_min_outcomes"),
     ("finetune", [1], "AdaptConfig.finetune must be a dict, got list"),
+    ("guard_exploration", "on", "AdaptConfig.guard_exploration must be a bool, got str"),
 ])
 def test_config_rejects_bad_values_naming_the_field(field: str, value: object, match: str) -> None:
     with pytest.raises((ValueError, TypeError), match=match):

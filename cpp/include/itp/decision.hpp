@@ -82,6 +82,12 @@ class DecisionEngine {
   // model decision while on.
   void set_guard_margin(double margin) noexcept { guard_margin_.store(margin, std::memory_order_relaxed); }
   double guard_margin() const noexcept { return guard_margin_.load(std::memory_order_relaxed); }
+  // Guarded exploration: while the guard is on, exploration draws only among the actions the guard lets
+  // through (the k best of them by Q), so a random draw never takes a split the calibrated transport model
+  // scores clearly worse than the heuristic's; the logged propensity is that policy's. Off (default):
+  // exploration ignores the guard.
+  void set_guard_exploration(bool on) noexcept { guard_exploration_.store(on, std::memory_order_relaxed); }
+  bool guard_exploration() const noexcept { return guard_exploration_.load(std::memory_order_relaxed); }
   // Model decisions the guard replaced (executed), since construction.
   std::uint64_t guard_overrides() const noexcept { return guard_overrides_.load(std::memory_order_relaxed); }
 
@@ -138,6 +144,7 @@ class DecisionEngine {
   std::atomic<double> epsilon_{0.0};
   std::atomic<int> explore_top_k_{kNumActions};
   std::atomic<double> guard_margin_{-1.0};
+  std::atomic<bool> guard_exploration_{false};
   mutable std::atomic<std::uint64_t> guard_overrides_{0};
   std::uint64_t seed_;
   mutable std::atomic<std::uint64_t> draw_counter_{0};
