@@ -29,10 +29,12 @@ _U64 = npt.NDArray[np.uint64]
 _SplitTuple = tuple[tuple[int, int, int, int], float]
 # (action, source, chunk bytes 0..3, expected_time_s, confidence, state f32[20], raw f64[20], model_fault,
 #  propensity)
-_DecisionTuple = tuple[int, int, tuple[int, int, int, int], float, float, _F32, _F64, bool | None, float]
+# (action, source, chunk bytes, expected time s, confidence, state, raw state, model fault, propensity,
+#  guard verdicts: bits 0..14 the actions the guard lets through, bits 16..19 the heuristic's action; -1 none)
+_DecisionTuple = tuple[int, int, tuple[int, int, int, int], float, float, _F32, _F64, bool | None, float, int]
 # (states f32[N, 20], actions i64[N], rewards f32[N], next_states f32[N, 20], dones f32[N])
 _TransitionTuple = tuple[_F32, _I64, _F32, _F32, _F32]
-_RingTuple = tuple[_F32, _I64, _F32, _F32, _F32, _F32]
+_RingTuple = tuple[_F32, _I64, _F32, _F32, _F32, _F32, npt.NDArray[np.int32]]
 
 # ---- register_state.cpp: the 20-feature state ------------------------------------------------------
 
@@ -187,6 +189,7 @@ class ExperienceRing:
         next_state: npt.ArrayLike,
         done: float,
         propensity: float | None = None,
+        guard_verdicts: SupportsIndex = -1,
     ) -> bool: ...
     def push_batch(
         self,
@@ -196,6 +199,7 @@ class ExperienceRing:
         next_states: npt.ArrayLike,
         dones: npt.ArrayLike,
         propensities: npt.ArrayLike | None = None,
+        guard_verdicts: npt.ArrayLike | None = None,
     ) -> int: ...
     def drain(self, max_records: SupportsIndex) -> _RingTuple: ...
     def drain_into(self, replay: PrioritizedReplay, max_records: SupportsIndex) -> int: ...

@@ -3,7 +3,7 @@
 The core (``cpp/include/itp/ring.hpp``: header-only and pybind-free, so native code such as the
 partitioner pushes into the same ring without Python) is a multi-producer single-consumer queue of
 fixed-size records ``{state f32[20], action i32, reward f32, next_state f32[20], done u8, propensity
-f32}`` (176 bytes) in 192-byte, 64-byte-aligned cells with sequence numbers:
+f32, guard_verdicts i32}`` (180 bytes) in 192-byte, 64-byte-aligned cells with sequence numbers:
 
 * a producer claims ``k = min(n, capacity - (tail - head))`` cells with one compare-and-swap on
   ``tail``, writes them and publishes each by setting its sequence number to ``position + 1``;
@@ -53,6 +53,10 @@ class TransitionBatch:
             action (in (0, 1]), or None where it was not recorded (transitions logged before
             propensities existed, or pushed by a producer that does not know them). Off-policy
             estimators (:mod:`itp.learning.offpolicy`) can only use rows that have one.
+        guard_verdicts: int32[N], the decision guard's verdicts when each action was chosen
+            (:func:`itp.learning.offpolicy.decode_guard_verdicts`: which actions the guard let
+            through, and the heuristic's action), -1 where the guard did not run; or None where none
+            was recorded. The off-policy gate scores a model on a row as the guard would have let it act.
     """
 
     states: npt.NDArray[np.float32]
@@ -61,6 +65,7 @@ class TransitionBatch:
     next_states: npt.NDArray[np.float32]
     dones: npt.NDArray[np.float32]
     propensities: npt.NDArray[np.float32] | None = None
+    guard_verdicts: npt.NDArray[np.int32] | None = None
 
     def __len__(self) -> int:
         return int(self.actions.shape[0])
@@ -119,6 +124,7 @@ class ExperienceRing:
         next_state: npt.ArrayLike,
         done: bool,
         propensity: float | None = None,
+        guard_verdicts: int = -1,
     ) -> bool:
         """Push one transition; ``False`` (and ``dropped += 1``) when the ring is full.
 
@@ -127,17 +133,18 @@ class ExperienceRing:
         behaviour policy chose ``action`` (1.0 for a deterministic policy), or None (the default) when
         the producer does not know it. Unknown is kept as unknown (NaN in :meth:`drain`, NULL in the
         experience store): the off-policy gate leaves such rows out, where a made-up 1.0 would count an
-        exploring policy's choice as a deterministic one and bias the estimate. Lock-free, never blocks;
-        O(1).
+        exploring policy's choice as a deterministic one and bias the estimate. ``guard_verdicts``: the
+        decision guard's verdicts when ``action`` was chosen (see :class:`TransitionBatch`), -1 (default)
+        for none. Lock-free, never blocks; O(1).
 
         Raises:
             TypeError, ValueError: naming the bad argument; nothing is pushed or counted.
         """
         if propensity is None:
-            return self._impl.try_push(state, action, reward, next_state, done, None)
+            return self._impl.try_push(state, action, reward, next_state, done, None, guard_verdicts)
         if isinstance(propensity, bool) or not isinstance(propensity, (int, float, np.floating, np.integer)):
             raise TypeError(f"propensity must be a number or None, got {type(propensity).__name__}")
-        return self._impl.try_push(state, action, reward, next_state, done, float(propensity))
+        return self._impl.try_push(state, action, reward, next_state, done, float(propensity), guard_verdicts)
 
     def push_batch(
         self,
@@ -147,16 +154,20 @@ class ExperienceRing:
         next_states: npt.ArrayLike,
         dones: npt.ArrayLike,
         propensities: npt.ArrayLike | None = None,
+        guard_verdicts: npt.ArrayLike | None = None,
     ) -> int:
         """Push N transitions in order until the ring is full; returns how many were pushed.
 
         Rows ``[0, returned)`` were pushed; the rest were not (retry them) and were added to
         ``dropped``. All rows are validated before any is pushed. Array shapes and rules as
         :meth:`PrioritizedReplay.add_batch`; ``propensities``: N values in (0, 1], or None when the
-        producer does not know them (every row unknown, see :meth:`try_push`). Lock-free (one
-        compare-and-swap per call), GIL released; O(N).
+        producer does not know them (every row unknown, see :meth:`try_push`); ``guard_verdicts``: N
+        int32 codes, or None (every row -1). Lock-free (one compare-and-swap per call), GIL released;
+        O(N).
         """
-        return self._impl.push_batch(states, actions, rewards, next_states, dones, propensities)
+        return self._impl.push_batch(
+            states, actions, rewards, next_states, dones, propensities, guard_verdicts
+        )
 
     def drain(self, max_records: int) -> TransitionBatch:
         """Move up to ``max_records`` (>= 0) waiting records out, oldest first.
@@ -164,12 +175,12 @@ class ExperienceRing:
         Takes at most what was waiting when the call started (records published meanwhile stay for
         the next call) and stops early at a record claimed but not yet published. Single consumer
         (serialised); GIL released while copying; O(returned). ``propensities`` is always an array:
-        NaN for records pushed without one (unknown).
+        NaN for records pushed without one (unknown); so is ``guard_verdicts``: -1 where none.
         """
-        states, actions, rewards, next_states, dones, propensities = self._impl.drain(max_records)
+        states, actions, rewards, next_states, dones, propensities, guards = self._impl.drain(max_records)
         return TransitionBatch(
             states=states, actions=actions, rewards=rewards, next_states=next_states, dones=dones,
-            propensities=propensities,
+            propensities=propensities, guard_verdicts=guards,
         )
 
     def drain_into(self, replay: PrioritizedReplay, max_records: int) -> int:

@@ -29,7 +29,7 @@ def engine(eps: float, k: int, seed: int = 7) -> object:
 
 
 def decide(e: object, q: np.ndarray) -> tuple[int, float]:
-    action, _source, _chunks, _t, _conf, _state, _raw, _fault, propensity = e.decide_raw(  # type: ignore[attr-defined]
+    action, _source, _chunks, _t, _conf, _state, _raw, _fault, propensity, _guard = e.decide_raw(  # type: ignore[attr-defined]
         RAW, True, q.astype(np.float32)
     )
     return int(action), float(propensity)

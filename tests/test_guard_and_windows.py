@@ -24,6 +24,7 @@ from scipy import stats
 import itp
 from itp import _native
 from itp.actions import NUM_ACTIONS
+from itp.learning.offpolicy import decode_guard_verdicts, epsilon_greedy_probabilities, valid_guard_verdicts
 from itp.transfer.telemetry import parse_tcp_info, start_window_from_tcp_info
 from itp.transport import (
     INITIAL_WINDOW_BITS,
@@ -224,6 +225,78 @@ def test_guarded_exploration_without_the_guard_draws_as_before() -> None:
     flagged.guard_exploration = True
     for _ in range(200):
         assert plain.decide_raw(raw, True, q)[:2] == flagged.decide_raw(raw, True, q)[:2]
+
+
+def reference_verdicts(raw: np.ndarray, margin: float, params: list[TransportParams] | None) -> int:
+    scores = reference_scores(raw, params)
+    best = min(range(NUM_ACTIONS), key=lambda a: (scores[a], a))
+    mask = sum(1 << a for a, ok in enumerate(reference_allowed(raw, margin, params)) if ok)
+    return mask | (best << 16)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    raw_states, q_vectors, st.floats(0.0, 0.3), st.floats(0.0, 1.0), st.integers(1, NUM_ACTIONS),
+    st.booleans(), st.one_of(st.none(), params_lists),
+)
+def test_logged_verdicts_let_the_gate_recompute_the_behaviour_propensity(
+    raw: np.ndarray, q: np.ndarray, margin: float, eps: float, k: int, explore_guarded: bool,
+    params: list[TransportParams] | None,
+) -> None:
+    """The guard's verdicts logged with a decision are the reference ones, and from them the gate's
+    target probabilities (``epsilon_greedy_probabilities(guard_verdicts=)``) of the very policy that
+    decided give back the propensity the engine logged: the gate scores a policy as it acts."""
+    e = guarded_engine(margin, eps=eps, k=k)
+    e.guard_exploration = explore_guarded
+    if params is not None:
+        rows = [[p.setup_rtts, p.initial_window_bits, p.efficiency] for p in params]
+        e.set_transport_params(np.array(rows))
+    want = reference_verdicts(raw, margin, params)
+    for _ in range(3):
+        out = e.decide_raw(raw, True, q)
+        assert out[9] == want
+        probs = epsilon_greedy_probabilities(
+            q[None, :], eps, k, guard_verdicts=np.array([out[9]]), guard_exploration=explore_guarded
+        )[0]
+        assert probs.sum() == pytest.approx(1.0)
+        assert probs[int(out[0])] == pytest.approx(out[8], rel=1e-9)
+    # Guard off, or no model: no verdicts.
+    assert guarded_engine(None, eps=eps, k=k).decide_raw(raw, True, q)[9] == -1
+    assert guarded_engine(margin).decide_raw(raw, False, None)[9] == -1
+
+
+def test_guard_verdicts_decode_and_validate() -> None:
+    allowed, heuristic = decode_guard_verdicts(np.array([-1, (14 << 16) | (1 << 14) | 1], dtype=np.int32))
+    assert allowed[0].all() and heuristic[0] == -1
+    assert list(np.flatnonzero(allowed[1])) == [0, 14] and heuristic[1] == 14
+    for bad in (-2, 1 << 15, (3 << 16) | 1, 15 << 16):
+        assert not valid_guard_verdicts(bad)
+        with pytest.raises(ValueError, match="guard_verdicts"):
+            decode_guard_verdicts(np.array([bad]))
+    q = np.zeros((1, NUM_ACTIONS))
+    with pytest.raises(ValueError, match="guard_verdicts"):
+        epsilon_greedy_probabilities(q, 0.1, 3, guard_verdicts=np.array([-1, -1]))
+    with pytest.raises(TypeError, match="guard_exploration"):
+        epsilon_greedy_probabilities(q, 0.1, 3, guard_verdicts=np.array([-1]), guard_exploration=1)  # type: ignore[arg-type]
+
+
+def test_reported_decisions_carry_their_verdicts_into_the_ring(tmp_path: Path) -> None:
+    path = write_constant_model(tmp_path / "m.onnx", 3)
+    table = [(4e8, 0.02), (3e8, 0.03), (2e8, 0.04), (1e6, 0.3)]
+    size = 64 << 20
+    raw = raw_state([b for b, _ in table], [r for _, r in table], [1.0] * 4, size)
+    guarded = itp.TaskPartitioner(path, guard_margin=0.1)
+    plain = itp.TaskPartitioner(path)
+    for p in (guarded, plain):
+        for i, (bw, rtt) in enumerate(table):
+            p.update_stream(i, bandwidth_bps=bw, latency_s=rtt)
+        for k in range(3):
+            d = p.partition_task(itp.Task(f"t{k}", size))
+            p.report_outcome(d.task_id, d, throughput_bps=1e8, latency_s=0.5, success=True)
+    logged = guarded.ring.drain(100)
+    assert logged.guard_verdicts is not None
+    np.testing.assert_array_equal(logged.guard_verdicts, np.full(3, reference_verdicts(raw, 0.1, None)))
+    np.testing.assert_array_equal(plain.ring.drain(100).guard_verdicts, np.full(3, -1))
 
 
 @pytest.mark.parametrize("bad", [1, None, "yes"])

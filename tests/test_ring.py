@@ -381,3 +381,39 @@ def test_drain_into_ignores_propensities() -> None:
     assert ring.push_batch(**cols, propensities=[0.1, 1.0, 0.5]) == 3
     assert ring.drain_into(replay, 10) == 3
     assert len(replay) == 3
+
+
+# ------------------------------------------------------------------------------------ guard verdicts
+GUARD_CODE = (14 << 16) | (1 << 14) | (1 << 2)  # actions 2 and 14 let through, the heuristic's is 14
+
+
+def test_guard_verdicts_travel_through_the_ring() -> None:
+    ring = ExperienceRing(16)
+    rows = make_rows(4, 0)
+    assert ring.try_push(rows["states"][0], 1, 0.5, rows["next_states"][0], False, 0.5, GUARD_CODE)
+    assert ring.try_push(rows["states"][1], 1, 0.5, rows["next_states"][1], False, 0.5)
+    codes = np.array([GUARD_CODE, -1], dtype=np.int32)
+    tail = {k: v[2:] for k, v in rows.items()}
+    head = {k: v[:1] for k, v in rows.items()}
+    assert ring.push_batch(
+        tail["states"], tail["actions"], tail["rewards"], tail["next_states"], tail["dones"],
+        np.full(2, 0.25, np.float32), codes,
+    ) == 2
+    assert ring.push_batch(*(head[k] for k in ("states", "actions", "rewards", "next_states", "dones"))) == 1
+    got = ring.drain(10)
+    assert got.guard_verdicts is not None and got.guard_verdicts.dtype == np.int32
+    np.testing.assert_array_equal(got.guard_verdicts, [GUARD_CODE, -1, GUARD_CODE, -1, -1])
+
+
+@pytest.mark.parametrize("bad", [-2, 1 << 15, (3 << 16) | 1, 15 << 16])
+def test_invalid_guard_verdicts_are_refused_and_push_nothing(bad: int) -> None:
+    ring = ExperienceRing(8)
+    rows = make_rows(2, 0)
+    with pytest.raises(ValueError, match="guard_verdicts"):
+        ring.try_push(rows["states"][0], 1, 0.5, rows["next_states"][0], False, 0.5, bad)
+    with pytest.raises(ValueError, match="guard_verdicts"):
+        ring.push_batch(rows["states"], rows["actions"], rows["rewards"], rows["next_states"], rows["dones"],
+                        None, np.array([-1, bad], dtype=np.int32))
+    with pytest.raises(TypeError, match="guard_verdicts"):
+        ring.try_push(rows["states"][0], 1, 0.5, rows["next_states"][0], False, 0.5, 1.5)  # type: ignore[arg-type]
+    assert (ring.pushed, ring.dropped, ring.size) == (0, 0, 0)

@@ -795,6 +795,12 @@ class PyPartitioner {
     std::copy(raw.data(), raw.data() + kNumFeatures, d.raw.begin());
     d.model_fault = !t[7].is_none() && t[7].cast<bool>();
     d.propensity = t[8].cast<double>();
+    if (t.size() > 9) {
+      d.guard_verdicts = t[9].cast<std::int32_t>();
+      if (!valid_guard_verdicts(d.guard_verdicts)) {
+        throw py::value_error("decision tuple holds invalid guard verdicts " + std::to_string(d.guard_verdicts));
+      }
+    }
     return d;
   }
 

@@ -123,7 +123,7 @@ py::tuple to_tuple(const DecisionOutput& d) {
   py::array_t<double> raw(static_cast<py::ssize_t>(kNumFeatures));
   std::copy(d.raw.begin(), d.raw.end(), raw.mutable_data());
   return py::make_tuple(d.action, static_cast<int>(d.source), chunks, d.split.expected_time_s, d.confidence,
-                        state, raw, d.model_fault, d.propensity);
+                        state, raw, d.model_fault, d.propensity, d.guard_verdicts);
 }
 
 py::tuple engine_decide(const DecisionEngine& e, const py::handle& size_obj, double priority, double hour,

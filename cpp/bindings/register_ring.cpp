@@ -25,6 +25,7 @@ namespace itp::bind {
 
 using FloatArray = py::array_t<float, py::array::c_style>;
 using Int64Array = py::array_t<std::int64_t, py::array::c_style>;
+using Int32Array = py::array_t<std::int32_t, py::array::c_style>;
 using TransitionArrays = std::tuple<FloatArray, Int64Array, FloatArray, FloatArray, FloatArray>;
 
 // Shared parsers, defined in register_replay.cpp.
@@ -78,9 +79,24 @@ float read_propensity(const py::handle& obj, const char* name) {
   return f;
 }
 
+// Guard verdicts from Python (itp/guard_verdicts.hpp): an int, -1 for none; named in the error.
+std::int32_t read_guard_verdicts(const py::handle& obj, const char* name) {
+  if (PyBool_Check(obj.ptr()) || !PyIndex_Check(obj.ptr())) {
+    throw py::type_error(std::string(name) + " must be an int, got " +
+                         py::str(py::type::of(obj).attr("__name__")).cast<std::string>());
+  }
+  const long long v = obj.cast<long long>();
+  if (v < std::numeric_limits<std::int32_t>::min() || v > std::numeric_limits<std::int32_t>::max() ||
+      !valid_guard_verdicts(static_cast<std::int32_t>(v))) {
+    throw py::value_error(std::string(name) + " must be -1 or a mask of the actions let through (bits 0..14) "
+                          "with the heuristic's action (bits 16..19, let through), got " + std::to_string(v));
+  }
+  return static_cast<std::int32_t>(v);
+}
+
 std::size_t push_batch(ExperienceRing& ring, const py::handle& states, const py::handle& actions,
                        const py::handle& rewards, const py::handle& next_states, const py::handle& dones,
-                       const py::handle& propensities_obj) {
+                       const py::handle& propensities_obj, const py::handle& guards_obj) {
   auto cols = read_transitions(states, actions, rewards, next_states, dones);
   const auto n_rows = std::get<0>(cols).shape(0);
   py::array_t<float, py::array::c_style> props;
@@ -97,6 +113,18 @@ std::size_t push_batch(ExperienceRing& ring, const py::handle& states, const py:
     }
   }
   const float* pr = propensities_obj.is_none() ? nullptr : props.data();
+  Int32Array guards;
+  if (!guards_obj.is_none()) {
+    guards = as_input<std::int32_t>(guards_obj, "guard_verdicts");
+    require_1d(guards, "guard_verdicts", n_rows);
+    for (py::ssize_t k = 0; k < n_rows; ++k) {
+      if (!valid_guard_verdicts(guards.data()[k])) {
+        throw py::value_error("guard_verdicts[" + std::to_string(k) + "] is not a valid verdict code: " +
+                              std::to_string(guards.data()[k]));
+      }
+    }
+  }
+  const std::int32_t* gv = guards_obj.is_none() ? nullptr : guards.data();
   const float* s = std::get<0>(cols).data();
   const std::int64_t* a = std::get<1>(cols).data();
   const float* r = std::get<2>(cols).data();
@@ -111,6 +139,7 @@ std::size_t push_batch(ExperienceRing& ring, const py::handle& states, const py:
     std::memcpy(cell.next_state.data(), ns + k * kF, kF * sizeof(float));
     cell.done = d[k] != 0.0F ? 1 : 0;
     cell.propensity = pr != nullptr ? pr[k] : std::numeric_limits<float>::quiet_NaN();
+    cell.guard_verdicts = gv != nullptr ? gv[k] : kNoGuardVerdicts;
   });
 }
 
@@ -128,6 +157,8 @@ py::tuple drain(ExperienceRing& ring, const py::handle& max_obj) {
   FloatArray dones(rows);
   FloatArray propensities(rows);
   float* pr = propensities.mutable_data();
+  Int32Array guards(rows);
+  std::int32_t* gv = guards.mutable_data();
   float* s = states.mutable_data();
   std::int64_t* a = actions.mutable_data();
   float* r = rewards.mutable_data();
@@ -146,14 +177,15 @@ py::tuple drain(ExperienceRing& ring, const py::handle& max_obj) {
         std::memcpy(ns + row * kF, rec.next_state.data(), kF * sizeof(float));
         d[row] = rec.done != 0 ? 1.0F : 0.0F;
         pr[row] = rec.propensity;
+        gv[row] = rec.guard_verdicts;
       }
       moved += count;
     });
   }
-  if (moved == n) return py::make_tuple(states, actions, rewards, next_states, dones, propensities);
+  if (moved == n) return py::make_tuple(states, actions, rewards, next_states, dones, propensities, guards);
   const py::slice head(0, static_cast<py::ssize_t>(moved), 1);
   return py::make_tuple(states[head], actions[head], rewards[head], next_states[head], dones[head],
-                        propensities[head]);
+                        propensities[head], guards[head]);
 }
 
 std::size_t drain_into(ExperienceRing& ring, PrioritizedReplay& replay, const py::handle& max_obj) {
@@ -265,15 +297,18 @@ void register_ring(py::module_& m) {
       .def(
           "try_push",
           [](ExperienceRing& ring, const py::handle& state, const py::handle& action, const py::handle& reward,
-             const py::handle& next_state, const py::handle& done, const py::handle& propensity) {
+             const py::handle& next_state, const py::handle& done, const py::handle& propensity,
+             const py::handle& guard_verdicts) {
             TransitionRecord rec = read_transition(state, action, reward, next_state, done);
             rec.propensity = read_propensity(propensity, "propensity");
+            rec.guard_verdicts = read_guard_verdicts(guard_verdicts, "guard_verdicts");
             return ring.try_push(rec);
           },
           py::arg("state"), py::arg("action"), py::arg("reward"), py::arg("next_state"), py::arg("done"),
-          py::arg("propensity") = py::none())
+          py::arg("propensity") = py::none(), py::arg("guard_verdicts") = kNoGuardVerdicts)
       .def("push_batch", &push_batch, py::arg("states"), py::arg("actions"), py::arg("rewards"),
-           py::arg("next_states"), py::arg("dones"), py::arg("propensities") = py::none())
+           py::arg("next_states"), py::arg("dones"), py::arg("propensities") = py::none(),
+           py::arg("guard_verdicts") = py::none())
       .def("drain", &drain, py::arg("max_records"))
       .def("drain_into", &drain_into, py::arg("replay"), py::arg("max_records"));
 

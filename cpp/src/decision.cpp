@@ -177,6 +177,7 @@ void DecisionEngine::decide_raw_with(const double* raw, std::uint64_t size_bytes
   }
 
   out.guarded = false;
+  out.guard_verdicts = kNoGuardVerdicts;
   if (out.has_q) {
     const double eps = explore ? epsilon() : 0.0;  // read once: the draw and the propensity agree
     const int top_k = explore_top_k();             // likewise
@@ -195,10 +196,15 @@ void DecisionEngine::decide_raw_with(const double* raw, std::uint64_t size_bytes
         greedy = h;
         guard_pick = true;
       }
+      // The same test as the greedy check; h itself always passes (NaN scores compare false and pass).
+      std::int32_t mask = 0;
+      for (int a = 0; a < kNumActions; ++a) {
+        if (a == h || !(scores[static_cast<std::size_t>(a)] > limit)) mask |= std::int32_t{1} << a;
+      }
+      out.guard_verdicts = encode_guard_verdicts(mask, h);
       if (guard_exploration()) {
-        // The same test as the greedy check; h itself always passes (NaN scores compare false and pass).
         for (int a = 0; a < kNumActions; ++a) {
-          const bool refused = a != h && scores[static_cast<std::size_t>(a)] > limit;
+          const bool refused = ((mask >> a) & 1) == 0;
           allowed[static_cast<std::size_t>(a)] = !refused;
           n_allowed -= refused ? 1 : 0;
         }

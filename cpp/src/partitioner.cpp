@@ -110,6 +110,7 @@ void PartitionerCore::fill_pending(PendingDecision& p, const DecisionOutput& d, 
   p.expected_time_s = d.split.expected_time_s;
   p.confidence = d.confidence;
   p.propensity = d.propensity;
+  p.guard_verdicts = d.guard_verdicts;
   p.created_s = now_s;
   p.action = d.action;
   p.source = static_cast<std::uint8_t>(d.source);
@@ -236,6 +237,7 @@ double PartitionerCore::finish(const PendingDecision& p, const OutcomeInput& o, 
   rec.done = 0;
   // As float32, never rounded to 0 (a tiny exploration share stays a valid, positive propensity).
   rec.propensity = std::max(static_cast<float>(p.propensity), std::numeric_limits<float>::min());
+  rec.guard_verdicts = p.guard_verdicts;
   pushed = ring_ != nullptr && ring_->try_push(rec);
   return reward;
 }

@@ -646,6 +646,10 @@ class OnlineLearner:
             gate["target_epsilon"] = float(getattr(self._p, "epsilon", 0.0))
         if gate.get("target_top_k") is None:  # and with the deployment's exploration set
             gate["target_top_k"] = int(getattr(self._p, "explore_top_k", 15))
+        if gate.get("target_guard") is None:  # and as its decision guard lets them act
+            gate["target_guard"] = getattr(self._p, "guard_margin", None) is not None
+        if gate.get("target_guard_exploration") is None:
+            gate["target_guard_exploration"] = bool(getattr(self._p, "guard_exploration", False))
         transport = self._fitted_transport()
         self._last_transport = transport
         efficiencies = self._fitted_stream_efficiencies() if transport is not None else None
@@ -684,6 +688,8 @@ class OnlineLearner:
             stream_efficiencies=list(efficiencies) if efficiencies is not None else None,
             target_epsilon=gate["target_epsilon"],
             target_top_k=gate["target_top_k"],
+            target_guard=gate["target_guard"],
+            target_guard_exploration=gate["target_guard_exploration"],
         )
         logger.info(
             "online learner: retraining started (%s), candidate version %s", why, version,
@@ -915,9 +921,18 @@ class OnlineLearner:
 
 
 def _concat(batches: list[TransitionBatch]) -> TransitionBatch:
-    """One batch; propensities kept where known (NaN for batches without them, None if none has them)."""
+    """One batch; propensities kept where known (NaN for batches without them, None if none has them),
+    guard verdicts likewise (-1 for batches without them)."""
     if len(batches) == 1:
         return batches[0]
+    guards = None
+    if any(b.guard_verdicts is not None for b in batches):
+        guards = np.concatenate(
+            [
+                b.guard_verdicts if b.guard_verdicts is not None else np.full(len(b), -1, np.int32)
+                for b in batches
+            ]
+        ).astype(np.int32)
     propensities = None
     if any(b.propensities is not None for b in batches):
         propensities = np.concatenate(
@@ -933,6 +948,7 @@ def _concat(batches: list[TransitionBatch]) -> TransitionBatch:
         next_states=np.concatenate([b.next_states for b in batches]),
         dones=np.concatenate([b.dones for b in batches]),
         propensities=propensities,
+        guard_verdicts=guards,
     )
 
 

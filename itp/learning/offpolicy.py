@@ -34,6 +34,14 @@ small ESS and an untrustworthy estimate, whatever its value: :func:`compare_poli
 candidate better (``min_effective_samples``). This is why the behaviour policy must explore (epsilon > 0):
 with a deterministic logger only candidates that agree with it can be evaluated.
 
+**The decision guard** (``TaskPartitioner(guard_margin=)``) changes what a model does once deployed: a
+greedy choice the guard refuses is replaced by the heuristic's action, and with guarded exploration the
+draws keep to the actions it lets through. Every logged decision carries the guard's verdicts then
+(``TransitionBatch.guard_verdicts``: :func:`decode_guard_verdicts`), and
+:func:`epsilon_greedy_probabilities` with ``guard_verdicts`` gives a model's probabilities as the guard
+would have let it act on each row, so a candidate is scored as it would be deployed. Without verdicts
+(-1: the guard did not run) a row is scored unguarded.
+
 All functions are pure (numpy in, frozen dataclasses out), O(n * actions), and thread-safe.
 """
 
@@ -192,8 +200,49 @@ def _check_confidence(confidence: float) -> float:
 # ------------------------------------------------------------------------------------ policies
 
 
+#: Guard verdict code of a decision the guard did not judge (off, or a heuristic decision).
+NO_GUARD_VERDICTS: Final = -1
+_GUARD_MASK_BITS: Final = (1 << 15) - 1
+
+
+def valid_guard_verdicts(code: int) -> bool:
+    """True for -1 or a well-formed code: bits 0..14 the actions the guard let through, bits 16..19 the
+    heuristic's action (0..14, itself let through), nothing else set (as ``itp/guard_verdicts.hpp``)."""
+    if code == NO_GUARD_VERDICTS:
+        return True
+    if code < 0:
+        return False
+    h, rest = code >> 16, code & 0xFFFF
+    return h < 15 and rest & ~_GUARD_MASK_BITS == 0 and (rest >> h) & 1 == 1
+
+
+def decode_guard_verdicts(codes: npt.ArrayLike) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64]]:
+    """(allowed bool[rows, 15], heuristic action int64[rows]) from guard verdict codes (int[rows]).
+
+    A row without verdicts (-1) lets every action through and has heuristic action -1.
+
+    Raises:
+        ValueError: a code that is neither -1 nor well formed (:func:`valid_guard_verdicts`).
+    """
+    c = np.asarray(codes)
+    if c.ndim != 1 or (c.size and c.dtype.kind not in "iu"):
+        raise ValueError(f"guard_verdicts must be a 1-D int array, got {c.dtype}{list(c.shape)}")
+    c = c.astype(np.int64)
+    for i, code in enumerate(c.tolist()):
+        if not valid_guard_verdicts(code):
+            raise ValueError(f"guard_verdicts[{i}] is not a valid verdict code: {code}")
+    none = c == NO_GUARD_VERDICTS
+    allowed = ((np.where(none, _GUARD_MASK_BITS, c)[:, None] >> np.arange(15)) & 1).astype(bool)
+    return allowed, np.where(none, -1, c >> 16)
+
+
 def epsilon_greedy_probabilities(
-    q_values: npt.ArrayLike, epsilon: float, top_k: int | None = None
+    q_values: npt.ArrayLike,
+    epsilon: float,
+    top_k: int | None = None,
+    *,
+    guard_verdicts: npt.ArrayLike | None = None,
+    guard_exploration: bool = False,
 ) -> FloatArray:
     """Action probabilities of epsilon-greedy over ``q_values`` (float[rows, actions]).
 
@@ -202,9 +251,15 @@ def epsilon_greedy_probabilities(
     action (lowest index on ties, as :func:`numpy.argmax` and the agent pick it) gets
     ``1 - epsilon + epsilon / k``, each other of the k best ``epsilon / k``, the rest 0.
 
+    With ``guard_verdicts`` (int[rows], 15 actions; :func:`decode_guard_verdicts`), each row is scored
+    as the decision guard would have let the policy act there, as the engine does: a greedy action the
+    guard refused is replaced by the heuristic's action, and with ``guard_exploration`` the exploration
+    draws are the k best by Q *among the actions let through* (``k' = min(k, their number)``, each
+    ``epsilon / k'``). Rows with -1 are scored unguarded.
+
     Raises:
         ValueError: a non-2-D or non-finite ``q_values``, ``epsilon`` outside [0, 1], ``top_k`` outside
-            1..actions.
+            1..actions, ``guard_verdicts`` of the wrong length or with an invalid code.
     """
     q = np.asarray(q_values, dtype=np.float64)
     if q.ndim != 2 or q.shape[1] == 0:
@@ -218,13 +273,35 @@ def epsilon_greedy_probabilities(
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n_actions:
         raise ValueError(f"top_k must be None or an int in 1..{n_actions}, got {top_k!r}")
     rows = np.arange(q.shape[0])
-    if k == n_actions:
-        probs = np.full(q.shape, epsilon / k, dtype=np.float64)
-    else:
-        probs = np.zeros(q.shape, dtype=np.float64)
-        best = np.argsort(-q, axis=1, kind="stable")[:, :k]  # stable: equal Q keeps the lower index first
-        probs[rows[:, None], best] = epsilon / k
-    probs[rows, np.argmax(q, axis=1)] += 1.0 - epsilon
+    greedy = np.argmax(q, axis=1)
+    if guard_verdicts is None:
+        if k == n_actions:
+            probs = np.full(q.shape, epsilon / k, dtype=np.float64)
+        else:
+            probs = np.zeros(q.shape, dtype=np.float64)
+            best = np.argsort(-q, axis=1, kind="stable")[:, :k]  # stable: equal Q keeps the lower index first
+            probs[rows[:, None], best] = epsilon / k
+        probs[rows, greedy] += 1.0 - epsilon
+        return probs
+    if n_actions != 15:
+        raise ValueError(f"guard_verdicts need 15 actions, got {n_actions}")
+    if not isinstance(guard_exploration, bool):
+        raise TypeError(f"guard_exploration must be a bool, got {type(guard_exploration).__name__}")
+    codes = np.asarray(guard_verdicts)
+    if codes.shape != (q.shape[0],):
+        raise ValueError(f"guard_verdicts must be int[{q.shape[0]}], got shape {codes.shape}")
+    allowed, heuristic = decode_guard_verdicts(codes)
+    refused = ~allowed[rows, greedy]  # never for a row without verdicts (all let through)
+    greedy = np.where(refused, heuristic, greedy)
+    pool = allowed if guard_exploration else np.ones_like(allowed)
+    # Pool actions first by Q descending, the rest after; stable: equal Q keeps the lower index first.
+    order = np.argsort(np.where(pool, -q, np.inf), axis=1, kind="stable")
+    k_row = np.minimum(k, pool.sum(axis=1))
+    probs = np.zeros(q.shape, dtype=np.float64)
+    for r in range(k):
+        take_rows = rows[r < k_row]
+        probs[take_rows, order[take_rows, r]] = epsilon / k_row[take_rows]
+    probs[rows, greedy] += 1.0 - epsilon
     return probs
 
 

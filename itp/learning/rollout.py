@@ -129,6 +129,13 @@ class GateConfig:
             learner fills in the partitioner's epsilon; called directly, None is greedy).
         target_top_k: the target policies explore among their k best actions, 1..15; None: the deployed
             ``explore_top_k`` (the learner fills it in; called directly, None is all 15).
+        target_guard: score the target policies as the decision guard would have let them act, on the
+            held-back rows that carry the guard's verdicts (:func:`itp.learning.offpolicy.
+            epsilon_greedy_probabilities`); None: as deployed (the learner fills in whether the
+            partitioner's guard is on; called directly, None is True).
+        target_guard_exploration: with ``target_guard``, the target policies' exploration keeps to the
+            actions the guard let through; None: as deployed (the learner fills in the partitioner's
+            ``guard_exploration``; called directly, None is False).
         episodes: simulated episodes per model (>= 1).
         seed: evaluation seed (both models see the same episodes; also seeds the DR cross-fitting).
         sim_margin: tolerated loss of mean per-task reward on the simulator (reward units, >= 0).
@@ -150,6 +157,8 @@ class GateConfig:
     max_extrapolated_share: float = 0.1
     target_epsilon: float | None = None
     target_top_k: int | None = None
+    target_guard: bool | None = None
+    target_guard_exploration: bool | None = None
     episodes: int = 20
     seed: int = 12345
     sim_margin: float = 0.0
@@ -197,6 +206,10 @@ class GateConfig:
         k = self.target_top_k
         if k is not None and (isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 15):
             raise ValueError(f"GateConfig.target_top_k must be None or an int in 1..15, got {k!r}")
+        for name in ("target_guard", "target_guard_exploration"):
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, bool):
+                raise TypeError(f"GateConfig.{name} must be None or a bool, got {type(v).__name__}")
         if not 0.0 <= self.gamma < 1.0:
             raise ValueError(f"GateConfig.gamma must be in [0, 1), got {self.gamma!r}")
 
@@ -215,6 +228,8 @@ class GateResult:
         offpolicy: :meth:`itp.learning.offpolicy.OffPolicyComparison.as_dict` (estimates, interval, ESS,
             rows), None when the off-policy verdict was not made.
         target_epsilon: exploration rate of the off-policy target policies.
+        guarded_rows: off-policy rows on which the target policies were scored as the decision guard
+            let them act (rows carrying the guard's verdicts, ``target_guard`` on).
         sim_physics: the simulator's transport settings when it ran (setup_rtts, initial_window_bytes,
             slow_start, stream_efficiency), else None.
         episodes, seed: of the simulator check.
@@ -234,6 +249,7 @@ class GateResult:
     offpolicy_rows: int = 0
     offpolicy: dict[str, Any] | None = None
     target_epsilon: float = 0.0
+    guarded_rows: int = 0
     sim_physics: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -281,7 +297,8 @@ def offpolicy_comparison(
     candidate: LoadedModel, current: LoadedModel, logged: TransitionBatch, config: GateConfig
 ) -> OffPolicyComparison:
     """Paired off-policy comparison of ``candidate`` with ``current`` on ``logged`` rows (all with a
-    propensity), the policies epsilon-greedy at ``config.target_epsilon`` (None: greedy).
+    propensity), the policies epsilon-greedy at ``config.target_epsilon`` (None: greedy), guarded as
+    ``config.target_guard`` / ``target_guard_exploration`` say where the rows carry the guard's verdicts.
 
     Raises:
         ValueError: a row without a propensity, or a model with non-finite Q-values on the logged states.
@@ -290,12 +307,16 @@ def offpolicy_comparison(
         raise ValueError("offpolicy_comparison needs a propensity on every logged row")
     eps = 0.0 if config.target_epsilon is None else float(config.target_epsilon)
     states = np.ascontiguousarray(logged.states, dtype=np.float32)
+    guards = logged.guard_verdicts if config.target_guard is not False else None
     probs = {}
     for name, model in (("candidate", candidate), ("current", current)):
         q = model.q_values_batch(states)
         if not np.all(np.isfinite(q)):
             raise ValueError(f"the {name} model has non-finite Q-values on the held-back states")
-        probs[name] = epsilon_greedy_probabilities(q, eps, config.target_top_k)
+        probs[name] = epsilon_greedy_probabilities(
+            q, eps, config.target_top_k, guard_verdicts=guards,
+            guard_exploration=bool(config.target_guard_exploration),
+        )
     predictions = None
     if config.estimator == "dr":
         predictions = cross_fitted_reward_predictions(
@@ -396,8 +417,11 @@ def offline_gate(
     run_sim = config.mode in ("simulator", "both")
     op_passed = True
     inconclusive = False
+    guarded_rows = 0
     if config.mode in ("offpolicy", "both"):
         logged, op_rows, why_not = _usable_offpolicy_rows(current, holdout, config)
+        if logged is not None and logged.guard_verdicts is not None and config.target_guard is not False:
+            guarded_rows = int(np.count_nonzero(logged.guard_verdicts >= 0))
         if logged is None:
             notes.append(f"off-policy verdict not possible ({why_not}): simulator gate used")
             run_sim = True
@@ -439,6 +463,7 @@ def offline_gate(
         offpolicy_rows=op_rows,
         offpolicy=op.as_dict() if op is not None else None,
         target_epsilon=eps,
+        guarded_rows=guarded_rows,
         sim_physics=_sim_physics(config.sim_config) if run_sim else None,
     )
 
@@ -702,7 +727,7 @@ def holdout_newest(n: int, fraction: float) -> tuple[npt.NDArray[np.int64], npt.
 
 
 def take(batch: TransitionBatch, rows: Sequence[int] | npt.NDArray[np.int64]) -> TransitionBatch:
-    """The rows ``rows`` of ``batch`` (copies, propensities included)."""
+    """The rows ``rows`` of ``batch`` (copies, propensities and guard verdicts included)."""
     r = np.asarray(rows, dtype=np.int64)
     return TransitionBatch(
         states=batch.states[r],
@@ -711,4 +736,5 @@ def take(batch: TransitionBatch, rows: Sequence[int] | npt.NDArray[np.int64]) ->
         next_states=batch.next_states[r],
         dones=batch.dones[r],
         propensities=batch.propensities[r] if batch.propensities is not None else None,
+        guard_verdicts=batch.guard_verdicts[r] if batch.guard_verdicts is not None else None,
     )

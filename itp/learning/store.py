@@ -13,7 +13,7 @@ Guarantees (with the learner's flush protocol, :mod:`itp.learning.learner`):
   every committed transaction; only rows not yet committed (at most one flush interval) are lost;
 * rows are never pickled: states are float32[20] little-endian blobs (80 bytes).
 
-Schema (``format_version`` 2)::
+Schema (``format_version`` 3)::
 
     meta(key TEXT PRIMARY KEY, value TEXT)          -- format_version, state_layout_version
     transitions(
@@ -24,7 +24,8 @@ Schema (``format_version`` 2)::
         reward     REAL NOT NULL,
         next_state BLOB NOT NULL,                     -- float32[20]
         done       INTEGER NOT NULL CHECK (done IN (0, 1)),
-        propensity REAL)                              -- behaviour probability of action; NULL: unknown
+        propensity REAL,                              -- behaviour probability of action; NULL: unknown
+        guard_verdicts INTEGER)                       -- the decision guard's verdicts; NULL: none
 
 **Propensities** (format 2) are what off-policy evaluation (:mod:`itp.learning.offpolicy`) needs: the
 probability the behaviour policy gave each logged action. A row pushed without one (a producer that does
@@ -32,9 +33,16 @@ not know it, or a row logged before propensities existed) stores NULL. Reads ret
 ``TransitionBatch.propensities = None`` when no row of the result has one, else float32[N] with NaN
 marking the rows without one (so callers select the usable rows with ``np.isfinite``).
 
-**Migration**: a format-1 file (no ``propensity`` column) is migrated in place when opened: one
-transaction adds the nullable column (old rows read as NULL: unknown) and sets ``format_version`` to 2.
-Nothing else changes, so the migration is O(1) whatever the file's size.
+**Guard verdicts** (format 3): the decision guard's verdicts when the action was chosen (which actions
+it let through, the heuristic's action: :func:`itp.learning.offpolicy.decode_guard_verdicts`), so that
+the off-policy gate scores a model as the guard would have let it act. NULL where the guard did not run or
+the row predates the column; reads return ``TransitionBatch.guard_verdicts = None`` when no row of the
+result has them, else int32[N] with -1 for those rows.
+
+**Migration**: a format-1 or format-2 file is migrated in place when opened: one transaction adds the
+missing nullable columns (``propensity`` from format 1, ``guard_verdicts`` from 1 and 2; old rows read as
+NULL) and sets ``format_version`` to 3. Nothing else changes, so the migration is O(1) whatever the
+file's size.
 
 Retention: with ``max_rows`` set, each append deletes the oldest rows beyond it (same transaction).
 
@@ -56,6 +64,7 @@ import numpy as np
 import numpy.typing as npt
 
 from itp.actions import NUM_ACTIONS
+from itp.learning.offpolicy import valid_guard_verdicts
 from itp.ring import TransitionBatch
 from itp.state import NUM_FEATURES, STATE_LAYOUT_VERSION
 
@@ -63,9 +72,9 @@ __all__ = ["STORE_FORMAT_VERSION", "ExperienceStore", "StoreError"]
 
 logger = logging.getLogger(__name__)
 
-STORE_FORMAT_VERSION: Final = 2
+STORE_FORMAT_VERSION: Final = 3
 #: Older formats this version migrates in place when it opens them.
-_MIGRATABLE_FORMATS: Final = ("1",)
+_MIGRATABLE_FORMATS: Final = ("1", "2")
 _STATE_BYTES: Final = 4 * NUM_FEATURES
 _F32LE: Final = np.dtype("<f4")
 
@@ -79,12 +88,17 @@ CREATE TABLE IF NOT EXISTS transitions (
     reward REAL NOT NULL,
     next_state BLOB NOT NULL CHECK (length(next_state) = {_STATE_BYTES}),
     done INTEGER NOT NULL CHECK (done IN (0, 1)),
-    propensity REAL CHECK (propensity IS NULL OR (propensity > 0 AND propensity <= 1))
+    propensity REAL CHECK (propensity IS NULL OR (propensity > 0 AND propensity <= 1)),
+    guard_verdicts INTEGER CHECK (guard_verdicts IS NULL OR guard_verdicts >= 0)
 );
 """
 _ADD_PROPENSITY: Final = (
     "ALTER TABLE transitions ADD COLUMN propensity REAL "
     "CHECK (propensity IS NULL OR (propensity > 0 AND propensity <= 1))"
+)
+_ADD_GUARD_VERDICTS: Final = (
+    "ALTER TABLE transitions ADD COLUMN guard_verdicts INTEGER "
+    "CHECK (guard_verdicts IS NULL OR guard_verdicts >= 0)"
 )
 
 
@@ -101,6 +115,21 @@ def _checked_propensities(values: npt.ArrayLike | None, n: int) -> list[float | 
         i = int(np.flatnonzero(bad)[0])
         raise ValueError(f"propensities must be in (0, 1] or NaN (unknown), got {mu[i]} at row {i}")
     return [float(m) if k else None for m, k in zip(mu.tolist(), known.tolist(), strict=True)]
+
+
+def _checked_guard_verdicts(values: npt.ArrayLike | None, n: int) -> list[int | None]:
+    """Guard verdicts as SQL values (None for NULL); -1 marks a row without them."""
+    if values is None:
+        return [None] * n
+    codes = np.asarray(values)
+    if codes.shape != (n,) or codes.dtype.kind not in "iu":
+        raise ValueError(f"guard_verdicts must be int[{n}], got {codes.dtype}{list(codes.shape)}")
+    out: list[int | None] = []
+    for i, c in enumerate(codes.tolist()):
+        if c != -1 and not valid_guard_verdicts(c):
+            raise ValueError(f"guard_verdicts must be -1 or a valid verdict code, got {c} at row {i}")
+        out.append(None if c == -1 else int(c))
+    return out
 
 
 class StoreError(RuntimeError):
@@ -175,13 +204,15 @@ class ExperienceStore:
             )
 
     def _migrate(self, old_format: str) -> None:
-        """Format 1 -> 2 in one transaction: add the nullable ``propensity`` column (old rows: NULL)."""
+        """Format 1 or 2 -> 3 in one transaction: add the missing nullable columns (old rows: NULL)."""
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
             columns = {str(r[1]) for r in conn.execute("PRAGMA table_info(transitions)").fetchall()}
             if "propensity" not in columns:
                 conn.execute(_ADD_PROPENSITY)
+            if "guard_verdicts" not in columns:
+                conn.execute(_ADD_GUARD_VERDICTS)
             conn.execute(
                 "UPDATE meta SET value = ? WHERE key = 'format_version'", (str(STORE_FORMAT_VERSION),)
             )
@@ -190,7 +221,7 @@ class ExperienceStore:
             conn.execute("ROLLBACK")
             raise
         logger.info(
-            "experience store %s migrated from format %s to %d (propensity column added; old rows: NULL)",
+            "experience store %s migrated from format %s to %d (columns added; old rows: NULL)",
             self.path, old_format, STORE_FORMAT_VERSION,
         )
 
@@ -199,11 +230,12 @@ class ExperienceStore:
         """Store ``batch`` in one transaction (durable when this returns); returns the rows added.
 
         ``batch.propensities`` may be None (every row stored with NULL) or float[N] with values in
-        (0, 1], NaN marking a row without one.
+        (0, 1], NaN marking a row without one; ``batch.guard_verdicts`` None or int[N], -1 marking a row
+        without them.
 
         Raises:
-            ValueError: wrong array shapes, non-finite values, or a propensity outside (0, 1] (nothing is
-                stored).
+            ValueError: wrong array shapes, non-finite values, a propensity outside (0, 1] or an invalid
+                guard verdict code (nothing is stored).
             sqlite3.Error: the database could not be written (nothing is stored).
         """
         n = len(batch)
@@ -217,15 +249,17 @@ class ExperienceStore:
             )
         rewards = np.asarray(batch.rewards, dtype=np.float64)
         propensities = _checked_propensities(batch.propensities, n)
+        guards = _checked_guard_verdicts(batch.guard_verdicts, n)
         if not (
             np.all(np.isfinite(rewards)) and np.all(np.isfinite(states)) and np.all(np.isfinite(next_states))
         ):
             raise ValueError("transitions must be finite")
         now = time.time()
         rows = [
-            (now, states[i].tobytes(), int(a), float(r), next_states[i].tobytes(), int(d != 0), mu)
-            for i, (a, r, d, mu) in enumerate(
-                zip(batch.actions.tolist(), rewards.tolist(), batch.dones.tolist(), propensities, strict=True)
+            (now, states[i].tobytes(), int(a), float(r), next_states[i].tobytes(), int(d != 0), mu, g)
+            for i, (a, r, d, mu, g) in enumerate(
+                zip(batch.actions.tolist(), rewards.tolist(), batch.dones.tolist(), propensities, guards,
+                    strict=True)
             )
         ]
         with self._lock:
@@ -233,8 +267,9 @@ class ExperienceStore:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.executemany(
-                    "INSERT INTO transitions (stored_s, state, action, reward, next_state, done, propensity) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO transitions "
+                    "(stored_s, state, action, reward, next_state, done, propensity, guard_verdicts) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     rows,
                 )
                 last_id = int(conn.execute("SELECT last_insert_rowid()").fetchone()[0])
@@ -313,6 +348,12 @@ class ExperienceStore:
             if any(m is not None for m in mus)
             else None
         )
+        codes = [r[8] for r in rows]
+        guard_verdicts = (
+            np.array([-1 if c is None else c for c in codes], dtype=np.int32)
+            if any(c is not None for c in codes)
+            else None
+        )
         return TransitionBatch(
             states=states,
             actions=np.array([r[3] for r in rows], dtype=np.int64),
@@ -320,6 +361,7 @@ class ExperienceStore:
             next_states=next_states,
             dones=np.array([r[6] for r in rows], dtype=np.float32),
             propensities=propensities,
+            guard_verdicts=guard_verdicts,
         )
 
     def integrity_check(self) -> str:

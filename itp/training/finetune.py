@@ -199,8 +199,8 @@ class FinetuneJob:
 
 
 def save_batch(path: str | Path, batch: TransitionBatch) -> None:
-    """Write transitions as an uncompressed ``.npz`` (plain arrays; never pickled; propensities when
-    the batch has them)."""
+    """Write transitions as an uncompressed ``.npz`` (plain arrays; never pickled; propensities and
+    guard verdicts when the batch has them)."""
     arrays: dict[str, Any] = {
         "states": batch.states,
         "actions": batch.actions,
@@ -210,6 +210,8 @@ def save_batch(path: str | Path, batch: TransitionBatch) -> None:
     }
     if batch.propensities is not None:
         arrays["propensities"] = batch.propensities
+    if batch.guard_verdicts is not None:
+        arrays["guard_verdicts"] = batch.guard_verdicts
     np.savez(Path(path), **arrays)
 
 
@@ -223,6 +225,7 @@ def load_batch(path: str | Path) -> TransitionBatch:
             next_states=z["next_states"].astype(np.float32),
             dones=z["dones"].astype(np.float32),
             propensities=z["propensities"].astype(np.float32) if "propensities" in z.files else None,
+            guard_verdicts=z["guard_verdicts"].astype(np.int32) if "guard_verdicts" in z.files else None,
         )
 
 

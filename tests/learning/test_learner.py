@@ -516,7 +516,10 @@ def test_a_calibrating_partitioners_own_calibrator_feeds_the_retrain(tmp_path: P
 
 
 def test_retrain_uses_fitted_physics_and_the_deployed_epsilon(tmp_path: Path) -> None:
-    p = make_partitioner(write_model(tmp_path / "m.onnx", version="1.0.0"), epsilon=0.1, explore_top_k=4)
+    p = make_partitioner(
+        write_model(tmp_path / "m.onnx", version="1.0.0"), epsilon=0.1, explore_top_k=4, guard_margin=0.1,
+        guard_exploration=True,
+    )
     learner = OnlineLearner(
         p, registry=tmp_path / "models", config=tiny_config(), calibrator=FakeCalibrator()
     )
@@ -528,6 +531,7 @@ def test_retrain_uses_fitted_physics_and_the_deployed_epsilon(tmp_path: Path) ->
     assert started["transport_params"] == FakeCalibrator().pooled_params().as_dict()
     assert started["target_epsilon"] == pytest.approx(0.1)
     assert started["target_top_k"] == 4  # the gate judges both models with the deployment's exploration
+    assert started["target_guard"] is True and started["target_guard_exploration"] is True  # and its guard
     m = learner.metrics()
     gate = m["last_gate"]
     assert gate is not None and gate["target_epsilon"] == pytest.approx(0.1)

@@ -245,6 +245,36 @@ def test_offpolicy_gate_accepts_the_same_policy_and_needs_logged_support(tmp_pat
     assert result.evidence == "offpolicy" and result.sim_reward_candidate is None
 
 
+def refusing_verdicts(n: int, refused: int, heuristic: int) -> np.ndarray:
+    """Guard verdicts on every row: all actions let through but ``refused``; the heuristic's action."""
+    mask = ((1 << 15) - 1) & ~(1 << refused)
+    return np.full(n, mask | (heuristic << 16), dtype=np.int32)
+
+
+def test_the_gate_scores_candidates_as_the_guard_lets_them_act(tmp_path: Path) -> None:
+    # The known-better candidate takes action 3 everywhere; on these logs the guard refused action 3 on
+    # every row, and the heuristic's action was the poor action 0: deployed with the guard, the candidate
+    # would take action 0, not 3, so the gate must not pass it. Scored unguarded, it passes.
+    current = load_model(write_constant_model(tmp_path / "cur.onnx", 14, version="1.0.0"))
+    better = load_model(write_constant_model(tmp_path / "better.onnx", 3, version="1.0.1"))
+    logs = dataclasses.replace(logged_by_current(4000), guard_verdicts=refusing_verdicts(4000, 3, 0))
+    guarded = offline_gate(better, current, logs, OFFPOLICY)
+    assert not guarded.passed and "may be worse" in guarded.reason and guarded.evidence == "offpolicy"
+    assert guarded.guarded_rows == 4000
+    assert guarded.offpolicy is not None
+    # As deployed: 0.95 on action 0 (0.1) against 0.95 on action 14 (0.6).
+    assert guarded.offpolicy["lower"] <= -0.95 * 0.5 <= guarded.offpolicy["upper"]
+    unguarded = offline_gate(better, current, logs, dataclasses.replace(OFFPOLICY, target_guard=False))
+    assert unguarded.passed and unguarded.guarded_rows == 0
+    # The current model's action 14 is let through: with or without the guard it is scored the same.
+    same = load_model(write_constant_model(tmp_path / "same.onnx", 14, version="1.0.2"))
+    result = offline_gate(same, current, logs, OFFPOLICY)
+    assert result.passed and result.offpolicy is not None and result.offpolicy["difference"] == 0.0
+    # Rows without verdicts (-1) are scored unguarded.
+    none = dataclasses.replace(logs, guard_verdicts=np.full(4000, -1, dtype=np.int32))
+    assert offline_gate(better, current, none, OFFPOLICY).passed
+
+
 def test_an_unsupported_candidate_is_judged_by_the_simulator_by_default(tmp_path: Path) -> None:
     """Too little logged support is inconclusive, not negative: the simulator check decides (and says so)."""
     current = load_model(write_constant_model(tmp_path / "cur.onnx", 14, version="1.0.0"))
@@ -335,10 +365,12 @@ def test_non_finite_candidate_fails_the_offpolicy_gate(tmp_path: Path) -> None:
         ("min_offpolicy_rows", 1),
         ("target_epsilon", 1.5),
         ("target_epsilon", True),
+        ("target_guard", 1),
+        ("target_guard_exploration", "yes"),
     ],
 )
 def test_gate_config_validation(field: str, value: object) -> None:
-    with pytest.raises(ValueError, match=f"GateConfig.{field}"):
+    with pytest.raises((ValueError, TypeError), match=f"GateConfig.{field}"):
         GateConfig(**{field: value})  # type: ignore[arg-type]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sqlite3
@@ -154,12 +155,50 @@ def test_format_1_store_is_migrated_in_place_and_reads_unknown_propensities(tmp_
         store.append(TransitionBatch(new.states, new.actions, new.rewards, new.next_states, new.dones, mu))
         np.testing.assert_array_equal(store.range(31, 33).propensities, mu)
     con = sqlite3.connect(path)
-    assert con.execute("SELECT value FROM meta WHERE key='format_version'").fetchone()[0] == "2"
+    assert con.execute("SELECT value FROM meta WHERE key='format_version'").fetchone()[0] == "3"
     columns = [r[1] for r in con.execute("PRAGMA table_info(transitions)")]
     con.close()
-    assert columns[-1] == "propensity"
+    assert columns[-2:] == ["propensity", "guard_verdicts"]
     with ExperienceStore(path) as store:  # reopening a migrated file changes nothing
         assert len(store) == 33 and store.integrity_check() == "ok"
+        assert store.recent(100).guard_verdicts is None
+
+
+FORMAT_2_COLUMN = "ALTER TABLE transitions ADD COLUMN propensity REAL"
+
+
+def test_format_2_store_gains_guard_verdicts_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "v2.sqlite3"
+    old = batch(10)
+    write_format_1_store(path, old)
+    con = sqlite3.connect(path)
+    con.execute(FORMAT_2_COLUMN)
+    con.execute("UPDATE transitions SET propensity = 0.5")
+    con.execute("UPDATE meta SET value = '2' WHERE key = 'format_version'")
+    con.commit()
+    con.close()
+    with ExperienceStore(path) as store:
+        got = store.recent(100)
+        np.testing.assert_array_equal(got.propensities, np.full(10, 0.5, np.float32))
+        assert got.guard_verdicts is None  # old rows: none
+        new = batch(2, 10)
+        codes = np.array([-1, (14 << 16) | (1 << 14) | (1 << 3)], dtype=np.int32)
+        store.append(dataclasses.replace(new, guard_verdicts=codes))
+        np.testing.assert_array_equal(store.recent(12).guard_verdicts, np.r_[np.full(10, -1), codes])
+    con = sqlite3.connect(path)
+    assert con.execute("SELECT value FROM meta WHERE key='format_version'").fetchone()[0] == "3"
+    con.close()
+
+
+@pytest.mark.parametrize(
+    "codes",
+    [np.array([1 << 15, -1]), np.array([(3 << 16) | 1, -1]), np.array([-2, -1]), np.array([0.5, 1.0])],
+)
+def test_bad_guard_verdicts_store_nothing(tmp_path: Path, codes: np.ndarray) -> None:
+    with ExperienceStore(tmp_path / "s.sqlite3") as store:
+        with pytest.raises(ValueError, match="guard_verdicts"):
+            store.append(dataclasses.replace(batch(2), guard_verdicts=codes))
+        assert len(store) == 0
 
 
 def test_unknown_format_is_refused(tmp_path: Path) -> None:
@@ -167,10 +206,10 @@ def test_unknown_format_is_refused(tmp_path: Path) -> None:
     with ExperienceStore(path) as store:
         store.append(batch(2))
     con = sqlite3.connect(path)
-    con.execute("UPDATE meta SET value = '3' WHERE key = 'format_version'")
+    con.execute("UPDATE meta SET value = '4' WHERE key = 'format_version'")
     con.commit()
     con.close()
-    with pytest.raises(StoreError, match="format_version '3'"):
+    with pytest.raises(StoreError, match="format_version '4'"):
         ExperienceStore(path)
 
 

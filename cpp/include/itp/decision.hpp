@@ -22,6 +22,7 @@
 #include <mutex>
 
 #include "itp/actions.hpp"
+#include "itp/guard_verdicts.hpp"
 #include "itp/mlp.hpp"
 #include "itp/state.hpp"
 #include "itp/transport.hpp"
@@ -29,6 +30,7 @@
 namespace itp {
 
 enum class DecisionSource : std::uint8_t { kModel = 0, kExplore = 1, kHeuristic = 2 };
+
 
 struct DecisionOutput {
   int action = 0;
@@ -46,6 +48,10 @@ struct DecisionOutput {
   // 1 for a heuristic decision (deterministic). With the guard on, "greedy" is the guarded greedy action,
   // which may lie outside the k best; it then has probability 1 - eps.
   double propensity = 1.0;
+  // The guard's verdicts for this decision, logged with it so that the off-policy gate can score any
+  // model as the guard would have let it act here (encode_guard_verdicts); kNoGuardVerdicts when the guard
+  // did not run (off, or a heuristic decision).
+  std::int32_t guard_verdicts = kNoGuardVerdicts;
   std::array<double, kNumFeatures> raw{};
   std::array<float, kNumFeatures> state{};
   std::array<float, kNumActions> q_values{};

@@ -60,6 +60,7 @@ struct PendingDecision {
   double expected_time_s = 0.0;
   double confidence = 0.0;
   double propensity = 1.0;
+  std::int32_t guard_verdicts = kNoGuardVerdicts;  // DecisionOutput::guard_verdicts
   double created_s = 0.0;    // monotonic seconds at insertion
   std::uint64_t token = 0;   // identifies the one Decision object handed out for it
   std::int32_t action = 0;

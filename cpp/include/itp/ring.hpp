@@ -42,12 +42,13 @@
 #include <vector>
 
 #include "itp/actions.hpp"
+#include "itp/guard_verdicts.hpp"
 #include "itp/state.hpp"
 
 namespace itp {
 
-// One transition (s, a, r, s', done) and the behaviour policy's probability of the action, 176 bytes of
-// plain data.
+// One transition (s, a, r, s', done), the behaviour policy's probability of the action and the guard's
+// verdicts, 180 bytes of plain data.
 struct TransitionRecord {
   std::array<float, kNumFeatures> state;       // normalised state, 20 floats
   std::int32_t action;                         // 0..14
@@ -58,15 +59,18 @@ struct TransitionRecord {
   // deterministic (greedy or heuristic decisions); NaN means unknown (a producer that pushed none): the
   // off-policy gate must not use the row, where a made-up 1 would weight it as a deterministic choice.
   float propensity = std::numeric_limits<float>::quiet_NaN();
+  // The guard's verdicts when the action was chosen (itp/decision.hpp, encode_guard_verdicts); -1: none.
+  std::int32_t guard_verdicts = kNoGuardVerdicts;
 };
 static_assert(std::is_trivially_copyable_v<TransitionRecord>, "records are copied as bytes");
-static_assert(sizeof(TransitionRecord) == 176, "the record fills 176 of the cell's 192 bytes");
+static_assert(sizeof(TransitionRecord) == 180, "the record fills 180 of the cell's 192 bytes");
 
 // True when every float is finite, 0 <= action < 15, done is 0 or 1 and propensity in (0, 1] or NaN
 // (unknown). O(41).
 inline bool is_valid_record(const TransitionRecord& r) noexcept {
   bool ok = r.action >= 0 && r.action < kNumActions && r.done <= 1 && std::isfinite(r.reward) &&
-            (std::isnan(r.propensity) || (r.propensity > 0.0F && r.propensity <= 1.0F));
+            (std::isnan(r.propensity) || (r.propensity > 0.0F && r.propensity <= 1.0F)) &&
+            valid_guard_verdicts(r.guard_verdicts);
   for (std::size_t i = 0; i < kNumFeatures; ++i) {
     ok = ok && std::isfinite(r.state[i]) && std::isfinite(r.next_state[i]);
   }
