@@ -499,9 +499,9 @@ class TaskPartitioner:
         guard_exploration: False (default) or True. True, while the guard is on: exploration draws only
             among the actions the guard lets through (the ``explore_top_k`` best of them by Q), so a random
             draw never takes a split the calibrated transport model scores clearly slower either; the
-            propensity logged is that policy's. The price: actions the guard refuses are never logged, so
-            the off-policy gate cannot support a candidate that prefers them (the simulator on the fitted
-            physics then decides, see ``docs/lifecycle.md``).
+            propensity logged is that policy's. Actions the guard refuses are then never logged, so an
+            attached learner's gate scores candidates as the guard lets them act, from the guard's verdicts
+            logged with every decision (``docs/lifecycle.md``).
 
     Raises:
         ValueError: for out-of-range arguments. A bad *model* never raises: it is logged and counted,

@@ -646,10 +646,18 @@ class OnlineLearner:
             gate["target_epsilon"] = float(getattr(self._p, "epsilon", 0.0))
         if gate.get("target_top_k") is None:  # and with the deployment's exploration set
             gate["target_top_k"] = int(getattr(self._p, "explore_top_k", 15))
-        if gate.get("target_guard") is None:  # and as its decision guard lets them act
-            gate["target_guard"] = getattr(self._p, "guard_margin", None) is not None
+        guarded_exploration = getattr(self._p, "guard_margin", None) is not None and bool(
+            getattr(self._p, "guard_exploration", False)
+        )
+        if gate.get("target_guard") is None:
+            # Scored as the guard lets them act where exploration is guarded: the logs then hold no
+            # refused split, and an unguarded score would rest on the reward model's extrapolation. With
+            # unguarded exploration the refused splits are logged, and the unguarded score stays: it also
+            # counts against a candidate the splits it prefers and today's verdicts happen to refuse
+            # (measured: docs/lifecycle.md).
+            gate["target_guard"] = guarded_exploration
         if gate.get("target_guard_exploration") is None:
-            gate["target_guard_exploration"] = bool(getattr(self._p, "guard_exploration", False))
+            gate["target_guard_exploration"] = guarded_exploration
         transport = self._fitted_transport()
         self._last_transport = transport
         efficiencies = self._fitted_stream_efficiencies() if transport is not None else None

@@ -131,8 +131,9 @@ class GateConfig:
             ``explore_top_k`` (the learner fills it in; called directly, None is all 15).
         target_guard: score the target policies as the decision guard would have let them act, on the
             held-back rows that carry the guard's verdicts (:func:`itp.learning.offpolicy.
-            epsilon_greedy_probabilities`); None: as deployed (the learner fills in whether the
-            partitioner's guard is on; called directly, None is True).
+            epsilon_greedy_probabilities`); None: the learner fills in whether the partitioner explores
+            guarded (guard on and ``guard_exploration``; see ``docs/lifecycle.md`` for why not whenever
+            the guard is on); called directly, None is True.
         target_guard_exploration: with ``target_guard``, the target policies' exploration keeps to the
             actions the guard let through; None: as deployed (the learner fills in the partitioner's
             ``guard_exploration``; called directly, None is False).

@@ -515,6 +515,22 @@ def test_a_calibrating_partitioners_own_calibrator_feeds_the_retrain(tmp_path: P
     p.close()
 
 
+def test_with_unguarded_exploration_the_gate_scores_policies_unguarded(tmp_path: Path) -> None:
+    p = make_partitioner(write_model(tmp_path / "m.onnx", version="1.0.0"), epsilon=0.1, guard_margin=0.05)
+    learner = OnlineLearner(
+        p, registry=tmp_path / "models", config=tiny_config(), calibrator=FakeCalibrator()
+    )
+    run_traffic(p, 200)
+    assert learner.flush()
+    assert learner.store.recent(1).guard_verdicts is not None  # the verdicts are logged all the same
+    p.force_model_update()
+    assert wait_for(lambda: learner.update_count == 1, 120)
+    started = next(e for e in learner.registry.history() if e["event"] == "retrain_started")
+    assert started["target_guard"] is False and started["target_guard_exploration"] is False
+    learner.close()
+    p.close()
+
+
 def test_retrain_uses_fitted_physics_and_the_deployed_epsilon(tmp_path: Path) -> None:
     p = make_partitioner(
         write_model(tmp_path / "m.onnx", version="1.0.0"), epsilon=0.1, explore_top_k=4, guard_margin=0.1,
@@ -531,7 +547,8 @@ def test_retrain_uses_fitted_physics_and_the_deployed_epsilon(tmp_path: Path) ->
     assert started["transport_params"] == FakeCalibrator().pooled_params().as_dict()
     assert started["target_epsilon"] == pytest.approx(0.1)
     assert started["target_top_k"] == 4  # the gate judges both models with the deployment's exploration
-    assert started["target_guard"] is True and started["target_guard_exploration"] is True  # and its guard
+    # and, exploring guarded, as the guard lets them act
+    assert started["target_guard"] is True and started["target_guard_exploration"] is True
     m = learner.metrics()
     gate = m["last_gate"]
     assert gate is not None and gate["target_epsilon"] == pytest.approx(0.1)
