@@ -410,19 +410,20 @@ void register_policy(py::module_& m) {
       .def_property(
           "guard_margin",
           [](const DecisionEngine& e) -> py::object {
-            const double m = e.guard_margin();
-            return m >= 0.0 ? py::object(py::float_(m)) : py::object(py::none());
+            const double current = e.guard_margin();
+            return current >= 0.0 ? py::object(py::float_(current)) : py::object(py::none());
           },
           [](DecisionEngine& e, const py::object& margin) {
             if (margin.is_none()) {
               e.set_guard_margin(-1.0);
               return;
             }
-            const double m = margin.cast<double>();
-            if (!(m >= 0.0 && std::isfinite(m))) {
-              throw py::value_error("guard_margin must be None or a finite number >= 0, got " + std::to_string(m));
+            const double value = margin.cast<double>();
+            if (!(value >= 0.0 && std::isfinite(value))) {
+              throw py::value_error("guard_margin must be None or a finite number >= 0, got " +
+                                    std::to_string(value));
             }
-            e.set_guard_margin(m);
+            e.set_guard_margin(value);
           },
           "The guard's margin (None: off): a model decision whose heuristic score exceeds (1 + margin) x the "
           "heuristic's best is replaced by the heuristic's action.")
