@@ -811,6 +811,22 @@ class OnlineLearner:
         self.registry.record("canary_started", version=candidate.version, share=canary.share, resumed=resumed)
         return canary
 
+    def step_canary(self) -> str | None:
+        """Act on a running canary's statistics now, on the calling thread: advance, promote or roll back.
+
+        The learner thread does this every ``poll_interval_s``; a caller that reports outcomes from one
+        thread and steps after each report makes every verdict land on the same outcome, whatever the
+        threads' timing (the adaptation benchmark does, for runs that reproduce). Thread-safe with the
+        learner thread (one lock); O(1). Returns the canary's state afterwards (``"running"``,
+        ``"promoted"``, ``"rolled_back"``), or None when no canary runs.
+        """
+        with self._rollout_lock:
+            canary = self._canary
+            if canary is None:
+                return None
+            self._canary_step_locked()
+            return canary.state
+
     def _canary_step(self) -> None:
         with self._rollout_lock:
             self._canary_step_locked()

@@ -176,6 +176,9 @@ class AdaptConfig:
         learner_trace_files: traces of the learner's own simulator rollouts and gate (training files).
         guard_margin: the adaptive partitioner's decision guard (``TaskPartitioner(guard_margin=)``;
             default 0.05 as ``LearningSession``; None: off).
+        calibration_interval: chunk observations between two refits of the adaptive partitioner's
+            transport model (``TaskPartitioner(calibration_interval=)``'s default, 200), >= 1. The run
+            refits on its own thread (``recalibrate``) so that every refit lands on the same outcome.
         guard_exploration: exploration draws only among the actions the guard lets through
             (``TaskPartitioner(guard_exploration=)``; default False as ``LearningSession``; no effect while
             the guard is off).
@@ -204,6 +207,7 @@ class AdaptConfig:
     learner_trace_files: tuple[str, ...] = ()
     guard_margin: float | None = 0.05
     guard_exploration: bool = False
+    calibration_interval: int = 200
 
     def __post_init__(self) -> None:
         if not isinstance(self.network, str) or self.network not in NETWORKS:
@@ -211,7 +215,7 @@ class AdaptConfig:
                 f"AdaptConfig.network must be one of {', '.join(NETWORK_NAMES)}, got {self.network!r}"
             )
         for name in ("outcomes", "checkpoint", "retrain_every", "gate_episodes", "tasks_per_episode",
-                     "canary_min_outcomes", "canary_max_outcomes"):
+                     "canary_min_outcomes", "canary_max_outcomes", "calibration_interval"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"AdaptConfig.{name} must be an int >= 1, got {v!r}")
@@ -531,7 +535,13 @@ class _AdaptiveRun:
         self.cfg = cfg
         self._hour = 0.0
         model = cfg.model_path if cfg.model_path is not None else str(default_model_path())
-        kwargs: dict[str, Any] = {"epsilon": cfg.epsilon, "seed": cfg.seed, "clock": lambda: self._hour}
+        # Simulated seconds since the run started: the partitioner's monotonic clock (decision expiry, the
+        # calibration's decay), so that nothing the adaptive policy computes depends on the wall clock.
+        self._sim_s = 0.0
+        kwargs: dict[str, Any] = {
+            "epsilon": cfg.epsilon, "seed": cfg.seed, "clock": lambda: self._hour,
+            "monotonic": lambda: self._sim_s,
+        }
         if cfg.explore_top_k != NUM_ACTIONS:
             kwargs["explore_top_k"] = cfg.explore_top_k
         self.calibrate_transport = "calibrate_transport" in inspect.signature(TaskPartitioner).parameters
@@ -541,6 +551,12 @@ class _AdaptiveRun:
             kwargs["guard_margin"] = cfg.guard_margin
             if "guard_exploration" in inspect.signature(TaskPartitioner).parameters:
                 kwargs["guard_exploration"] = cfg.guard_exploration
+        # Refits on this thread every CALIBRATION_INTERVAL chunk observations (recalibrate), not in the
+        # background worker: each refit then lands on the same outcome in every run.
+        self.sync_calibration = self.calibrate_transport and hasattr(TaskPartitioner, "recalibrate")
+        if self.sync_calibration:
+            kwargs["calibration_interval"] = 2**62
+        self._chunks_since_fit = 0
         self.p = TaskPartitioner(model, **kwargs)
         if self.p.model is None:
             raise ValueError(f"the starting model {model} did not load (see the log)")
@@ -614,6 +630,7 @@ class _AdaptiveRun:
         while len(out) < n_tasks:
             env.reset(seed=episode_seed(cfg.seed, e))
             e += 1
+            episode_start_s = self._sim_s
             for _ in range(min(config.tasks_per_episode, n_tasks - len(out))):
                 if deadline is not None and time.monotonic() > deadline:
                     return True
@@ -630,8 +647,10 @@ class _AdaptiveRun:
                 task = Task(id=f"t{len(out)}", size=env.task_size_bytes, priority=float(raw[18]))
                 arrival = env.task_arrival_s
                 t0 = env.time_s
+                self._sim_s = episode_start_s + t0
                 d = self.p.partition_task(task)
                 _, _, _, _, info = env.step_decision(SimDecision(d.action, d.bytes_per_stream))
+                self._sim_s = max(self._sim_s, episode_start_s + env.time_s)
                 self._report(task.id, d, info, t0, env, windows)
                 out.append(TaskRecord(task.size, arrival, float(info["completion_time_s"]),
                                       float(info["goodput_bps"]), bool(info["success"]),
@@ -639,13 +658,25 @@ class _AdaptiveRun:
                 n = len(out)
                 if progress is not None:
                     progress(n)
-                if self.learner.canary is not None and n % 20 == 0:
-                    time.sleep(0.01)  # let the learner thread judge the canary close to its outcomes
+                self._step(n)
                 if n % cfg.retrain_every == 0 and n < n_tasks:
                     self._retrain(n, deadline)
                 elif n % cfg.checkpoint == 0:
                     self._collect_events(n)
         return False
+
+    def _step(self, n: int) -> None:
+        """After each report, on this thread: the canary's verdict and the transport refit, so that both
+        land on the same outcome in every run (the learner thread would act a few outcomes later or
+        sooner, depending on timing)."""
+        step_canary = getattr(self.learner, "step_canary", None)
+        if step_canary is not None:
+            step_canary()
+        elif self.learner.canary is not None and n % 20 == 0:
+            time.sleep(0.01)  # an older learner: let its thread judge the canary close to its outcomes
+        if self.sync_calibration and self._chunks_since_fit >= self.cfg.calibration_interval:
+            self._chunks_since_fit = 0
+            self.p.recalibrate()
 
     @staticmethod
     def _start_windows(env: PartitionEnv, raw: Any) -> list[float]:
@@ -677,6 +708,7 @@ class _AdaptiveRun:
                     chunks.append(self.chunk_cls(i, int(last.chunk_bytes[i]), r.finish_s - t0_s,
                                                  int(r.retransmissions), start_windows[i]))
             kwargs["chunks"] = chunks
+            self._chunks_since_fit += len(chunks)
         self.p.report_outcome(
             task_id, d, throughput_bps=float(info["goodput_bps"]),
             latency_s=float(info["completion_time_s"]), success=bool(info["success"]),

@@ -231,6 +231,36 @@ def test_learner_runs_the_canary_and_records_the_rollback(tmp_path: Path) -> Non
     learner.close()
 
 
+def test_step_canary_rolls_back_on_the_calling_thread(tmp_path: Path) -> None:
+    # The learner thread polls once an hour: only step_canary acts, right after the deciding outcome.
+    p = make_partitioner(write_constant_model(tmp_path / "a.onnx", 14, version="1.0.0"))
+    cfg = tiny_config(
+        poll_interval_s=3600.0,
+        canary=CanaryConfig(shares=(0.5, 1.0), min_outcomes_per_stage=40, margin=0.1),
+    )
+    learner = OnlineLearner(p, registry=tmp_path / "models", config=cfg)
+    assert learner.step_canary() is None  # no canary
+    version = learner.registry.publish(write_constant_model(tmp_path / "b.onnx", 14), "1.0.1")
+    learner.start_canary(learner.registry.load(version))
+
+    def outcome(d: Decision) -> dict[str, object]:
+        if d.model_version == "1.0.1":  # the candidate's tasks fail
+            return {"throughput_bps": 1e5, "latency_s": 4.0, "success": False}
+        return {"throughput_bps": 2e8, "latency_s": 0.05, "success": True}
+
+    states = []
+    for k in range(400):
+        run_traffic(p, 1, prefix=f"s{k}-", outcome=outcome)
+        states.append(learner.step_canary())
+        if states[-1] != "running":
+            break
+    assert states[-1] == "rolled_back" and learner.canary is None and learner.step_canary() is None
+    assert all(s == "running" for s in states[:-1]) and len(states) >= 80  # 40 outcomes on each arm first
+    assert p.get_metrics().candidate_version is None
+    assert learner.registry.history()[-1]["event"] == "canary_rolled_back"
+    learner.close()
+
+
 def _closed_during_a_canary(tmp_path: Path) -> tuple[LearnerConfig, ModelRegistry]:
     """A learner serving 1.0.0, closed while canarying 1.0.1 (same policy): its config and registry."""
     cfg = tiny_config(canary=CanaryConfig(shares=(0.5, 1.0), min_outcomes_per_stage=40, margin=0.1))

@@ -202,6 +202,7 @@ def test_summary_formulas_on_known_numbers(result: AdaptResult) -> None:
     ("canary_min_outcomes", 1, "AdaptConfig needs 2 <= canary_min_outcomes"),
     ("finetune", [1], "AdaptConfig.finetune must be a dict, got list"),
     ("guard_exploration", "on", "AdaptConfig.guard_exploration must be a bool, got str"),
+    ("calibration_interval", 0, "AdaptConfig.calibration_interval must be an int >= 1, got 0"),
 ])
 def test_config_rejects_bad_values_naming_the_field(field: str, value: object, match: str) -> None:
     with pytest.raises((ValueError, TypeError), match=match):
@@ -252,3 +253,9 @@ def test_a_retrain_that_passes_the_gate_starts_a_canary_on_live_traffic() -> Non
     assert [k for k in kinds if k in wanted][:3] == wanted, kinds
     assert r.events[0]["outcome"] == 16 and r.learner["update_count"] >= 1
     assert r.tasks_identical
+    # The canary is stepped and the transport refitted on the task thread after each report, and the
+    # partitioner's clock is the simulated time: the same settings give the same run, canary included.
+    refitting = dataclasses.replace(cfg, calibration_interval=8)
+    a, b = run_adaptation(refitting), run_adaptation(refitting)
+    assert "canary_started" in [e["event"] for e in a.events]
+    assert a.records[ADAPTIVE] == b.records[ADAPTIVE] and a.events == b.events
