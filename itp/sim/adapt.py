@@ -650,8 +650,10 @@ class _AdaptiveRun:
                 self._sim_s = episode_start_s + t0
                 d = self.p.partition_task(task)
                 _, _, _, _, info = env.step_decision(SimDecision(d.action, d.bytes_per_stream))
-                self._sim_s = max(self._sim_s, episode_start_s + env.time_s)
+                # Reported at the decision's own time (a task longer than the decision TTL must not
+                # expire before its outcome); the clock moves on to the next decision afterwards.
                 self._report(task.id, d, info, t0, env, windows)
+                self._sim_s = max(self._sim_s, episode_start_s + env.time_s)
                 out.append(TaskRecord(task.size, arrival, float(info["completion_time_s"]),
                                       float(info["goodput_bps"]), bool(info["success"]),
                                       float(d.expected_time)))
@@ -746,8 +748,10 @@ def run_adaptation(config: AdaptConfig, *, progress: ProgressFn | None = None) -
         progress: optional callback ``(stage, done, total)``; stage is the policy being played.
 
     Returns:
-        The ``AdaptResult``. The references are exactly reproducible for equal settings; the adaptive row
-        is reproducible up to the learner thread's timing of canary verdicts (tens of outcomes).
+        The ``AdaptResult``, reproducible for equal settings on one machine: the canary is stepped and
+        the transport refitted on the task thread after each report, the partitioner's clock is the
+        simulated time, and retrains are waited for (the fine-tune's float results may differ between
+        machines and library versions).
 
     Raises:
         ValueError: the starting model does not load, or a bad trace file.
