@@ -83,8 +83,8 @@ class LearningSession:
             is replaced by it; None: off). The adaptation benchmark measured it (README).
         guard_exploration: exploration draws only among the actions the guard lets through
             (``TaskPartitioner(guard_exploration=)``; default False; the learner's gate then scores both
-            models as the guard lets them act). Measured in the adaptation benchmark (README): more
-            goodput on three of five networks, 1% less on the training simulator's physics.
+            models as the guard lets them act). Measured in the adaptation benchmark (README): no
+            measurable change of goodput (six seeds).
         seed: the partitioner's exploration seed, an int >= 0 (None: drawn from the OS, so that two
             processes of one deployment do not repeat each other's exploration draws).
 
