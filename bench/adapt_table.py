@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from itp.cli import guard_margin_arg, on_off_arg
+from itp.cli import guard_margin_arg
 from itp.sim.adapt import AdaptConfig, AdaptResult, adaptation_trace_files, run_adaptation
 from itp.sim.networks import NETWORK_NAMES
 
@@ -73,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="exploration among the k best actions by Q (default %(default)s: any action)")
     p.add_argument("--guard-margin", type=guard_margin_arg, default=AdaptConfig.guard_margin,
                    help="the learning partitioner's decision guard, >= 0 or off (default %(default)s)")
-    p.add_argument("--guard-exploration", type=on_off_arg, default=AdaptConfig.guard_exploration,
-                   metavar="on|off",
+    p.add_argument("--guard-exploration", action=argparse.BooleanOptionalAction,
+                   default=AdaptConfig.guard_exploration,
                    help="exploration only among the splits the guard lets through (default off)")
     p.add_argument("--holdout-fraction", type=float, default=None,
                    help="share of logged rows the gate holds back (default: FinetuneJob's)")
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
           f"traces: {description}; `python bench/adapt_table.py "
           f"--networks {' '.join(args.networks)} --outcomes {args.outcomes} --epsilon {args.epsilon} "
           f"--top-k {args.top_k} --guard-margin {'off' if args.guard_margin is None else args.guard_margin} "
-          f"--guard-exploration {'on' if args.guard_exploration else 'off'}"
+          + (" --guard-exploration" if args.guard_exploration else "")
           + (f" --holdout-fraction {args.holdout_fraction}" if args.holdout_fraction is not None else "")
           + "`")
     return 0

@@ -551,12 +551,10 @@ class TaskPartitioner:
                 "calibrate_transport must be a bool or a TransportCalibrator, got "
                 f"{type(calibrate_transport).__name__}"
             )
-        if not isinstance(guard_exploration, bool):
-            raise TypeError(f"guard_exploration must be a bool, got {type(guard_exploration).__name__}")
         self._agent = Agent(seed, epsilon=epsilon, explore_top_k=explore_top_k)
         self._engine = self._agent.engine
         self.guard_margin = guard_margin
-        self._engine.guard_exploration = guard_exploration
+        self.guard_exploration = guard_exploration
         self._clock = clock
         self._monotonic = monotonic
         self._ttl_s = float(decision_ttl_s)
@@ -657,9 +655,7 @@ class TaskPartitioner:
 
     @guard_exploration.setter
     def guard_exploration(self, value: bool) -> None:
-        if not isinstance(value, bool):
-            raise TypeError(f"guard_exploration must be a bool, got {type(value).__name__}")
-        self._engine.guard_exploration = value
+        self._engine.guard_exploration = value  # the engine refuses a non-bool (TypeError naming the field)
 
     @property
     def explore_top_k(self) -> int:

@@ -775,7 +775,7 @@ class PyPartitioner {
   }
 
   static DecisionOutput from_tuple(const py::tuple& t) {
-    if (t.size() < 9) throw py::value_error("decision tuple must have 9 fields, got " + std::to_string(t.size()));
+    if (t.size() != 10) throw py::value_error("decision tuple must have 10 fields, got " + std::to_string(t.size()));
     DecisionOutput d;
     d.action = t[0].cast<int>();
     const int src = t[1].cast<int>();
@@ -795,11 +795,9 @@ class PyPartitioner {
     std::copy(raw.data(), raw.data() + kNumFeatures, d.raw.begin());
     d.model_fault = !t[7].is_none() && t[7].cast<bool>();
     d.propensity = t[8].cast<double>();
-    if (t.size() > 9) {
-      d.guard_verdicts = t[9].cast<std::int32_t>();
-      if (!valid_guard_verdicts(d.guard_verdicts)) {
-        throw py::value_error("decision tuple holds invalid guard verdicts " + std::to_string(d.guard_verdicts));
-      }
+    d.guard_verdicts = t[9].cast<std::int32_t>();
+    if (!valid_guard_verdicts(d.guard_verdicts)) {
+      throw py::value_error("decision tuple holds invalid guard verdicts " + std::to_string(d.guard_verdicts));
     }
     return d;
   }

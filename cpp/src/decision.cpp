@@ -25,29 +25,27 @@ int argmax(const float* q) noexcept {
   return best;
 }
 
-using ActionMask = std::array<bool, kNumActions>;
+bool in_mask(std::int32_t mask, int action) noexcept { return ((mask >> action) & 1) != 0; }
 
-// The action of rank `rank` (0 = the best) among the actions `allowed` marks, ordered by Q descending, ties
-// by lower index first (the order argmax uses). O(15 * rank); rank < the number of allowed actions.
-int kth_best(const float* q, int rank, const ActionMask& allowed) noexcept {
-  ActionMask taken{};
+// The action of rank `rank` (0 = the best) among the actions whose bit `allowed` sets, ordered by Q
+// descending, ties by lower index first (the order argmax uses). O(15 * rank); rank < the allowed count.
+int kth_best(const float* q, int rank, std::int32_t allowed) noexcept {
   int pick = 0;
   for (int r = 0; r <= rank; ++r) {
     pick = -1;
     for (int a = 0; a < kNumActions; ++a) {
-      const auto i = static_cast<std::size_t>(a);
-      if (allowed[i] && !taken[i] && (pick < 0 || q[a] > q[pick])) pick = a;
+      if (in_mask(allowed, a) && (pick < 0 || q[a] > q[pick])) pick = a;
     }
-    taken[static_cast<std::size_t>(pick)] = true;
+    allowed &= ~(std::int32_t{1} << pick);  // taken
   }
   return pick;
 }
 
 // Rank of `action` among the allowed actions in the order kth_best uses; 0 = the best allowed one.
-int rank_of(const float* q, int action, const ActionMask& allowed) noexcept {
+int rank_of(const float* q, int action, std::int32_t allowed) noexcept {
   int rank = 0;
   for (int a = 0; a < kNumActions; ++a) {
-    if (allowed[static_cast<std::size_t>(a)] && (q[a] > q[action] || (q[a] == q[action] && a < action))) ++rank;
+    if (in_mask(allowed, a) && (q[a] > q[action] || (q[a] == q[action] && a < action))) ++rank;
   }
   return rank;
 }
@@ -183,31 +181,32 @@ void DecisionEngine::decide_raw_with(const double* raw, std::uint64_t size_bytes
     const int top_k = explore_top_k();             // likewise
     int greedy = argmax(out.q_values.data());
     bool guard_pick = false;
-    // Actions exploration may draw from: all 15, or (guarded exploration) those the guard lets through.
-    ActionMask allowed;
-    allowed.fill(true);
+    // Actions exploration may draw from (bit a: action a): all 15, or (guarded exploration) those the
+    // guard lets through.
+    std::int32_t allowed = kGuardMaskBits;
     int n_allowed = kNumActions;
     const double margin = guard_margin();
     if (margin >= 0.0) {
       std::array<double, kNumActions> scores{};
       const int h = heuristic_action(raw, size_bytes, nullptr, nullptr, params, scores.data());
       const double limit = (1.0 + margin) * scores[static_cast<std::size_t>(h)];
-      if (h != greedy && scores[static_cast<std::size_t>(greedy)] > limit) {
+      // Let through: h, and every action scoring within the margin (NaN scores compare false and pass).
+      std::int32_t passed = 0;
+      int n_passed = 0;
+      for (int a = 0; a < kNumActions; ++a) {
+        if (a == h || !(scores[static_cast<std::size_t>(a)] > limit)) {
+          passed |= std::int32_t{1} << a;
+          ++n_passed;
+        }
+      }
+      out.guard_verdicts = encode_guard_verdicts(passed, h);
+      if (!in_mask(passed, greedy)) {  // the model's choice is refused: the heuristic's replaces it
         greedy = h;
         guard_pick = true;
       }
-      // The same test as the greedy check; h itself always passes (NaN scores compare false and pass).
-      std::int32_t mask = 0;
-      for (int a = 0; a < kNumActions; ++a) {
-        if (a == h || !(scores[static_cast<std::size_t>(a)] > limit)) mask |= std::int32_t{1} << a;
-      }
-      out.guard_verdicts = encode_guard_verdicts(mask, h);
       if (guard_exploration()) {
-        for (int a = 0; a < kNumActions; ++a) {
-          const bool refused = ((mask >> a) & 1) == 0;
-          allowed[static_cast<std::size_t>(a)] = !refused;
-          n_allowed -= refused ? 1 : 0;
-        }
+        allowed = passed;
+        n_allowed = n_passed;
       }
     }
     // Exploration draws uniformly among the k best allowed actions by Q (k' = min(k, allowed) of them).
@@ -230,7 +229,7 @@ void DecisionEngine::decide_raw_with(const double* raw, std::uint64_t size_bytes
     // The (possibly guarded) greedy action gets 1 - eps on top of its exploration share.
     const double explore_share = eps / static_cast<double>(k);
     const bool explorable =
-        allowed[static_cast<std::size_t>(out.action)] && rank_of(out.q_values.data(), out.action, allowed) < k;
+        in_mask(allowed, out.action) && rank_of(out.q_values.data(), out.action, allowed) < k;
     out.propensity = out.action == greedy ? (1.0 - eps) + (explorable ? explore_share : 0.0)
                                           : explore_share;
     out.confidence = softmax_prob(out.q_values.data(), out.action);

@@ -147,14 +147,6 @@ def guard_margin_arg(text: str) -> float | None:
     return value
 
 
-def on_off_arg(text: str) -> bool:
-    """An argparse ``type=`` for a switch given as ``on`` or ``off`` (e.g. ``--guard-exploration``)."""
-    value = text.strip().lower()
-    if value not in ("on", "off"):
-        raise argparse.ArgumentTypeError(f"expected 'on' or 'off', got {text!r}")
-    return value == "on"
-
-
 def int_at_least(minimum: int) -> Callable[[str], int]:
     """An argparse ``type=`` that accepts integers >= ``minimum`` and names the bad value otherwise."""
 

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from itp.cli import CLIError, guard_margin_arg, int_at_least, on_off_arg
+from itp.cli import CLIError, guard_margin_arg, int_at_least
 
 __all__ = ["add_parser", "run"]
 
@@ -154,7 +154,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "(default 0.05, as LearningSession)",
     )
     ad.add_argument(
-        "--guard-exploration", type=on_off_arg, default=None, metavar="on|off",
+        "--guard-exploration", action=argparse.BooleanOptionalAction, default=None,
         help="explore only among the splits the guard lets through (default off, as LearningSession)",
     )
     ad.add_argument(

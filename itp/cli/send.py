@@ -14,7 +14,7 @@ model, ``heuristic``, ``rate-proportional``, ``round-robin``, ``best-single``, `
 transport calibration, the experience store and the model registry; a retrain every ``--retrain-every``
 stored outcomes (needs the ``train`` extra); the decision guard (``--guard-margin``, default 0.05, ``off``:
 none) keeps the model from a split the calibrated transport model predicts clearly slower than the
-heuristic's, and with ``--guard-exploration on`` (default off) exploration draws only among the splits
+heuristic's, and with ``--guard-exploration`` (default off) exploration draws only among the splits
 the guard lets through. Without ``--learn`` the outcomes update the stream table and
 the in-process partitioner only, and are not kept.
 ``--schedule FILE`` is a JSON list of ``{"path": ..., "start_s": ..., "name": ...}``: each file is
@@ -34,7 +34,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from itp.cli import CLIError, guard_margin_arg, int_at_least, on_off_arg, progress
+from itp.cli import CLIError, guard_margin_arg, int_at_least, progress
 
 __all__ = ["add_parser", "run"]
 
@@ -72,7 +72,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--guard-margin", type=guard_margin_arg, default=0.05, metavar="M",
                    help="with --learn: replace a model choice the calibrated transport model predicts more "
                    "than M slower than the heuristic's (default 0.05; off: no guard)")
-    p.add_argument("--guard-exploration", type=on_off_arg, default=False, metavar="on|off",
+    p.add_argument("--guard-exploration", action=argparse.BooleanOptionalAction, default=False,
                    help="with --learn: explore only among the splits the guard lets through (default off)")
     p.add_argument("--retrain-every", type=int_at_least(1), default=1000, metavar="N",
                    help="with --learn: retrain after N new stored outcomes (default 1000)")

@@ -949,22 +949,8 @@ def _concat(batches: list[TransitionBatch]) -> TransitionBatch:
     guard verdicts likewise (-1 for batches without them)."""
     if len(batches) == 1:
         return batches[0]
-    guards = None
-    if any(b.guard_verdicts is not None for b in batches):
-        guards = np.concatenate(
-            [
-                b.guard_verdicts if b.guard_verdicts is not None else np.full(len(b), -1, np.int32)
-                for b in batches
-            ]
-        ).astype(np.int32)
-    propensities = None
-    if any(b.propensities is not None for b in batches):
-        propensities = np.concatenate(
-            [
-                b.propensities if b.propensities is not None else np.full(len(b), np.nan, np.float32)
-                for b in batches
-            ]
-        ).astype(np.float32)
+    propensities = _optional_column(batches, "propensities", np.nan, np.float32)
+    guards = _optional_column(batches, "guard_verdicts", -1, np.int32)
     return TransitionBatch(
         states=np.concatenate([b.states for b in batches]),
         actions=np.concatenate([b.actions for b in batches]),
@@ -974,6 +960,18 @@ def _concat(batches: list[TransitionBatch]) -> TransitionBatch:
         propensities=propensities,
         guard_verdicts=guards,
     )
+
+
+def _optional_column(batches: list[TransitionBatch], name: str, missing: float, dtype: Any) -> Any:
+    """The optional column ``name`` of ``batches`` concatenated, ``missing`` for the batches without it;
+    None when no batch has it."""
+    columns = [getattr(b, name) for b in batches]
+    if all(c is None for c in columns):
+        return None
+    parts = [
+        c if c is not None else np.full(len(b), missing, dtype) for b, c in zip(batches, columns, strict=True)
+    ]
+    return np.concatenate(parts).astype(dtype)
 
 
 def _remove_tree(folder: Path) -> None:

@@ -205,15 +205,38 @@ NO_GUARD_VERDICTS: Final = -1
 _GUARD_MASK_BITS: Final = (1 << 15) - 1
 
 
+def _well_formed(codes: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+    """Per code: -1, or bits 0..14 the actions the guard let through and bits 16..19 the heuristic's
+    action (0..14, itself let through), nothing else set (as ``itp/guard_verdicts.hpp``)."""
+    h, rest = codes >> 16, codes & 0xFFFF
+    formed = (codes >= 0) & (h < 15) & (rest & ~_GUARD_MASK_BITS == 0)
+    lets_h_through = (rest >> np.clip(h, 0, 14)) & 1 == 1
+    ok: npt.NDArray[np.bool_] = (codes == NO_GUARD_VERDICTS) | (formed & lets_h_through)
+    return ok
+
+
+def checked_guard_verdicts(codes: npt.ArrayLike, rows: int | None = None) -> npt.NDArray[np.int64]:
+    """Guard verdict codes as int64[rows], each -1 or well formed (:func:`valid_guard_verdicts`).
+
+    Raises:
+        ValueError: not a 1-D int array (of ``rows`` codes when given), or a code that is neither -1 nor
+            well formed; the message names ``guard_verdicts`` and the first bad row.
+    """
+    c = np.asarray(codes)
+    if c.ndim != 1 or (c.size and c.dtype.kind not in "iu") or (rows is not None and c.shape[0] != rows):
+        want = "int[?]" if rows is None else f"int[{rows}]"
+        raise ValueError(f"guard_verdicts must be {want}, got {c.dtype}{list(c.shape)}")
+    c = c.astype(np.int64)
+    bad = np.flatnonzero(~_well_formed(c))
+    if bad.size:
+        raise ValueError(f"guard_verdicts[{bad[0]}] is not a valid verdict code: {c[bad[0]]}")
+    return c
+
+
 def valid_guard_verdicts(code: int) -> bool:
-    """True for -1 or a well-formed code: bits 0..14 the actions the guard let through, bits 16..19 the
-    heuristic's action (0..14, itself let through), nothing else set (as ``itp/guard_verdicts.hpp``)."""
-    if code == NO_GUARD_VERDICTS:
-        return True
-    if code < 0:
-        return False
-    h, rest = code >> 16, code & 0xFFFF
-    return h < 15 and rest & ~_GUARD_MASK_BITS == 0 and (rest >> h) & 1 == 1
+    """True for -1 or a well-formed code (bits 0..14 the actions the guard let through, bits 16..19 the
+    heuristic's action, itself let through)."""
+    return bool(_well_formed(np.array([code], dtype=np.int64))[0])
 
 
 def decode_guard_verdicts(codes: npt.ArrayLike) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64]]:
@@ -222,15 +245,9 @@ def decode_guard_verdicts(codes: npt.ArrayLike) -> tuple[npt.NDArray[np.bool_], 
     A row without verdicts (-1) lets every action through and has heuristic action -1.
 
     Raises:
-        ValueError: a code that is neither -1 nor well formed (:func:`valid_guard_verdicts`).
+        ValueError: as :func:`checked_guard_verdicts`.
     """
-    c = np.asarray(codes)
-    if c.ndim != 1 or (c.size and c.dtype.kind not in "iu"):
-        raise ValueError(f"guard_verdicts must be a 1-D int array, got {c.dtype}{list(c.shape)}")
-    c = c.astype(np.int64)
-    for i, code in enumerate(c.tolist()):
-        if not valid_guard_verdicts(code):
-            raise ValueError(f"guard_verdicts[{i}] is not a valid verdict code: {code}")
+    c = checked_guard_verdicts(codes)
     none = c == NO_GUARD_VERDICTS
     allowed = ((np.where(none, _GUARD_MASK_BITS, c)[:, None] >> np.arange(15)) & 1).astype(bool)
     return allowed, np.where(none, -1, c >> 16)
@@ -287,10 +304,7 @@ def epsilon_greedy_probabilities(
         raise ValueError(f"guard_verdicts need 15 actions, got {n_actions}")
     if not isinstance(guard_exploration, bool):
         raise TypeError(f"guard_exploration must be a bool, got {type(guard_exploration).__name__}")
-    codes = np.asarray(guard_verdicts)
-    if codes.shape != (q.shape[0],):
-        raise ValueError(f"guard_verdicts must be int[{q.shape[0]}], got shape {codes.shape}")
-    allowed, heuristic = decode_guard_verdicts(codes)
+    allowed, heuristic = decode_guard_verdicts(checked_guard_verdicts(guard_verdicts, q.shape[0]))
     refused = ~allowed[rows, greedy]  # never for a row without verdicts (all let through)
     greedy = np.where(refused, heuristic, greedy)
     pool = allowed if guard_exploration else np.ones_like(allowed)

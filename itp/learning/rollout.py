@@ -294,6 +294,11 @@ def _usable_offpolicy_rows(
     return take(holdout, keep), n, ""
 
 
+def _target_guard_verdicts(logged: TransitionBatch, config: GateConfig) -> npt.NDArray[np.int32] | None:
+    """The verdicts the target policies are scored under (None: unguarded; ``GateConfig.target_guard``)."""
+    return logged.guard_verdicts if config.target_guard is not False else None
+
+
 def offpolicy_comparison(
     candidate: LoadedModel, current: LoadedModel, logged: TransitionBatch, config: GateConfig
 ) -> OffPolicyComparison:
@@ -308,7 +313,7 @@ def offpolicy_comparison(
         raise ValueError("offpolicy_comparison needs a propensity on every logged row")
     eps = 0.0 if config.target_epsilon is None else float(config.target_epsilon)
     states = np.ascontiguousarray(logged.states, dtype=np.float32)
-    guards = logged.guard_verdicts if config.target_guard is not False else None
+    guards = _target_guard_verdicts(logged, config)
     probs = {}
     for name, model in (("candidate", candidate), ("current", current)):
         q = model.q_values_batch(states)
@@ -421,8 +426,8 @@ def offline_gate(
     guarded_rows = 0
     if config.mode in ("offpolicy", "both"):
         logged, op_rows, why_not = _usable_offpolicy_rows(current, holdout, config)
-        if logged is not None and logged.guard_verdicts is not None and config.target_guard is not False:
-            guarded_rows = int(np.count_nonzero(logged.guard_verdicts >= 0))
+        guards = _target_guard_verdicts(logged, config) if logged is not None else None
+        guarded_rows = int(np.count_nonzero(guards >= 0)) if guards is not None else 0
         if logged is None:
             notes.append(f"off-policy verdict not possible ({why_not}): simulator gate used")
             run_sim = True

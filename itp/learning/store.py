@@ -64,7 +64,7 @@ import numpy as np
 import numpy.typing as npt
 
 from itp.actions import NUM_ACTIONS
-from itp.learning.offpolicy import valid_guard_verdicts
+from itp.learning.offpolicy import checked_guard_verdicts
 from itp.ring import TransitionBatch
 from itp.state import NUM_FEATURES, STATE_LAYOUT_VERSION
 
@@ -121,15 +121,7 @@ def _checked_guard_verdicts(values: npt.ArrayLike | None, n: int) -> list[int | 
     """Guard verdicts as SQL values (None for NULL); -1 marks a row without them."""
     if values is None:
         return [None] * n
-    codes = np.asarray(values)
-    if codes.shape != (n,) or codes.dtype.kind not in "iu":
-        raise ValueError(f"guard_verdicts must be int[{n}], got {codes.dtype}{list(codes.shape)}")
-    out: list[int | None] = []
-    for i, c in enumerate(codes.tolist()):
-        if c != -1 and not valid_guard_verdicts(c):
-            raise ValueError(f"guard_verdicts must be -1 or a valid verdict code, got {c} at row {i}")
-        out.append(None if c == -1 else int(c))
-    return out
+    return [None if c == -1 else c for c in checked_guard_verdicts(values, n).tolist()]
 
 
 class StoreError(RuntimeError):

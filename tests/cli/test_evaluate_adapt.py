@@ -38,7 +38,7 @@ def test_adapt_json_on_stdout_and_plot(tmp_path: Path, capsys: pytest.CaptureFix
     pytest.importorskip("matplotlib")
     png = tmp_path / "curve.png"
     code = main(["evaluate", "--adapt", "collapse", *TINY, "--json", "--plot", str(png), "--epsilon", "0",
-                 "--top-k", "3", "--guard-margin", "off", "--guard-exploration", "on"])
+                 "--top-k", "3", "--guard-margin", "off", "--guard-exploration"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     data = json.loads(captured.out)
@@ -78,8 +78,8 @@ def test_plot_without_matplotlib_is_a_clean_error(
         (["evaluate", "--top-k", "3"], 2, "--top-k needs --adapt NETWORK"),
         (["evaluate", "--adapt", "warm", "--guard-margin", "-1"], 2, "expected a number >= 0 or 'off'"),
         (["evaluate", "--guard-margin", "0.1"], 2, "--guard-margin needs --adapt NETWORK"),
-        (["evaluate", "--adapt", "warm", "--guard-exploration", "1"], 2, "expected 'on' or 'off'"),
-        (["evaluate", "--guard-exploration", "on"], 2, "--guard-exploration needs --adapt NETWORK"),
+        (["evaluate", "--guard-exploration"], 2, "--guard-exploration needs --adapt NETWORK"),
+        (["evaluate", "--no-guard-exploration"], 2, "--guard-exploration needs --adapt NETWORK"),
         (["evaluate", "--adapt", "warm", "--policy", "heuristic"], 2, "--policy cannot be used with --adapt"),
         (["evaluate", "--adapt", "warm", "--episodes", "3"], 2, "--episodes cannot be used with --adapt"),
         (["evaluate", "--adapt", "warm", "--markdown"], 2, "--markdown cannot be used with --adapt"),

@@ -118,7 +118,7 @@ def test_learn_keeps_experience_and_calibration_across_runs(work: Path, receiver
     assert learning["guard_margin"] == 0.05 and learning["guard_overrides"] >= 0
     assert learning["guard_exploration"] is False
     res = itp("send", *files[:2], "--to", to, "--secret-file", secret, "--learn", learn, "--epsilon", "0",
-              "--guard-margin", "off", "--guard-exploration", "on", "--json", str(report), "--no-progress",
+              "--guard-margin", "off", "--guard-exploration", "--json", str(report), "--no-progress",
               cwd=work)
     assert res.returncode == 0, res.stderr
     learning = json.loads(report.read_text())["learning"]
@@ -129,7 +129,6 @@ def test_learn_keeps_experience_and_calibration_across_runs(work: Path, receiver
                          (["--epsilon", "1.5"], "--epsilon must be in [0, 1]"),
                          (["--explore-top-k", "0"], "explore-top-k"),
                          (["--guard-margin", "-0.1"], "expected a number >= 0 or 'off'"),
-                         (["--guard-exploration", "yes"], "expected 'on' or 'off'"),
                          (["--wait-for-retrain", "-1"], "--wait-for-retrain must be >= 0")):
         res = itp("send", files[0], "--to", to, "--learn", learn, *bad, cwd=work)
         assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr, res.stderr

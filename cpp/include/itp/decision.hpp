@@ -31,7 +31,6 @@ namespace itp {
 
 enum class DecisionSource : std::uint8_t { kModel = 0, kExplore = 1, kHeuristic = 2 };
 
-
 struct DecisionOutput {
   int action = 0;
   DecisionSource source = DecisionSource::kHeuristic;

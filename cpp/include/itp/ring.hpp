@@ -59,7 +59,7 @@ struct TransitionRecord {
   // deterministic (greedy or heuristic decisions); NaN means unknown (a producer that pushed none): the
   // off-policy gate must not use the row, where a made-up 1 would weight it as a deterministic choice.
   float propensity = std::numeric_limits<float>::quiet_NaN();
-  // The guard's verdicts when the action was chosen (itp/decision.hpp, encode_guard_verdicts); -1: none.
+  // The guard's verdicts when the action was chosen (itp/guard_verdicts.hpp); -1: none.
   std::int32_t guard_verdicts = kNoGuardVerdicts;
 };
 static_assert(std::is_trivially_copyable_v<TransitionRecord>, "records are copied as bytes");
