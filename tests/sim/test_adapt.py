@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from itp.partitioner import TaskPartitioner
+from itp.sim import adapt
 from itp.sim.adapt import (
     ADAPTIVE,
     BUNDLED,
@@ -85,6 +86,31 @@ def test_windows_recompute_from_the_records(result: AdaptResult) -> None:
             assert w.median_prediction_error == pytest.approx(np.median(errors))
 
 
+def test_the_late_span_recomputes_from_the_records(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The late span starts at REGRESSION_FROM_OUTCOMES (1000); moved to 10 so that a tiny run has one.
+    monkeypatch.setattr(adapt, "REGRESSION_FROM_OUTCOMES", 10)
+    r = run_adaptation(tiny(outcomes=16, checkpoint=8))
+    assert set(r.late_run) == set(r.records)
+    for name, recs in r.records.items():
+        part = recs[10:]
+        assert r.late_run[name].tasks == 6
+        assert r.late_run[name].mean_goodput_bps == pytest.approx(np.mean([x.goodput_bps for x in part]))
+        assert r.late_run[name].p95_completion_time_s == pytest.approx(
+            np.percentile([x.completion_time_s for x in part], 95)
+        )
+    base = [r.late_run[n] for n in ("rate-proportional", "heuristic", r.best_fixed)]
+    s = r.summary()
+    assert s["late_goodput_vs_best"] == pytest.approx(
+        r.late_run[ADAPTIVE].mean_goodput_bps / max(b.mean_goodput_bps for b in base)
+    )
+    assert s["late_p95_vs_best"] == pytest.approx(
+        r.late_run[ADAPTIVE].p95_completion_time_s / min(b.p95_completion_time_s for b in base)
+    )
+    data = json.loads(r.to_json())
+    assert data["late_run"]["start"] == 10 and data["late_run"]["policies"][ADAPTIVE]["tasks"] == 6
+    assert "outcomes 10-16: goodput / best baseline" in r.to_text()
+
+
 def test_best_fixed_is_the_hindsight_argmax(result: AdaptResult) -> None:
     best = max(FIXED, key=lambda n: np.mean([r.goodput_bps for r in result.records[n]]))
     assert result.best_fixed == best
@@ -110,9 +136,12 @@ def test_json_schema(result: AdaptResult) -> None:
         assert isinstance(c["events"], list)
     assert set(data["summary"]) == {
         "final_goodput_vs_best", "final_p95_vs_best", "worst_goodput_vs_heuristic_after_1000",
-        "final_goodput_vs_bundled",
+        "final_goodput_vs_bundled", "late_goodput_vs_best", "late_p95_vs_best",
     }
     assert data["summary"]["worst_goodput_vs_heuristic_after_1000"] is None  # no window starts that late
+    # 24 outcomes: nothing after the first 1000, so no late span.
+    assert data["late_run"] == {"start": None, "policies": {}} and result.late_run == {}
+    assert data["summary"]["late_goodput_vs_best"] is None and data["summary"]["late_p95_vs_best"] is None
     assert data["learner"]["update_count"] == 0  # retrain_every > outcomes
     text = result.to_text()
     assert "outcomes 20-24:" in text and "best fixed subset (chosen with hindsight" in text
@@ -189,6 +218,15 @@ def test_summary_formulas_on_known_numbers(result: AdaptResult) -> None:
     # Windows starting at >= 1000 outcomes: 95/100 and 120/110; the 80/100 window is earlier.
     assert s["worst_goodput_vs_heuristic_after_1000"] == pytest.approx(0.95)
     assert s["final_goodput_vs_bundled"] == pytest.approx(1.2)
+    assert s["late_goodput_vs_best"] is None and s["late_p95_vs_best"] is None  # no late span given
+    # Over outcomes 1000 on: the best baseline is chosen over that span, separately for each figure.
+    late = {n: _window(50, 9) for n in FIXED}
+    late.update({ADAPTIVE: _window(115, 4), BUNDLED: _window(100, 4), "rate-proportional": _window(100, 5),
+                 "heuristic": _window(104, 6), "fixed-0123": _window(90, 4.4)})
+    s = dataclasses.replace(fake, late_run=late).summary()
+    assert s["late_goodput_vs_best"] == pytest.approx(115 / 104)  # the heuristic has the best goodput
+    assert s["late_p95_vs_best"] == pytest.approx(4 / 4.4)  # the best fixed subset has the lowest p95
+    assert s["final_goodput_vs_best"] == pytest.approx(120 / 110)  # the final-window figures unchanged
 
 
 @pytest.mark.parametrize(("field", "value", "match"), [
