@@ -16,8 +16,16 @@ subset chosen with hindsight, over the whole run):
 * ``true physics + current rates``: the same on every stream's true available rate at the decision
   (clairvoyant about the present: no sender measures it exactly; a bound on what better rate estimates
   could give);
+* ``true physics + measured-rate forecast``: the same on a forecast of each stream's mean rate over the
+  task's expected duration ``D`` (``8 size / sum of measured rates``) made from the sender's measurements
+  alone: the measured rate ``r`` pulled toward its own slow mean ``m`` (an EWMA with a 300 s time
+  constant) as a rate excursion with a 30 s correlation time is expected to fade over ``D``:
+  ``m + (r - m) (tau / D) (1 - exp(-D / tau))`` (what features of the measured rates' history, such as
+  their trend and slow mean, can tell about the next ``D`` seconds);
+* ``true physics + future mean rates``: the same on each stream's *true* mean available rate over the
+  next ``D`` seconds (clairvoyant about the rates, not about failures);
 * ``oracle``: the clairvoyant per-task oracle of ``itp.sim.baselines`` (sees the future: rates and
-  failures).
+  failures; it picks the best of the 15 actions, each with the production split on the measured rates).
 
 Nothing here learns; it says how far the targets of the adaptation table (goodput >= 1.05 x the best
 baseline, p95 <= its) are from what the observable state can support on each network.
@@ -52,7 +60,10 @@ class TruePhysicsPolicy:
     ``bind(env)`` before each episode. Transport: set-up ``setup_rtts + 0.5`` RTTs (the last byte's
     propagation), no slow start (window 2^40 bits) when the network has none, else the initial window,
     raised per persistent stream to the window its last chunk ended with while it has not been idle
-    longer than ``max(rto_min_s, 2 x smoothed RTT)``.
+    longer than ``max(rto_min_s, 2 x smoothed RTT)``; each stream's true efficiency
+    (``stream_efficiency x path_efficiency[i]``: 0.3 on ``lossy``'s stream 0, 1 elsewhere) applied to its
+    measured rate (a seldom used stream's measured rate comes from probes of the available rate), or to
+    its true rate with ``current_rates``.
     """
 
     def __init__(self, config: SimConfig, *, current_rates: bool) -> None:
@@ -76,12 +87,12 @@ class TruePhysicsPolicy:
             if windows is not None and windows[i][0] > 0.0 and cfg.slow_start:
                 rto = max(cfg.rto_min_s, 2.0 * float(raw[4 + i]))
                 w = max(cold, start_window_bits(windows[i][0], min(windows[i][1], 1e9), rto))
-            params.append(TransportParams(setup, w, 1.0))
+            params.append(TransportParams(setup, w, cfg.stream_efficiency * cfg.path_efficiency[i]))
         out = raw.copy()
         if self.current_rates:
             t = env.time_s
             for i, traj in enumerate(env.streams):
-                out[i] = traj.rate_at(t) * cfg.stream_efficiency * cfg.path_efficiency[i]
+                out[i] = traj.rate_at(t)
         return out, params
 
     def select_action(self, raw: np.ndarray) -> int:
@@ -91,6 +102,49 @@ class TruePhysicsPolicy:
     def chunk_bytes(self, raw: np.ndarray, action: int) -> tuple[int, int, int, int]:
         state, params = self._state(raw)
         return production_split(state, action, params).chunk_bytes
+
+
+class HorizonRatePolicy(TruePhysicsPolicy):
+    """The true-physics heuristic on each stream's rate over the task's expected duration (module doc).
+
+    ``future=True``: the true mean available rate over the next ``D`` seconds (16 samples); else the
+    forecast from the measured rates (slow mean ``slow_s`` seconds, correlation time ``tau_s`` seconds).
+    """
+
+    def __init__(
+        self, config: SimConfig, *, future: bool, tau_s: float = 30.0, slow_s: float = 300.0
+    ) -> None:
+        super().__init__(config, current_rates=False)
+        self.future = future
+        self.name = "true physics + future mean rates" if future else "true physics + measured-rate forecast"
+        self.tau_s, self.slow_s = tau_s, slow_s
+        self._mean: np.ndarray | None = None
+        self._last_s = 0.0
+
+    def reset(self) -> None:
+        """A new episode: new streams, so the slow means start again."""
+        self._mean = None
+
+    def _state(self, raw: np.ndarray) -> tuple[np.ndarray, list[TransportParams]]:
+        out, params = super()._state(raw)
+        env = self._env
+        assert env is not None
+        t = env.time_s
+        measured = np.asarray(out[:4], dtype=np.float64)
+        horizon_s = 8.0 * env.task_size_bytes / max(float(measured.sum()), 1.0)
+        if self.future:
+            for i, traj in enumerate(env.streams):
+                at = t + np.linspace(0.0, horizon_s, 16)
+                out[i] = float(np.mean([traj.rate_at(float(x)) for x in at]))
+            return out, params
+        if self._mean is None:
+            self._mean = measured.copy()
+        else:
+            self._mean += (1.0 - np.exp(-max(t - self._last_s, 0.0) / self.slow_s)) * (measured - self._mean)
+        self._last_s = t
+        fade = self.tau_s / horizon_s * -np.expm1(-horizon_s / self.tau_s) if horizon_s > 0 else 1.0
+        out[:4] = self._mean + (measured - self._mean) * fade
+        return out, params
 
 
 def play(policy: Any, config: SimConfig, files: Sequence[str], seed: int, n: int) -> tuple[float, float]:
@@ -123,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     files, _, description = adaptation_trace_files()
     print("| network | best baseline | true physics: goodput / p95 | + current rates: goodput / p95 | "
-          "oracle: goodput / p95 |\n|---|---|---:|---:|---:|")
+          "+ measured-rate forecast: goodput / p95 | + future mean rates: goodput / p95 | "
+          "oracle: goodput / p95 |\n|---|---|---:|---:|---:|---:|---:|")
     for name in args.networks:
         t0 = time.monotonic()
         config = AdaptConfig(network=name, trace_files=files).sim_config()
@@ -134,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         best_p95 = min(base[k][1] for k in ("rate-proportional", "heuristic", fixed))
         cells = []
         bounds = (TruePhysicsPolicy(config, current_rates=False),
-                  TruePhysicsPolicy(config, current_rates=True), OraclePolicy())
+                  TruePhysicsPolicy(config, current_rates=True), HorizonRatePolicy(config, future=False),
+                  HorizonRatePolicy(config, future=True), OraclePolicy())
         for pol in bounds:
             g, p95 = play(pol, config, files, args.seed, args.tasks)
             cells.append(f"{g / base[best][0]:.3f} / {p95 / best_p95:.3f}")
