@@ -25,7 +25,8 @@ subset chosen with hindsight, over the whole run):
 * ``true physics + future mean rates``: the same on each stream's *true* mean available rate over the
   next ``D`` seconds (clairvoyant about the rates, not about failures);
 * ``oracle``: the clairvoyant per-task oracle of ``itp.sim.baselines`` (sees the future: rates and
-  failures; it picks the best of the 15 actions, each with the production split on the measured rates).
+  failures; it picks the best of the 15 actions, each split by the production rule on the measured rates or
+  in equal parts).
 
 Nothing here learns; it says how far the targets of the adaptation table (goodput >= 1.05 x the best
 baseline, p95 <= its) are from what the observable state can support on each network.

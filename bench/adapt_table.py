@@ -80,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--guard-exploration", action=argparse.BooleanOptionalAction,
                    default=AdaptConfig.guard_exploration,
                    help="exploration only among the splits the guard lets through (default off)")
+    p.add_argument("--explore-max-bytes", type=int, default=None, metavar="N",
+                   help="never explore on a task larger than N bytes (default: no limit)")
     p.add_argument("--holdout-fraction", type=float, default=None,
                    help="share of logged rows the gate holds back (default: FinetuneJob's)")
     p.add_argument("--out", type=Path, default=Path("adapt-results"), help="folder for JSON and PNG files")
@@ -96,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = AdaptConfig(network=name, outcomes=args.outcomes, checkpoint=args.checkpoint, seed=args.seed,
                           epsilon=args.epsilon, explore_top_k=args.top_k, finetune=finetune,
                           guard_margin=args.guard_margin, guard_exploration=args.guard_exploration,
-                          trace_files=files, learner_trace_files=learner_files)
+                          explore_max_bytes=args.explore_max_bytes, trace_files=files,
+                          learner_trace_files=learner_files)
         r = run_adaptation(cfg)
         (args.out / f"adapt-{name}.json").write_text(r.to_json() + "\n")
         try:
@@ -112,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
           f"--networks {' '.join(args.networks)} --outcomes {args.outcomes} --epsilon {args.epsilon} "
           f"--top-k {args.top_k} --guard-margin {'off' if args.guard_margin is None else args.guard_margin} "
           + (" --guard-exploration" if args.guard_exploration else "")
+          + (f" --explore-max-bytes {args.explore_max_bytes}" if args.explore_max_bytes is not None else "")
           + (f" --holdout-fraction {args.holdout_fraction}" if args.holdout_fraction is not None else "")
           + "`")
     return 0

@@ -502,6 +502,11 @@ class TaskPartitioner:
             propensity logged is that policy's. Actions the guard refuses are then never logged, so an
             attached learner's gate scores candidates as the guard lets them act, from the guard's verdicts
             logged with every decision (``docs/lifecycle.md``).
+        explore_max_bytes: None (default: any task may explore) or an int >= 1: tasks larger than this
+            many bytes are decided greedily (propensity 1), so exploration never spends the time of a large
+            task, and the largest tasks, which set the p95, never take an exploratory split. The limit is
+            compared on the state's float32 size feature, so a size up to about 2 parts per million above
+            it counts as at it; the gate recomputes which logged rows could explore from their states.
 
     Raises:
         ValueError: for out-of-range arguments. A bad *model* never raises: it is logged and counted,
@@ -524,6 +529,7 @@ class TaskPartitioner:
         calibration_interval: int = 200,
         guard_margin: float | None = None,
         guard_exploration: bool = False,
+        explore_max_bytes: int | None = None,
     ) -> None:
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {seed!r}")
@@ -555,6 +561,7 @@ class TaskPartitioner:
         self._engine = self._agent.engine
         self.guard_margin = guard_margin
         self.guard_exploration = guard_exploration
+        self.explore_max_bytes = explore_max_bytes
         self._clock = clock
         self._monotonic = monotonic
         self._ttl_s = float(decision_ttl_s)
@@ -656,6 +663,17 @@ class TaskPartitioner:
     @guard_exploration.setter
     def guard_exploration(self, value: bool) -> None:
         self._engine.guard_exploration = value  # the engine refuses a non-bool (TypeError naming the field)
+
+    @property
+    def explore_max_bytes(self) -> int | None:
+        """Largest task that may explore, bytes (None: no limit); see the constructor. Settable."""
+        m = self._engine.explore_max_bytes
+        return None if m is None else int(m)
+
+    @explore_max_bytes.setter
+    def explore_max_bytes(self, value: int | None) -> None:
+        # The engine refuses a non-int (TypeError) or an int outside 1..2**64 - 2 (ValueError), named.
+        self._engine.explore_max_bytes = value
 
     @property
     def explore_top_k(self) -> int:

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <memory>
 #include <sstream>
 #include <stdexcept>
@@ -485,6 +486,31 @@ void register_policy(py::module_& m) {
                       }
                       e.set_explore_top_k(k);
                     })
+      .def_property(
+          "explore_max_bytes",
+          [](const DecisionEngine& e) -> py::object {
+            const std::uint64_t limit = e.explore_max_bytes();
+            if (limit == std::numeric_limits<std::uint64_t>::max()) return py::none();
+            return py::int_(limit);
+          },
+          [](DecisionEngine& e, const py::object& value) {
+            if (value.is_none()) {
+              e.set_explore_max_bytes(std::numeric_limits<std::uint64_t>::max());
+              return;
+            }
+            if (py::isinstance<py::bool_>(value) || !py::isinstance<py::int_>(value)) {
+              throw py::type_error("explore_max_bytes must be None or an int, got " +
+                                   std::string(py::str(py::type::of(value).attr("__name__"))));
+            }
+            const py::int_ v = value.cast<py::int_>();
+            if (v < py::int_(1) || v >= py::int_(std::numeric_limits<std::uint64_t>::max())) {
+              throw py::value_error("explore_max_bytes must be None or an int in 1..2**64 - 2, got " +
+                                    std::string(py::str(value)));
+            }
+            e.set_explore_max_bytes(value.cast<std::uint64_t>());
+          },
+          "Exploration size limit in bytes (None, default: none): a task whose size feature exceeds the "
+          "limit's (float32 log2(size) / 40) is decided greedily, with propensity 1.")
       .def("decide", &engine_decide, py::arg("size_bytes"), py::arg("priority"), py::arg("hour"),
            py::arg("explore") = true, py::arg("q_values") = py::none(),
            "(action, source, chunks, expected_time_s, confidence, state f32[20], raw f64[20], model_fault, propensity)")

@@ -150,6 +150,11 @@ void DecisionEngine::decide_raw(const double* raw, std::uint64_t size_bytes, con
   decide_raw_with(raw, size_bytes, m.get(), external_q, explore, out);
 }
 
+float DecisionEngine::size_feature_f32(double size_bytes) noexcept {
+  const double f = task_size_feature(size_bytes);
+  return static_cast<float>(f < 0.0 ? 0.0 : (f > 1.0 ? 1.0 : f));
+}
+
 void DecisionEngine::decide_raw_with(const double* raw, std::uint64_t size_bytes, const FusedMlp* model,
                                      const float* external_q, bool explore, DecisionOutput& out,
                                      const TransportParams* params) const {
@@ -177,7 +182,10 @@ void DecisionEngine::decide_raw_with(const double* raw, std::uint64_t size_bytes
   out.guarded = false;
   out.guard_verdicts = kNoGuardVerdicts;
   if (out.has_q) {
-    const double eps = explore ? epsilon() : 0.0;  // read once: the draw and the propensity agree
+    // Read once: the draw and the propensity agree. A task above the exploration size limit is greedy.
+    const bool may_explore =
+        explore && out.state[kTaskSizeIndex] <= explore_max_feature_.load(std::memory_order_relaxed);
+    const double eps = may_explore ? epsilon() : 0.0;
     const int top_k = explore_top_k();             // likewise
     int greedy = argmax(out.q_values.data());
     bool guard_pick = false;

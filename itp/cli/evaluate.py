@@ -158,6 +158,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="explore only among the splits the guard lets through (default off, as LearningSession)",
     )
     ad.add_argument(
+        "--explore-max-bytes", type=int_at_least(1), default=None, metavar="N",
+        help="never explore on a task larger than N bytes (default: no limit, as LearningSession)",
+    )
+    ad.add_argument(
         "--time-budget", type=_seconds, default=None, metavar="SECONDS",
         help=f"wall-time budget of the learning run; past it the run stops early and says so "
         f"(default {DEFAULT_TIME_BUDGET_S:.0f})",
@@ -174,7 +178,7 @@ def _guard_option(text: str) -> float | str:
 
 
 _ADAPT_ONLY = ("outcomes", "checkpoint", "retrain_every", "epsilon", "top_k", "guard_margin",
-               "guard_exploration", "time_budget", "plot")
+               "guard_exploration", "explore_max_bytes", "time_budget", "plot")
 
 
 def _check_mode(args: argparse.Namespace) -> None:
@@ -242,6 +246,8 @@ def _run_adapt(args: argparse.Namespace) -> int:
         kwargs["guard_margin"] = None if args.guard_margin == "off" else args.guard_margin
     if args.guard_exploration is not None:
         kwargs["guard_exploration"] = args.guard_exploration
+    if args.explore_max_bytes is not None:
+        kwargs["explore_max_bytes"] = args.explore_max_bytes
     try:
         config = AdaptConfig(**kwargs)
     except (TypeError, ValueError) as exc:

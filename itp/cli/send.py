@@ -15,7 +15,8 @@ transport calibration, the experience store and the model registry; a retrain ev
 stored outcomes (needs the ``train`` extra); the decision guard (``--guard-margin``, default 0.05, ``off``:
 none) keeps the model from a split the calibrated transport model predicts clearly slower than the
 heuristic's, and with ``--guard-exploration`` (default off) exploration draws only among the splits
-the guard lets through. Without ``--learn`` the outcomes update the stream table and
+the guard lets through; ``--explore-max-bytes N`` decides files larger than N bytes greedily, never
+explored. Without ``--learn`` the outcomes update the stream table and
 the in-process partitioner only, and are not kept.
 ``--schedule FILE`` is a JSON list of ``{"path": ..., "start_s": ..., "name": ...}``: each file is
 submitted at its offset from the session start. One line per finished task and a total line go to
@@ -74,6 +75,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    "than M slower than the heuristic's (default 0.05; off: no guard)")
     p.add_argument("--guard-exploration", action=argparse.BooleanOptionalAction, default=False,
                    help="with --learn: explore only among the splits the guard lets through (default off)")
+    p.add_argument("--explore-max-bytes", type=int_at_least(1), default=None, metavar="N",
+                   help="with --learn: never explore on a file larger than N bytes (default: no limit)")
     p.add_argument("--retrain-every", type=int_at_least(1), default=1000, metavar="N",
                    help="with --learn: retrain after N new stored outcomes (default 1000)")
     p.add_argument("--wait-for-retrain", type=float, default=300.0, metavar="SECONDS",
@@ -146,7 +149,7 @@ def _learning_session(args: argparse.Namespace, model: str | None) -> Any:
         return LearningSession(
             args.learn, model_path=model, epsilon=args.epsilon, explore_top_k=args.explore_top_k,
             config=learning_config(args.retrain_every), guard_margin=args.guard_margin,
-            guard_exploration=args.guard_exploration,
+            guard_exploration=args.guard_exploration, explore_max_bytes=args.explore_max_bytes,
         )
     except (OSError, ValueError, TypeError, StoreError) as exc:
         raise CLIError(f"--learn {args.learn}: {exc}", status=2) from None

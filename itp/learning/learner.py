@@ -646,6 +646,8 @@ class OnlineLearner:
             gate["target_epsilon"] = float(getattr(self._p, "epsilon", 0.0))
         if gate.get("target_top_k") is None:  # and with the deployment's exploration set
             gate["target_top_k"] = int(getattr(self._p, "explore_top_k", 15))
+        if gate.get("target_explore_max_bytes") is None:  # and its exploration size limit
+            gate["target_explore_max_bytes"] = getattr(self._p, "explore_max_bytes", None)
         guarded_exploration = getattr(self._p, "guard_margin", None) is not None and bool(
             getattr(self._p, "guard_exploration", False)
         )
@@ -698,6 +700,7 @@ class OnlineLearner:
             target_top_k=gate["target_top_k"],
             target_guard=gate["target_guard"],
             target_guard_exploration=gate["target_guard_exploration"],
+            target_explore_max_bytes=gate["target_explore_max_bytes"],
         )
         logger.info(
             "online learner: retraining started (%s), candidate version %s", why, version,

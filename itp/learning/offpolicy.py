@@ -65,6 +65,7 @@ __all__ = [
     "cross_fitted_reward_predictions",
     "epsilon_greedy_probabilities",
     "estimate_value",
+    "exploring_rows",
 ]
 
 METHODS: Final = ("snips", "dr")
@@ -253,6 +254,31 @@ def decode_guard_verdicts(codes: npt.ArrayLike) -> tuple[npt.NDArray[np.bool_], 
     return allowed, np.where(none, -1, c >> 16)
 
 
+def exploring_rows(states: npt.ArrayLike, explore_max_bytes: int | None) -> npt.NDArray[np.bool_]:
+    """Which rows of normalised ``states`` (float[rows, 20]) a partitioner with this exploration size limit
+    (``TaskPartitioner(explore_max_bytes=)``; None: no limit) may explore on: its rule exactly, the
+    float32 task-size feature (column 17) at most the limit's.
+
+    Raises:
+        ValueError: ``states`` not [rows, 20]; TypeError/ValueError: a limit that is not None or an int >= 1.
+    """
+    from itp.state import NUM_FEATURES, task_size_feature
+
+    x = np.asarray(states)
+    if x.ndim != 2 or x.shape[1] != NUM_FEATURES:
+        raise ValueError(f"states must be a [rows, {NUM_FEATURES}] array, got shape {x.shape}")
+    if explore_max_bytes is None:
+        return np.ones(x.shape[0], dtype=bool)
+    if isinstance(explore_max_bytes, bool) or not isinstance(explore_max_bytes, (int, np.integer)):
+        raise TypeError(f"explore_max_bytes must be None or an int, got {type(explore_max_bytes).__name__}")
+    if explore_max_bytes < 1:
+        raise ValueError(f"explore_max_bytes must be None or an int >= 1, got {explore_max_bytes!r}")
+    # As the engine: the limit's feature clamped to [0, 1], rounded to float32 like the state's column.
+    limit = np.float32(min(1.0, max(0.0, task_size_feature(float(explore_max_bytes)))))
+    allowed: npt.NDArray[np.bool_] = np.asarray(x[:, 17], dtype=np.float32) <= limit
+    return allowed
+
+
 def epsilon_greedy_probabilities(
     q_values: npt.ArrayLike,
     epsilon: float,
@@ -260,6 +286,7 @@ def epsilon_greedy_probabilities(
     *,
     guard_verdicts: npt.ArrayLike | None = None,
     guard_exploration: bool = False,
+    explore_rows: npt.ArrayLike | None = None,
 ) -> FloatArray:
     """Action probabilities of epsilon-greedy over ``q_values`` (float[rows, actions]).
 
@@ -274,9 +301,13 @@ def epsilon_greedy_probabilities(
     draws are the k best by Q *among the actions let through* (``k' = min(k, their number)``, each
     ``epsilon / k'``). Rows with -1 are scored unguarded.
 
+    With ``explore_rows`` (bool[rows]; :func:`exploring_rows`), rows where it is False are greedy
+    (epsilon 0 there), as a partitioner with an exploration size limit decides larger tasks.
+
     Raises:
         ValueError: a non-2-D or non-finite ``q_values``, ``epsilon`` outside [0, 1], ``top_k`` outside
-            1..actions, ``guard_verdicts`` of the wrong length or with an invalid code.
+            1..actions, ``guard_verdicts`` or ``explore_rows`` of the wrong length or with an invalid
+            value.
     """
     q = np.asarray(q_values, dtype=np.float64)
     if q.ndim != 2 or q.shape[1] == 0:
@@ -290,15 +321,23 @@ def epsilon_greedy_probabilities(
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n_actions:
         raise ValueError(f"top_k must be None or an int in 1..{n_actions}, got {top_k!r}")
     rows = np.arange(q.shape[0])
+    eps = np.full(q.shape[0], float(epsilon))
+    if explore_rows is not None:
+        mask = np.asarray(explore_rows)
+        if mask.dtype != np.bool_ or mask.shape != (q.shape[0],):
+            raise ValueError(
+                f"explore_rows must be a bool array of {q.shape[0]} rows, got {mask.dtype} {mask.shape}"
+            )
+        eps = np.where(mask, eps, 0.0)
     greedy = np.argmax(q, axis=1)
     if guard_verdicts is None:
         if k == n_actions:
-            probs = np.full(q.shape, epsilon / k, dtype=np.float64)
+            probs = np.repeat((eps / k)[:, None], n_actions, axis=1)
         else:
             probs = np.zeros(q.shape, dtype=np.float64)
             best = np.argsort(-q, axis=1, kind="stable")[:, :k]  # stable: equal Q keeps the lower index first
-            probs[rows[:, None], best] = epsilon / k
-        probs[rows, greedy] += 1.0 - epsilon
+            probs[rows[:, None], best] = (eps / k)[:, None]
+        probs[rows, greedy] += 1.0 - eps
         return probs
     if n_actions != 15:
         raise ValueError(f"guard_verdicts need 15 actions, got {n_actions}")
@@ -314,8 +353,8 @@ def epsilon_greedy_probabilities(
     probs = np.zeros(q.shape, dtype=np.float64)
     for r in range(k):
         take_rows = rows[r < k_row]
-        probs[take_rows, order[take_rows, r]] = epsilon / k_row[take_rows]
-    probs[rows, greedy] += 1.0 - epsilon
+        probs[take_rows, order[take_rows, r]] = eps[take_rows] / k_row[take_rows]
+    probs[rows, greedy] += 1.0 - eps
     return probs
 
 

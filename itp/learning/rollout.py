@@ -81,6 +81,7 @@ from itp.learning.offpolicy import (
     compare_policies,
     cross_fitted_reward_predictions,
     epsilon_greedy_probabilities,
+    exploring_rows,
 )
 from itp.model_loading import LoadedModel
 from itp.ring import TransitionBatch
@@ -137,6 +138,10 @@ class GateConfig:
         target_guard_exploration: with ``target_guard``, the target policies' exploration keeps to the
             actions the guard let through; None: as deployed (the learner fills in the partitioner's
             ``guard_exploration``; called directly, None is False).
+        target_explore_max_bytes: the target policies explore only on rows whose task is at most this
+            many bytes (:func:`itp.learning.offpolicy.exploring_rows`), greedy elsewhere; None: as
+            deployed (the learner fills in the partitioner's ``explore_max_bytes``; called directly, or
+            when the partitioner has none, None is no limit).
         episodes: simulated episodes per model (>= 1).
         seed: evaluation seed (both models see the same episodes; also seeds the DR cross-fitting).
         sim_margin: tolerated loss of mean per-task reward on the simulator (reward units, >= 0).
@@ -160,6 +165,7 @@ class GateConfig:
     target_top_k: int | None = None
     target_guard: bool | None = None
     target_guard_exploration: bool | None = None
+    target_explore_max_bytes: int | None = None
     episodes: int = 20
     seed: int = 12345
     sim_margin: float = 0.0
@@ -207,6 +213,11 @@ class GateConfig:
         k = self.target_top_k
         if k is not None and (isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 15):
             raise ValueError(f"GateConfig.target_top_k must be None or an int in 1..15, got {k!r}")
+        b = self.target_explore_max_bytes
+        if b is not None and (isinstance(b, bool) or not isinstance(b, int) or not 1 <= b < 2**64 - 1):
+            raise ValueError(
+                f"GateConfig.target_explore_max_bytes must be None or an int in 1..2**64 - 2, got {b!r}"
+            )
         for name in ("target_guard", "target_guard_exploration"):
             v = getattr(self, name)
             if v is not None and not isinstance(v, bool):
@@ -303,7 +314,8 @@ def offpolicy_comparison(
     candidate: LoadedModel, current: LoadedModel, logged: TransitionBatch, config: GateConfig
 ) -> OffPolicyComparison:
     """Paired off-policy comparison of ``candidate`` with ``current`` on ``logged`` rows (all with a
-    propensity), the policies epsilon-greedy at ``config.target_epsilon`` (None: greedy), guarded as
+    propensity), the policies epsilon-greedy at ``config.target_epsilon`` (None: greedy) on the rows
+    ``config.target_explore_max_bytes`` lets explore (greedy on the others), guarded as
     ``config.target_guard`` / ``target_guard_exploration`` say where the rows carry the guard's verdicts.
 
     Raises:
@@ -314,6 +326,7 @@ def offpolicy_comparison(
     eps = 0.0 if config.target_epsilon is None else float(config.target_epsilon)
     states = np.ascontiguousarray(logged.states, dtype=np.float32)
     guards = _target_guard_verdicts(logged, config)
+    explore_rows = exploring_rows(states, config.target_explore_max_bytes)
     probs = {}
     for name, model in (("candidate", candidate), ("current", current)):
         q = model.q_values_batch(states)
@@ -321,7 +334,7 @@ def offpolicy_comparison(
             raise ValueError(f"the {name} model has non-finite Q-values on the held-back states")
         probs[name] = epsilon_greedy_probabilities(
             q, eps, config.target_top_k, guard_verdicts=guards,
-            guard_exploration=bool(config.target_guard_exploration),
+            guard_exploration=bool(config.target_guard_exploration), explore_rows=explore_rows,
         )
     predictions = None
     if config.estimator == "dr":

@@ -85,6 +85,9 @@ class LearningSession:
             (``TaskPartitioner(guard_exploration=)``; default False; the learner's gate then scores both
             models as the guard lets them act). Measured in the adaptation benchmark (README): no
             measurable change of goodput (six seeds).
+        explore_max_bytes: tasks larger than this many bytes are decided greedily, never explored
+            (``TaskPartitioner(explore_max_bytes=)``; default None: any task may explore; the learner's
+            gate scores both models with the same limit).
         seed: the partitioner's exploration seed, an int >= 0 (None: drawn from the OS, so that two
             processes of one deployment do not repeat each other's exploration draws).
 
@@ -103,6 +106,7 @@ class LearningSession:
         config: LearnerConfig | None = None,
         guard_margin: float | None = 0.05,
         guard_exploration: bool = False,
+        explore_max_bytes: int | None = None,
         seed: int | None = None,
     ) -> None:
         from itp.partitioner import DEFAULT_MODEL, TaskPartitioner
@@ -115,6 +119,7 @@ class LearningSession:
         self.partitioner = TaskPartitioner(
             model, epsilon=epsilon, explore_top_k=explore_top_k, calibrate_transport=True,
             guard_margin=guard_margin, guard_exploration=guard_exploration,
+            explore_max_bytes=explore_max_bytes,
             seed=int.from_bytes(os.urandom(4), "little") >> 1 if seed is None else seed,
         )
         if self.partitioner.model is None:
@@ -166,6 +171,7 @@ class LearningSession:
         out["calibration"] = calibrator.summary() if calibrator is not None else None
         out["guard_margin"] = self.partitioner.guard_margin
         out["guard_exploration"] = self.partitioner.guard_exploration
+        out["explore_max_bytes"] = self.partitioner.explore_max_bytes
         out["guard_overrides"] = self.partitioner.get_metrics().guard_overrides
         return out
 

@@ -189,6 +189,8 @@ class AdaptConfig:
         guard_exploration: exploration draws only among the actions the guard lets through
             (``TaskPartitioner(guard_exploration=)``; default False as ``LearningSession``; no effect while
             the guard is off).
+        explore_max_bytes: tasks larger than this many bytes are decided greedily, never explored
+            (``TaskPartitioner(explore_max_bytes=)``; default None: no limit, as ``LearningSession``).
     """
 
     network: str
@@ -215,6 +217,7 @@ class AdaptConfig:
     guard_margin: float | None = 0.05
     guard_exploration: bool = False
     calibration_interval: int = 200
+    explore_max_bytes: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.network, str) or self.network not in NETWORKS:
@@ -253,6 +256,11 @@ class AdaptConfig:
         if not isinstance(self.guard_exploration, bool):
             raise TypeError(
                 f"AdaptConfig.guard_exploration must be a bool, got {type(self.guard_exploration).__name__}"
+            )
+        x = self.explore_max_bytes
+        if x is not None and (isinstance(x, bool) or not isinstance(x, int) or not 1 <= x < 2**64 - 1):
+            raise ValueError(
+                f"AdaptConfig.explore_max_bytes must be None or an int in 1..2**64 - 2, got {x!r}"
             )
         for name in ("finetune", "gate"):
             v = getattr(self, name)
@@ -466,7 +474,9 @@ class AdaptResult:
             return "n/a" if x is None else f"{x:.3f}"
 
         guarded = self.config.guard_margin is not None and self.config.guard_exploration
-        guarded_exploration = ", exploration guarded" if guarded else ""
+        exploration_note = ", exploration guarded" if guarded else ""
+        if self.config.explore_max_bytes is not None:
+            exploration_note += f", no exploration above {self.config.explore_max_bytes} bytes"
 
         lines.append(
             "summary: final-window goodput / best baseline "
@@ -485,7 +495,7 @@ class AdaptResult:
             f"{'on' if self.calibrate_transport else 'not supported'}; decision guard "
             f"{'off' if self.config.guard_margin is None else f'{self.config.guard_margin:g}'} "
             f"({lr.get('guard_overrides', 0)} overrides"
-            f"{guarded_exploration}); {self.wall_s:.0f} s"
+            f"{exploration_note}); {self.wall_s:.0f} s"
         )
         return "\n".join(lines) + "\n"
 
@@ -570,6 +580,8 @@ class _AdaptiveRun:
         }
         if cfg.explore_top_k != NUM_ACTIONS:
             kwargs["explore_top_k"] = cfg.explore_top_k
+        if cfg.explore_max_bytes is not None:
+            kwargs["explore_max_bytes"] = cfg.explore_max_bytes
         self.calibrate_transport = "calibrate_transport" in inspect.signature(TaskPartitioner).parameters
         if self.calibrate_transport:
             kwargs["calibrate_transport"] = True

@@ -116,18 +116,19 @@ def test_learn_keeps_experience_and_calibration_across_runs(work: Path, receiver
     held = sum(learning["calibration"]["observations"])
     assert held >= 5
     assert learning["guard_margin"] == 0.05 and learning["guard_overrides"] >= 0
-    assert learning["guard_exploration"] is False
+    assert learning["guard_exploration"] is False and learning["explore_max_bytes"] is None
     res = itp("send", *files[:2], "--to", to, "--secret-file", secret, "--learn", learn, "--epsilon", "0",
-              "--guard-margin", "off", "--guard-exploration", "--json", str(report), "--no-progress",
-              cwd=work)
+              "--guard-margin", "off", "--guard-exploration", "--explore-max-bytes", "300000",
+              "--json", str(report), "--no-progress", cwd=work)
     assert res.returncode == 0, res.stderr
     learning = json.loads(report.read_text())["learning"]
     assert learning["experience_count"] == 7 and learning["restored_calibration_observations"] == held
     assert learning["guard_margin"] is None and learning["guard_overrides"] == 0
-    assert learning["guard_exploration"] is True
+    assert learning["guard_exploration"] is True and learning["explore_max_bytes"] == 300000
     for bad, message in ((["--policy", "rate-proportional"], "--learn needs the itp policy"),
                          (["--epsilon", "1.5"], "--epsilon must be in [0, 1]"),
                          (["--explore-top-k", "0"], "explore-top-k"),
+                         (["--explore-max-bytes", "0"], "explore-max-bytes"),
                          (["--guard-margin", "-0.1"], "expected a number >= 0 or 'off'"),
                          (["--wait-for-retrain", "-1"], "--wait-for-retrain must be >= 0")):
         res = itp("send", files[0], "--to", to, "--learn", learn, *bad, cwd=work)

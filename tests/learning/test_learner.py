@@ -557,6 +557,7 @@ def test_with_unguarded_exploration_the_gate_scores_policies_unguarded(tmp_path:
     assert wait_for(lambda: learner.update_count == 1, 120)
     started = next(e for e in learner.registry.history() if e["event"] == "retrain_started")
     assert started["target_guard"] is False and started["target_guard_exploration"] is False
+    assert started["target_explore_max_bytes"] is None  # no exploration size limit deployed
     learner.close()
     p.close()
 
@@ -564,7 +565,7 @@ def test_with_unguarded_exploration_the_gate_scores_policies_unguarded(tmp_path:
 def test_retrain_uses_fitted_physics_and_the_deployed_epsilon(tmp_path: Path) -> None:
     p = make_partitioner(
         write_model(tmp_path / "m.onnx", version="1.0.0"), epsilon=0.1, explore_top_k=4, guard_margin=0.1,
-        guard_exploration=True,
+        guard_exploration=True, explore_max_bytes=1 << 24,
     )
     learner = OnlineLearner(
         p, registry=tmp_path / "models", config=tiny_config(), calibrator=FakeCalibrator()
@@ -577,6 +578,7 @@ def test_retrain_uses_fitted_physics_and_the_deployed_epsilon(tmp_path: Path) ->
     assert started["transport_params"] == FakeCalibrator().pooled_params().as_dict()
     assert started["target_epsilon"] == pytest.approx(0.1)
     assert started["target_top_k"] == 4  # the gate judges both models with the deployment's exploration
+    assert started["target_explore_max_bytes"] == 1 << 24  # and its exploration size limit
     # and, exploring guarded, as the guard lets them act
     assert started["target_guard"] is True and started["target_guard_exploration"] is True
     m = learner.metrics()

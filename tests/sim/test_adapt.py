@@ -189,6 +189,19 @@ def test_guarded_exploration_changes_only_explored_decisions() -> None:
     assert guarded.learner["guard_overrides"] == free.learner["guard_overrides"] == 0
 
 
+def test_above_the_exploration_size_limit_the_adaptive_run_decides_greedily() -> None:
+    # Every task is larger than 1 byte: with the limit at 1 nothing explores, even at epsilon 1, and the
+    # run is the greedy one, decision for decision.
+    greedy = run_adaptation(tiny(epsilon=0.0, outcomes=16, network="warm"))
+    limited = run_adaptation(tiny(epsilon=1.0, outcomes=16, network="warm", explore_max_bytes=1))
+    free = run_adaptation(tiny(epsilon=1.0, outcomes=16, network="warm"))
+    assert limited.records[ADAPTIVE] == greedy.records[ADAPTIVE] != free.records[ADAPTIVE]
+    assert json.loads(limited.to_json())["config"]["explore_max_bytes"] == 1
+    assert "no exploration above 1 bytes" in limited.to_text()
+    with pytest.raises(ValueError, match=r"AdaptConfig\.explore_max_bytes"):
+        tiny(explore_max_bytes=0)
+
+
 def test_per_chunk_outcomes_are_used_exactly_when_the_partitioner_takes_them(result: AdaptResult) -> None:
     report = inspect.signature(TaskPartitioner.report_outcome).parameters
     assert result.per_chunk_outcomes == ("chunks" in report)

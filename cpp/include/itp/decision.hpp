@@ -18,6 +18,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <mutex>
 
@@ -106,6 +107,22 @@ class DecisionEngine {
   void set_explore_top_k(int k) noexcept { explore_top_k_.store(k, std::memory_order_relaxed); }
   int explore_top_k() const noexcept { return explore_top_k_.load(std::memory_order_relaxed); }
 
+  // Exploration only on tasks up to a size: a task whose size feature (task_size_feature, as the float32 of
+  // the normalised state) exceeds the limit's is decided greedily (propensity 1 for the greedy action).
+  // Why: an exploratory split costs time in proportion to the task, and the largest tasks set the p95.
+  // Comparing the float32 features, not the bytes, lets the off-policy gate recompute which logged rows
+  // could explore from their states alone. UINT64_MAX (default): every task may explore.
+  void set_explore_max_bytes(std::uint64_t max_bytes) noexcept {
+    explore_max_feature_.store(max_bytes == std::numeric_limits<std::uint64_t>::max()
+                                   ? std::numeric_limits<float>::infinity()
+                                   : size_feature_f32(static_cast<double>(max_bytes)),
+                               std::memory_order_relaxed);
+    explore_max_bytes_.store(max_bytes, std::memory_order_relaxed);
+  }
+  std::uint64_t explore_max_bytes() const noexcept { return explore_max_bytes_.load(std::memory_order_relaxed); }
+  // The normalised size feature the limit compares (float32, clamped to [0, 1] as in the state).
+  static float size_feature_f32(double size_bytes) noexcept;
+
   // Writes the raw state (caller units) for a task of this size/priority at this hour.
   // params_out (may be null) receives the transport parameters under the same lock.
   void snapshot(double size_bytes, double priority, double hour, double* raw,
@@ -148,6 +165,8 @@ class DecisionEngine {
   std::shared_ptr<const FusedMlp> model_;  // read/written with std::atomic_load/store
   std::atomic<double> epsilon_{0.0};
   std::atomic<int> explore_top_k_{kNumActions};
+  std::atomic<std::uint64_t> explore_max_bytes_{std::numeric_limits<std::uint64_t>::max()};
+  std::atomic<float> explore_max_feature_{std::numeric_limits<float>::infinity()};
   std::atomic<double> guard_margin_{-1.0};
   std::atomic<bool> guard_exploration_{false};
   mutable std::atomic<std::uint64_t> guard_overrides_{0};
