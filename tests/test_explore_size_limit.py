@@ -111,6 +111,11 @@ def test_the_partitioner_logs_greedy_propensities_above_the_limit() -> None:
         large = [p.partition_task(itp.Task(id=f"l{i}", size=1 << 30)) for i in range(20)]
         assert all(d.source == "explore" for d in small)
         assert all(d.source == "model" and d.propensity == 1.0 for d in large)
+        # The batch path keeps the limit too.
+        sizes = np.array([1 << 16, 1 << 30] * 5, dtype=np.uint64)
+        arr = p.partition_arrays([f"b{i}" for i in range(10)], sizes, np.full(10, 0.5))
+        assert arr.sources.tolist() == [EXPLORE, 0] * 5
+        assert np.all(arr.propensity[1::2] == 1.0) and np.all(arr.propensity[0::2] < 1.0)
         p.explore_max_bytes = None  # settable: now the large tasks explore too
         assert p.partition_task(itp.Task(id="x", size=1 << 30)).source == "explore"
     finally:
