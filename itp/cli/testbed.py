@@ -217,6 +217,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="with --learn: exploration rate (default 0.1)")
     r.add_argument("--explore-top-k", type=int_at_least(1), default=3, metavar="K",
                    help="with --learn: explore among the K best actions (default 3)")
+    r.add_argument("--guard-exploration", action=argparse.BooleanOptionalAction, default=False,
+                   help="with --learn: explore only among the splits the decision guard lets through "
+                   "(default off)")
+    r.add_argument("--explore-max-bytes", type=int_at_least(1), default=None, metavar="N",
+                   help="with --learn: never explore on a task larger than N bytes (default: no limit)")
     r.add_argument("--markdown", action="store_true", help="print the table as markdown")
     r.add_argument("--no-calibration", action="store_true", help="skip the simulator calibration report")
     r.add_argument("--keep-files", action="store_true", help="keep the run directory (reports, logs)")
@@ -384,6 +389,8 @@ def _run_run(args: argparse.Namespace) -> int:
             retrain_every=args.retrain_every,
             learn_epsilon=args.epsilon,
             learn_top_k=args.explore_top_k,
+            learn_guard_exploration=args.guard_exploration,
+            learn_explore_max_bytes=args.explore_max_bytes,
         )
     except (ValueError, FileNotFoundError) as exc:
         raise CLIError(str(exc), status=2) from None

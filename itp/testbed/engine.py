@@ -11,7 +11,8 @@ rate controller):
   each socket opened in that path's namespace, the policy, the window), then the task schedule
   (``{"path", "start_s", "name"}`` entries submitted at ``start_s`` seconds after the session start),
   then the ``SendReport`` written as JSON (the same report ``itp send --json`` writes). With a ``learn``
-  entry (``{"folder", "epsilon", "explore_top_k", "retrain_every", "wait_for_retrain_s"}``, policy ``itp``)
+  entry (``{"folder", "epsilon", "explore_top_k", "retrain_every", "wait_for_retrain_s"}``, optionally
+  ``"guard_exploration"``, ``"explore_max_bytes"`` and ``"seed"``; policy ``itp``)
   the split comes from a :class:`itp.learning.session.LearningSession` over ``folder`` -- as ``itp send
   --learn`` -- and the report gets its summary under ``learning``; a retrain running when the tasks are
   done may finish (bounded by ``wait_for_retrain_s``) before the session closes, outside the timed tasks.
@@ -43,9 +44,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from itp.learning.session import LearningSession
     from itp.transfer import TaskReport
 
-__all__ = ["main"]
+__all__ = ["learning_session", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,22 +71,32 @@ def _receive(args: argparse.Namespace) -> int:
     return 0
 
 
+def learning_session(learn: dict[str, Any] | None) -> LearningSession | None:
+    """The ``learn`` entry's :class:`itp.learning.session.LearningSession` (None without one).
+
+    Raises:
+        KeyError: a required field is missing; ValueError/TypeError: a bad value (named by the session).
+    """
+    if learn is None:
+        return None
+    from itp.learning.session import LearningSession, learning_config
+
+    return LearningSession(
+        learn["folder"], epsilon=float(learn["epsilon"]), explore_top_k=int(learn["explore_top_k"]),
+        guard_exploration=bool(learn.get("guard_exploration", False)),
+        explore_max_bytes=learn.get("explore_max_bytes"),
+        config=learning_config(int(learn["retrain_every"]), seed=int(learn.get("seed", 0))),
+    )
+
+
 def _send(args: argparse.Namespace) -> int:
     from itp.transfer import Sender, load_secret
 
     cfg: dict[str, Any] = json.loads(Path(args.config).read_text())
     netns: list[str] = list(cfg["netns"])
     learn: dict[str, Any] | None = cfg.get("learn")
-    session = None
-    wait_for_retrain_s = 0.0
-    if learn is not None:
-        wait_for_retrain_s = float(learn.get("wait_for_retrain_s", 0.0))
-        from itp.learning.session import LearningSession, learning_config
-
-        session = LearningSession(
-            learn["folder"], epsilon=float(learn["epsilon"]), explore_top_k=int(learn["explore_top_k"]),
-            config=learning_config(int(learn["retrain_every"]), seed=int(learn.get("seed", 0))),
-        )
+    session = learning_session(learn)
+    wait_for_retrain_s = float(learn.get("wait_for_retrain_s", 0.0)) if learn is not None else 0.0
     sender = Sender(
         [cfg["to"]] * len(netns),
         streams=len(netns),

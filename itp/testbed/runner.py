@@ -135,6 +135,10 @@ class RunConfig:
         learn_dir: the learning folder (kept after the run; None: inside the run directory).
         retrain_every: with ``learn``: stored outcomes between retrains (>= 1).
         learn_epsilon, learn_top_k: with ``learn``: exploration rate and exploration set.
+        learn_guard_exploration: with ``learn``: exploration only among the splits the decision guard
+            lets through (``LearningSession(guard_exploration=)``).
+        learn_explore_max_bytes: with ``learn``: tasks larger than this many bytes are never explored
+            (``LearningSession(explore_max_bytes=)``; None: no limit).
         wait_for_retrain_s: with ``learn``: after its tasks, an ``itp`` session lets a running retrain
             finish for at most this long (outside the timed tasks; the next policy waits), seconds.
     """
@@ -156,6 +160,8 @@ class RunConfig:
     retrain_every: int = 300
     learn_epsilon: float = 0.1
     learn_top_k: int = 3
+    learn_guard_exploration: bool = False
+    learn_explore_max_bytes: int | None = None
     wait_for_retrain_s: float = 600.0
 
     def __post_init__(self) -> None:
@@ -187,6 +193,16 @@ class RunConfig:
                 raise ValueError(f"RunConfig.{name} must be an int in [{lo}, {hi or 'inf'}], got {v!r}")
         if not (isinstance(self.learn_epsilon, (int, float)) and 0.0 <= self.learn_epsilon <= 1.0):
             raise ValueError(f"RunConfig.learn_epsilon must be in [0, 1], got {self.learn_epsilon!r}")
+        if not isinstance(self.learn_guard_exploration, bool):
+            raise TypeError(
+                "RunConfig.learn_guard_exploration must be a bool, got "
+                f"{type(self.learn_guard_exploration).__name__}"
+            )
+        x = self.learn_explore_max_bytes
+        if x is not None and (isinstance(x, bool) or not isinstance(x, int) or not 1 <= x < 2**64 - 1):
+            raise ValueError(
+                f"RunConfig.learn_explore_max_bytes must be None or an int in 1..2**64 - 2, got {x!r}"
+            )
         if not (math.isfinite(self.wait_for_retrain_s) and self.wait_for_retrain_s >= 0):
             raise ValueError(f"RunConfig.wait_for_retrain_s must be >= 0, got {self.wait_for_retrain_s!r}")
 
@@ -505,6 +521,8 @@ class RunResult:
                 "retrain_every": c.retrain_every if c.learn else None,
                 "learn_epsilon": c.learn_epsilon if c.learn else None,
                 "learn_top_k": c.learn_top_k if c.learn else None,
+                "learn_guard_exploration": c.learn_guard_exploration if c.learn else None,
+                "learn_explore_max_bytes": c.learn_explore_max_bytes if c.learn else None,
             },
             "wall_s": self.wall_s,
             "series_duration_s": list(self.series_duration_s),
@@ -822,6 +840,8 @@ def run_testbed(
             "folder": str(Path(config.learn_dir) if config.learn_dir else run_dir / "learning"),
             "epsilon": config.learn_epsilon,
             "explore_top_k": config.learn_top_k,
+            "guard_exploration": config.learn_guard_exploration,
+            "explore_max_bytes": config.learn_explore_max_bytes,
             "retrain_every": config.retrain_every,
             "wait_for_retrain_s": config.wait_for_retrain_s,
             "seed": config.seed,

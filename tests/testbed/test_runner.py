@@ -60,12 +60,42 @@ def test_policy_names_and_aliases() -> None:
         ({"learn": True, "learn_top_k": 16}, "learn_top_k"),
         ({"learn": True, "learn_epsilon": 1.5}, "learn_epsilon"),
         ({"learn": True, "wait_for_retrain_s": -1.0}, "wait_for_retrain_s"),
+        ({"learn": True, "learn_explore_max_bytes": 0}, "learn_explore_max_bytes"),
+        ({"learn": True, "learn_explore_max_bytes": 2.5}, "learn_explore_max_bytes"),
     ],
 )
 def test_bad_run_config(kwargs: dict[str, object], field: str) -> None:
     args: dict[str, object] = {"policies": ("itp",), "trace_files": TRACES, **kwargs}
     with pytest.raises(ValueError, match=field):
         RunConfig(**args)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="learn_guard_exploration"):
+        RunConfig(policies=("itp",), trace_files=TRACES, learn=True, learn_guard_exploration=1)  # type: ignore[arg-type]
+
+
+def test_the_learning_sender_gets_every_exploration_setting(tmp_path: Path) -> None:
+    """The ``learn`` entry the run hands its sender child becomes that session's partitioner settings."""
+    from itp.testbed.engine import learning_session
+
+    assert learning_session(None) is None
+    learn = {"folder": str(tmp_path / "dep"), "epsilon": 0.2, "explore_top_k": 4, "retrain_every": 50,
+             "guard_exploration": True, "explore_max_bytes": 1 << 22, "seed": 3}
+    session = learning_session(learn)
+    assert session is not None
+    try:
+        p = session.partitioner
+        assert p.epsilon == pytest.approx(0.2) and p.explore_top_k == 4
+        assert p.guard_exploration is True and p.explore_max_bytes == 1 << 22
+    finally:
+        session.close()
+    # An older entry without the optional fields: the session's defaults.
+    del learn["guard_exploration"], learn["explore_max_bytes"]
+    session = learning_session(learn)
+    assert session is not None
+    try:
+        p = session.partitioner
+        assert p.guard_exploration is False and p.explore_max_bytes is None
+    finally:
+        session.close()
 
 
 def test_metrics_of_one_session() -> None:
