@@ -24,6 +24,12 @@ subset chosen with hindsight, over the whole run):
   their trend and slow mean, can tell about the next ``D`` seconds);
 * ``true physics + future mean rates``: the same on each stream's *true* mean available rate over the
   next ``D`` seconds (clairvoyant about the rates, not about failures);
+* ``true physics + true failure model``: the heuristic on the true physics and measured rates, but
+  scoring each action by the expected completion time under each stream's *true* failure model (the
+  simulator's ``q0`` and hazard at the current congestion; a failed chunk is resent whole after an
+  RTO): ``T + max_i q_i / (1 - q_i) (D_i / 2 + rto_i)``, with ``D_i`` the chunk's data time and
+  ``q_i = 1 - (1 - q0_i) exp(-hazard_i D_i)``, instead of its ``T (1 + sum_i (1 - success_i))``: what a
+  failure model fitted from per-chunk retries could give;
 * ``oracle``: the clairvoyant per-task oracle of ``itp.sim.baselines`` (sees the future: rates and
   failures; it picks the best of the 15 actions, each split by the production rule on the measured rates or
   in equal parts).
@@ -35,6 +41,7 @@ baseline, p95 <= its) are from what the observable state can support on each net
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -148,6 +155,42 @@ class HorizonRatePolicy(TruePhysicsPolicy):
         return out, params
 
 
+class FailureAwarePolicy(TruePhysicsPolicy):
+    """The true-physics heuristic scoring actions with the true per-stream failure model (module doc)."""
+
+    def __init__(self, config: SimConfig) -> None:
+        super().__init__(config, current_rates=False)
+        self.name = "true physics + true failure model"
+
+    def select_action(self, raw: np.ndarray) -> int:
+        state, params = self._state(raw)
+        env, cfg = self._env, self.config
+        assert env is not None
+        t = env.time_s
+        best, best_score = 0, math.inf
+        for action in range(15):
+            split = production_split(state, action, params)
+            extra = 0.0
+            for i, chunk in enumerate(split.chunk_bytes):
+                if chunk == 0:
+                    continue
+                par = env.stream_params[i]
+                c = env.streams[i].congestion_at(t)
+                q0 = min(0.9, par.loss_multiplier * (cfg.loss_base + cfg.loss_congestion * c)
+                         + par.extra_loss_probability)
+                hazard = (par.loss_multiplier * (cfg.hazard_base_per_s + cfg.hazard_congestion_per_s * c)
+                          + par.extra_hazard_per_s)
+                rate = max(float(state[i]) * float(raw[12 + i]) * params[i].efficiency, 1.0)
+                data_s = 8.0 * chunk / rate
+                q = min(1.0 - (1.0 - q0) * math.exp(-hazard * data_s), 0.99)
+                rto = max(cfg.rto_min_s, 2.0 * float(raw[4 + i]))
+                extra = max(extra, q / (1.0 - q) * (0.5 * data_s + rto))
+            score = split.expected_time_s + extra
+            if score < best_score:
+                best, best_score = action, score
+        return best
+
+
 def play(policy: Any, config: SimConfig, files: Sequence[str], seed: int, n: int) -> tuple[float, float]:
     """Mean per-task goodput (bit/s) and p95 completion time (s) of ``n`` tasks of the run's stream."""
     env = PartitionEnv(config, trace_files=list(files))
@@ -179,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     files, _, description = adaptation_trace_files()
     print("| network | best baseline | true physics: goodput / p95 | + current rates: goodput / p95 | "
           "+ measured-rate forecast: goodput / p95 | + future mean rates: goodput / p95 | "
-          "oracle: goodput / p95 |\n|---|---|---:|---:|---:|---:|---:|")
+          "+ true failure model: goodput / p95 | oracle: goodput / p95 |\n"
+          "|---|---|---:|---:|---:|---:|---:|---:|")
     for name in args.networks:
         t0 = time.monotonic()
         config = AdaptConfig(network=name, trace_files=files).sim_config()
@@ -191,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         cells = []
         bounds = (TruePhysicsPolicy(config, current_rates=False),
                   TruePhysicsPolicy(config, current_rates=True), HorizonRatePolicy(config, future=False),
-                  HorizonRatePolicy(config, future=True), OraclePolicy())
+                  HorizonRatePolicy(config, future=True), FailureAwarePolicy(config), OraclePolicy())
         for pol in bounds:
             g, p95 = play(pol, config, files, args.seed, args.tasks)
             cells.append(f"{g / base[best][0]:.3f} / {p95 / best_p95:.3f}")
