@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="exploration only among the splits the guard lets through (default off)")
     p.add_argument("--explore-max-bytes", type=int, default=None, metavar="N",
                    help="never explore on a task larger than N bytes (default: no limit)")
+    p.add_argument("--model-failures", action=argparse.BooleanOptionalAction, default=False,
+                   help="fit each stream's failure model from the chunks' retries and score splits with it")
     p.add_argument("--holdout-fraction", type=float, default=None,
                    help="share of logged rows the gate holds back (default: FinetuneJob's)")
     p.add_argument("--out", type=Path, default=Path("adapt-results"), help="folder for JSON and PNG files")
@@ -98,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = AdaptConfig(network=name, outcomes=args.outcomes, checkpoint=args.checkpoint, seed=args.seed,
                           epsilon=args.epsilon, explore_top_k=args.top_k, finetune=finetune,
                           guard_margin=args.guard_margin, guard_exploration=args.guard_exploration,
-                          explore_max_bytes=args.explore_max_bytes, trace_files=files,
+                          explore_max_bytes=args.explore_max_bytes, model_failures=args.model_failures,
+                          trace_files=files,
                           learner_trace_files=learner_files)
         r = run_adaptation(cfg)
         (args.out / f"adapt-{name}.json").write_text(r.to_json() + "\n")
@@ -116,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
           f"--top-k {args.top_k} --guard-margin {'off' if args.guard_margin is None else args.guard_margin} "
           + (" --guard-exploration" if args.guard_exploration else "")
           + (f" --explore-max-bytes {args.explore_max_bytes}" if args.explore_max_bytes is not None else "")
+          + (" --model-failures" if args.model_failures else "")
           + (f" --holdout-fraction {args.holdout_fraction}" if args.holdout_fraction is not None else "")
           + "`")
     return 0

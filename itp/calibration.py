@@ -47,6 +47,18 @@ process's monotonic clock) to a JSON file, atomically; :meth:`TransportCalibrato
 new process, aged by the wall-clock time that passed in between, so a deployment that runs ``itp send``
 once per batch keeps what it fitted (``itp send --learn`` does this).
 
+**Failure model.** A chunk's attempt of data time ``D = 8 b / r`` (seconds at the decision's measured
+rate) fails with probability ``q(D) = 1 - (1 - q0) exp(-lam D)``: a per-attempt probability ``q0`` and a
+hazard ``lam`` per second of transfer. A chunk reported with ``retries`` failed attempts before it was
+delivered has likelihood ``q(D)^retries (1 - q(D))``; :func:`fit_failure_model` maximises the decayed,
+weighted log-likelihood over ``(a, lam) = (-ln(1 - q0), lam) >= 0``, where it is concave (projected Newton
+steps with backtracking), per stream, and each stream's fit is blended with the pooled one as above.
+The partitioner can score splits with it (``TaskPartitioner(model_failures=True)``, ``itp.heuristic``):
+with a hazard per second, a large chunk on a lossy stream fails far more often than the success rate
+measured mostly on smaller chunks says, and each failure costs its whole chunk. ``lam`` absorbs the
+stream's efficiency (``D`` is at the measured rate, as the split sees it). A chunk that was never
+delivered counts as delivered after its retries (a slight underestimate).
+
 **Error.** :meth:`TransportCalibrator.prediction_error` reports ``median |t_measured / t_predicted - 1|``
 over the recent observations, with the default parameters and with the fitted ones: the figure that shows
 the model learning the network.
@@ -77,11 +89,14 @@ from itp.transport import DEFAULT_TRANSPORT_PARAMS, SEGMENT_BITS, TransportParam
 
 __all__ = [
     "DEFAULT_TRANSPORT_PARAMS",
+    "NO_FAILURES",
     "CalibrationError",
     "ChunkObservation",
+    "FailureModel",
     "TransportCalibrator",
     "TransportParams",
     "chunk_time_s",
+    "fit_failure_model",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -140,6 +155,7 @@ class ChunkObservation:
         at_s: when it completed, on the caller's monotonic clock (s); drives the decay.
         start_window_bits: the window the chunk started from when the sender knew it (bits, finite,
             >= 0; 0: unknown, the fitted ``W`` applies).
+        retries: failed attempts before the chunk was delivered (int >= 0; the failure model's data).
     """
 
     stream_id: int
@@ -149,6 +165,7 @@ class ChunkObservation:
     rtt_s: float
     at_s: float
     start_window_bits: float = 0.0
+    retries: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.stream_id, bool) or not isinstance(self.stream_id, (int, np.integer)):
@@ -164,6 +181,104 @@ class ChunkObservation:
                 raise TypeError(f"{name} must be a number, got {type(v).__name__}")
             if not math.isfinite(v) or (v <= 0.0 if positive else (v < 0.0 and name != "at_s")):
                 raise ValueError(f"{name} must be finite and {'> 0' if positive else '>= 0'}, got {v!r}")
+        if isinstance(self.retries, bool) or not isinstance(self.retries, (int, np.integer)):
+            raise TypeError(f"retries must be an int, got {type(self.retries).__name__}")
+        if self.retries < 0:
+            raise ValueError(f"retries must be >= 0, got {self.retries}")
+
+
+@dataclass(frozen=True)
+class FailureModel:
+    """One stream's chunk-failure model (module docstring): an attempt of data time ``D`` seconds fails
+    with probability ``1 - (1 - fail_probability) exp(-hazard_per_s D)``.
+
+    Attributes:
+        fail_probability: per attempt, whatever its length, in [0, 1).
+        hazard_per_s: per second of data time, finite, >= 0.
+    """
+
+    fail_probability: float = 0.0
+    hazard_per_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        p, h = self.fail_probability, self.hazard_per_s
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not (
+            math.isfinite(p) and 0.0 <= p < 1.0
+        ):
+            raise ValueError(f"fail_probability must be in [0, 1), got {p!r}")
+        if isinstance(h, bool) or not isinstance(h, (int, float)) or not (math.isfinite(h) and h >= 0.0):
+            raise ValueError(f"hazard_per_s must be finite and >= 0, got {h!r}")
+
+    def as_dict(self) -> dict[str, float]:
+        """JSON-ready."""
+        return {"fail_probability": self.fail_probability, "hazard_per_s": self.hazard_per_s}
+
+
+NO_FAILURES: Final = FailureModel()
+
+
+def _failure_loglik(a: float, lam: float, d: FloatArray, r: FloatArray, w: FloatArray) -> float:
+    x = np.maximum(a + lam * d, 1e-300)
+    return float(np.sum(w * (r * np.log(-np.expm1(-x)) - x)))
+
+
+def fit_failure_model(
+    data_s: npt.ArrayLike, retries: npt.ArrayLike, weights: npt.ArrayLike | None = None
+) -> FailureModel:
+    """Weighted maximum-likelihood failure model from chunks (module docstring).
+
+    Args:
+        data_s: each chunk's data time ``8 b / r``, seconds (finite, >= 0).
+        retries: each chunk's failed attempts before delivery (>= 0).
+        weights: each chunk's weight (finite, >= 0; None: 1).
+
+    Returns:
+        The fitted model; no failures at all give :data:`NO_FAILURES`.
+
+    Raises:
+        ValueError: arrays of different lengths, or a value out of range (named).
+    """
+    d = np.asarray(data_s, dtype=np.float64)
+    r = np.asarray(retries, dtype=np.float64)
+    w = np.ones_like(d) if weights is None else np.asarray(weights, dtype=np.float64)
+    if d.ndim != 1 or r.shape != d.shape or w.shape != d.shape:
+        raise ValueError(f"data_s, retries and weights must be 1-D of one length, got {d.shape}, {r.shape}, "
+                         f"{w.shape}")
+    for name, v in (("data_s", d), ("retries", r), ("weights", w)):
+        if not np.all(np.isfinite(v) & (v >= 0.0)):
+            raise ValueError(f"{name} must be finite and >= 0")
+    if d.size == 0 or float(np.sum(w * r)) <= 0.0:
+        return NO_FAILURES
+    # Start inside the domain: a from the mean failures per attempt, no hazard.
+    a = math.log1p(float(np.sum(w * r)) / max(float(np.sum(w)), 1e-300))
+    lam = 0.0
+    ll = _failure_loglik(a, lam, d, r, w)
+    for _ in range(100):
+        x = np.maximum(a + lam * d, 1e-12)
+        em1 = np.expm1(x)
+        g = w * (r / em1 - 1.0)                       # d ll / d x
+        h = -w * r * (em1 + 1.0) / (em1 * em1)        # d2 ll / d x2 (<= 0)
+        grad = np.array([np.sum(g), np.sum(g * d)])
+        hess = np.array([[np.sum(h), np.sum(h * d)], [np.sum(h * d), np.sum(h * d * d)]])
+        try:
+            step = -np.linalg.solve(hess - 1e-12 * np.eye(2), grad)
+        except np.linalg.LinAlgError:
+            step = grad * 1e-3
+        if not np.all(np.isfinite(step)):
+            break
+        t = 1.0
+        improved = False
+        while t > 1e-10:
+            a_new, lam_new = max(a + t * step[0], 0.0), max(lam + t * step[1], 0.0)
+            ll_new = _failure_loglik(a_new, lam_new, d, r, w)
+            if ll_new >= ll - 1e-12 * abs(ll):
+                improved = ll_new > ll + 1e-12 * abs(ll)
+                a, lam, ll = a_new, lam_new, ll_new
+                break
+            t *= 0.5
+        if not improved:
+            break
+    return FailureModel(fail_probability=min(float(-math.expm1(-a)), 0.99), hazard_per_s=float(lam))
 
 
 @dataclass(frozen=True)
@@ -281,6 +396,8 @@ class TransportCalibrator:
         self._obs: list[deque[ChunkObservation]] = [deque(maxlen=capacity) for _ in range(num_streams)]
         self._params: list[TransportParams] = [DEFAULT_TRANSPORT_PARAMS] * num_streams
         self._pooled = DEFAULT_TRANSPORT_PARAMS
+        self._failures: list[FailureModel] = [NO_FAILURES] * num_streams
+        self._pooled_failures = NO_FAILURES
         self._fits = 0
 
     # ------------------------------------------------------------------------------ observing
@@ -332,7 +449,7 @@ class TransportCalibrator:
         with self._lock:
             rows = [
                 [o.stream_id, int(o.size_bytes), o.seconds, o.rate_bps, o.rtt_s, max(ref - o.at_s, 0.0),
-                 o.start_window_bits]
+                 o.start_window_bits, int(o.retries)]
                 for q in self._obs
                 for o in q
             ]
@@ -386,18 +503,20 @@ class TransportCalibrator:
         offline_s = max(time.time() - float(saved), 0.0)
         obs = []
         for i, row in enumerate(rows):
-            # 7 numbers; 6 in files written before start windows were recorded (unknown: 0).
-            if not isinstance(row, list) or len(row) not in (6, 7):
-                raise ValueError(f"{path}: observations[{i}] must be a list of 6 or 7 numbers, got {row!r}")
+            # 8 numbers; 7 in files written before retries were recorded (0), 6 before start windows
+            # were (unknown: 0).
+            if not isinstance(row, list) or len(row) not in (6, 7, 8):
+                raise ValueError(f"{path}: observations[{i}] must be a list of 6 to 8 numbers, got {row!r}")
             sid, size, seconds, rate, rtt, age = row[:6]
-            start_window = row[6] if len(row) == 7 else 0.0
+            start_window = row[6] if len(row) >= 7 else 0.0
+            retries = row[7] if len(row) == 8 else 0
             if isinstance(age, bool) or not isinstance(age, (int, float)) or not (
                 math.isfinite(age) and age >= 0
             ):
                 raise ValueError(f"{path}: observations[{i}] age must be a finite number >= 0, got {age!r}")
             try:
                 obs.append(ChunkObservation(sid, size, seconds, rate, rtt, ref - float(age) - offline_s,
-                                            start_window))
+                                            start_window, retries))
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"{path}: observations[{i}]: {exc}") from None
         self.observe_many(obs)
@@ -436,19 +555,44 @@ class TransportCalibrator:
             w = np.exp2(-np.maximum(ref - at, 0.0) / self.half_life_s)
             return _fit(b, t, r, rtt, w, self.efficiency_bounds, self.huber_delta, w0)
 
+        def failures_of(obs: list[ChunkObservation]) -> tuple[FailureModel, float] | None:
+            if len(obs) < self.min_observations:
+                return None
+            b, _, r, _, at, _ = self._arrays(obs)
+            w = np.exp2(-np.maximum(ref - at, 0.0) / self.half_life_s)
+            retries = np.array([o.retries for o in obs], dtype=np.float64)
+            n_eff = float(w.sum() ** 2 / max(float(np.sum(w * w)), 1e-300))
+            return fit_failure_model(b / r, retries, w), n_eff
+
         pooled_fit = fit_of(every)
         pooled = pooled_fit.params if pooled_fit is not None else DEFAULT_TRANSPORT_PARAMS
+        pooled_failures_fit = failures_of(every)
+        pooled_failures = pooled_failures_fit[0] if pooled_failures_fit is not None else NO_FAILURES
         params: list[TransportParams] = []
+        failures: list[FailureModel] = []
         for obs in snapshot:
             own = fit_of(obs)
             if own is None:
                 params.append(pooled)
-                continue
-            k = own.effective_observations / (own.effective_observations + self.prior_strength)
-            params.append(_blend(own.params, pooled, k))
+            else:
+                k = own.effective_observations / (own.effective_observations + self.prior_strength)
+                params.append(_blend(own.params, pooled, k))
+            own_failures = failures_of(obs)
+            if own_failures is None:
+                failures.append(pooled_failures)
+            else:
+                model, n_eff = own_failures
+                k = n_eff / (n_eff + self.prior_strength)
+                pf = pooled_failures
+                failures.append(FailureModel(
+                    fail_probability=k * model.fail_probability + (1.0 - k) * pf.fail_probability,
+                    hazard_per_s=k * model.hazard_per_s + (1.0 - k) * pf.hazard_per_s,
+                ))
         with self._lock:
             self._pooled = pooled
             self._params = params
+            self._pooled_failures = pooled_failures
+            self._failures = failures
             self._fits += 1
         return self.summary()
 
@@ -459,6 +603,13 @@ class TransportCalibrator:
             raise ValueError(f"stream_id must be in 0..{self.num_streams - 1}, got {stream_id}")
         with self._lock:
             return self._params[stream_id]
+
+    def failure_model(self, stream_id: int) -> FailureModel:
+        """The fitted failure model of a stream (no failures before any fit)."""
+        if not 0 <= stream_id < self.num_streams:
+            raise ValueError(f"stream_id must be in 0..{self.num_streams - 1}, got {stream_id}")
+        with self._lock:
+            return self._failures[stream_id]
 
     @property
     def pooled_params(self) -> TransportParams:
@@ -504,6 +655,8 @@ class TransportCalibrator:
                 "fits": self._fits,
                 "pooled": self._pooled.as_dict(),
                 "streams": [p.as_dict() for p in self._params],
+                "failure_models": [f.as_dict() for f in self._failures],
+                "pooled_failure_model": self._pooled_failures.as_dict(),
                 "observations": [len(q) for q in self._obs],
             }
 

@@ -21,6 +21,7 @@ traces; see the README's evaluation table).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Final
 
 import numpy as np
@@ -31,7 +32,7 @@ from itp.actions import NUM_ACTIONS
 from itp.state import NUM_STREAMS
 from itp.transport import TransportParamsLike, transport_params_array, transport_split
 
-__all__ = ["HeuristicPolicy", "heuristic_action", "heuristic_action_reference"]
+__all__ = ["HeuristicPolicy", "failure_penalty_reference", "heuristic_action", "heuristic_action_reference"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -45,19 +46,46 @@ def _size_bytes(raw_state: FloatArray) -> int:
     return max(1, round(float(raw_state[_TASK_SIZE])))
 
 
-def heuristic_action(raw_state: npt.ArrayLike, params: TransportParamsLike = None) -> int:
+def heuristic_action(
+    raw_state: npt.ArrayLike, params: TransportParamsLike = None, failure_models: npt.ArrayLike | None = None
+) -> int:
     """The heuristic's action (0..14) for a raw state (float64[20], caller units, ``itp.state`` layout),
-    with the given transport parameters (:class:`itp.transport.TransportParams`, one or 4; None: defaults).
+    with the given transport parameters (:class:`itp.transport.TransportParams`, one or 4; None: defaults)
+    and optionally per-stream failure models (float64[4, 2]: fail_probability in [0, 1), hazard_per_s
+    >= 0; :class:`itp.calibration.FailureModel`), which replace the success-rate penalty by the expected
+    time of the resends: ``T + max_i q_i / (1 - q_i) (D_i / 2 + max(0.2 s, 2 rtt_i))``, ``D_i = 8 bytes_i /
+    r_i``, ``q_i = 1 - (1 - fail_probability_i) exp(-hazard_per_s_i D_i)`` (at most 0.99).
 
     Raises:
-        ValueError: a NaN, infinite or negative feature (named), or a task size outside 1..2**50.
+        ValueError: a NaN, infinite or negative feature (named), a task size outside 1..2**50, or a bad
+            failure model (stream and field named).
 
     Native, O(15 splits), thread-safe, GIL released.
     """
-    return int(_native.heuristic_action(raw_state, transport_params_array(params)))
+    return int(_native.heuristic_action(raw_state, transport_params_array(params), failure_models))
 
 
-def heuristic_action_reference(raw_state: npt.ArrayLike, params: TransportParamsLike = None) -> int:
+def failure_penalty_reference(
+    chunk_bytes: Sequence[int], rate: Sequence[float], rtt: Sequence[float], failure_models: npt.ArrayLike
+) -> float:
+    """Python copy of the failure-model penalty of one split, seconds (see :func:`heuristic_action`)."""
+    models = np.asarray(failure_models, dtype=np.float64)
+    worst = 0.0
+    for i, b in enumerate(chunk_bytes):
+        q0, hazard = float(models[i, 0]), float(models[i, 1])
+        if b == 0 or (q0 <= 0.0 and hazard <= 0.0):
+            continue
+        if rate[i] <= 0.0:
+            return math.inf
+        data_s = 8.0 * b / rate[i]
+        q = min(0.99, 1.0 - (1.0 - q0) * math.exp(-hazard * data_s))
+        worst = max(worst, q / (1.0 - q) * (0.5 * data_s + max(0.2, 2.0 * rtt[i])))
+    return worst
+
+
+def heuristic_action_reference(
+    raw_state: npt.ArrayLike, params: TransportParamsLike = None, failure_models: npt.ArrayLike | None = None
+) -> int:
     """Python copy of the scoring rule over the native split (slow; for tests and documentation)."""
     raw = np.asarray(raw_state, dtype=np.float64)
     size = _size_bytes(raw)
@@ -66,8 +94,12 @@ def heuristic_action_reference(raw_state: npt.ArrayLike, params: TransportParams
     best, best_score = 0, math.inf
     for a in range(NUM_ACTIONS):
         split = transport_split(size, a, rate, rtt, params)
-        fail_mass = sum(1.0 - float(raw[_SUCCESS + i]) for i in split.stream_ids)
-        score = split.expected_time_s * (1.0 + fail_mass)
+        if failure_models is not None:
+            penalty = failure_penalty_reference(split.chunk_bytes, rate, rtt, failure_models)
+            score = split.expected_time_s + penalty
+        else:
+            fail_mass = sum(1.0 - float(raw[_SUCCESS + i]) for i in split.stream_ids)
+            score = split.expected_time_s * (1.0 + fail_mass)
         if score < best_score:
             best, best_score = a, score
     return best

@@ -225,10 +225,13 @@ class _CalibrationWorker:
     partitioner, so a dropped partitioner is collected and its ``weakref.finalize`` stops the thread.
     """
 
-    def __init__(self, calibrator: TransportCalibrator, engine: Any, interval: int) -> None:
+    def __init__(
+        self, calibrator: TransportCalibrator, engine: Any, interval: int, model_failures: bool = False
+    ) -> None:
         self.calibrator = calibrator
         self._engine = engine
         self.interval = interval
+        self.model_failures = model_failures
         self._lock = threading.Lock()
         self._fit_lock = threading.Lock()
         self._wake = threading.Event()
@@ -268,6 +271,13 @@ class _CalibrationWorker:
             self.calibrator.fit()
             params = tuple(self.calibrator.params(i) for i in range(NUM_STREAMS))
             self._engine.set_transport_params(transport_params_array(params))
+            # The failure models replace the success-rate penalty once there is something to fit them on.
+            held = self.calibrator.observation_count()
+            if self.model_failures and held >= self.calibrator.min_observations:
+                models = [self.calibrator.failure_model(i) for i in range(NUM_STREAMS)]
+                self._engine.set_failure_models(
+                    np.array([[m.fail_probability, m.hazard_per_s] for m in models], dtype=np.float64)
+                )
             self.last_error = self.calibrator.prediction_error()
             self.pushes += 1
         logger.debug("transport parameters recalibrated: %s", [p.as_dict() for p in params])
@@ -507,6 +517,13 @@ class TaskPartitioner:
             task, and the largest tasks, which set the p95, never take an exploratory split. The limit is
             compared on the state's float32 size feature, so a size up to about 2 parts per million above
             it counts as at it; the gate recomputes which logged rows could explore from their states.
+        model_failures: False (default) or True (needs ``calibrate_transport``). True: the calibrator also
+            fits each stream's failure model from the per-chunk retries (``itp.calibration``: a failure
+            probability per attempt and a hazard per second of transfer), and once it holds
+            ``min_observations`` chunks the guard's and the heuristic's scores use it: each split is
+            charged the expected time its resends add (a failed chunk is resent whole) instead of the
+            success-rate penalty (``itp.heuristic``). Why: a large chunk on a lossy stream fails far more
+            often than the success rate measured mostly on smaller chunks says.
 
     Raises:
         ValueError: for out-of-range arguments. A bad *model* never raises: it is logged and counted,
@@ -530,7 +547,12 @@ class TaskPartitioner:
         guard_margin: float | None = None,
         guard_exploration: bool = False,
         explore_max_bytes: int | None = None,
+        model_failures: bool = False,
     ) -> None:
+        if not isinstance(model_failures, bool):
+            raise TypeError(f"model_failures must be a bool, got {type(model_failures).__name__}")
+        if model_failures and calibrate_transport is False:
+            raise ValueError("model_failures=True needs calibrate_transport (the model is fitted there)")
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {seed!r}")
         ttl_ok = isinstance(decision_ttl_s, (int, float)) and not isinstance(decision_ttl_s, bool)
@@ -581,7 +603,9 @@ class TaskPartitioner:
         self._agent.attach_core(self._core)
         self._calibration: _CalibrationWorker | None = None
         if calibrator is not None:
-            self._calibration = _CalibrationWorker(calibrator, self._engine, calibration_interval)
+            self._calibration = _CalibrationWorker(
+                calibrator, self._engine, calibration_interval, model_failures=model_failures
+            )
             weakref.finalize(self, self._calibration.close)
         if isinstance(model_path, _Default):
             model_path = default_model_path()
@@ -663,6 +687,17 @@ class TaskPartitioner:
     @guard_exploration.setter
     def guard_exploration(self, value: bool) -> None:
         self._engine.guard_exploration = value  # the engine refuses a non-bool (TypeError naming the field)
+
+    @property
+    def model_failures(self) -> bool:
+        """Whether the calibrated failure models score the splits (see the constructor)."""
+        return self._calibration is not None and self._calibration.model_failures
+
+    def failure_models(self) -> npt.NDArray[np.float64] | None:
+        """The failure models the guard and the heuristic score with now, float64[4, 2] (per stream:
+        fail_probability, hazard_per_s), or None while none is set (the success-rate penalty)."""
+        models = self._engine.failure_models()
+        return None if models is None else np.asarray(models, dtype=np.float64)
 
     @property
     def explore_max_bytes(self) -> int | None:
@@ -762,7 +797,7 @@ class TaskPartitioner:
         at_s = float(self._monotonic())
         obs = [
             ChunkObservation(c.stream_id, int(c.size_bytes), float(c.seconds), rates[c.stream_id],
-                             rtts[c.stream_id], at_s, float(c.start_window_bits))
+                             rtts[c.stream_id], at_s, float(c.start_window_bits), int(c.retries))
             for c in chunks
             if rates[c.stream_id] > 0.0  # a stream with no rate had no model prediction
         ]

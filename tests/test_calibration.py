@@ -310,7 +310,7 @@ def test_load_respects_the_capacity(tmp_path: Path) -> None:
          "observations must be a list"),
         ('{"format": "itp-transport-calibrator/1", "num_streams": 2, "saved_unix_s": 0,'
          ' "observations": [[0, 10, 0.1, 1e6, 0.01, 1.0], [0, 10, 0.1]]}',
-         r"observations\[1\] must be a list of 6 or 7"),
+         r"observations\[1\] must be a list of 6 to 8"),
         ('{"format": "itp-transport-calibrator/1", "num_streams": 2, "saved_unix_s": 0,'
          ' "observations": [[0, 10, 0.1, 1e6, 0.01, 1.0], [0, 0, 0.1, 1e6, 0.01, 1.0]]}', "size_bytes"),
         ('{"format": "itp-transport-calibrator/1", "num_streams": 2, "saved_unix_s": 0,'

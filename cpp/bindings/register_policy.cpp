@@ -283,6 +283,38 @@ StreamTransportParams checked_transport_params(const py::handle& obj) {
   return out;
 }
 
+// Failure models of the 4 streams from a float64 array of shape (4, 2): rows are streams, columns
+// (fail_probability, hazard_per_s). ValueError names the stream and the field.
+StreamFailureModels checked_failure_models(const py::handle& obj) {
+  auto arr = as_input<double>(obj, "failure_models");
+  require_2d(arr, "failure_models", static_cast<py::ssize_t>(kNumStreams), 2);
+  StreamFailureModels out;
+  for (std::size_t i = 0; i < kNumStreams; ++i) {
+    const double* row = arr.data() + 2 * i;
+    out[i] = FailureModel{row[0], row[1]};
+    if (const char* bad = invalid_failure_model(out[i])) {
+      const bool prob = std::string(bad) == "fail_probability";
+      std::ostringstream os;
+      os << "failure_models[" << i << "]." << bad << " must be " << (prob ? "in [0, 1)" : "finite and >= 0")
+         << ", got " << row[prob ? 0 : 1];
+      throw py::value_error(os.str());
+    }
+  }
+  return out;
+}
+
+py::object failure_models_to_array(const DecisionEngine& e) {
+  StreamFailureModels models;
+  if (!e.failure_models(models)) return py::none();
+  py::array_t<double> out({static_cast<py::ssize_t>(kNumStreams), py::ssize_t{2}});
+  double* o = out.mutable_data();
+  for (std::size_t i = 0; i < kNumStreams; ++i) {
+    o[2 * i] = models[i].fail_probability;
+    o[2 * i + 1] = models[i].hazard_per_s;
+  }
+  return std::move(out);
+}
+
 // Optional parameters: None gives the defaults (a null pointer to the core).
 const TransportParams* optional_params(const py::handle& obj, StreamTransportParams& holder) {
   if (obj.is_none()) return nullptr;
@@ -330,13 +362,19 @@ double transport_chunk_time_py(double bits, double rate_bps, double rtt_s, doubl
   return transport_chunk_time(bits, rate_bps, rtt_s, p);
 }
 
-int heuristic_for_raw(const py::handle& raw_obj, const py::handle& params_obj) {
+int heuristic_for_raw(const py::handle& raw_obj, const py::handle& params_obj, const py::handle& failures_obj) {
   const auto [raw, size] = checked_raw(raw_obj);
   StreamTransportParams holder;
   const TransportParams* params = optional_params(params_obj, holder);
+  StreamFailureModels failure_holder;
+  const FailureModel* failures = nullptr;
+  if (!failures_obj.is_none()) {
+    failure_holder = checked_failure_models(failures_obj);
+    failures = failure_holder.data();
+  }
   const double* data = raw.data();
   py::gil_scoped_release nogil;
-  return heuristic_action(data, size, nullptr, nullptr, params);
+  return heuristic_action(data, size, nullptr, nullptr, params, nullptr, failures);
 }
 
 }  // namespace
@@ -376,7 +414,9 @@ void register_policy(py::module_& m) {
       py::arg("raw_state"), py::arg("action"), py::arg("transport_params") = py::none(),
       "The production split of `action` for a raw state: transport_split over bandwidth x success rate.");
   m.def("heuristic_action", &heuristic_for_raw, py::arg("raw_state"), py::arg("transport_params") = py::none(),
-        "The heuristic's action (0..14) for a raw state float64[20] (caller units).");
+        py::arg("failure_models") = py::none(),
+        "The heuristic's action (0..14) for a raw state float64[20] (caller units); failure_models: "
+        "float64[4, 2] (fail_probability, hazard_per_s per stream) for the failure-model score, or None.");
 
   py::class_<DecisionEngine, std::shared_ptr<DecisionEngine>>(m, "DecisionEngine", "Native decision path (stream table, model, split).")
       .def(py::init<std::uint64_t>(), py::arg("seed"))
@@ -459,6 +499,21 @@ void register_policy(py::module_& m) {
       .def(
           "transport_params", [](const DecisionEngine& e) { return params_to_array(e.transport_params()); },
           "The current per-stream transport parameters, float64[4, 3].")
+      .def(
+          "set_failure_models",
+          [](DecisionEngine& e, const py::handle& models) {
+            if (models.is_none()) {
+              e.clear_failure_models();
+            } else {
+              e.set_failure_models(checked_failure_models(models));
+            }
+          },
+          py::arg("failure_models"),
+          "Per-stream failure models float64[4, 2] (fail_probability, hazard_per_s), validated first "
+          "(nothing changes on error), that the guard's and the heuristic's scores use; None: none (the "
+          "success-rate penalty).")
+      .def("failure_models", &failure_models_to_array,
+           "The failure models in use, float64[4, 2], or None.")
       .def(
           "stream",
           [](const DecisionEngine& e, long long stream_id) {

@@ -98,6 +98,25 @@ StreamTransportParams DecisionEngine::transport_params() const {
   return transport_;
 }
 
+void DecisionEngine::set_failure_models(const StreamFailureModels& models) {
+  std::lock_guard<std::mutex> lock(table_mutex_);
+  failures_ = models;
+  failures_on_.store(true, std::memory_order_release);
+}
+
+void DecisionEngine::clear_failure_models() {
+  std::lock_guard<std::mutex> lock(table_mutex_);
+  failures_on_.store(false, std::memory_order_release);
+}
+
+bool DecisionEngine::failure_models(StreamFailureModels& out) const {
+  if (!failures_on_.load(std::memory_order_acquire)) return false;
+  std::lock_guard<std::mutex> lock(table_mutex_);
+  if (!failures_on_.load(std::memory_order_relaxed)) return false;
+  out = failures_;
+  return true;
+}
+
 void DecisionEngine::set_model(std::shared_ptr<const FusedMlp> model) {
   std::atomic_store(&model_, std::move(model));
 }
@@ -181,6 +200,8 @@ void DecisionEngine::decide_raw_with(const double* raw, std::uint64_t size_bytes
 
   out.guarded = false;
   out.guard_verdicts = kNoGuardVerdicts;
+  StreamFailureModels failure_copy;
+  const FailureModel* failures = failure_models(failure_copy) ? failure_copy.data() : nullptr;
   if (out.has_q) {
     // Read once: the draw and the propensity agree. A task above the exploration size limit is greedy.
     const bool may_explore =
@@ -196,7 +217,7 @@ void DecisionEngine::decide_raw_with(const double* raw, std::uint64_t size_bytes
     const double margin = guard_margin();
     if (margin >= 0.0) {
       std::array<double, kNumActions> scores{};
-      const int h = heuristic_action(raw, size_bytes, nullptr, nullptr, params, scores.data());
+      const int h = heuristic_action(raw, size_bytes, nullptr, nullptr, params, scores.data(), failures);
       const double limit = (1.0 + margin) * scores[static_cast<std::size_t>(h)];
       // Let through: h, and every action scoring within the margin (NaN scores compare false and pass).
       std::int32_t passed = 0;
@@ -246,7 +267,7 @@ void DecisionEngine::decide_raw_with(const double* raw, std::uint64_t size_bytes
   }
 
   std::array<double, kNumActions> times{};
-  out.action = heuristic_action(out.raw.data(), size_bytes, times.data(), &out.split, params);
+  out.action = heuristic_action(out.raw.data(), size_bytes, times.data(), &out.split, params, nullptr, failures);
   out.source = DecisionSource::kHeuristic;
   out.propensity = 1.0;
   double best = std::numeric_limits<double>::infinity();

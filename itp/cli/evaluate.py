@@ -162,6 +162,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="never explore on a task larger than N bytes (default: no limit, as LearningSession)",
     )
     ad.add_argument(
+        "--model-failures", action=argparse.BooleanOptionalAction, default=None,
+        help="fit each stream's failure model from the chunks' retries and score splits with it "
+        "(default off, as LearningSession)",
+    )
+    ad.add_argument(
         "--time-budget", type=_seconds, default=None, metavar="SECONDS",
         help=f"wall-time budget of the learning run; past it the run stops early and says so "
         f"(default {DEFAULT_TIME_BUDGET_S:.0f})",
@@ -178,7 +183,7 @@ def _guard_option(text: str) -> float | str:
 
 
 _ADAPT_ONLY = ("outcomes", "checkpoint", "retrain_every", "epsilon", "top_k", "guard_margin",
-               "guard_exploration", "explore_max_bytes", "time_budget", "plot")
+               "guard_exploration", "explore_max_bytes", "model_failures", "time_budget", "plot")
 
 
 def _check_mode(args: argparse.Namespace) -> None:
@@ -248,6 +253,8 @@ def _run_adapt(args: argparse.Namespace) -> int:
         kwargs["guard_exploration"] = args.guard_exploration
     if args.explore_max_bytes is not None:
         kwargs["explore_max_bytes"] = args.explore_max_bytes
+    if args.model_failures is not None:
+        kwargs["model_failures"] = args.model_failures
     try:
         config = AdaptConfig(**kwargs)
     except (TypeError, ValueError) as exc:

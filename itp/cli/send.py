@@ -16,7 +16,8 @@ stored outcomes (needs the ``train`` extra); the decision guard (``--guard-margi
 none) keeps the model from a split the calibrated transport model predicts clearly slower than the
 heuristic's, and with ``--guard-exploration`` (default off) exploration draws only among the splits
 the guard lets through; ``--explore-max-bytes N`` decides files larger than N bytes greedily, never
-explored. Without ``--learn`` the outcomes update the stream table and
+explored; ``--model-failures`` fits each stream's failure model from the per-chunk retries and scores
+splits with it. Without ``--learn`` the outcomes update the stream table and
 the in-process partitioner only, and are not kept.
 ``--schedule FILE`` is a JSON list of ``{"path": ..., "start_s": ..., "name": ...}``: each file is
 submitted at its offset from the session start. One line per finished task and a total line go to
@@ -77,6 +78,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="with --learn: explore only among the splits the guard lets through (default off)")
     p.add_argument("--explore-max-bytes", type=int_at_least(1), default=None, metavar="N",
                    help="with --learn: never explore on a file larger than N bytes (default: no limit)")
+    p.add_argument("--model-failures", action=argparse.BooleanOptionalAction, default=False,
+                   help="with --learn: fit each stream's failure model from the chunks' retries and score "
+                   "splits with it (default off)")
     p.add_argument("--retrain-every", type=int_at_least(1), default=1000, metavar="N",
                    help="with --learn: retrain after N new stored outcomes (default 1000)")
     p.add_argument("--wait-for-retrain", type=float, default=300.0, metavar="SECONDS",
@@ -150,6 +154,7 @@ def _learning_session(args: argparse.Namespace, model: str | None) -> Any:
             args.learn, model_path=model, epsilon=args.epsilon, explore_top_k=args.explore_top_k,
             config=learning_config(args.retrain_every), guard_margin=args.guard_margin,
             guard_exploration=args.guard_exploration, explore_max_bytes=args.explore_max_bytes,
+            model_failures=args.model_failures,
         )
     except (OSError, ValueError, TypeError, StoreError) as exc:
         raise CLIError(f"--learn {args.learn}: {exc}", status=2) from None

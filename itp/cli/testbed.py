@@ -222,6 +222,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    "(default off)")
     r.add_argument("--explore-max-bytes", type=int_at_least(1), default=None, metavar="N",
                    help="with --learn: never explore on a task larger than N bytes (default: no limit)")
+    r.add_argument("--model-failures", action=argparse.BooleanOptionalAction, default=False,
+                   help="with --learn: fit each stream's failure model from the chunks' retries and score "
+                   "splits with it (default off)")
     r.add_argument("--markdown", action="store_true", help="print the table as markdown")
     r.add_argument("--no-calibration", action="store_true", help="skip the simulator calibration report")
     r.add_argument("--keep-files", action="store_true", help="keep the run directory (reports, logs)")
@@ -391,6 +394,7 @@ def _run_run(args: argparse.Namespace) -> int:
             learn_top_k=args.explore_top_k,
             learn_guard_exploration=args.guard_exploration,
             learn_explore_max_bytes=args.explore_max_bytes,
+            learn_model_failures=args.model_failures,
         )
     except (ValueError, FileNotFoundError) as exc:
         raise CLIError(str(exc), status=2) from None

@@ -88,6 +88,9 @@ class LearningSession:
         explore_max_bytes: tasks larger than this many bytes are decided greedily, never explored
             (``TaskPartitioner(explore_max_bytes=)``; default None: any task may explore; the learner's
             gate scores both models with the same limit).
+        model_failures: the calibrator also fits each stream's failure model from the per-chunk retries,
+            and the guard and the heuristic score splits with it (``TaskPartitioner(model_failures=)``;
+            default False).
         seed: the partitioner's exploration seed, an int >= 0 (None: drawn from the OS, so that two
             processes of one deployment do not repeat each other's exploration draws).
 
@@ -107,6 +110,7 @@ class LearningSession:
         guard_margin: float | None = 0.05,
         guard_exploration: bool = False,
         explore_max_bytes: int | None = None,
+        model_failures: bool = False,
         seed: int | None = None,
     ) -> None:
         from itp.partitioner import DEFAULT_MODEL, TaskPartitioner
@@ -119,7 +123,7 @@ class LearningSession:
         self.partitioner = TaskPartitioner(
             model, epsilon=epsilon, explore_top_k=explore_top_k, calibrate_transport=True,
             guard_margin=guard_margin, guard_exploration=guard_exploration,
-            explore_max_bytes=explore_max_bytes,
+            explore_max_bytes=explore_max_bytes, model_failures=model_failures,
             seed=int.from_bytes(os.urandom(4), "little") >> 1 if seed is None else seed,
         )
         if self.partitioner.model is None:
@@ -172,6 +176,7 @@ class LearningSession:
         out["guard_margin"] = self.partitioner.guard_margin
         out["guard_exploration"] = self.partitioner.guard_exploration
         out["explore_max_bytes"] = self.partitioner.explore_max_bytes
+        out["model_failures"] = self.partitioner.model_failures
         out["guard_overrides"] = self.partitioner.get_metrics().guard_overrides
         return out
 

@@ -191,6 +191,9 @@ class AdaptConfig:
             the guard is off).
         explore_max_bytes: tasks larger than this many bytes are decided greedily, never explored
             (``TaskPartitioner(explore_max_bytes=)``; default None: no limit, as ``LearningSession``).
+        model_failures: the adaptive partitioner fits each stream's failure model from the per-chunk
+            retries and scores splits with it (``TaskPartitioner(model_failures=)``; default False, as
+            ``LearningSession``).
     """
 
     network: str
@@ -218,6 +221,7 @@ class AdaptConfig:
     guard_exploration: bool = False
     calibration_interval: int = 200
     explore_max_bytes: int | None = None
+    model_failures: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.network, str) or self.network not in NETWORKS:
@@ -261,6 +265,10 @@ class AdaptConfig:
         if x is not None and (isinstance(x, bool) or not isinstance(x, int) or not 1 <= x < 2**64 - 1):
             raise ValueError(
                 f"AdaptConfig.explore_max_bytes must be None or an int in 1..2**64 - 2, got {x!r}"
+            )
+        if not isinstance(self.model_failures, bool):
+            raise TypeError(
+                f"AdaptConfig.model_failures must be a bool, got {type(self.model_failures).__name__}"
             )
         for name in ("finetune", "gate"):
             v = getattr(self, name)
@@ -477,6 +485,8 @@ class AdaptResult:
         exploration_note = ", exploration guarded" if guarded else ""
         if self.config.explore_max_bytes is not None:
             exploration_note += f", no exploration above {self.config.explore_max_bytes} bytes"
+        if self.config.model_failures:
+            exploration_note += ", failure models scored"
 
         lines.append(
             "summary: final-window goodput / best baseline "
@@ -582,6 +592,8 @@ class _AdaptiveRun:
             kwargs["explore_top_k"] = cfg.explore_top_k
         if cfg.explore_max_bytes is not None:
             kwargs["explore_max_bytes"] = cfg.explore_max_bytes
+        if cfg.model_failures:
+            kwargs["model_failures"] = True
         self.calibrate_transport = "calibrate_transport" in inspect.signature(TaskPartitioner).parameters
         if self.calibrate_transport:
             kwargs["calibrate_transport"] = True
@@ -762,6 +774,8 @@ class _AdaptiveRun:
         m = self.learner.metrics()
         self.learner.close()
         model = self.p.model
+        failure_models_of = getattr(self.p, "failure_models", None)
+        failures = failure_models_of() if callable(failure_models_of) else None
         return {
             "update_count": m["update_count"],
             "gate_rejections": m["gate_rejections"],
@@ -775,6 +789,7 @@ class _AdaptiveRun:
             "fitted_transport_params": m.get("fitted_transport_params"),
             "fitted_stream_efficiencies": m.get("fitted_stream_efficiencies"),
             "guard_overrides": self.p.get_metrics().guard_overrides,
+            "failure_models": None if failures is None else failures.tolist(),
         }
 
 

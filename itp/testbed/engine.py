@@ -12,7 +12,7 @@ rate controller):
   (``{"path", "start_s", "name"}`` entries submitted at ``start_s`` seconds after the session start),
   then the ``SendReport`` written as JSON (the same report ``itp send --json`` writes). With a ``learn``
   entry (``{"folder", "epsilon", "explore_top_k", "retrain_every", "wait_for_retrain_s"}``, optionally
-  ``"guard_exploration"``, ``"explore_max_bytes"`` and ``"seed"``; policy ``itp``)
+  ``"guard_exploration"``, ``"explore_max_bytes"``, ``"model_failures"`` and ``"seed"``; policy ``itp``)
   the split comes from a :class:`itp.learning.session.LearningSession` over ``folder`` -- as ``itp send
   --learn`` -- and the report gets its summary under ``learning``; a retrain running when the tasks are
   done may finish (bounded by ``wait_for_retrain_s``) before the session closes, outside the timed tasks.
@@ -85,6 +85,7 @@ def learning_session(learn: dict[str, Any] | None) -> LearningSession | None:
         learn["folder"], epsilon=float(learn["epsilon"]), explore_top_k=int(learn["explore_top_k"]),
         guard_exploration=bool(learn.get("guard_exploration", False)),
         explore_max_bytes=learn.get("explore_max_bytes"),
+        model_failures=bool(learn.get("model_failures", False)),
         config=learning_config(int(learn["retrain_every"]), seed=int(learn.get("seed", 0))),
     )
 

@@ -139,6 +139,8 @@ class RunConfig:
             lets through (``LearningSession(guard_exploration=)``).
         learn_explore_max_bytes: with ``learn``: tasks larger than this many bytes are never explored
             (``LearningSession(explore_max_bytes=)``; None: no limit).
+        learn_model_failures: with ``learn``: fit each stream's failure model from the chunks' retries
+            and score splits with it (``LearningSession(model_failures=)``).
         wait_for_retrain_s: with ``learn``: after its tasks, an ``itp`` session lets a running retrain
             finish for at most this long (outside the timed tasks; the next policy waits), seconds.
     """
@@ -162,6 +164,7 @@ class RunConfig:
     learn_top_k: int = 3
     learn_guard_exploration: bool = False
     learn_explore_max_bytes: int | None = None
+    learn_model_failures: bool = False
     wait_for_retrain_s: float = 600.0
 
     def __post_init__(self) -> None:
@@ -193,11 +196,9 @@ class RunConfig:
                 raise ValueError(f"RunConfig.{name} must be an int in [{lo}, {hi or 'inf'}], got {v!r}")
         if not (isinstance(self.learn_epsilon, (int, float)) and 0.0 <= self.learn_epsilon <= 1.0):
             raise ValueError(f"RunConfig.learn_epsilon must be in [0, 1], got {self.learn_epsilon!r}")
-        if not isinstance(self.learn_guard_exploration, bool):
-            raise TypeError(
-                "RunConfig.learn_guard_exploration must be a bool, got "
-                f"{type(self.learn_guard_exploration).__name__}"
-            )
+        for name in ("learn_guard_exploration", "learn_model_failures"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"RunConfig.{name} must be a bool, got {type(getattr(self, name)).__name__}")
         x = self.learn_explore_max_bytes
         if x is not None and (isinstance(x, bool) or not isinstance(x, int) or not 1 <= x < 2**64 - 1):
             raise ValueError(
@@ -523,6 +524,7 @@ class RunResult:
                 "learn_top_k": c.learn_top_k if c.learn else None,
                 "learn_guard_exploration": c.learn_guard_exploration if c.learn else None,
                 "learn_explore_max_bytes": c.learn_explore_max_bytes if c.learn else None,
+                "learn_model_failures": c.learn_model_failures if c.learn else None,
             },
             "wall_s": self.wall_s,
             "series_duration_s": list(self.series_duration_s),
@@ -842,6 +844,7 @@ def run_testbed(
             "explore_top_k": config.learn_top_k,
             "guard_exploration": config.learn_guard_exploration,
             "explore_max_bytes": config.learn_explore_max_bytes,
+            "model_failures": config.learn_model_failures,
             "retrain_every": config.retrain_every,
             "wait_for_retrain_s": config.wait_for_retrain_s,
             "seed": config.seed,

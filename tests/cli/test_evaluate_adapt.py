@@ -39,13 +39,14 @@ def test_adapt_json_on_stdout_and_plot(tmp_path: Path, capsys: pytest.CaptureFix
     png = tmp_path / "curve.png"
     code = main(["evaluate", "--adapt", "collapse", *TINY, "--json", "--plot", str(png), "--epsilon", "0",
                  "--top-k", "3", "--guard-margin", "off", "--guard-exploration",
-                 "--explore-max-bytes", "1048576"])
+                 "--explore-max-bytes", "1048576", "--model-failures"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     data = json.loads(captured.out)
     assert data["network"] == "collapse" and data["config"]["epsilon"] == 0.0
     assert data["config"]["explore_top_k"] == 3 and data["config"]["guard_margin"] is None
     assert data["config"]["guard_exploration"] is True and data["config"]["explore_max_bytes"] == 1048576
+    assert data["config"]["model_failures"] is True
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 

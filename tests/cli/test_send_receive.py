@@ -117,14 +117,16 @@ def test_learn_keeps_experience_and_calibration_across_runs(work: Path, receiver
     assert held >= 5
     assert learning["guard_margin"] == 0.05 and learning["guard_overrides"] >= 0
     assert learning["guard_exploration"] is False and learning["explore_max_bytes"] is None
+    assert learning["model_failures"] is False
     res = itp("send", *files[:2], "--to", to, "--secret-file", secret, "--learn", learn, "--epsilon", "0",
               "--guard-margin", "off", "--guard-exploration", "--explore-max-bytes", "300000",
-              "--json", str(report), "--no-progress", cwd=work)
+              "--model-failures", "--json", str(report), "--no-progress", cwd=work)
     assert res.returncode == 0, res.stderr
     learning = json.loads(report.read_text())["learning"]
     assert learning["experience_count"] == 7 and learning["restored_calibration_observations"] == held
     assert learning["guard_margin"] is None and learning["guard_overrides"] == 0
     assert learning["guard_exploration"] is True and learning["explore_max_bytes"] == 300000
+    assert learning["model_failures"] is True and learning["calibration"]["failure_models"] is not None
     for bad, message in ((["--policy", "rate-proportional"], "--learn needs the itp policy"),
                          (["--epsilon", "1.5"], "--epsilon must be in [0, 1]"),
                          (["--explore-top-k", "0"], "explore-top-k"),

@@ -96,6 +96,7 @@ def test_a_corrupt_calibration_file_is_set_aside(tmp_path: Path) -> None:
         ({"guard_exploration": 1}, TypeError, "guard_exploration"),
         ({"explore_max_bytes": 0}, ValueError, "explore_max_bytes"),
         ({"explore_max_bytes": 2.0}, TypeError, "explore_max_bytes"),
+        ({"model_failures": 1}, TypeError, "model_failures"),
         ({"config": "fast"}, TypeError, "config must be a LearnerConfig"),
         ({"model_path": "/nonexistent/model.onnx"}, ValueError, "model_path"),
     ],

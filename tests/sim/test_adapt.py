@@ -202,6 +202,17 @@ def test_above_the_exploration_size_limit_the_adaptive_run_decides_greedily() ->
         tiny(explore_max_bytes=0)
 
 
+def test_the_adaptive_run_can_score_with_fitted_failure_models() -> None:
+    r = run_adaptation(tiny(outcomes=24, network="lossy", model_failures=True, calibration_interval=8))
+    assert r.config.model_failures and "failure models scored" in r.to_text()
+    models = r.learner["failure_models"]  # pushed once the calibrator held enough chunks
+    assert models is not None and len(models) == 4 and all(0.0 <= q < 1.0 and h >= 0.0 for q, h in models)
+    plain = run_adaptation(tiny(outcomes=24, network="lossy", calibration_interval=8))
+    assert plain.learner["failure_models"] is None
+    with pytest.raises(TypeError, match=r"AdaptConfig\.model_failures"):
+        tiny(model_failures=1)
+
+
 def test_per_chunk_outcomes_are_used_exactly_when_the_partitioner_takes_them(result: AdaptResult) -> None:
     report = inspect.signature(TaskPartitioner.report_outcome).parameters
     assert result.per_chunk_outcomes == ("chunks" in report)

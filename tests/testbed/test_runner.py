@@ -70,6 +70,8 @@ def test_bad_run_config(kwargs: dict[str, object], field: str) -> None:
         RunConfig(**args)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="learn_guard_exploration"):
         RunConfig(policies=("itp",), trace_files=TRACES, learn=True, learn_guard_exploration=1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="learn_model_failures"):
+        RunConfig(policies=("itp",), trace_files=TRACES, learn=True, learn_model_failures=1)  # type: ignore[arg-type]
 
 
 def test_the_learning_sender_gets_every_exploration_setting(tmp_path: Path) -> None:
@@ -78,22 +80,22 @@ def test_the_learning_sender_gets_every_exploration_setting(tmp_path: Path) -> N
 
     assert learning_session(None) is None
     learn = {"folder": str(tmp_path / "dep"), "epsilon": 0.2, "explore_top_k": 4, "retrain_every": 50,
-             "guard_exploration": True, "explore_max_bytes": 1 << 22, "seed": 3}
+             "guard_exploration": True, "explore_max_bytes": 1 << 22, "model_failures": True, "seed": 3}
     session = learning_session(learn)
     assert session is not None
     try:
         p = session.partitioner
         assert p.epsilon == pytest.approx(0.2) and p.explore_top_k == 4
-        assert p.guard_exploration is True and p.explore_max_bytes == 1 << 22
+        assert p.guard_exploration is True and p.explore_max_bytes == 1 << 22 and p.model_failures is True
     finally:
         session.close()
     # An older entry without the optional fields: the session's defaults.
-    del learn["guard_exploration"], learn["explore_max_bytes"]
+    del learn["guard_exploration"], learn["explore_max_bytes"], learn["model_failures"]
     session = learning_session(learn)
     assert session is not None
     try:
         p = session.partitioner
-        assert p.guard_exploration is False and p.explore_max_bytes is None
+        assert p.guard_exploration is False and p.explore_max_bytes is None and p.model_failures is False
     finally:
         session.close()
 

@@ -24,6 +24,7 @@
 
 #include "itp/actions.hpp"
 #include "itp/guard_verdicts.hpp"
+#include "itp/heuristic.hpp"
 #include "itp/mlp.hpp"
 #include "itp/state.hpp"
 #include "itp/transport.hpp"
@@ -81,6 +82,12 @@ class DecisionEngine {
   // Caller-validated parameters (invalid_transport_param is null for all 4). Thread-safe; O(1).
   void set_transport_params(const StreamTransportParams& params);
   StreamTransportParams transport_params() const;
+  // Per-stream failure models (heuristic.hpp; caller-validated) that the guard's and the heuristic's
+  // scores use while set; clear_failure_models() goes back to the success-rate penalty.
+  void set_failure_models(const StreamFailureModels& models);
+  void clear_failure_models();
+  // Copies the failure models into `out` and returns true while they are set; false otherwise.
+  bool failure_models(StreamFailureModels& out) const;
 
   // The guard: when the model's greedy action's heuristic score (predicted time x (1 + failure mass), the
   // same transport model as the split) exceeds (1 + margin) x the heuristic's best score, the heuristic's
@@ -162,6 +169,8 @@ class DecisionEngine {
   std::array<StreamMetrics, kNumStreams> streams_{};
   double queue_depth_ = 0.0;
   StreamTransportParams transport_{};
+  StreamFailureModels failures_{};           // under table_mutex_
+  std::atomic<bool> failures_on_{false};     // read without the lock on the decision path
   std::shared_ptr<const FusedMlp> model_;  // read/written with std::atomic_load/store
   std::atomic<double> epsilon_{0.0};
   std::atomic<int> explore_top_k_{kNumActions};

@@ -11,8 +11,19 @@
 //   score_a = T_a * (1 + sum_{i used by a} (1 - success_i))
 //
 // and picks the lowest score (ties go to the action with fewer streams).
+//
+// With a per-stream failure model (fitted from per-chunk retries, itp/calibration.py), the penalty is the
+// expected time the resends add instead: an attempt of data time D_i = 8 bytes_i / r_i fails with
+// probability q_i = 1 - (1 - fail_probability_i) exp(-hazard_per_s_i D_i) (capped at 0.99), a failed chunk
+// is resent whole after an RTO (rto_i = max(0.2 s, 2 rtt_i)), half its data time lost on average, so
+//
+//   score_a = T_a + max_{i used by a} q_i / (1 - q_i) * (D_i / 2 + rto_i)
+//
+// Why: with a hazard per second of transfer, a large chunk on a lossy stream fails far more often than
+// the measured success rate (mostly from smaller chunks) says, and each failure costs its whole chunk.
 #pragma once
 
+#include <array>
 #include <cstdint>
 
 #include "itp/actions.hpp"
@@ -20,6 +31,22 @@
 #include "itp/transport.hpp"
 
 namespace itp {
+
+// One stream's failure model (see the header comment). Plain data; both fields finite and >= 0,
+// fail_probability < 1. All zeros: no failures.
+struct FailureModel {
+  double fail_probability = 0.0;  // per attempt, whatever its length, in [0, 1)
+  double hazard_per_s = 0.0;      // per second of data time, >= 0
+};
+using StreamFailureModels = std::array<FailureModel, kNumStreams>;
+
+// Name of the first invalid field of `m`, or null when both are valid. O(1).
+const char* invalid_failure_model(const FailureModel& m) noexcept;
+
+// The failure penalty of the header comment for one split: max over its streams of the expected resend
+// time, seconds (0 for a split on failure-free streams). rate_bps: effective rates; rtt_s: measured RTTs.
+double failure_penalty_s(const Split& split, const double* rate_bps, const double* rtt_s,
+                         const FailureModel* failures) noexcept;
 
 // rate_out[i] = raw bandwidth_i * success_rate_i (bits per second). raw is a validated raw state.
 void effective_rates(const double* raw, double* rate_out) noexcept;
@@ -34,9 +61,10 @@ Split production_split(const double* raw, std::uint64_t size_bytes, int action,
 // predicted_times_out is not null it receives T_a for all 15 actions (seconds). O(15 splits), no allocation.
 // If chosen_split_out is not null it receives the chosen action's split (the production split). params: the
 // streams' transport parameters (4 valid sets; null: the defaults). If scores_out is not null it receives
-// score_a for all 15 actions.
+// score_a for all 15 actions. failures: 4 valid per-stream failure models (the header comment's second
+// score), or null for the first.
 int heuristic_action(const double* raw, std::uint64_t size_bytes, double* predicted_times_out,
                      Split* chosen_split_out = nullptr, const TransportParams* params = nullptr,
-                     double* scores_out = nullptr) noexcept;
+                     double* scores_out = nullptr, const FailureModel* failures = nullptr) noexcept;
 
 }  // namespace itp
