@@ -116,13 +116,16 @@ def reference_partitioner(model: Path | None) -> Any:
 
 def _latency(
     benchmark: Any, model: Path | None, prefix: str, expected: str, *, cold: bool, before: bool = False,
-    guarded: bool = False,
+    guarded: bool = False, failures: bool = False,
 ) -> None:
     p = reference_partitioner(model) if before else make_partitioner(model)
     if guarded:
         # The decision guard (one heuristic pass per model decision) and guarded exploration's mask.
         p.guard_margin = 0.05
         p.guard_exploration = True
+    if failures:
+        # Failure models on every stream: the guard's scores charge each split its expected resend time.
+        p.set_failure_models(np.array([[0.2, 0.05], [0.01, 0.002], [0.02, 0.003], [0.01, 0.001]]))
     n = N_CALLS // 5 if cold else N_CALLS  # an eviction costs ~1 ms: fewer calls, still >= 1000 in the 1 %
     tasks = task_list(prefix, n)
     last: list[Any] = []
@@ -162,6 +165,11 @@ def test_partition_task_model(benchmark: Any, model_file: Path) -> None:
 @pytest.mark.benchmark(group="partition_task warm")
 def test_partition_task_model_guarded(benchmark: Any, model_file: Path) -> None:
     _latency(benchmark, model_file, "mg", "model", cold=False, guarded=True)
+
+
+@pytest.mark.benchmark(group="partition_task warm")
+def test_partition_task_model_guarded_failure_models(benchmark: Any, model_file: Path) -> None:
+    _latency(benchmark, model_file, "mf", "model", cold=False, guarded=True, failures=True)
 
 
 @pytest.mark.benchmark(group="partition_task warm")

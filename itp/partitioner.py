@@ -699,6 +699,16 @@ class TaskPartitioner:
         models = self._engine.failure_models()
         return None if models is None else np.asarray(models, dtype=np.float64)
 
+    def set_failure_models(self, models: npt.ArrayLike | None) -> None:
+        """Score splits with these per-stream failure models (float64[4, 2]: fail_probability in [0, 1),
+        hazard_per_s >= 0; ``itp.heuristic``), or None to go back to the success-rate penalty. For a
+        caller with its own estimates; with ``model_failures=True`` the next refit replaces them.
+
+        Raises:
+            ValueError: a bad shape or value (the stream and field named); nothing changes then.
+        """
+        self._engine.set_failure_models(None if models is None else np.asarray(models, dtype=np.float64))
+
     @property
     def explore_max_bytes(self) -> int | None:
         """Largest task that may explore, bytes (None: no limit); see the constructor. Settable."""

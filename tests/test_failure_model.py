@@ -181,6 +181,14 @@ def test_the_partitioner_fits_pushes_and_uses_the_failure_models() -> None:
         big = p.partition_task(itp.Task(id="big", size=1 << 30))
         assert 0 not in big.stream_ids  # the heuristic (no model) now keeps the lossy stream out
         assert 0 in plain.partition_task(itp.Task(id="big", size=1 << 30)).stream_ids
+        # A caller's own models: validated, then used; None goes back to the success-rate penalty.
+        with pytest.raises(ValueError, match=r"failure_models\[2\]\.hazard_per_s"):
+            plain.set_failure_models([[0, 0], [0, 0], [0, -1], [0, 0]])
+        assert plain.failure_models() is None
+        plain.set_failure_models(LOSSY)
+        assert 0 not in plain.partition_task(itp.Task(id="big2", size=1 << 30)).stream_ids
+        plain.set_failure_models(None)
+        assert plain.failure_models() is None
     finally:
         p.close()
         plain.close()
