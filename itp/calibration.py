@@ -118,13 +118,15 @@ def chunk_time_s(
     each starting from ``max(params.initial_window_bits, start_window_bits)`` (0: unknown).
 
     With the default parameters this is :func:`itp.transport.transport_chunk_time` (same formula;
-    a test checks them against each other). +inf where the rate is 0.
+    a test checks them against each other). +inf where the rate is 0; 0 for 0 bits (no chunk is sent,
+    so it pays no set-up either, as the native model).
     """
     b = np.asarray(bits, dtype=np.float64)
     r_meas = np.asarray(rate_bps, dtype=np.float64)
     rtt = np.asarray(rtt_s, dtype=np.float64)
     w = np.maximum(params.initial_window_bits, np.asarray(start_window_bits, dtype=np.float64))
-    return _model_time(b, r_meas * params.efficiency, rtt, params.setup_rtts, w)
+    t = _model_time(b, r_meas * params.efficiency, rtt, params.setup_rtts, w)
+    return np.where(b > 0.0, t, 0.0)
 
 
 def _model_time(b: FloatArray, r: FloatArray, rtt: FloatArray, s_rtts: Any, w: Any) -> FloatArray:
