@@ -52,9 +52,10 @@ def heuristic_action(
     """The heuristic's action (0..14) for a raw state (float64[20], caller units, ``itp.state`` layout),
     with the given transport parameters (:class:`itp.transport.TransportParams`, one or 4; None: defaults)
     and optionally per-stream failure models (float64[4, 2]: fail_probability in [0, 1), hazard_per_s
-    >= 0; :class:`itp.calibration.FailureModel`), which replace the success-rate penalty by the expected
-    time of the resends: ``T + max_i q_i / (1 - q_i) (D_i / 2 + max(0.2 s, 2 rtt_i))``, ``D_i = 8 bytes_i /
-    r_i``, ``q_i = 1 - (1 - fail_probability_i) exp(-hazard_per_s_i D_i)`` (at most 0.99).
+    >= 0; :class:`itp.calibration.FailureModel`), which add the expected time of the resends to each
+    score: ``T (1 + sum_i (1 - success_i)) + max_i q_i / (1 - q_i) (D_i / 2 + max(0.2 s, 2 rtt_i))``,
+    ``D_i = 8 bytes_i / r_i``, ``q_i = 1 - (1 - fail_probability_i) exp(-hazard_per_s_i D_i)`` (at most
+    0.99).
 
     Raises:
         ValueError: a NaN, infinite or negative feature (named), a task size outside 1..2**50, or a bad
@@ -94,12 +95,10 @@ def heuristic_action_reference(
     best, best_score = 0, math.inf
     for a in range(NUM_ACTIONS):
         split = transport_split(size, a, rate, rtt, params)
+        fail_mass = sum(1.0 - float(raw[_SUCCESS + i]) for i in split.stream_ids)
+        score = split.expected_time_s * (1.0 + fail_mass)
         if failure_models is not None:
-            penalty = failure_penalty_reference(split.chunk_bytes, rate, rtt, failure_models)
-            score = split.expected_time_s + penalty
-        else:
-            fail_mass = sum(1.0 - float(raw[_SUCCESS + i]) for i in split.stream_ids)
-            score = split.expected_time_s * (1.0 + fail_mass)
+            score += failure_penalty_reference(split.chunk_bytes, rate, rtt, failure_models)
         if score < best_score:
             best, best_score = a, score
     return best

@@ -271,7 +271,7 @@ class _CalibrationWorker:
             self.calibrator.fit()
             params = tuple(self.calibrator.params(i) for i in range(NUM_STREAMS))
             self._engine.set_transport_params(transport_params_array(params))
-            # The failure models replace the success-rate penalty once there is something to fit them on.
+            # The failure models are charged once there is something to fit them on.
             held = self.calibrator.observation_count()
             if self.model_failures and held >= self.calibrator.min_observations:
                 models = [self.calibrator.failure_model(i) for i in range(NUM_STREAMS)]
@@ -521,9 +521,9 @@ class TaskPartitioner:
             fits each stream's failure model from the per-chunk retries (``itp.calibration``: a failure
             probability per attempt and a hazard per second of transfer), and once it holds
             ``min_observations`` chunks the guard's and the heuristic's scores use it: each split is
-            charged the expected time its resends add (a failed chunk is resent whole) instead of the
-            success-rate penalty (``itp.heuristic``). Why: a large chunk on a lossy stream fails far more
-            often than the success rate measured mostly on smaller chunks says.
+            also charged the expected time its resends add (a failed chunk is resent whole;
+            ``itp.heuristic``). Why: a large chunk on a lossy stream fails far more often than the success
+            rate measured mostly on smaller chunks says.
 
     Raises:
         ValueError: for out-of-range arguments. A bad *model* never raises: it is logged and counted,
@@ -695,14 +695,14 @@ class TaskPartitioner:
 
     def failure_models(self) -> npt.NDArray[np.float64] | None:
         """The failure models the guard and the heuristic score with now, float64[4, 2] (per stream:
-        fail_probability, hazard_per_s), or None while none is set (the success-rate penalty)."""
+        fail_probability, hazard_per_s), or None while none is set (no resend charge)."""
         models = self._engine.failure_models()
         return None if models is None else np.asarray(models, dtype=np.float64)
 
     def set_failure_models(self, models: npt.ArrayLike | None) -> None:
-        """Score splits with these per-stream failure models (float64[4, 2]: fail_probability in [0, 1),
-        hazard_per_s >= 0; ``itp.heuristic``), or None to go back to the success-rate penalty. For a
-        caller with its own estimates; with ``model_failures=True`` the next refit replaces them.
+        """Charge splits the resends of these per-stream failure models (float64[4, 2]: fail_probability
+        in [0, 1), hazard_per_s >= 0; ``itp.heuristic``), or None for no such charge. For a caller with
+        its own estimates; with ``model_failures=True`` the next refit replaces them.
 
         Raises:
             ValueError: a bad shape or value (the stream and field named); nothing changes then.

@@ -118,7 +118,7 @@ LOSSY = np.array([[0.2, 0.05], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]], dtype=np.flo
 
 def test_a_large_task_leaves_a_hazardous_stream_and_a_small_one_need_not() -> None:
     large = lossy_raw(1 << 30)
-    assert 0 in itp.actions.ACTION_STREAMS[heuristic_action(large)]  # the success-rate penalty keeps it
+    assert 0 in itp.actions.ACTION_STREAMS[heuristic_action(large)]  # the success-rate factor alone keeps it
     assert 0 not in itp.actions.ACTION_STREAMS[heuristic_action(large, None, LOSSY)]
 
 
@@ -181,7 +181,7 @@ def test_the_partitioner_fits_pushes_and_uses_the_failure_models() -> None:
         big = p.partition_task(itp.Task(id="big", size=1 << 30))
         assert 0 not in big.stream_ids  # the heuristic (no model) now keeps the lossy stream out
         assert 0 in plain.partition_task(itp.Task(id="big", size=1 << 30)).stream_ids
-        # A caller's own models: validated, then used; None goes back to the success-rate penalty.
+        # A caller's own models: validated, then used; None removes the resend charge.
         with pytest.raises(ValueError, match=r"failure_models\[2\]\.hazard_per_s"):
             plain.set_failure_models([[0, 0], [0, 0], [0, -1], [0, 0]])
         assert plain.failure_models() is None

@@ -510,8 +510,8 @@ void register_policy(py::module_& m) {
           },
           py::arg("failure_models"),
           "Per-stream failure models float64[4, 2] (fail_probability, hazard_per_s), validated first "
-          "(nothing changes on error), that the guard's and the heuristic's scores use; None: none (the "
-          "success-rate penalty).")
+          "(nothing changes on error), whose resend time the guard's and the heuristic's scores add; "
+          "None: none.")
       .def("failure_models", &failure_models_to_array,
            "The failure models in use, float64[4, 2], or None.")
       .def(

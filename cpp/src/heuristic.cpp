@@ -61,16 +61,12 @@ int heuristic_action(const double* raw, std::uint64_t size_bytes, double* predic
   for (int a = 0; a < kNumActions; ++a) {
     const Split s = streams.split(size_bytes, action_mask(a));
     if (predicted_times_out != nullptr) predicted_times_out[a] = s.expected_time_s;
-    double score;
-    if (failures != nullptr) {
-      score = s.expected_time_s + failure_penalty_s(s, rate, raw + kLatencyOffset, failures);
-    } else {
-      double fail_mass = 0.0;
-      for (std::size_t i = 0; i < kNumStreams; ++i) {
-        if ((s.used_mask >> i) & 1U) fail_mass += 1.0 - raw[kSuccessRateOffset + i];
-      }
-      score = s.expected_time_s * (1.0 + fail_mass);
+    double fail_mass = 0.0;
+    for (std::size_t i = 0; i < kNumStreams; ++i) {
+      if ((s.used_mask >> i) & 1U) fail_mass += 1.0 - raw[kSuccessRateOffset + i];
     }
+    double score = s.expected_time_s * (1.0 + fail_mass);
+    if (failures != nullptr) score += failure_penalty_s(s, rate, raw + kLatencyOffset, failures);
     if (scores_out != nullptr) scores_out[a] = score;
     if (a == 0 || score < best_score) {  // action 0 is the fallback when no score is finite
       best_score = score;

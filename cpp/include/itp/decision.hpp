@@ -83,7 +83,7 @@ class DecisionEngine {
   void set_transport_params(const StreamTransportParams& params);
   StreamTransportParams transport_params() const;
   // Per-stream failure models (heuristic.hpp; caller-validated) that the guard's and the heuristic's
-  // scores use while set; clear_failure_models() goes back to the success-rate penalty.
+  // scores charge (the resends' expected time) while set; clear_failure_models() removes the charge.
   void set_failure_models(const StreamFailureModels& models);
   void clear_failure_models();
   // Copies the failure models into `out` and returns true while they are set; false otherwise.

@@ -12,15 +12,18 @@
 //
 // and picks the lowest score (ties go to the action with fewer streams).
 //
-// With a per-stream failure model (fitted from per-chunk retries, itp/calibration.py), the penalty is the
-// expected time the resends add instead: an attempt of data time D_i = 8 bytes_i / r_i fails with
-// probability q_i = 1 - (1 - fail_probability_i) exp(-hazard_per_s_i D_i) (capped at 0.99), a failed chunk
-// is resent whole after an RTO (rto_i = max(0.2 s, 2 rtt_i)), half its data time lost on average, so
+// With a per-stream failure model (fitted from per-chunk retries, itp/calibration.py), the expected time the
+// resends add is charged on top: an attempt of data time D_i = 8 bytes_i / r_i fails with probability
+// q_i = 1 - (1 - fail_probability_i) exp(-hazard_per_s_i D_i) (capped at 0.99), a failed chunk is resent
+// whole after an RTO (rto_i = max(0.2 s, 2 rtt_i)), half its data time lost on average, so
 //
-//   score_a = T_a + max_{i used by a} q_i / (1 - q_i) * (D_i / 2 + rto_i)
+//   score_a = T_a * (1 + sum_{i used by a} (1 - success_i))
+//             + max_{i used by a} q_i / (1 - q_i) * (D_i / 2 + rto_i)
 //
 // Why: with a hazard per second of transfer, a large chunk on a lossy stream fails far more often than
 // the measured success rate (mostly from smaller chunks) says, and each failure costs its whole chunk.
+// On top of, not instead of, the success-rate factor: replacing it lost goodput in 13 of 15 runs of the
+// adaptation benchmark (docs/simulator.md).
 #pragma once
 
 #include <array>
@@ -61,8 +64,8 @@ Split production_split(const double* raw, std::uint64_t size_bytes, int action,
 // predicted_times_out is not null it receives T_a for all 15 actions (seconds). O(15 splits), no allocation.
 // If chosen_split_out is not null it receives the chosen action's split (the production split). params: the
 // streams' transport parameters (4 valid sets; null: the defaults). If scores_out is not null it receives
-// score_a for all 15 actions. failures: 4 valid per-stream failure models (the header comment's second
-// score), or null for the first.
+// score_a for all 15 actions. failures: 4 valid per-stream failure models (the header comment's resend
+// charge added to the score), or null for none.
 int heuristic_action(const double* raw, std::uint64_t size_bytes, double* predicted_times_out,
                      Split* chosen_split_out = nullptr, const TransportParams* params = nullptr,
                      double* scores_out = nullptr, const FailureModel* failures = nullptr) noexcept;
