@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from itp.heuristic import HeuristicPolicy, heuristic_action
+from itp.heuristic import HeuristicPolicy, failure_penalty_reference, heuristic_action
 from itp.sim.adapt import AdaptConfig, FixedSubsetPolicy, adaptation_trace_files
 from itp.sim.baselines import OraclePolicy, RateProportionalPolicy
 from itp.sim.env import PartitionEnv
@@ -167,25 +167,21 @@ class FailureAwarePolicy(TruePhysicsPolicy):
         env, cfg = self._env, self.config
         assert env is not None
         t = env.time_s
+        # The simulator's true q0 and hazard per stream at the current congestion (itp.sim.physics).
+        models = np.zeros((4, 2))
+        for i, par in enumerate(env.stream_params):
+            c = env.streams[i].congestion_at(t)
+            models[i, 0] = min(0.9, par.loss_multiplier * (cfg.loss_base + cfg.loss_congestion * c)
+                               + par.extra_loss_probability)
+            models[i, 1] = (par.loss_multiplier * (cfg.hazard_base_per_s + cfg.hazard_congestion_per_s * c)
+                            + par.extra_hazard_per_s)
+        # Data times at the delivered rate (the true efficiency included), RTOs from the measured RTTs.
+        rates = [max(float(state[i]) * float(raw[12 + i]) * params[i].efficiency, 1.0) for i in range(4)]
+        rtts = [float(raw[4 + i]) for i in range(4)]
         best, best_score = 0, math.inf
         for action in range(15):
             split = production_split(state, action, params)
-            extra = 0.0
-            for i, chunk in enumerate(split.chunk_bytes):
-                if chunk == 0:
-                    continue
-                par = env.stream_params[i]
-                c = env.streams[i].congestion_at(t)
-                q0 = min(0.9, par.loss_multiplier * (cfg.loss_base + cfg.loss_congestion * c)
-                         + par.extra_loss_probability)
-                hazard = (par.loss_multiplier * (cfg.hazard_base_per_s + cfg.hazard_congestion_per_s * c)
-                          + par.extra_hazard_per_s)
-                rate = max(float(state[i]) * float(raw[12 + i]) * params[i].efficiency, 1.0)
-                data_s = 8.0 * chunk / rate
-                q = min(1.0 - (1.0 - q0) * math.exp(-hazard * data_s), 0.99)
-                rto = max(cfg.rto_min_s, 2.0 * float(raw[4 + i]))
-                extra = max(extra, q / (1.0 - q) * (0.5 * data_s + rto))
-            score = split.expected_time_s + extra
+            score = split.expected_time_s + failure_penalty_reference(split.chunk_bytes, rates, rtts, models)
             if score < best_score:
                 best, best_score = action, score
         return best

@@ -550,46 +550,36 @@ class TransportCalibrator:
             return self.summary()
         ref = max(o.at_s for o in every) if now_s is None else float(now_s)
 
-        def fit_of(obs: list[ChunkObservation]) -> _Fit | None:
+        def fit_of(obs: list[ChunkObservation]) -> tuple[_Fit, FailureModel] | None:
+            """The transport fit and the failure model of these observations, on the same weights."""
             if len(obs) < self.min_observations:
                 return None
             b, t, r, rtt, at, w0 = self._arrays(obs)
             w = np.exp2(-np.maximum(ref - at, 0.0) / self.half_life_s)
-            return _fit(b, t, r, rtt, w, self.efficiency_bounds, self.huber_delta, w0)
-
-        def failures_of(obs: list[ChunkObservation]) -> tuple[FailureModel, float] | None:
-            if len(obs) < self.min_observations:
-                return None
-            b, _, r, _, at, _ = self._arrays(obs)
-            w = np.exp2(-np.maximum(ref - at, 0.0) / self.half_life_s)
             retries = np.array([o.retries for o in obs], dtype=np.float64)
-            n_eff = float(w.sum() ** 2 / max(float(np.sum(w * w)), 1e-300))
-            return fit_failure_model(b / r, retries, w), n_eff
+            return (_fit(b, t, r, rtt, w, self.efficiency_bounds, self.huber_delta, w0),
+                    fit_failure_model(b / r, retries, w))
 
-        pooled_fit = fit_of(every)
-        pooled = pooled_fit.params if pooled_fit is not None else DEFAULT_TRANSPORT_PARAMS
-        pooled_failures_fit = failures_of(every)
-        pooled_failures = pooled_failures_fit[0] if pooled_failures_fit is not None else NO_FAILURES
+        pooled_fits = fit_of(every)
+        pooled, pooled_failures = (
+            (pooled_fits[0].params, pooled_fits[1]) if pooled_fits is not None
+            else (DEFAULT_TRANSPORT_PARAMS, NO_FAILURES)
+        )
         params: list[TransportParams] = []
         failures: list[FailureModel] = []
         for obs in snapshot:
             own = fit_of(obs)
             if own is None:
                 params.append(pooled)
-            else:
-                k = own.effective_observations / (own.effective_observations + self.prior_strength)
-                params.append(_blend(own.params, pooled, k))
-            own_failures = failures_of(obs)
-            if own_failures is None:
                 failures.append(pooled_failures)
-            else:
-                model, n_eff = own_failures
-                k = n_eff / (n_eff + self.prior_strength)
-                pf = pooled_failures
-                failures.append(FailureModel(
-                    fail_probability=k * model.fail_probability + (1.0 - k) * pf.fail_probability,
-                    hazard_per_s=k * model.hazard_per_s + (1.0 - k) * pf.hazard_per_s,
-                ))
+                continue
+            fit, model = own
+            k = fit.effective_observations / (fit.effective_observations + self.prior_strength)
+            params.append(_blend(fit.params, pooled, k))
+            failures.append(FailureModel(
+                fail_probability=k * model.fail_probability + (1.0 - k) * pooled_failures.fail_probability,
+                hazard_per_s=k * model.hazard_per_s + (1.0 - k) * pooled_failures.hazard_per_s,
+            ))
         with self._lock:
             self._pooled = pooled
             self._params = params

@@ -272,8 +272,9 @@ class _CalibrationWorker:
             params = tuple(self.calibrator.params(i) for i in range(NUM_STREAMS))
             self._engine.set_transport_params(transport_params_array(params))
             # The failure models are charged once there is something to fit them on.
-            held = self.calibrator.observation_count()
-            if self.model_failures and held >= self.calibrator.min_observations:
+            if self.model_failures and (
+                self.calibrator.observation_count() >= self.calibrator.min_observations
+            ):
                 models = [self.calibrator.failure_model(i) for i in range(NUM_STREAMS)]
                 self._engine.set_failure_models(
                     np.array([[m.fail_probability, m.hazard_per_s] for m in models], dtype=np.float64)

@@ -169,11 +169,6 @@ void DecisionEngine::decide_raw(const double* raw, std::uint64_t size_bytes, con
   decide_raw_with(raw, size_bytes, m.get(), external_q, explore, out);
 }
 
-float DecisionEngine::size_feature_f32(double size_bytes) noexcept {
-  const double f = task_size_feature(size_bytes);
-  return static_cast<float>(f < 0.0 ? 0.0 : (f > 1.0 ? 1.0 : f));
-}
-
 void DecisionEngine::decide_raw_with(const double* raw, std::uint64_t size_bytes, const FusedMlp* model,
                                      const float* external_q, bool explore, DecisionOutput& out,
                                      const TransportParams* params) const {
@@ -200,8 +195,11 @@ void DecisionEngine::decide_raw_with(const double* raw, std::uint64_t size_bytes
 
   out.guarded = false;
   out.guard_verdicts = kNoGuardVerdicts;
+  // The failure models (one lock while set) are read only where a heuristic score is computed.
   StreamFailureModels failure_copy;
-  const FailureModel* failures = failure_models(failure_copy) ? failure_copy.data() : nullptr;
+  const auto failures = [&]() -> const FailureModel* {
+    return failure_models(failure_copy) ? failure_copy.data() : nullptr;
+  };
   if (out.has_q) {
     // Read once: the draw and the propensity agree. A task above the exploration size limit is greedy.
     const bool may_explore =
@@ -217,7 +215,7 @@ void DecisionEngine::decide_raw_with(const double* raw, std::uint64_t size_bytes
     const double margin = guard_margin();
     if (margin >= 0.0) {
       std::array<double, kNumActions> scores{};
-      const int h = heuristic_action(raw, size_bytes, nullptr, nullptr, params, scores.data(), failures);
+      const int h = heuristic_action(raw, size_bytes, nullptr, nullptr, params, scores.data(), failures());
       const double limit = (1.0 + margin) * scores[static_cast<std::size_t>(h)];
       // Let through: h, and every action scoring within the margin (NaN scores compare false and pass).
       std::int32_t passed = 0;
@@ -267,7 +265,8 @@ void DecisionEngine::decide_raw_with(const double* raw, std::uint64_t size_bytes
   }
 
   std::array<double, kNumActions> times{};
-  out.action = heuristic_action(out.raw.data(), size_bytes, times.data(), &out.split, params, nullptr, failures);
+  out.action =
+      heuristic_action(out.raw.data(), size_bytes, times.data(), &out.split, params, nullptr, failures());
   out.source = DecisionSource::kHeuristic;
   out.propensity = 1.0;
   double best = std::numeric_limits<double>::infinity();

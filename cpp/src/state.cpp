@@ -33,6 +33,8 @@ double task_size_feature(double size_bytes) noexcept {
   return std::log2(std::max(size_bytes, 1.0)) / kTaskSizeLog2Scale;
 }
 
+float normalized_task_size(double size_bytes) noexcept { return clamp01(task_size_feature(size_bytes)); }
+
 void normalize_state(const double* raw, float* out) noexcept {
   for (std::size_t i = 0; i < kNumStreams; ++i) {
     out[kBandwidthOffset + i] = clamp01(raw[kBandwidthOffset + i] / kBandwidthScaleBps);
@@ -41,7 +43,7 @@ void normalize_state(const double* raw, float* out) noexcept {
     out[kSuccessRateOffset + i] = clamp01(raw[kSuccessRateOffset + i]);
   }
   out[kQueueDepthIndex] = clamp01(raw[kQueueDepthIndex] / kQueueDepthScale);
-  out[kTaskSizeIndex] = clamp01(task_size_feature(raw[kTaskSizeIndex]));
+  out[kTaskSizeIndex] = normalized_task_size(raw[kTaskSizeIndex]);
   out[kPriorityIndex] = clamp01(raw[kPriorityIndex]);
   out[kTimeOfDayIndex] = clamp01(raw[kTimeOfDayIndex] / kHoursPerDay);
 }

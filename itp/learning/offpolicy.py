@@ -273,8 +273,8 @@ def exploring_rows(states: npt.ArrayLike, explore_max_bytes: int | None) -> npt.
         raise TypeError(f"explore_max_bytes must be None or an int, got {type(explore_max_bytes).__name__}")
     if explore_max_bytes < 1:
         raise ValueError(f"explore_max_bytes must be None or an int >= 1, got {explore_max_bytes!r}")
-    # As the engine: the limit's feature clamped to [0, 1], rounded to float32 like the state's column.
-    limit = np.float32(min(1.0, max(0.0, task_size_feature(float(explore_max_bytes)))))
+    # As the engine: the limit's feature (already in [0, 1]) rounded to float32 like the state's column.
+    limit = np.float32(task_size_feature(float(explore_max_bytes)))
     allowed: npt.NDArray[np.bool_] = np.asarray(x[:, 17], dtype=np.float32) <= limit
     return allowed
 

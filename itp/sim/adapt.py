@@ -327,6 +327,16 @@ def _window(records: Sequence[TaskRecord]) -> PolicyWindow:
     )
 
 
+def _vs_best(
+    adaptive: PolicyWindow, baselines: Sequence[PolicyWindow]
+) -> tuple[float | None, float | None]:
+    """Goodput over the baselines' highest and p95 time over their lowest (None where that is 0)."""
+    g = max(b.mean_goodput_bps for b in baselines)
+    p = min(b.p95_completion_time_s for b in baselines)
+    return (adaptive.mean_goodput_bps / g if g > 0 else None,
+            adaptive.p95_completion_time_s / p if p > 0 else None)
+
+
 @dataclass(frozen=True)
 class AdaptResult:
     """Everything one run measured (``to_dict`` is the JSON; ``to_text`` the printed report).
@@ -377,8 +387,7 @@ class AdaptResult:
         """The target figures (module docstring): last-window ratios and the worst late window."""
         last = len(self.windows) - 1
         ada = self.per_policy[ADAPTIVE]
-        best_g = max(self._series(b)[last].mean_goodput_bps for b in BASELINES)
-        best_p95 = min(self._series(b)[last].p95_completion_time_s for b in BASELINES)
+        final_g, final_p95 = _vs_best(ada[last], [self._series(b)[last] for b in BASELINES])
         heur = self.per_policy["heuristic"]
         late = [
             ada[w].mean_goodput_bps / heur[w].mean_goodput_bps
@@ -386,17 +395,16 @@ class AdaptResult:
             if start >= REGRESSION_FROM_OUTCOMES and heur[w].mean_goodput_bps > 0
         ]
         bundled = self.per_policy[BUNDLED][last].mean_goodput_bps
-        late_g: float | None = None
-        late_p95: float | None = None
-        if self.late_run:
-            span = {b: self.late_run[self.best_fixed if b == "best-fixed" else b] for b in BASELINES}
-            g = max(v.mean_goodput_bps for v in span.values())
-            p = min(v.p95_completion_time_s for v in span.values())
-            late_g = self.late_run[ADAPTIVE].mean_goodput_bps / g if g > 0 else None
-            late_p95 = self.late_run[ADAPTIVE].p95_completion_time_s / p if p > 0 else None
+        late_g, late_p95 = (
+            _vs_best(
+                self.late_run[ADAPTIVE],
+                [self.late_run[self.best_fixed if b == "best-fixed" else b] for b in BASELINES],
+            )
+            if self.late_run else (None, None)
+        )
         return {
-            "final_goodput_vs_best": ada[last].mean_goodput_bps / best_g if best_g > 0 else None,
-            "final_p95_vs_best": ada[last].p95_completion_time_s / best_p95 if best_p95 > 0 else None,
+            "final_goodput_vs_best": final_g,
+            "final_p95_vs_best": final_p95,
             "worst_goodput_vs_heuristic_after_1000": min(late) if late else None,
             "final_goodput_vs_bundled": ada[last].mean_goodput_bps / bundled if bundled > 0 else None,
             "late_goodput_vs_best": late_g,

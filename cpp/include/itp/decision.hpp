@@ -122,13 +122,12 @@ class DecisionEngine {
   void set_explore_max_bytes(std::uint64_t max_bytes) noexcept {
     explore_max_feature_.store(max_bytes == std::numeric_limits<std::uint64_t>::max()
                                    ? std::numeric_limits<float>::infinity()
-                                   : size_feature_f32(static_cast<double>(max_bytes)),
+                                   : normalized_task_size(static_cast<double>(max_bytes)),
                                std::memory_order_relaxed);
     explore_max_bytes_.store(max_bytes, std::memory_order_relaxed);
   }
+  // The limit as set (the getter's value); decisions compare its feature, cached once per set.
   std::uint64_t explore_max_bytes() const noexcept { return explore_max_bytes_.load(std::memory_order_relaxed); }
-  // The normalised size feature the limit compares (float32, clamped to [0, 1] as in the state).
-  static float size_feature_f32(double size_bytes) noexcept;
 
   // Writes the raw state (caller units) for a task of this size/priority at this hour.
   // params_out (may be null) receives the transport parameters under the same lock.

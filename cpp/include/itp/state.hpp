@@ -57,5 +57,8 @@ void normalize_state(const double* raw, float* out) noexcept;
 
 // Maps a task size in bytes to its [0, 1] feature (see table above).
 double task_size_feature(double size_bytes) noexcept;
+// The state's float32 task-size column for a task of size_bytes: task_size_feature clamped to [0, 1].
+// normalize_state writes exactly this; the exploration size limit compares against it.
+float normalized_task_size(double size_bytes) noexcept;
 
 }  // namespace itp
