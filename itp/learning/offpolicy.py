@@ -33,6 +33,10 @@ estimate effectively rests on. A candidate that takes actions the behaviour poli
 small ESS and an untrustworthy estimate, whatever its value: :func:`compare_policies` refuses to call such a
 candidate better (``min_effective_samples``). This is why the behaviour policy must explore (epsilon > 0):
 with a deterministic logger only candidates that agree with it can be evaluated.
+The ESS does not see a candidate that leaves the support on *some* rows only (the rows where it agrees
+with the behaviour policy carry it): :func:`behaviour_support` gives each row the actions the behaviour
+policy could have taken there, and :func:`compare_policies` measures the candidate's probability mass
+outside them (``unsupported_share``, checked against ``max_unsupported_share``).
 
 **The decision guard** (``TaskPartitioner(guard_margin=)``) changes what a model does once deployed: a
 greedy choice the guard refuses is replaced by the heuristic's action, and with guarded exploration the
@@ -61,6 +65,7 @@ __all__ = [
     "OffPolicyComparison",
     "OffPolicyEstimate",
     "RidgeRewardModel",
+    "behaviour_support",
     "compare_policies",
     "cross_fitted_reward_predictions",
     "epsilon_greedy_probabilities",
@@ -118,10 +123,14 @@ class OffPolicyComparison:
             ``(1 + confidence) / 2``) and the candidate's ESS reaches ``min_effective_samples``.
         reason: one line saying why.
         supported: whether the logs support a verdict at all (both estimates finite, the candidate's
-            ESS >= ``min_effective_samples``, and for DR at most ``max_extrapolated_share`` of its choices
-            on actions logged fewer than ``min_action_rows`` times). False: the comparison is
-            inconclusive, not a finding that the candidate is worse; the gate decides what follows
-            (``GateConfig.unsupported``).
+            ESS >= ``min_effective_samples``, for DR at most ``max_extrapolated_share`` of its choices
+            on actions logged fewer than ``min_action_rows`` times, and at most
+            ``max_unsupported_share`` of them outside the behaviour policy's support). False: the
+            comparison is inconclusive, not a finding that the candidate is worse; the gate decides what
+            follows (``GateConfig.unsupported``).
+        unsupported_share: ``mean_i sum_{a not in B_i} pi_cand(a | s_i)``, the share of the candidate's
+            choices the behaviour policy could not have made on the same row (``B_i``:
+            :func:`behaviour_support`); NaN when no support was given.
     """
 
     candidate: OffPolicyEstimate
@@ -133,6 +142,7 @@ class OffPolicyComparison:
     passed: bool
     reason: str
     supported: bool = True
+    unsupported_share: float = math.nan
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data (JSON-ready)."""
@@ -551,6 +561,51 @@ def _estimate(method: str, value: float, psi: FloatArray, ess: float, conf: floa
     return OffPolicyEstimate(method, value, value - z * se, value + z * se, se, ess, n, conf)
 
 
+def behaviour_support(
+    current_probabilities: npt.ArrayLike,
+    actions: npt.ArrayLike,
+    propensities: npt.ArrayLike,
+    *,
+    deterministic_at: float = 1.0 - 1e-6,
+) -> npt.NDArray[np.bool_]:
+    """Which actions the behaviour policy could have taken on each logged row (bool[rows, actions]).
+
+    A row whose logged propensity is at least ``deterministic_at`` was decided deterministically (greedy
+    past the exploration size limit, a fallback, a guard's forced choice): only its logged action. Any
+    other row: the actions ``current_probabilities`` (float[rows, actions], the deployed policy as the gate
+    scores it, :func:`epsilon_greedy_probabilities`) gives a positive probability, plus the logged action.
+    Why the current policy: the held-back rows are the newest, logged by the deployed model; rows logged
+    before its promotion are approximated by it (the logged action always counts).
+
+    Why it matters: on a row where the candidate chooses an action outside this set, no importance weight
+    can ever correct the estimate (the behaviour policy had probability 0 there). SNIPS drops the row's
+    say and DR trusts its reward model's extrapolation; neither interval contains that bias.
+
+    Raises:
+        ValueError: shapes that do not match, actions out of range, a ``deterministic_at`` outside (0, 1].
+    """
+    cur = np.asarray(current_probabilities, dtype=np.float64)
+    if cur.ndim != 2:
+        raise ValueError(f"current_probabilities must be [rows, actions], got shape {cur.shape}")
+    act = np.asarray(actions)
+    mu = np.asarray(propensities, dtype=np.float64)
+    n, n_actions = cur.shape
+    if act.shape != (n,) or mu.shape != (n,):
+        raise ValueError(
+            f"actions and propensities must have {n} rows like current_probabilities, got {act.shape} and "
+            f"{mu.shape}"
+        )
+    if n and (not np.issubdtype(act.dtype, np.integer) or act.min() < 0 or act.max() >= n_actions):
+        raise ValueError(f"actions must be integers in 0..{n_actions - 1}")
+    d = deterministic_at
+    if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0.0 < d <= 1.0:
+        raise ValueError(f"deterministic_at must be in (0, 1], got {deterministic_at!r}")
+    support = cur > 0.0
+    support[mu >= d] = False
+    support[np.arange(n), act] = True
+    return support
+
+
 def compare_policies(
     candidate_probabilities: npt.ArrayLike,
     current_probabilities: npt.ArrayLike,
@@ -565,6 +620,8 @@ def compare_policies(
     min_effective_samples: float = 100.0,
     min_action_rows: int = 0,
     max_extrapolated_share: float = 1.0,
+    behaviour_support: npt.ArrayLike | None = None,
+    max_unsupported_share: float = 1.0,
 ) -> OffPolicyComparison:
     """Paired off-policy comparison of a candidate with the current policy on the same logged rows.
 
@@ -583,6 +640,11 @@ def compare_policies(
     decision better, and the canary then measured it 0.22 worse. Failing either check makes the comparison
     unsupported (``supported=False``), not negative.
 
+    With ``behaviour_support`` (bool[rows, actions], :func:`behaviour_support`), a third: the candidate's
+    ``unsupported_share`` (its probability mass outside each row's support, averaged over rows) must not
+    exceed ``max_unsupported_share``. Unlike the count check it is per row: an action logged often on
+    small tasks but never on large ones is unsupported on the large ones.
+
     Raises:
         ValueError, TypeError: naming the bad argument.
     """
@@ -598,12 +660,24 @@ def compare_policies(
     x = max_extrapolated_share
     if isinstance(x, bool) or not isinstance(x, (int, float)) or not 0.0 <= x <= 1.0:
         raise ValueError(f"max_extrapolated_share must be in [0, 1], got {max_extrapolated_share!r}")
+    u = max_unsupported_share
+    if isinstance(u, bool) or not isinstance(u, (int, float)) or not 0.0 <= u <= 1.0:
+        raise ValueError(f"max_unsupported_share must be in [0, 1], got {max_unsupported_share!r}")
     cand, act, rew, mu = _check_logs(candidate_probabilities, actions, rewards, propensities)
     cur, _, _, _ = _check_logs(current_probabilities, act, rew, mu)
     if cur.shape != cand.shape:
         raise ValueError(
             f"current_probabilities must have shape {cand.shape} like the candidate's, got {cur.shape}"
         )
+    unsupported = math.nan
+    if behaviour_support is not None:
+        support = np.asarray(behaviour_support)
+        if support.dtype != np.bool_ or support.shape != cand.shape:
+            raise ValueError(
+                f"behaviour_support must be a bool array of shape {cand.shape}, got {support.dtype} "
+                f"{support.shape}"
+            )
+        unsupported = float(np.mean(np.where(support, 0.0, cand).sum(axis=1)))
     pred = _prepare(method, reward_predictions, cand.shape)
     v_c, psi_c, ess_c = _influence(method, cand, act, rew, mu, pred)
     v_0, psi_0, ess_0 = _influence(method, cur, act, rew, mu, pred)
@@ -613,7 +687,7 @@ def compare_policies(
     if not (math.isfinite(v_c) and math.isfinite(v_0)):
         return OffPolicyComparison(
             est_c, est_0, math.nan, -math.inf, math.inf, float(margin), False,
-            "no logged support: a policy never takes any logged action", False,
+            "no logged support: a policy never takes any logged action", False, unsupported,
         )
     diff = v_c - v_0
     psi = psi_c - psi_0
@@ -635,6 +709,12 @@ def compare_policies(
             f"fewer than {min_action_rows} times in {n} rows (max {max_extrapolated_share:.0%}); the "
             f"reward model would extrapolate"
         )
+    elif unsupported > max_unsupported_share:
+        passed = False
+        reason = (
+            f"candidate has too little logged support: {unsupported:.0%} of its choices are actions the "
+            f"behaviour policy could not take on the same row (max {max_unsupported_share:.0%}) in {n} rows"
+        )
     elif lower >= -margin:
         passed = True
         reason = (
@@ -647,5 +727,13 @@ def compare_policies(
             f"{method}: candidate may be worse: difference {diff:+.4f} [{lower:+.4f}, {upper:+.4f}] at "
             f"{conf:.0%}, lower bound < -margin {margin:g}, on {n} logged rows (ESS {ess_c:.0f})"
         )
-    supported = ess_c >= min_effective_samples and extrapolated <= max_extrapolated_share
-    return OffPolicyComparison(est_c, est_0, diff, lower, upper, float(margin), passed, reason, supported)
+    supported = (
+        ess_c >= min_effective_samples
+        and extrapolated <= max_extrapolated_share
+        and not unsupported > max_unsupported_share
+    )
+    if math.isfinite(unsupported):
+        reason += f"; {unsupported:.0%} of its choices outside the behaviour policy's support"
+    return OffPolicyComparison(
+        est_c, est_0, diff, lower, upper, float(margin), passed, reason, supported, unsupported
+    )

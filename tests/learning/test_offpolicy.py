@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from itp.learning.offpolicy import (
     RidgeRewardModel,
+    behaviour_support,
     compare_policies,
     cross_fitted_reward_predictions,
     epsilon_greedy_probabilities,
@@ -301,6 +302,93 @@ def test_bad_input_names_the_field(field: str, kwargs: dict[str, object], messag
     args.update(kwargs)
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         estimate_value(**args)  # type: ignore[arg-type]
+
+
+def reference_unsupported_share(cand, cur, actions, mu) -> float:  # type: ignore[no-untyped-def]
+    """Row by row: the candidate's mass on actions the behaviour policy could not take (only the logged
+    one on a deterministic row, else the current policy's positive-probability actions and the logged
+    one)."""
+    total = 0.0
+    for p, c, a, m in zip(cand, cur, actions, mu, strict=True):
+        allowed = {int(a)} if m >= 1.0 - 1e-6 else {b for b in range(len(c)) if c[b] > 0} | {int(a)}
+        total += sum(p[b] for b in range(len(p)) if b not in allowed)
+    return total / len(actions)
+
+
+@given(st.integers(1, 40), st.integers(0, 2**31 - 1), st.floats(0.0, 1.0))
+@settings(max_examples=80, deadline=None)
+def test_unsupported_share_matches_the_slow_reference(n: int, seed: int, det_share: float) -> None:
+    rng = np.random.default_rng(seed)
+    q_cur, q_cand = rng.normal(size=(n, K)), rng.normal(size=(n, K))
+    k = int(rng.integers(1, K + 1))
+    cur = epsilon_greedy_probabilities(q_cur, 0.2, k)
+    cand = epsilon_greedy_probabilities(q_cand, float(rng.random()), int(rng.integers(1, K + 1)))
+    actions = np.array([rng.choice(K, p=p) for p in cur], dtype=np.int64)
+    mu = cur[np.arange(n), actions]
+    deterministic = rng.random(n) < det_share
+    actions = np.where(deterministic, rng.integers(0, K, n), actions)  # e.g. a fallback's choice
+    mu = np.where(deterministic, 1.0, mu)
+    support = behaviour_support(cur, actions, mu)
+    assert support.dtype == np.bool_ and support.shape == (n, K)
+    assert np.all(support[np.arange(n), actions])
+    rewards = rng.normal(size=n)
+    result = compare_policies(cand, cur, actions, rewards, mu, behaviour_support=support)
+    expected = reference_unsupported_share(cand, cur, actions, mu)
+    assert result.unsupported_share == pytest.approx(expected, abs=1e-12)
+    assert 0.0 <= result.unsupported_share <= 1.0 + 1e-12
+    # The current policy is always supported by its own logs.
+    own = compare_policies(cur, cur, actions, rewards, mu, behaviour_support=support)
+    assert own.unsupported_share == pytest.approx(
+        reference_unsupported_share(cur, cur, actions, mu), abs=1e-12
+    )
+    assert own.unsupported_share == pytest.approx(float(np.mean(np.where(deterministic, 1.0 - cur[
+        np.arange(n), actions], 0.0))), abs=1e-12)
+
+
+def test_the_support_check_makes_a_comparison_unsupported_not_negative() -> None:
+    logs = logged(3000, seed=4, epsilon=0.3)
+    n = logs["actions"].shape[0]
+    cur = logs["behaviour"]
+    cand = one_hot(np.zeros(n, dtype=np.int64))  # action 0: explored, so inside the support
+    args = (cand, cur, logs["actions"], logs["rewards"], logs["propensities"])
+    support = behaviour_support(cur, logs["actions"], logs["propensities"])
+    inside = compare_policies(*args, behaviour_support=support, max_unsupported_share=0.1)
+    assert inside.unsupported_share == 0.0 and inside.supported
+    assert "0% of its choices outside the behaviour policy's support" in inside.reason
+    # The same logs, but the behaviour policy never explored action 0 on the first half of the rows.
+    narrowed = support.copy()
+    narrowed[: n // 2, 0] = False
+    narrowed[np.arange(n), logs["actions"]] = True  # the logged action always counts
+    share = float(np.mean(~narrowed[:, 0]))
+    outside = compare_policies(*args, behaviour_support=narrowed, max_unsupported_share=0.1)
+    assert outside.unsupported_share == pytest.approx(share) and share > 0.1
+    assert not outside.passed and not outside.supported
+    assert "could not take on the same row" in outside.reason
+    # Off (1.0) or not given: the verdict is the estimate's alone.
+    assert compare_policies(*args, behaviour_support=narrowed).supported
+    unknown = compare_policies(*args)
+    assert math.isnan(unknown.unsupported_share) and "outside the behaviour" not in unknown.reason
+
+
+def test_behaviour_support_and_the_share_check_their_arguments() -> None:
+    cur = np.full((3, K), 1.0 / K)
+    actions, mu = np.array([0, 1, 2]), np.full(3, 0.25)
+    with pytest.raises(ValueError, match="actions and propensities"):
+        behaviour_support(cur, actions[:2], mu)
+    with pytest.raises(ValueError, match="actions must be integers"):
+        behaviour_support(cur, np.array([0, 1, K]), mu)
+    with pytest.raises(ValueError, match="deterministic_at"):
+        behaviour_support(cur, actions, mu, deterministic_at=0.0)
+    with pytest.raises(ValueError, match="current_probabilities"):
+        behaviour_support(cur[0], actions, mu)
+    args = (cur, cur, actions, np.ones(3), mu)
+    with pytest.raises(ValueError, match="behaviour_support must be a bool array"):
+        compare_policies(*args, behaviour_support=np.ones((3, K)))
+    with pytest.raises(ValueError, match="behaviour_support must be a bool array"):
+        compare_policies(*args, behaviour_support=np.ones((2, K), dtype=bool))
+    for bad in (1.5, -0.1, True):
+        with pytest.raises(ValueError, match="max_unsupported_share"):
+            compare_policies(*args, max_unsupported_share=bad)  # type: ignore[arg-type]
 
 
 def test_float_actions_are_a_type_error() -> None:

@@ -275,14 +275,19 @@ def test_the_gate_scores_candidates_as_the_guard_lets_them_act(tmp_path: Path) -
     assert offline_gate(better, current, none, OFFPOLICY).passed
 
 
-def test_an_unsupported_candidate_is_judged_by_the_simulator_by_default(tmp_path: Path) -> None:
-    """Too little logged support is inconclusive, not negative: the simulator check decides (and says so)."""
+def test_an_unsupported_candidate_is_rejected_by_default_or_judged_by_the_simulator(tmp_path: Path) -> None:
+    """Too little logged support is inconclusive, not negative: by default the candidate is discarded
+    (the reason says why); with ``unsupported="simulator"`` the simulator check decides (and says so)."""
     current = load_model(write_constant_model(tmp_path / "cur.onnx", 14, version="1.0.0"))
     better = load_model(write_constant_model(tmp_path / "better.onnx", 3, version="1.0.1"))
     logs = logged_by_current(4000)
     cfg = dataclasses.replace(OFFPOLICY, target_epsilon=0.0, min_effective_samples=1000.0, td_margin=1e9)
-    assert cfg.unsupported == "simulator"
-    result = offline_gate(better, current, logs, cfg)
+    assert cfg.unsupported == "reject"
+    rejected = offline_gate(better, current, logs, cfg)
+    assert not rejected.passed and rejected.evidence == "offpolicy"
+    assert "too little logged support" in rejected.reason and rejected.sim_reward_candidate is None
+    assert rejected.offpolicy is not None and rejected.offpolicy["supported"] is False
+    result = offline_gate(better, current, logs, dataclasses.replace(cfg, unsupported="simulator"))
     assert result.evidence == "simulator" and "inconclusive" in result.reason
     assert "too little logged support" in result.reason
     assert result.offpolicy is not None and result.offpolicy["supported"] is False
@@ -290,8 +295,51 @@ def test_an_unsupported_candidate_is_judged_by_the_simulator_by_default(tmp_path
     assert result.passed == (result.sim_reward_candidate >= result.sim_reward_current)
     # A supported comparison is never overridden by the simulator: the known-worse candidate stays out.
     worse = load_model(write_constant_model(tmp_path / "worse.onnx", 0, version="1.0.2"))
-    bad = offline_gate(worse, current, logs, dataclasses.replace(OFFPOLICY, td_margin=1e9))
+    lenient = dataclasses.replace(OFFPOLICY, td_margin=1e9, unsupported="simulator")
+    bad = offline_gate(worse, current, logs, lenient)
     assert not bad.passed and bad.evidence == "offpolicy" and bad.sim_reward_candidate is None
+
+
+def test_a_candidate_outside_the_behaviour_policys_support_is_not_passed(tmp_path: Path) -> None:
+    """Logs of a behaviour policy that explored among its 3 best actions only, and never on the rows it
+    decided deterministically: a candidate whose greedy action lies outside that set on most rows cannot
+    be judged by them (no importance weight reaches it), however good the reward model says it is. The
+    per-row check sees it although every action was logged often enough for the count check."""
+    current = load_model(write_constant_model(tmp_path / "cur.onnx", 14, version="1.0.0"))
+    other = load_model(write_constant_model(tmp_path / "other.onnx", 3, version="1.0.1"))
+    rng = np.random.default_rng(5)
+    n = 3000
+    q = current.q_values_batch(rng.random((n, 20), dtype=np.float32))
+    top3 = np.argsort(-q, axis=1, kind="stable")[:, :3]
+    assert not np.any(top3 == 3)  # action 3 is outside the current model's exploration set
+    # Half the rows: epsilon-greedy (0.1) among the 3 best; the other half: action 3, deterministically
+    # (say, a fallback), so action 3 is logged ~1 500 times but only on rows where nothing else could be.
+    det = np.arange(n) < n // 2
+    explore = rng.random(n) < 0.1
+    pick = top3[np.arange(n), rng.integers(0, 3, n)]
+    actions = np.where(det, 3, np.where(explore, pick, 14)).astype(np.int64)
+    mu = np.where(det, 1.0, np.where(actions == 14, 0.9 + 0.1 / 3, 0.1 / 3))
+    logs = TransitionBatch(
+        states=rng.random((n, 20), dtype=np.float32),
+        actions=actions,
+        rewards=(np.where(actions == 3, 1.0, 0.5) + rng.normal(0, 0.1, n)).astype(np.float32),
+        next_states=rng.random((n, 20), dtype=np.float32),
+        dones=np.ones(n, dtype=np.float32),
+        propensities=mu.astype(np.float32),
+    )
+    cfg = dataclasses.replace(OFFPOLICY, target_epsilon=0.1, target_top_k=3, min_effective_samples=10.0)
+    result = offline_gate(other, current, logs, cfg)
+    op = result.offpolicy
+    assert op is not None and not result.passed and op["supported"] is False
+    # The deterministic rows support action 3 alone: the candidate's exploration (2 x 0.1/3) is outside
+    # there. The other rows support the current model's 3 best, not action 3: its greedy mass
+    # (0.9 + 0.1/3) is outside there (its other two draws, actions 0 and 1, are among them).
+    expected = 0.5 * (2 * 0.1 / 3) + 0.5 * (0.9 + 0.1 / 3)
+    assert op["unsupported_share"] == pytest.approx(expected, abs=0.02)
+    assert "could not take on the same row" in result.reason
+    # Turned off, the same logs pass it: the estimate rests on the rows it can reach.
+    off = offline_gate(other, current, logs, dataclasses.replace(cfg, max_unsupported_share=1.0))
+    assert off.passed and off.offpolicy is not None and off.offpolicy["supported"] is True
 
 
 def test_without_propensities_the_gate_falls_back_to_the_simulator_and_says_so(tmp_path: Path) -> None:
@@ -360,6 +408,8 @@ def test_non_finite_candidate_fails_the_offpolicy_gate(tmp_path: Path) -> None:
         ("margin", float("nan")),
         ("min_effective_samples", 0.5),
         ("unsupported", "maybe"),
+        ("max_unsupported_share", 1.5),
+        ("max_unsupported_share", -0.1),
         ("min_action_rows", -1),
         ("max_extrapolated_share", 1.5),
         ("min_offpolicy_rows", 1),
