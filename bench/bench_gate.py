@@ -7,6 +7,14 @@ of a random deployed model on 2 000 logged rows whose reward does not depend on 
 ``anchor_weight`` 0, 0.3 (the default) and 1; ``extra_info["agreement"]`` is the share of fresh states
 whose greedy action did not change.
 
+And (group ``finetune_support``): what the support penalty keeps. One 400-step fine-tune of a random
+deployed model on 4 000 rows logged epsilon-greedy (0.1) among its 3 best actions, on a deployment where
+every action earns 1 less than the model believes and its second-best 0.5 more than that
+(``model_factory.write_level_shift_logs``), with ``support_weight`` 0 and 1 (the default);
+``extra_info`` has ``inside`` (share of fresh states whose greedy action is among the deployed model's 3
+best), ``second`` (share on the second-best action) and the off-policy gate's verdict on the held-back
+30% (``passed``, ``difference``, ``lower``, ``unsupported_share``).
+
 Data: 5 000 held-back decisions logged by an epsilon-greedy (0.5) behaviour policy around the current
 model (a constant-action model, action 14), rewards from a known function of the action (action 3 best,
 1.0; action 14, 0.6; others 0.1; noise sd 0.3), with the propensity of each executed action. The candidate
@@ -162,3 +170,54 @@ def test_finetune_anchor(
         assert agreement >= KEPT
     else:  # the default: keeps more than no anchor (measured 0.03), less than a strong one
         assert 0.1 <= agreement < KEPT
+
+
+# ------------------------------------------------------------------ fine-tuning inside the exploration set
+
+
+@pytest.fixture(scope="module")
+def level_shift(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, int]:
+    """(base model, store, last id): the level-shift logs of ``model_factory.write_level_shift_logs``."""
+    from model_factory import write_level_shift_logs, write_model
+
+    folder = tmp_path_factory.mktemp("support")
+    base = write_model(folder / "base.onnx", seed=1, version="1.0.0")
+    _, last = write_level_shift_logs(folder / "x.sqlite3", base)
+    return base, folder / "x.sqlite3", last
+
+
+@pytest.mark.parametrize("support_weight", [0.0, 1.0])
+def test_finetune_support(
+    benchmark: Any, level_shift: tuple[Path, Path, int], tmp_path: Path, support_weight: float
+) -> None:
+    """One 400-step fine-tune (lr 1e-4, no simulator) on the level-shift logs, gated off-policy."""
+    pytest.importorskip("torch")
+    from itp.training.finetune import FinetuneJob, run_finetune
+
+    base, store, last = level_shift
+    job = FinetuneJob(
+        output=str(tmp_path / "cand.onnx"), version="1.0.1", base_model=str(base), store=str(store),
+        upto_id=last, steps=400, batch_size=64, lr=1e-4, gamma=0.0, sim_episodes=0, holdout_fraction=0.3,
+        support_weight=support_weight, gate={"episodes": 1, "target_epsilon": 0.1, "target_top_k": 3},
+    )
+    benchmark.group = "finetune_support"
+    role = "itp" if support_weight else "anchor"
+    benchmark.extra_info.update({"role": role, "support_weight": support_weight})
+    result = benchmark.pedantic(run_finetune, args=(job,), rounds=1, iterations=1)
+    probe = np.random.default_rng(1).random((3000, 20), dtype=np.float32)
+    top3 = np.argsort(-load_model(base).q_values_batch(probe), axis=1, kind="stable")[:, :3]
+    greedy = load_model(result["output"]).q_values_batch(probe).argmax(axis=1)
+    gate = result["gate"]
+    op = gate["offpolicy"] or {}
+    benchmark.extra_info.update({
+        "inside": float(np.mean((top3 == greedy[:, None]).any(axis=1))),
+        "second": float(np.mean(greedy == top3[:, 1])),
+        "passed": bool(gate["passed"]),
+        "difference": op.get("difference"),
+        "lower": op.get("lower"),
+        "unsupported_share": op.get("unsupported_share"),
+    })
+    if support_weight:
+        assert gate["passed"] and benchmark.extra_info["inside"] >= 0.9, gate["reason"]
+    else:
+        assert not gate["passed"] and benchmark.extra_info["inside"] <= 0.7, gate["reason"]

@@ -157,3 +157,33 @@ def write_constant_model(path: Path, action: int, *, version: str = "0.0.1") -> 
     biases = [np.zeros_like(b) for b in biases]
     biases[-1][action] = 1.0
     return write_model(path, version=version, weights=weights, biases=biases)
+
+
+def write_level_shift_logs(
+    store_path: Path, model_path: Path, *, n: int = 4000, seed: int = 0
+) -> tuple[npt.NDArray[np.float32], int]:
+    """Logged decisions of ``model_path``'s model, epsilon-greedy (0.1) among its 3 best actions, on a
+    deployment where every action earns 1 less than the model believes and its second-best action 0.5
+    more than that (noise sd 0.3), with propensities; written to a new experience store at ``store_path``.
+    Returns (the logged states, the store's last id). Fine-tuned on these, a candidate should learn to
+    prefer the second-best action and nothing outside the 3 best (no row ever tried them)."""
+    from itp.learning.offpolicy import epsilon_greedy_probabilities
+    from itp.learning.store import ExperienceStore
+    from itp.model_loading import load_model
+    from itp.ring import TransitionBatch
+
+    rng = np.random.default_rng(seed)
+    states = rng.random((n, 20), dtype=np.float32)
+    q = load_model(model_path).q_values_batch(states)
+    probs = epsilon_greedy_probabilities(q, 0.1, 3)
+    actions = (probs.cumsum(axis=1) < rng.random((n, 1))).sum(axis=1).clip(0, 14).astype(np.int64)
+    second = np.argsort(-q, axis=1, kind="stable")[:, 1]
+    mean = q[np.arange(n), actions] - 1.0 + np.where(actions == second, 0.5, 0.0)
+    batch = TransitionBatch(
+        states=states, actions=actions, rewards=(mean + rng.normal(0, 0.3, n)).astype(np.float32),
+        next_states=states, dones=np.ones(n, np.float32),
+        propensities=probs[np.arange(n), actions].astype(np.float32),
+    )
+    with ExperienceStore(store_path) as store:
+        store.append(batch)
+        return states, store.last_id

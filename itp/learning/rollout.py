@@ -23,12 +23,14 @@
   three support checks fails), the comparison is inconclusive rather than negative; ``unsupported=
   "reject"`` (default) discards the candidate, ``"simulator"`` lets the simulator check on the fitted
   physics decide. Why reject by default (measured on the adaptation benchmark, ``docs/lifecycle.md``):
-  every retrained candidate put 18-40 % of its choices outside the behaviour policy's support, where the
-  DR estimate is the reward model's extrapolation; of the candidates the old default passed on 15 runs,
-  the canary on live traffic rolled back 1 of 3 passed off-policy and 7 of 9 passed by the simulator
-  fallback, each after serving half the traffic for 500-2 500 outcomes. Rejecting them moved goodput by
-  -0.7 % to +1.4 % and removed those canaries. ``"simulator"`` remains for a deployment that would rather
-  try a candidate the logs cannot judge (the canary still measures it before it serves everything).
+  before fine-tuning kept candidates inside the exploration set (``itp.training.finetune``'s support
+  penalty), every retrained candidate put 18-40 % of its choices outside the behaviour policy's support,
+  where the DR estimate is the reward model's extrapolation; of the candidates the old default passed on
+  15 runs, the canary on live traffic rolled back 1 of 3 passed off-policy and 7 of 9 passed by the
+  simulator fallback, each after serving half the traffic for 500-2 500 outcomes. Rejecting them moved
+  goodput by -0.7 % to +1.4 % and removed those canaries. ``"simulator"`` remains for a deployment that
+  would rather try a candidate the logs cannot judge (the canary still measures it before it serves
+  everything).
 * ``"simulator"``: the check below only.
 * ``"both"``: both must pass (the simulator alone when the off-policy verdict is not possible).
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from model_factory import build_onnx, random_layers, save_with_metadata, write_model
+from model_factory import build_onnx, random_layers, save_with_metadata, write_level_shift_logs, write_model
 
 torch = pytest.importorskip("torch")
 
@@ -21,8 +21,11 @@ def test_rebuilt_network_computes_the_deployed_function(tmp_path: Path) -> None:
     with torch.no_grad():
         q = net(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(q, load_model(path).q_values_batch(x), atol=1e-5)
-    net.train()  # BatchNorm stays an identity while training
+    net.train()  # BatchNorm and Dropout stay identities while training: it trains the served function
+    frozen = (torch.nn.Dropout, torch.nn.BatchNorm1d)
+    assert not any(m.training for m in net.modules() if isinstance(m, frozen))
     with torch.no_grad():
+        np.testing.assert_allclose(net(torch.from_numpy(x)).numpy(), q, atol=1e-5)
         np.testing.assert_allclose(net.eval()(torch.from_numpy(x)).numpy(), q, atol=1e-6)
 
 
@@ -161,12 +164,96 @@ def test_job_simulates_each_streams_fitted_efficiency() -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("anchor_weight", -1.0), ("anchor_weight", float("inf")), ("transport_params", {"setup_rtts": 1.0}),
+    [("anchor_weight", -1.0), ("anchor_weight", float("inf")), ("support_weight", -0.5),
+     ("support_weight", float("nan")), ("transport_params", {"setup_rtts": 1.0}),
      ("stream_efficiencies", (0.5, 0.5)), ("stream_efficiencies", (0.5, -1.0, 0.5, 0.5))],
 )
 def test_bad_job_fields_are_refused(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=f"FinetuneJob.{field}"):
         FinetuneJob(output="x.onnx", version="1.0.0", **{field: value})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("top_k", [0, 16, 2.5, True])
+def test_a_bad_exploration_set_size_is_refused(top_k: object) -> None:
+    with pytest.raises(ValueError, match=r"FinetuneJob.gate\['target_top_k'\]"):
+        FinetuneJob(output="x.onnx", version="1.0.0", gate={"target_top_k": top_k})
+
+
+def reference_support_penalty(q: np.ndarray, q_base: np.ndarray, w: np.ndarray, k: int) -> float:
+    """Row by row: the excess of every action outside the base model's k best over the lowest Q-value
+    among those k, less the gap, weighted by the row's importance weight."""
+    from itp.training.finetune import SUPPORT_GAP
+
+    total = 0.0
+    for row, base, weight in zip(q, q_base, w, strict=True):
+        best = set(np.argsort(-base, kind="stable")[:k].tolist())
+        floor = min(row[a] for a in best)
+        total += weight * sum(max(0.0, row[a] - floor + SUPPORT_GAP) for a in range(15) if a not in best)
+    return total / len(q)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_support_penalty_matches_the_slow_reference(tmp_path: Path, seed: int) -> None:
+    from itp.training.finetune import _frozen_copy, _support_penalty
+
+    base = network_from_onnx(write_model(tmp_path / "b.onnx", seed=seed + 3))
+    moved = network_from_onnx(write_model(tmp_path / "m.onnx", seed=seed + 30)).eval()
+    rng = np.random.default_rng(seed)
+    states = torch.from_numpy(rng.random((40, 20), dtype=np.float32))
+    weights = torch.from_numpy(rng.random(40).astype(np.float32))
+    tensors = {"weights": weights, "actions": torch.zeros(40, dtype=torch.int64)}
+    anchor = _frozen_copy(base)
+    for k in (1, 3, 14):
+        penalty = _support_penalty(anchor, 2.0, k, tensors)
+        assert penalty is not None
+        q_all = moved(states)
+        got = penalty(states, q_all)
+        q, q_base = q_all.detach().numpy(), base.eval()(states).detach().numpy()
+        want = 2.0 * reference_support_penalty(q, q_base, weights.numpy(), k)
+        assert float(got.detach()) == pytest.approx(want, rel=1e-4, abs=1e-7)
+        if want > 0:  # both sides of the hinge get gradients: the set's lowest Q up, the outsiders down
+            (grad,) = torch.autograd.grad(got, q_all)
+            assert (grad > 0).any() and (grad < 0).any()
+    # Off: no weight, no exploration set, or every action in it.
+    for weight, k in ((0.0, 3), (1.0, None), (1.0, 15)):
+        assert _support_penalty(anchor, weight, k, tensors) is None
+
+
+def test_support_penalty_keeps_a_candidate_the_gate_can_judge(tmp_path: Path) -> None:
+    """Logs of epsilon-greedy (0.1) among the deployed model's 3 best actions, on a network where every
+    action earns 1 less than the model believed and the model's second-best action 0.5 more than that.
+    Without the support penalty the logged actions' Q-values fall and actions never tried overtake them:
+    the candidate leaves the exploration set and the gate cannot judge it. With it (the default) the
+    candidate stays inside the set, learns to prefer the second-best action where it can, and the
+    off-policy gate passes it."""
+    base = write_model(tmp_path / "base.onnx", seed=1, version="1.0.0")
+    deployed = load_model(base)
+    _, last = write_level_shift_logs(tmp_path / "x.sqlite3", base)
+    rng = np.random.default_rng(1)
+    probe = rng.random((3000, 20), dtype=np.float32)
+    top3 = np.argsort(-deployed.q_values_batch(probe), axis=1, kind="stable")[:, :3]
+    inside, prefers_second, gate = {}, {}, {}
+    for weight in (0.0, 1.0):
+        job = FinetuneJob(
+            output=str(tmp_path / f"c{weight}.onnx"), version="1.0.1", base_model=str(base),
+            store=str(tmp_path / "x.sqlite3"), upto_id=last, steps=400, batch_size=64, lr=1e-4, gamma=0.0,
+            sim_episodes=0, support_weight=weight, holdout_fraction=0.3,
+            gate={"episodes": 1, "target_epsilon": 0.1, "target_top_k": 3},
+        )
+        result = run_finetune(job)
+        assert result["support_weight"] == weight
+        greedy = load_model(result["output"]).q_values_batch(probe).argmax(axis=1)
+        inside[weight] = float(np.mean((top3 == greedy[:, None]).any(axis=1)))
+        prefers_second[weight] = float(np.mean(greedy == top3[:, 1]))
+        gate[weight] = result["gate"]
+    assert FinetuneJob(output="x.onnx", version="1.0.0").support_weight == 1.0
+    # Measured 0.28 / 0.95 in the set, 0.06 / 0.38 on the second-best action; the gate +0.21 [+0.11, +0.30]
+    # (the bench group finetune_support).
+    assert inside[0.0] <= 0.7 and inside[1.0] >= 0.9, inside
+    assert prefers_second[1.0] >= 0.15, prefers_second
+    assert not gate[0.0]["passed"] and gate[0.0]["offpolicy"]["unsupported_share"] > 0.1
+    assert gate[1.0]["passed"] and gate[1.0]["evidence"] == "offpolicy", gate[1.0]["reason"]
+    assert gate[1.0]["offpolicy"]["unsupported_share"] <= 0.1 and gate[1.0]["offpolicy"]["lower"] > 0
 
 
 def test_batches_keep_their_propensities(tmp_path: Path) -> None:
@@ -234,7 +321,8 @@ def test_a_candidate_that_learned_the_deployment_passes_the_offpolicy_gate(tmp_p
     result = run_finetune(job)
     probe = rng.random((2000, 20), dtype=np.float32)
     assert np.mean(deployed.q_values_batch(probe).argmax(axis=1) == 3) == 0.0
-    assert np.mean(load_model(result["output"]).q_values_batch(probe).argmax(axis=1) == 3) >= 0.9
+    # Measured 0.86 (0.999 while fine-tuning still ran through Dropout).
+    assert np.mean(load_model(result["output"]).q_values_batch(probe).argmax(axis=1) == 3) >= 0.8
     gate = result["gate"]
     assert gate["passed"] and gate["evidence"] == "offpolicy", gate["reason"]
     # True difference at target epsilon 0.1: 0.9 * (1.0 - 0.2) = 0.72.
