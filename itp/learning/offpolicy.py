@@ -571,7 +571,7 @@ def behaviour_support(
     """Which actions the behaviour policy could have taken on each logged row (bool[rows, actions]).
 
     A row whose logged propensity is at least ``deterministic_at`` was decided deterministically (greedy
-    past the exploration size limit, a fallback, a guard's forced choice): only its logged action. Any
+    past the exploration size limit, the heuristic fallback): only its logged action. Any
     other row: the actions ``current_probabilities`` (float[rows, actions], the deployed policy as the gate
     scores it, :func:`epsilon_greedy_probabilities`) gives a positive probability, plus the logged action.
     Why the current policy: the held-back rows are the newest, logged by the deployed model; rows logged
