@@ -3,6 +3,7 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
 #include <memory>
@@ -262,45 +263,46 @@ py::tuple split_to_tuple(const Split& s) {
   return py::make_tuple(chunks, s.expected_time_s);
 }
 
-// Transport parameters of the 4 streams from a float64 array of shape (4, 3): rows are streams, columns
-// (setup_rtts, initial_window_bits, efficiency). ValueError names the stream and the field.
-StreamTransportParams checked_transport_params(const py::handle& obj) {
-  auto arr = as_input<double>(obj, "transport_params");
-  require_2d(arr, "transport_params", static_cast<py::ssize_t>(kNumStreams), 3);
-  StreamTransportParams out;
+// Per-stream values from a float64 array of shape (4, N): rows are streams, columns `fields`. `make`
+// builds one stream's value from its row; `invalid` names its first bad field (nullptr: valid). The
+// ValueError names the array, the stream and the field, with the field's requirement from `rules`.
+template <class Value, std::size_t N, class Make, class Invalid>
+std::array<Value, kNumStreams> checked_stream_rows(const py::handle& obj, const char* name,
+                                                   const std::array<const char*, N>& fields,
+                                                   const std::array<const char*, N>& rules, Make make,
+                                                   Invalid invalid) {
+  auto arr = as_input<double>(obj, name);
+  require_2d(arr, name, static_cast<py::ssize_t>(kNumStreams), static_cast<py::ssize_t>(N));
+  std::array<Value, kNumStreams> out;
   for (std::size_t i = 0; i < kNumStreams; ++i) {
-    const double* row = arr.data() + 3 * i;
-    out[i] = TransportParams{row[0], row[1], row[2]};
-    if (const char* bad = invalid_transport_param(out[i])) {
-      const std::size_t col = std::string(bad) == "setup_rtts" ? 0 : (std::string(bad) == "efficiency" ? 2 : 1);
+    const double* row = arr.data() + N * i;
+    out[i] = make(row);
+    if (const char* bad = invalid(out[i])) {
+      std::size_t col = 0;
+      while (col + 1 < N && std::string(fields[col]) != bad) ++col;
       std::ostringstream os;
-      os << "transport_params[" << i << "]." << bad << " must be "
-         << (col == 0 ? "finite and >= 0" : (col == 1 ? "> 0 (+inf: no slow start)" : "finite and > 0"))
-         << ", got " << row[col];
+      os << name << "[" << i << "]." << bad << " must be " << rules[col] << ", got " << row[col];
       throw py::value_error(os.str());
     }
   }
   return out;
 }
 
-// Failure models of the 4 streams from a float64 array of shape (4, 2): rows are streams, columns
-// (fail_probability, hazard_per_s). ValueError names the stream and the field.
+// Transport parameters of the 4 streams, shape (4, 3): (setup_rtts, initial_window_bits, efficiency).
+StreamTransportParams checked_transport_params(const py::handle& obj) {
+  return checked_stream_rows<TransportParams, 3>(
+      obj, "transport_params", {"setup_rtts", "initial_window_bits", "efficiency"},
+      {"finite and >= 0", "> 0 (+inf: no slow start)", "finite and > 0"},
+      [](const double* r) { return TransportParams{r[0], r[1], r[2]}; },
+      [](const TransportParams& t) { return invalid_transport_param(t); });
+}
+
+// Failure models of the 4 streams, shape (4, 2): (fail_probability, hazard_per_s).
 StreamFailureModels checked_failure_models(const py::handle& obj) {
-  auto arr = as_input<double>(obj, "failure_models");
-  require_2d(arr, "failure_models", static_cast<py::ssize_t>(kNumStreams), 2);
-  StreamFailureModels out;
-  for (std::size_t i = 0; i < kNumStreams; ++i) {
-    const double* row = arr.data() + 2 * i;
-    out[i] = FailureModel{row[0], row[1]};
-    if (const char* bad = invalid_failure_model(out[i])) {
-      const bool prob = std::string(bad) == "fail_probability";
-      std::ostringstream os;
-      os << "failure_models[" << i << "]." << bad << " must be " << (prob ? "in [0, 1)" : "finite and >= 0")
-         << ", got " << row[prob ? 0 : 1];
-      throw py::value_error(os.str());
-    }
-  }
-  return out;
+  return checked_stream_rows<FailureModel, 2>(
+      obj, "failure_models", {"fail_probability", "hazard_per_s"}, {"in [0, 1)", "finite and >= 0"},
+      [](const double* r) { return FailureModel{r[0], r[1]}; },
+      [](const FailureModel& m) { return invalid_failure_model(m); });
 }
 
 py::object failure_models_to_array(const DecisionEngine& e) {
