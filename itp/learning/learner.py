@@ -637,7 +637,10 @@ class OnlineLearner:
         current = self._p.model
         version = self.registry.next_version()
         parse_version(version)
-        folder = self.registry.staging_dir() / f"job-{os.getpid()}-{index}"
+        # Every path the job holds is absolute: the retraining process runs in the job's own folder
+        # (``_spawn_job``), where a path relative to this process's working directory (a registry or a
+        # store opened as "dep/...", as ``itp send --learn dep`` does) names nothing.
+        folder = (self.registry.staging_dir() / f"job-{os.getpid()}-{index}").absolute()
         folder.mkdir(parents=True, exist_ok=True)
         gate = {
             k: v for k, v in dataclasses.asdict(cfg.gate).items() if k not in ("sim_config", "trace_files")
@@ -667,12 +670,12 @@ class OnlineLearner:
         job_fields: dict[str, Any] = {
             "output": str(folder / f"dqn_v{version}.onnx"),
             "version": version,
-            "base_model": str(current.path) if current is not None else None,
-            "store": str(self.store.path),
+            "base_model": str(Path(current.path).absolute()) if current is not None else None,
+            "store": str(Path(self.store.path).absolute()),
             "upto_id": self.store.last_id,
             "seed": cfg.seed + index,
             "gate": gate,
-            "trace_files": list(cfg.gate.trace_files),
+            "trace_files": [str(Path(f).absolute()) for f in cfg.gate.trace_files],
             "transport_params": transport,
             "stream_efficiencies": list(efficiencies) if efficiencies is not None else None,
             **cfg.finetune,

@@ -78,6 +78,7 @@ __all__ = [
     "TaskResult",
     "calibration_report",
     "cases_from_result",
+    "learn_entry",
     "policy_timeout_s",
     "resolve_policy",
     "run_testbed",
@@ -812,6 +813,29 @@ def repeat_series(schedule: RepeatSchedule, *, duration_s: float, step_s: float)
     ]
 
 
+def learn_entry(config: RunConfig, run_dir: Path) -> dict[str, Any] | None:
+    """The ``learn`` entry every ``itp`` session's sender child gets (None without ``config.learn``).
+
+    The folder is absolute: the sender child runs in the run directory, which is removed at the end, so
+    a ``learn_dir`` given relative to where ``itp testbed run`` was started must not be resolved there
+    (the folder is kept after the run). Without ``learn_dir`` it is ``learning`` inside the run
+    directory."""
+    if not config.learn:
+        return None
+    folder = Path(config.learn_dir).absolute() if config.learn_dir else run_dir.absolute() / "learning"
+    return {
+        "folder": str(folder),
+        "epsilon": config.learn_epsilon,
+        "explore_top_k": config.learn_top_k,
+        "guard_exploration": config.learn_guard_exploration,
+        "explore_max_bytes": config.learn_explore_max_bytes,
+        "model_failures": config.learn_model_failures,
+        "retrain_every": config.retrain_every,
+        "wait_for_retrain_s": config.wait_for_retrain_s,
+        "seed": config.seed,
+    }
+
+
 def run_testbed(
     config: RunConfig,
     *,
@@ -836,19 +860,7 @@ def run_testbed(
     secret_file = run_dir / "secret"
     secret_file.write_text(secrets.token_hex(32) + "\n")
     os.chmod(secret_file, 0o600)
-    learn: dict[str, Any] | None = None
-    if config.learn:
-        learn = {
-            "folder": str(Path(config.learn_dir) if config.learn_dir else run_dir / "learning"),
-            "epsilon": config.learn_epsilon,
-            "explore_top_k": config.learn_top_k,
-            "guard_exploration": config.learn_guard_exploration,
-            "explore_max_bytes": config.learn_explore_max_bytes,
-            "model_failures": config.learn_model_failures,
-            "retrain_every": config.retrain_every,
-            "wait_for_retrain_s": config.wait_for_retrain_s,
-            "seed": config.seed,
-        }
+    learn = learn_entry(config, run_dir)
     schedules: list[RepeatSchedule] = []
     runs: list[PolicyRun] = []
     durations: list[float] = []

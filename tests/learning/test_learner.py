@@ -206,6 +206,30 @@ def test_retrain_in_a_separate_niced_process(tmp_path: Path) -> None:
     learner.close()
 
 
+@pytest.mark.slow
+def test_a_retraining_process_finds_a_relative_learning_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A registry and a store opened by relative paths, as ``itp send --learn dep`` opens them: the
+    retraining process runs in its job's folder, yet reads the job, the base model and the store and
+    writes its result. Found on real TCP, where every retrain of a relative folder failed ("No such file
+    or directory: 'dep/staging/job-.../result.json'")."""
+    monkeypatch.chdir(tmp_path)
+    p = make_partitioner(write_model(tmp_path / "m.onnx", version="1.0.0"))
+    learner = OnlineLearner(
+        p, registry="dep/models", store="dep/experience.sqlite3", config=tiny_config(retrain_mode="process")
+    )
+    run_traffic(p, 200)
+    assert learner.flush()
+    p.force_model_update()
+    assert wait_for(lambda: learner.update_count == 1, 240)
+    assert learner.metrics()["last_error"] is None
+    events = [e["event"] for e in learner.registry.history()]
+    assert "gate_passed" in events or "gate_rejected" in events
+    learner.close()
+    p.close()
+
+
 def test_learner_runs_the_canary_and_records_the_rollback(tmp_path: Path) -> None:
     p = make_partitioner(write_constant_model(tmp_path / "a.onnx", 14, version="1.0.0"))
     cfg = tiny_config(canary=CanaryConfig(shares=(0.5, 1.0), min_outcomes_per_stage=40, margin=0.1))

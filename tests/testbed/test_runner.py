@@ -100,6 +100,23 @@ def test_the_learning_sender_gets_every_exploration_setting(tmp_path: Path) -> N
         session.close()
 
 
+def test_the_learning_folder_is_absolute_and_outside_the_run_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--learn-dir dep``: the folder is ``dep`` where the command ran, not inside the run directory
+    (where the sender child runs, removed at the end of the run); without one, inside the run directory."""
+    from itp.testbed.runner import learn_entry
+
+    monkeypatch.chdir(tmp_path)
+    run_dir = Path("itptb-run-x")
+    config = RunConfig(policies=("itp",), trace_files=TRACES, learn=True, learn_dir="dep", seed=4)
+    entry = learn_entry(config, run_dir)
+    assert entry is not None and entry["folder"] == str(tmp_path / "dep") and entry["seed"] == 4
+    inside = learn_entry(RunConfig(policies=("itp",), trace_files=TRACES, learn=True), run_dir)
+    assert inside is not None and inside["folder"] == str(tmp_path / "itptb-run-x" / "learning")
+    assert learn_entry(RunConfig(policies=("itp",), trace_files=TRACES), run_dir) is None
+
+
 def test_metrics_of_one_session() -> None:
     run = PolicyRun(
         0, "itp", (_task("a", 1.0), _task("b", 3.0), _task("c", 2.0, ok=False)), 5e6, 9.0, 0.01, False
