@@ -46,6 +46,7 @@ from itp import _native
 from itp.actions import NUM_ACTIONS
 from itp.model_loading import LoadedModel, ModelLoadError, load_model
 from itp.state import NUM_FEATURES, NUM_STREAMS
+from itp.transport import TransportParamsLike, transport_params_array
 
 __all__ = [
     "ARMS",
@@ -476,15 +477,28 @@ class AgentPolicy:
     Args:
         model: a loaded model, or None for the heuristic.
         name: display name (default: ``model <version>`` or ``heuristic``).
+        transport_params: the transport parameters its split, its heuristic and its predicted times use
+            (one :class:`itp.transport.TransportParams` for all streams or 4, as
+            :meth:`itp.TaskPartitioner.set_transport_params` takes them); None: the defaults. Give the
+            deployment's (``TaskPartitioner.transport_params()``) to play the model as it is deployed.
 
     Not thread-safe (one instance per evaluation).
     """
 
-    def __init__(self, model: LoadedModel | None, name: str | None = None) -> None:
+    def __init__(
+        self,
+        model: LoadedModel | None,
+        name: str | None = None,
+        *,
+        transport_params: TransportParamsLike = None,
+    ) -> None:
         self.model = model
         self.name = name or (f"model {model.version}" if model is not None else "heuristic")
         self._engine: Any = _native.DecisionEngine(0)
         self._engine.epsilon = 0.0
+        table = transport_params_array(transport_params)
+        if table is not None:
+            self._engine.set_transport_params(table)
         self._q: QFn | None = None
         if model is not None:
             if model.backend == "native":
@@ -584,7 +598,10 @@ def evaluate_model(
 
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
         raise ValueError(f"episodes must be an int >= 1, got {episodes!r}")
-    policy = AgentPolicy(model)
+    # The model plays with the sender's transport parameters of the configuration (a deployment's, on
+    # physics fitted to it): its split and predicted times then match the simulator's sender.
+    sender = getattr(config, "sender_transport_params", None)
+    policy = AgentPolicy(model, transport_params=sender)
     table = evaluate(
         [policy, *baselines], episodes=episodes, seed=seed, trace_files=trace_files, config=config
     )

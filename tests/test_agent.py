@@ -114,3 +114,37 @@ def test_agent_policy_heuristic_matches_native_heuristic() -> None:
         )
         assert pol.select_action(raw) == _native.heuristic_action(raw)
     assert pol.fallbacks == 0 and pol.decisions == 50
+
+
+def test_agent_policy_splits_and_evaluates_with_the_deployments_transport_params() -> None:
+    """``AgentPolicy(transport_params=)`` splits as ``production_split`` with those parameters (as a
+    deployment's engine does), and ``evaluate_model`` plays the model with the configuration's sender
+    parameters: its episodes equal an explicit policy's with them and differ from the defaults'."""
+    from itp.agent import evaluate_model
+    from itp.sim import SimConfig
+    from itp.sim.evaluate import evaluate
+    from itp.transport import TransportParams, production_split
+
+    warm = TransportParams(setup_rtts=1.0, initial_window_bits=2.0**28, efficiency=0.9)
+    sender = (warm, warm, warm, warm)
+    pol = AgentPolicy(None, transport_params=warm)
+    plain = AgentPolicy(None)
+    rng = np.random.default_rng(1)
+    differs = 0
+    for _ in range(40):
+        raw = np.concatenate(
+            [rng.uniform(1e6, 1e9, 4), rng.uniform(0.001, 0.2, 4), rng.uniform(0, 1, 4),
+             rng.uniform(0.5, 1, 4), [3, float(rng.integers(1, 2**30)), 0.5, 12.0]]
+        )
+        a = pol.select_action(raw)
+        assert pol.chunk_bytes(raw, a) == production_split(raw, a, sender).chunk_bytes
+        b = plain.select_action(raw)
+        assert plain.chunk_bytes(raw, b) == production_split(raw, b).chunk_bytes
+        differs += (a, pol.chunk_bytes(raw, a)) != (b, plain.chunk_bytes(raw, b))
+    assert differs >= 10
+    config = SimConfig(tasks_per_episode=8, sender_transport_params=sender)
+    report = evaluate_model(None, 2, seed=3, config=config)
+    explicit = evaluate([AgentPolicy(None, transport_params=sender)], episodes=2, seed=3, config=config)
+    assert report.mean_reward == explicit.row("heuristic").mean_reward
+    default = evaluate_model(None, 2, seed=3, config=SimConfig(tasks_per_episode=8))
+    assert report.mean_reward != default.mean_reward

@@ -61,7 +61,7 @@ from typing import Any, Final, TypeVar
 
 import numpy as np
 
-from itp.calibration import TransportParams
+from itp.calibration import DEFAULT_TRANSPORT_PARAMS, TransportParams
 from itp.learning.fitted_physics import stream_efficiencies_of, transport_params_of
 from itp.learning.registry import ModelRegistry, RegistryError
 from itp.learning.rollout import CanaryConfig, CanaryRollout, GateConfig
@@ -667,6 +667,7 @@ class OnlineLearner:
         self._last_transport = transport
         efficiencies = self._fitted_stream_efficiencies() if transport is not None else None
         self._last_stream_efficiencies = efficiencies
+        sender = self._sender_transport_params()
         job_fields: dict[str, Any] = {
             "output": str(folder / f"dqn_v{version}.onnx"),
             "version": version,
@@ -678,6 +679,7 @@ class OnlineLearner:
             "trace_files": [str(Path(f).absolute()) for f in cfg.gate.trace_files],
             "transport_params": transport,
             "stream_efficiencies": list(efficiencies) if efficiencies is not None else None,
+            "sender_transport_params": sender,
             **cfg.finetune,
         }
         job = _Job(index, version, folder, json.dumps(job_fields, indent=2))
@@ -699,6 +701,7 @@ class OnlineLearner:
             upto_id=self.store.last_id,
             transport_params=transport,
             stream_efficiencies=list(efficiencies) if efficiencies is not None else None,
+            sender_transport_params=sender,
             target_epsilon=gate["target_epsilon"],
             target_top_k=gate["target_top_k"],
             target_guard=gate["target_guard"],
@@ -748,6 +751,29 @@ class OnlineLearner:
         """The deployment's fitted transport parameters now (None: built-in physics)."""
         params = self._read_calibrator(transport_params_of, "calibrator unusable, built-in physics used")
         return params.as_dict() if params is not None else None
+
+    def _sender_transport_params(self) -> list[dict[str, float]] | None:
+        """The transport parameters the partitioner splits and predicts with now, one per stream, for
+        the simulator's sender (``FinetuneJob.sender_transport_params``); None when the partitioner does
+        not expose them, they are unreadable, or they are the defaults (the simulator's own sender).
+
+        Why: the rollouts and the simulator gate play the models; with the built-in sender they would
+        split each task as a fresh connection per chunk and predict its time so, while the deployment
+        splits and predicts with its calibrated parameters (the reward's latency term compares the time
+        taken with that prediction)."""
+        read = getattr(self._p, "transport_params", None)
+        if not callable(read):
+            return None
+        try:
+            params = tuple(read())
+        except Exception as exc:  # a duck-typed partitioner must not stop the learner
+            logger.warning("online learner: partitioner transport parameters unreadable: %s", exc)
+            return None
+        if len(params) != NUM_STREAMS or not all(isinstance(x, TransportParams) for x in params):
+            return None
+        if all(x == DEFAULT_TRANSPORT_PARAMS for x in params):
+            return None
+        return [x.as_dict() for x in params]
 
     def _fitted_stream_efficiencies(self) -> tuple[float, ...] | None:
         """Each stream's fitted efficiency when one stands apart (None: streams kept alike, or the

@@ -259,7 +259,9 @@ class GateResult:
         guarded_rows: off-policy rows on which the target policies were scored as the decision guard
             let them act (rows carrying the guard's verdicts, ``target_guard`` on).
         sim_physics: the simulator's transport settings when it ran (setup_rtts, initial_window_bytes,
-            slow_start, stream_efficiency), else None.
+            slow_start, stream_efficiency, path_efficiency, and the sender's transport parameters the
+            models split and predict with, ``sender_transport_params``: one dict per stream, or None
+            for the defaults), else None.
         episodes, seed: of the simulator check.
     """
 
@@ -384,6 +386,8 @@ def _sim_physics(sim_config: Any) -> dict[str, Any]:
         k: getattr(cfg, k) for k in ("setup_rtts", "initial_window_bytes", "slow_start", "stream_efficiency")
     }
     out["path_efficiency"] = list(cfg.path_efficiency)
+    sender = cfg.sender_transport_params
+    out["sender_transport_params"] = [x.as_dict() for x in sender] if sender is not None else None
     return out
 
 

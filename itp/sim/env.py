@@ -431,12 +431,13 @@ class PartitionEnv(gym.Env[npt.NDArray[np.float32], np.int64]):
         raw = self._raw
         k, t0 = self._k, self._t
         size = real.sizes_bytes[k]
+        sender = self.config.sender_transport_params
         if chunk_bytes is None:
-            split = default_split(raw, action)
+            split = default_split(raw, action, sender)
             chunks, expected = split.chunk_bytes, split.expected_time_s
         else:
             chunks = check_chunks(chunk_bytes, action, size)
-            expected = predicted_time_s(raw, chunks)
+            expected = predicted_time_s(raw, chunks, sender)
         if self.config.persistent_window:
             res = simulate_task(
                 real.streams, real.params, self.config, t0, chunks,

@@ -100,6 +100,9 @@ import numpy.typing as npt
 
 from itp.reward import DEFAULT_REWARD_WEIGHTS, RewardWeights
 from itp.sim.traces import Trace
+from itp.transport import TransportParams
+
+_FourParams = tuple[TransportParams, TransportParams, TransportParams, TransportParams]
 
 __all__ = [
     "ChunkResult",
@@ -184,6 +187,16 @@ class SimConfig:
         probe_interval_s: a stream not measured for this long is probed at the next decision.
         probe_window_s: a probe measures the mean rate over the last this many seconds.
         probe_noise_sigma, sample_noise_sigma: log-sd of probe and chunk throughput measurements.
+    The sender's transport model:
+        sender_transport_params: the transport parameters the simulated sender splits with and predicts
+            each task's completion time by (one :class:`itp.transport.TransportParams` per stream), as
+            ``TaskPartitioner.transport_params()`` gives them; None: the built-in defaults (a fresh
+            connection per chunk). They are the sender's belief, not the network: the physics above
+            decides what happens. Why: physics fitted to a deployment (:mod:`itp.learning.fitted_physics`)
+            is played to retrain and gate the deployment's models; its sender must split and predict as
+            the deployment's partitioner does (with its calibrated parameters), or the rollouts' chunks
+            and rewards (the latency term compares the time taken with the prediction) are those of
+            another policy.
     reward_weights: weights of ``itp.reward.compute_reward``.
     """
 
@@ -232,6 +245,7 @@ class SimConfig:
     probe_window_s: float = 1.0
     probe_noise_sigma: float = 0.25
     sample_noise_sigma: float = 0.05
+    sender_transport_params: _FourParams | None = None
     reward_weights: RewardWeights = field(default=DEFAULT_REWARD_WEIGHTS)
 
     def __post_init__(self) -> None:
@@ -288,6 +302,13 @@ class SimConfig:
         if not isinstance(self.reward_weights, RewardWeights):
             raise TypeError(f"SimConfig.reward_weights must be a RewardWeights, got {self.reward_weights!r}")
         self._check_transport_variants()
+        p = self.sender_transport_params
+        if p is not None and (
+            not isinstance(p, tuple) or len(p) != 4 or not all(isinstance(x, TransportParams) for x in p)
+        ):
+            raise TypeError(
+                f"SimConfig.sender_transport_params must be None or a tuple of 4 TransportParams, got {p!r}"
+            )
 
     def _check_transport_variants(self) -> None:
         """Validate the options of the network variants (persistent windows, per-path overrides, collapse)."""

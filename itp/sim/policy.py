@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -27,7 +28,7 @@ import numpy.typing as npt
 
 from itp.actions import ACTION_STREAMS, NUM_ACTIONS, Split
 from itp.state import NUM_FEATURES, NUM_STREAMS, normalize_states
-from itp.transport import production_split, transport_chunk_time
+from itp.transport import TransportParams, production_split, transport_chunk_time
 
 __all__ = [
     "ChunkingPolicy",
@@ -86,19 +87,27 @@ def effective_rates(raw_state: FloatArray) -> list[float]:
     ]
 
 
-def default_split(raw_state: FloatArray, action: int) -> Split:
-    """The production chunking of ``action`` in ``raw_state``: ``itp.transport.production_split``.
+def default_split(
+    raw_state: FloatArray, action: int, params: Sequence[TransportParams] | None = None
+) -> Split:
+    """The production chunking of ``action`` in ``raw_state``: ``itp.transport.production_split`` with the
+    sender's transport parameters ``params`` (one per stream; None: the defaults).
 
     Returns the bytes per stream (summing to the task size) and the predicted completion time, seconds.
     """
-    return production_split(raw_state, action)
+    return production_split(raw_state, action, params)
 
 
-def predicted_time_s(raw_state: FloatArray, chunk_bytes: tuple[int, int, int, int]) -> float:
+def predicted_time_s(
+    raw_state: FloatArray,
+    chunk_bytes: tuple[int, int, int, int],
+    params: Sequence[TransportParams] | None = None,
+) -> float:
     """Transport-model prediction for explicit chunks, seconds (+inf if a used stream has ``e_i = 0``).
 
-    ``max over used i of transport_chunk_time(8 c_i, e_i, rtt_i)``: the same per-chunk model as the
-    production split (``itp.transport``), so explicit chunks and production chunks are predicted alike.
+    ``max over used i of transport_chunk_time(8 c_i, e_i, rtt_i, params_i)``: the same per-chunk model as
+    the production split (``itp.transport``), so explicit chunks and production chunks are predicted
+    alike; ``params`` the sender's transport parameters, one per stream (None: the defaults).
     """
     eff = effective_rates(raw_state)
     worst = 0.0
@@ -106,7 +115,8 @@ def predicted_time_s(raw_state: FloatArray, chunk_bytes: tuple[int, int, int, in
         if c > 0:
             if eff[i] <= 0.0:
                 return float("inf")
-            worst = max(worst, transport_chunk_time(8.0 * c, eff[i], float(raw_state[4 + i])))
+            p = params[i] if params is not None else None
+            worst = max(worst, transport_chunk_time(8.0 * c, eff[i], float(raw_state[4 + i]), p))
     return worst
 
 

@@ -131,6 +131,11 @@ class FinetuneJob:
             physics) for the simulator rollouts and the simulator gate.
         stream_efficiencies: each stream's fitted efficiency (one per stream, each > 0; None: every
             stream alike), used with ``transport_params`` (``itp.learning.fitted_physics``).
+        sender_transport_params: the transport parameters the deployment's partitioner splits and
+            predicts with, one :class:`itp.transport.TransportParams`'s fields per stream (4; None: the
+            defaults): the simulator's sender (``SimConfig.sender_transport_params``) in the rollouts and
+            the simulator gate, so the rollouts' chunks and rewards and the gate's episodes are those of
+            the policy as deployed (the learner fills in the partitioner's).
     """
 
     output: str
@@ -155,6 +160,7 @@ class FinetuneJob:
     support_weight: float = 1.0
     transport_params: dict[str, float] | None = None
     stream_efficiencies: tuple[float, ...] | None = None
+    sender_transport_params: tuple[dict[str, float], ...] | None = None
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "sim_tasks_per_episode", "num_threads"):
@@ -187,14 +193,44 @@ class FinetuneJob:
                 TransportParams(**self.transport_params)
             except TypeError as exc:
                 raise ValueError(f"FinetuneJob.transport_params {self.transport_params!r}: {exc}") from exc
+        self._sender_params()
         if self.stream_efficiencies is not None:
             try:
                 self.sim_config()
             except ValueError as exc:
                 raise ValueError(f"FinetuneJob.{exc}") from exc
 
+    def _sender_params(self) -> tuple[Any, ...] | None:
+        """``sender_transport_params`` as 4 TransportParams (None when unset).
+
+        Raises:
+            ValueError: not 4 mappings of TransportParams fields, or a bad field (named).
+        """
+        rows = self.sender_transport_params
+        if rows is None:
+            return None
+        from itp.transport import TransportParams
+
+        shaped = isinstance(rows, (tuple, list)) and len(rows) == 4
+        if not shaped or not all(isinstance(r, dict) for r in rows):
+            raise ValueError(
+                f"FinetuneJob.sender_transport_params must be None or 4 mappings of TransportParams "
+                f"fields, got {rows!r}"
+            )
+        try:
+            return tuple(TransportParams(**r) for r in rows)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"FinetuneJob.sender_transport_params {rows!r}: {exc}") from exc
+
     def sim_config(self) -> Any:
-        """The ``itp.sim.SimConfig`` of the rollouts and the simulator gate (fitted physics if given)."""
+        """The ``itp.sim.SimConfig`` of the rollouts and the simulator gate (fitted physics if given,
+        with the deployment's sender)."""
+        config = self._physics_config()
+        sender = self._sender_params()
+        return config if sender is None else dataclasses.replace(config, sender_transport_params=sender)
+
+    def _physics_config(self) -> Any:
+        """The simulator's physics: fitted to the deployment when the job carries its parameters."""
         from itp.sim.physics import SimConfig
 
         base = SimConfig(tasks_per_episode=self.sim_tasks_per_episode)
@@ -220,6 +256,8 @@ class FinetuneJob:
         data["trace_files"] = tuple(data.get("trace_files", ()))
         if data.get("stream_efficiencies") is not None:
             data["stream_efficiencies"] = tuple(data["stream_efficiencies"])
+        if data.get("sender_transport_params") is not None:
+            data["sender_transport_params"] = tuple(data["sender_transport_params"])
         return cls(**data)
 
 

@@ -12,6 +12,7 @@ torch = pytest.importorskip("torch")
 
 from itp.model_loading import load_model  # noqa: E402
 from itp.training.finetune import FinetuneJob, network_from_onnx, run_finetune  # noqa: E402
+from itp.transport import TransportParams  # noqa: E402
 
 
 def test_rebuilt_network_computes_the_deployed_function(tmp_path: Path) -> None:
@@ -130,6 +131,7 @@ def test_job_uses_fitted_physics_and_gates_off_policy_on_the_newest_rows(tmp_pat
         sim_episodes=1,
         sim_tasks_per_episode=8,
         transport_params=warm,
+        sender_transport_params=(warm,) * 4,
         gate={"episodes": 1, "mode": "both", "min_effective_samples": 10.0, "target_epsilon": 0.1},
     )
     sim = job.sim_config()
@@ -141,7 +143,7 @@ def test_job_uses_fitted_physics_and_gates_off_policy_on_the_newest_rows(tmp_pat
     assert gate["offpolicy_rows"] == 400 and gate["offpolicy"] is not None and gate["evidence"] == "both"
     assert gate["sim_physics"] == {
         "setup_rtts": 0.0, "initial_window_bytes": 2**27, "slow_start": False, "stream_efficiency": 0.9,
-        "path_efficiency": [1.0, 1.0, 1.0, 1.0],
+        "path_efficiency": [1.0, 1.0, 1.0, 1.0], "sender_transport_params": [warm] * 4,
     }
     assert result["transport_params"] == warm and result["stream_efficiencies"] is None
 
@@ -162,9 +164,27 @@ def test_job_simulates_each_streams_fitted_efficiency() -> None:
     assert alone.path_efficiency == pytest.approx((0.5, 1.0, 1.0, 1.0))
 
 
+def test_job_plays_the_simulator_with_the_deployments_sender() -> None:
+    """``sender_transport_params`` (the partitioner's, one per stream) become the simulator's sender in
+    the rollouts and the simulator gate, next to the fitted physics, and survive the job's JSON."""
+    warm = {"setup_rtts": 0.5, "initial_window_bits": 2.0**30, "efficiency": 0.9}
+    rows = (warm, warm, {"setup_rtts": 2.0, "initial_window_bits": 116800.0, "efficiency": 0.7}, warm)
+    job = FinetuneJob(output="c.onnx", version="1.0.1", transport_params=warm, sender_transport_params=rows)
+    sim = job.sim_config()
+    assert sim.sender_transport_params == tuple(TransportParams(**r) for r in rows)
+    assert not sim.slow_start and sim.stream_efficiency == pytest.approx(0.9)  # the physics as before
+    assert FinetuneJob.from_json(job.to_json()) == job
+    alone = FinetuneJob(output="c.onnx", version="1.0.1", sender_transport_params=rows).sim_config()
+    assert alone.slow_start and alone.sender_transport_params == sim.sender_transport_params
+    assert FinetuneJob(output="c.onnx", version="1.0.1").sim_config().sender_transport_params is None
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("anchor_weight", -1.0), ("anchor_weight", float("inf")), ("support_weight", -0.5),
+    [("sender_transport_params", ({"setup_rtts": 1.0, "initial_window_bits": 2e5, "efficiency": 1.0},) * 3),
+     ("sender_transport_params", ({"setup_rtts": -1.0, "initial_window_bits": 2e5, "efficiency": 1.0},) * 4),
+     ("sender_transport_params", ({"setup_rtts": 1.0},) * 4), ("sender_transport_params", "warm"),
+     ("anchor_weight", -1.0), ("anchor_weight", float("inf")), ("support_weight", -0.5),
      ("support_weight", float("nan")), ("transport_params", {"setup_rtts": 1.0}),
      ("stream_efficiencies", (0.5, 0.5)), ("stream_efficiencies", (0.5, -1.0, 0.5, 0.5))],
 )

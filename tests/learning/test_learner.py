@@ -582,6 +582,7 @@ def test_with_unguarded_exploration_the_gate_scores_policies_unguarded(tmp_path:
     started = next(e for e in learner.registry.history() if e["event"] == "retrain_started")
     assert started["target_guard"] is False and started["target_guard_exploration"] is False
     assert started["target_explore_max_bytes"] is None  # no exploration size limit deployed
+    assert started["sender_transport_params"] is None  # the partitioner splits with the defaults
     learner.close()
     p.close()
 
@@ -594,12 +595,17 @@ def test_retrain_uses_fitted_physics_and_the_deployed_epsilon(tmp_path: Path) ->
     learner = OnlineLearner(
         p, registry=tmp_path / "models", config=tiny_config(), calibrator=FakeCalibrator()
     )
+    # what the engine splits and predicts with (here set by hand; a calibrating partitioner pushes its
+    # fit): the simulator's sender in the rollouts and the gate
+    engine = (TransportParams(1.0, 2.0**26, 0.9), TransportParams(1.5, 2.0**20, 1.0)) * 2
+    p.set_transport_params(engine)
     run_traffic(p, 200)
     assert learner.flush()
     p.force_model_update()
     assert wait_for(lambda: learner.update_count == 1, 120)
     started = next(e for e in learner.registry.history() if e["event"] == "retrain_started")
     assert started["transport_params"] == FakeCalibrator().pooled_params().as_dict()
+    assert started["sender_transport_params"] == [x.as_dict() for x in engine]
     assert started["target_epsilon"] == pytest.approx(0.1)
     assert started["target_top_k"] == 4  # the gate judges both models with the deployment's exploration
     assert started["target_explore_max_bytes"] == 1 << 24  # and its exploration size limit
@@ -611,6 +617,7 @@ def test_retrain_uses_fitted_physics_and_the_deployed_epsilon(tmp_path: Path) ->
     assert m["fitted_transport_params"] == started["transport_params"]
     if gate["evidence"] == "simulator":  # rows drained without propensities: the fallback, with its reason
         assert gate["sim_physics"]["slow_start"] is False and gate["sim_physics"]["stream_efficiency"] == 0.8
+        assert gate["sim_physics"]["sender_transport_params"] == started["sender_transport_params"]
     learner.close()
     with pytest.raises(TypeError, match="calibrator"):
         OnlineLearner(make_partitioner(None), registry=tmp_path / "m2", config=tiny_config(), calibrator=3)

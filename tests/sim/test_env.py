@@ -16,9 +16,10 @@ from itp.heuristic import HeuristicPolicy
 from itp.reward import Outcome, compute_reward
 from itp.sim import ENV_ID, PartitionEnv, SimConfig, make_vector_env
 from itp.sim.physics import StreamTrajectory
-from itp.sim.policy import Decision, decide
+from itp.sim.policy import Decision, decide, predicted_time_s
 from itp.sim.traces import discover_trace_files, shipped_traces_dir
 from itp.state import normalize_state
+from itp.transport import DEFAULT_TRANSPORT_PARAMS, TransportParams, production_split, transport_chunk_time
 
 SHIPPED = [str(p) for p in discover_trace_files(shipped_traces_dir())]
 SMALL = SimConfig(tasks_per_episode=12)
@@ -412,3 +413,49 @@ def test_stream_windows_are_what_a_persistent_sender_reads() -> None:
             continue
         assert w == r.end_window_bits > 0.0
         assert idle == pytest.approx(max(env.time_s - r.finish_s, 0.0))
+
+
+# ---------------------------------------------------------------------------------------------
+# The sender's transport model (SimConfig.sender_transport_params)
+
+WARM_SENDER = TransportParams(setup_rtts=1.0, initial_window_bits=2.0**28, efficiency=0.95)
+
+
+def test_the_sender_splits_and_predicts_with_its_transport_params() -> None:
+    """The environment's sender splits each task as ``production_split`` with the configured parameters
+    and predicts its time so (the reward's latency term compares against that prediction); explicit
+    chunks are predicted with the same parameters. With the defaults the split differs: the test can
+    fail."""
+    sender = (WARM_SENDER, WARM_SENDER, DEFAULT_TRANSPORT_PARAMS, WARM_SENDER)
+    env = PartitionEnv(SimConfig(tasks_per_episode=16, sender_transport_params=sender))
+    env.reset(seed=5)
+    differs = 0
+    for a in [14, 10, 5, 14, 12, 9, 14, 4, 13, 11, 14, 6]:
+        raw = env.raw_state.copy()
+        split = production_split(raw, a, sender)
+        _, _, _, _, info = env.step(a)
+        assert info["bytes_per_stream"] == split.chunk_bytes
+        assert info["expected_time_s"] == split.expected_time_s
+        plain = production_split(raw, a)
+        differs += (plain.chunk_bytes, plain.expected_time_s) != (split.chunk_bytes, split.expected_time_s)
+    assert differs >= 6
+    raw = env.raw_state.copy()
+    size = int(raw[17])
+    chunks = (size - size // 2, size // 2, 0, 0)
+    want = max(
+        transport_chunk_time(8.0 * c, float(raw[i] * raw[12 + i]), float(raw[4 + i]), sender[i])
+        for i, c in enumerate(chunks) if c > 0
+    )
+    assert predicted_time_s(raw, chunks, sender) == pytest.approx(want, rel=1e-12)
+    _, _, _, _, info = env.step_decision(Decision(4, chunks))
+    assert info["expected_time_s"] == pytest.approx(want, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [(WARM_SENDER,) * 3, [WARM_SENDER] * 4, (WARM_SENDER, WARM_SENDER, WARM_SENDER, {"setup_rtts": 1.0}),
+     WARM_SENDER],
+)
+def test_bad_sender_transport_params_are_refused(bad: object) -> None:
+    with pytest.raises(TypeError, match=r"SimConfig\.sender_transport_params"):
+        SimConfig(sender_transport_params=bad)  # type: ignore[arg-type]
