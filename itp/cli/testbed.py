@@ -209,8 +209,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "--learn", action="store_true",
         help="the itp policy learns across the repeats (as itp send --learn); prints the table by repeat",
     )
-    r.add_argument("--learn-dir", metavar="DIR", help="with --learn: the learning folder, kept (default: "
-                   "inside the run directory)")
+    r.add_argument("--learn-dir", metavar="DIR", help="with --learn: the learning folder, kept; a relative "
+                   "one is relative to where this command runs (default: inside the run directory)")
     r.add_argument("--retrain-every", type=int_at_least(1), default=300, metavar="N",
                    help="with --learn: outcomes between retrains (default 300)")
     r.add_argument("--epsilon", type=_float_in(0.0, 1.0), default=0.1,
