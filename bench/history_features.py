@@ -97,23 +97,18 @@ Chooser = Callable[[PartitionEnv, FloatArray, npt.NDArray[np.float32]], int]
 def collect(
     config: object, files: Sequence[str], episodes: int, seed: int
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-    """(v1 states, history features, rewards of all 15 actions) of every decision of ``episodes``."""
+    """(v1 states, history features, rewards of all 15 actions) of every decision of ``episodes``,
+    played half by the heuristic and half uniformly."""
     rng = np.random.default_rng(seed)
     v1, hist, rewards = [], [], []
-    for ep in range(episodes):
-        env = PartitionEnv(config, trace_files=list(files))  # type: ignore[arg-type]
-        env.reset(seed=seed * 1_000_003 + ep)
-        history = RateHistory()
-        while True:
-            raw, t = env.raw_state.copy(), env.time_s
-            hist.append(history.features(t, raw))
-            v1.append(normalize_state(raw))
-            rewards.append([env.simulate_action(a).reward for a in range(15)])
-            a = int(rng.integers(15)) if rng.random() < 0.5 else heuristic_action(raw)
-            _, _, _, truncated, info = env.step(a)
-            history.finished(t, info)
-            if truncated:
-                break
+
+    def record_and_choose(env: PartitionEnv, raw: FloatArray, features: npt.NDArray[np.float32]) -> int:
+        hist.append(features)
+        v1.append(normalize_state(raw))
+        rewards.append([env.simulate_action(a).reward for a in range(15)])
+        return int(rng.integers(15)) if rng.random() < 0.5 else heuristic_action(raw)
+
+    play(config, files, episodes, seed * 1_000_003, record_and_choose)
     return np.array(v1, np.float32), np.array(hist, np.float32), np.array(rewards, np.float32)
 
 
@@ -152,13 +147,14 @@ def greedy(model: object, with_history: bool) -> Chooser:
 
 
 def play(
-    config: object, files: Sequence[str], episodes: int, seed: int, choose: Chooser
+    config: object, files: Sequence[str], episodes: int, first_seed: int, choose: Chooser
 ) -> tuple[float, float]:
-    """(mean per-task reward, mean per-task goodput bit/s) of ``choose`` on ``episodes`` episodes."""
+    """(mean per-task reward, mean per-task goodput bit/s) of ``choose`` on ``episodes`` episodes (seeds
+    ``first_seed``, ``first_seed + 1``, ...)."""
     rewards, goodputs = [], []
     for ep in range(episodes):
         env = PartitionEnv(config, trace_files=list(files))  # type: ignore[arg-type]
-        env.reset(seed=seed * 1_000_003 + 500_000 + ep)
+        env.reset(seed=first_seed + ep)
         history = RateHistory()
         while True:
             raw, t = env.raw_state.copy(), env.time_s
@@ -188,7 +184,8 @@ def run_network(
         "v1 + history, full information": greedy(with_history, True),
         "oracle": lambda env, raw, hist: int(np.argmax([env.simulate_action(a).reward for a in range(15)])),
     }
-    return {k: play(config, network_files, eval_episodes, seed, c) for k, c in policies.items()}
+    first = seed * 1_000_003 + 500_000
+    return {k: play(config, network_files, eval_episodes, first, c) for k, c in policies.items()}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
