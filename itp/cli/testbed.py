@@ -133,7 +133,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     r.add_argument(
         "--policies",
         default=DEFAULT_POLICIES,
-        help=f"comma-separated policies (default {DEFAULT_POLICIES}; aliases: equal, rate, rr, best)",
+        help=f"comma-separated policies (default {DEFAULT_POLICIES}; aliases: equal, rate, rr, best). "
+        "'bundled' is itp serving the bundled model as it is, never learning: with --learn, the control "
+        "that says what learning added on the same schedules",
     )
     r.add_argument(
         "--traces",
@@ -477,10 +479,10 @@ def _run_table(args: argparse.Namespace) -> int:
 
 def _run_iperf(args: argparse.Namespace) -> int:
     from itp.testbed.ceiling import measure_ceiling
-    from itp.testbed.runner import resolve_policy
+    from itp.testbed.runner import engine_policy, resolve_policy
 
     try:
-        policy = resolve_policy(args.policy)
+        policy = engine_policy(resolve_policy(args.policy))
     except ValueError as exc:
         raise CLIError(str(exc), status=2) from None
     if args.paths > 4:

@@ -20,7 +20,9 @@ engine's ``acked - dispatched``), mean per-task goodput (bit/s; 0 for a failed t
 goodput (delivered bits / first dispatch to last acknowledgement) and success fraction. A task that did
 not finish by the deadline counts as failed with completion time ``deadline - arrival`` (a lower bound).
 The table shows the mean over repeats with a 95% Student-t interval (``itp.testbed.stats``); the
-simulator's oracle has no counterpart here.
+simulator's oracle has no counterpart here. With ``RunConfig.learn`` the ``itp`` policy is one learning
+deployment across the repeats, and the policy ``bundled`` (the bundled model as it is, never learning)
+is its control on the same schedules.
 
 Clean-up: every child process has its own session and is killed with its group; the paths are a
 context manager; SIGTERM is turned into ``KeyboardInterrupt`` while a run is active, and an ``atexit``
@@ -70,6 +72,7 @@ from itp.testbed.schedule import RepeatSchedule, ScheduleConfig, make_schedule
 from itp.testbed.stats import Estimate, mean_ci, percentile
 
 __all__ = [
+    "BUNDLED_POLICY",
     "POLICY_ALIASES",
     "PolicyRun",
     "PolicySummary",
@@ -78,6 +81,7 @@ __all__ = [
     "TaskResult",
     "calibration_report",
     "cases_from_result",
+    "engine_policy",
     "learn_entry",
     "policy_timeout_s",
     "resolve_policy",
@@ -96,20 +100,32 @@ POLICY_ALIASES: dict[str, str] = {
     "model": "itp",
 }
 """Short names accepted on the command line, and what they mean."""
+BUNDLED_POLICY = "bundled"
+"""The ``itp`` policy serving the bundled model as it is: greedy, uncalibrated, never learning -- what
+``itp send`` without ``--learn`` runs. In a learning run it is the control that says what learning added,
+measured on the same schedules as the learning ``itp`` (``repeat_rows``, ``summarise``); without
+``RunConfig.learn`` it runs exactly what ``itp`` runs (two sessions of one policy: the run's noise floor)."""
 _BLOCK_BYTES = 1 << 20
 
 
 def resolve_policy(name: str) -> str:
-    """The engine's policy name for ``name`` (aliases resolved); ValueError naming unknown ones."""
+    """The run's policy name for ``name`` (aliases resolved): an engine policy or ``bundled``;
+    ValueError naming unknown ones."""
     from itp.transfer.policy import POLICY_NAMES
 
     full = POLICY_ALIASES.get(name, name)
-    if full not in POLICY_NAMES:
+    if full not in POLICY_NAMES and full != BUNDLED_POLICY:
         raise ValueError(
-            f"unknown policy {name!r}; expected one of {', '.join(POLICY_NAMES)} "
+            f"unknown policy {name!r}; expected one of {', '.join((*POLICY_NAMES, BUNDLED_POLICY))} "
             f"(aliases: {', '.join(f'{k}={v}' for k, v in POLICY_ALIASES.items())})"
         )
     return full
+
+
+def engine_policy(name: str) -> str:
+    """The sender's policy (``itp send --policy``) that the run's policy ``name`` runs: ``itp`` for
+    ``bundled``, else ``name`` itself."""
+    return "itp" if name == BUNDLED_POLICY else name
 
 
 @dataclass(frozen=True)
@@ -117,7 +133,8 @@ class RunConfig:
     """Everything a run needs (units in the names).
 
     Attributes:
-        policies: engine policy names (``resolve_policy``), in table order.
+        policies: the run's policy names (``resolve_policy``: engine names and ``bundled``), in table
+            order.
         trace_files: the traces the paths follow.
         schedule: what the schedules are drawn from.
         repeats: independent schedules, >= 1.
@@ -173,7 +190,7 @@ class RunConfig:
             raise ValueError("RunConfig.policies is empty")
         for p in self.policies:
             if resolve_policy(p) != p:
-                raise ValueError(f"RunConfig.policies must hold engine names, got {p!r}")
+                raise ValueError(f"RunConfig.policies must hold resolved policy names, got {p!r}")
         if len(set(self.policies)) != len(self.policies):
             raise ValueError(f"RunConfig.policies has duplicates: {self.policies}")
         if not self.trace_files:
@@ -310,25 +327,32 @@ def summarise(runs: Sequence[PolicyRun], policies: Sequence[str]) -> list[Policy
     ``time_vs_heuristic``): per repeat, the policy's mean goodput (mean completion time) over the
     heuristic's on the same schedule, then the mean and t-interval of those ratios over repeats. Repeats
     differ far more from each other (path rates span 20x) than policies do within a repeat, so the paired
-    ratio's interval is the one that says whether two policies differ.
+    ratio's interval is the one that says whether two policies differ. When ``bundled`` ran beside
+    ``itp``, ``itp``'s row also gets the same two ratios over ``bundled`` (``goodput_vs_bundled``,
+    ``time_vs_bundled``): in a learning run, what learning added.
     """
     by_key = {(r.repeat, r.policy): r.metrics() for r in runs}
+
+    def paired(p: str, ref_policy: str, metric: str) -> Estimate | None:
+        pairs = [
+            (by_key[(r, p)][metric], by_key[(r, ref_policy)][metric])
+            for (r, policy) in by_key
+            if policy == p and (r, ref_policy) in by_key
+        ]
+        return mean_ci([a / b for a, b in pairs if b > 0]) if pairs else None
+
     out = []
     for p in policies:
         mine = [m for (_, policy), m in by_key.items() if policy == p]
         est = {m: mean_ci([x[m] for x in mine]) for m in METRICS}
-        ref = [
-            (by_key[(r, p)], by_key[(r, REFERENCE_POLICY)])
-            for (r, policy) in by_key
-            if policy == p and (r, REFERENCE_POLICY) in by_key
-        ]
-        if ref:
-            est["goodput_vs_heuristic"] = mean_ci(
-                [a["mean_goodput_bps"] / b["mean_goodput_bps"] for a, b in ref if b["mean_goodput_bps"] > 0]
-            )
-            est["time_vs_heuristic"] = mean_ci(
-                [a["mean_time_s"] / b["mean_time_s"] for a, b in ref if b["mean_time_s"] > 0]
-            )
+        refs = [(REFERENCE_POLICY, "heuristic")]
+        if p == "itp":
+            refs.append((BUNDLED_POLICY, "bundled"))
+        for ref_policy, label in refs:
+            for metric, key in (("mean_goodput_bps", "goodput"), ("mean_time_s", "time")):
+                e = paired(p, ref_policy, metric)
+                if e is not None:
+                    est[f"{key}_vs_{label}"] = e
         out.append(PolicySummary(p, est))
     return out
 
@@ -390,7 +414,11 @@ def _fmt_est(e: Estimate, kind: str) -> str:
 
 
 def table_rows(summaries: Sequence[PolicySummary]) -> tuple[list[str], list[list[str]]]:
-    """Header and cells of the run table (goodputs in Mbit/s; ± is the 95% half-width over repeats)."""
+    """Header and cells of the run table (goodputs in Mbit/s; ± is the 95% half-width over repeats); the
+    two columns over ``bundled`` only when a summary has them (``summarise``)."""
+    paired = ["goodput_vs_heuristic", "time_vs_heuristic"]
+    if any("goodput_vs_bundled" in s.estimates for s in summaries):
+        paired += ["goodput_vs_bundled", "time_vs_bundled"]
     header = [
         "policy",
         "mean time",
@@ -401,10 +429,12 @@ def table_rows(summaries: Sequence[PolicySummary]) -> tuple[list[str], list[list
         "goodput / heuristic (paired)",
         "mean time / heuristic (paired)",
     ]
+    if len(paired) > 2:
+        header += ["goodput / bundled (paired)", "mean time / bundled (paired)"]
     rows = []
     for s in summaries:
         e = s.estimates
-        rel = [_fmt_est(e[k], "x") if k in e else "" for k in ("goodput_vs_heuristic", "time_vs_heuristic")]
+        rel = [_fmt_est(e[k], "x") if k in e else "" for k in paired]
         rows.append(
             [
                 s.policy,
@@ -422,7 +452,8 @@ def table_rows(summaries: Sequence[PolicySummary]) -> tuple[list[str], list[list
 def repeat_rows(runs: Sequence[PolicyRun], policies: Sequence[str]) -> tuple[list[str], list[list[str]]]:
     """Header and cells of the table by repeat: per repeat, each policy's mean per-task goodput (Mbit/s)
     and p95 completion time, ``itp``'s goodput and p95 over the best other policy's on the same schedule
-    (the best by goodput, and separately the best p95), and, for a learning run, what served ``itp`` at the
+    (the best by goodput, and separately the best p95; ``bundled`` is not one of those: it is ``itp``
+    without learning), over ``bundled``'s when it ran, and, for a learning run, what served ``itp`` at the
     end of the repeat (version, outcomes stored, retrains, promotions / gate rejections / rollbacks).
 
     With ``RunConfig.learn`` the repeats are consecutive stretches of one deployment, so the rows are its
@@ -430,10 +461,13 @@ def repeat_rows(runs: Sequence[PolicyRun], policies: Sequence[str]) -> tuple[lis
     """
     by_key = {(r.repeat, r.policy): r for r in runs}
     repeats = sorted({r.repeat for r in runs})
-    others = [p for p in policies if p != "itp"]
+    others = [p for p in policies if p not in ("itp", BUNDLED_POLICY)]
+    control = "itp" in policies and BUNDLED_POLICY in policies
     header = ["repeat", *(f"{p} goodput / p95" for p in policies)]
     if "itp" in policies and others:
         header += ["itp goodput / best other", "itp p95 / best other"]
+    if control:
+        header += ["itp goodput / bundled", "itp p95 / bundled"]
     learning = any(r.learning for r in runs)
     if learning:
         header += ["serving", "outcomes stored", "its session: retrains (promoted / rejected / rolled back)"]
@@ -454,10 +488,16 @@ def repeat_rows(runs: Sequence[PolicyRun], policies: Sequence[str]) -> tuple[lis
             if mine is None or not theirs:
                 row += ["-", "-"]
             else:
-                best_g = max(m["mean_goodput_bps"] for m in theirs)
-                best_t = min(m["p95_time_s"] for m in theirs)
-                row.append(f"{mine['mean_goodput_bps'] / best_g:.3f}" if best_g > 0 else "n/a")
-                row.append(f"{mine['p95_time_s'] / best_t:.3f}" if best_t > 0 else "n/a")
+                row += _ratio_cells(
+                    mine, max(m["mean_goodput_bps"] for m in theirs), min(m["p95_time_s"] for m in theirs)
+                )
+        if control:
+            mine, ref = metrics.get("itp"), metrics.get(BUNDLED_POLICY)
+            row += (
+                ["-", "-"]
+                if mine is None or ref is None
+                else _ratio_cells(mine, ref["mean_goodput_bps"], ref["p95_time_s"])
+            )
         if learning:
             itp_run = by_key.get((rep, "itp"))
             info = itp_run.learning if itp_run is not None else None
@@ -472,6 +512,14 @@ def repeat_rows(runs: Sequence[PolicyRun], policies: Sequence[str]) -> tuple[lis
                 row += ["-", "-", "-"]
         rows.append(row)
     return header, rows
+
+
+def _ratio_cells(mine: dict[str, float], goodput_bps: float, p95_s: float) -> list[str]:
+    """``mine``'s mean goodput over ``goodput_bps`` and p95 time over ``p95_s``, 3 decimals ("n/a": 0)."""
+    return [
+        f"{mine['mean_goodput_bps'] / goodput_bps:.3f}" if goodput_bps > 0 else "n/a",
+        f"{mine['p95_time_s'] / p95_s:.3f}" if p95_s > 0 else "n/a",
+    ]
 
 
 def render_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, markdown: bool) -> str:
@@ -696,7 +744,7 @@ def _session(
     cfg = {
         "to": f"{paths.receiver_address}:{port}",
         "netns": paths.netns,
-        "policy": policy,
+        "policy": engine_policy(policy),
         "secret_file": str(secret_file),
         "window": window,
         "timeout_s": timeout_s,

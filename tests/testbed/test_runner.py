@@ -13,11 +13,13 @@ from testbed_data import TRACES, fake_run_result
 from itp.testbed.calibrate import TransportParams
 from itp.testbed.host import find_leftovers
 from itp.testbed.runner import (
+    BUNDLED_POLICY,
     PolicyRun,
     RunConfig,
     TaskResult,
     calibration_report,
     cases_from_result,
+    engine_policy,
     policy_timeout_s,
     render_table,
     repeat_rows,
@@ -41,6 +43,40 @@ def test_policy_names_and_aliases() -> None:
     assert resolve_policy("itp") == "itp" and resolve_policy("heuristic") == "heuristic"
     with pytest.raises(ValueError, match="nope"):
         resolve_policy("nope")
+    # The control of a learning run: the itp engine policy, never handed the learning entry.
+    assert resolve_policy("bundled") == BUNDLED_POLICY == "bundled"
+    assert engine_policy("bundled") == "itp" and engine_policy("rate-proportional") == "rate-proportional"
+    with pytest.raises(ValueError, match="bundled"):  # the message lists it among the accepted names
+        resolve_policy("static")
+
+
+def test_the_bundled_control_is_paired_with_the_learning_itp() -> None:
+    """``bundled`` beside ``itp``: paired ratios itp / bundled per repeat and over repeats; ``bundled`` is
+    not a baseline that ``itp``'s "best other" ratio may pick."""
+    # One 1 MB task per session: itp 0.5 s then 0.25 s; bundled 1 s then 0.5 s; heuristic 0.8 s.
+    times = {(0, "itp"): 0.5, (1, "itp"): 0.25, (0, "bundled"): 1.0, (1, "bundled"): 0.5,
+             (0, "heuristic"): 0.8, (1, "heuristic"): 0.8}
+    runs = [PolicyRun(r, p, (_task("a", t),), 8e6 / t, 1.0, 0.0, False) for (r, p), t in times.items()]
+    policies = ("itp", "bundled", "heuristic")
+    itp_row, bundled_row, heur_row = summarise(runs, policies)
+    assert itp_row.estimates["goodput_vs_bundled"].mean == pytest.approx(2.0)
+    assert itp_row.estimates["goodput_vs_bundled"].half_width == pytest.approx(0.0)
+    assert itp_row.estimates["time_vs_bundled"].mean == pytest.approx(0.5)
+    assert itp_row.estimates["goodput_vs_heuristic"].mean == pytest.approx((1.6 + 3.2) / 2)
+    assert all("goodput_vs_bundled" not in row.estimates for row in (bundled_row, heur_row))
+    header, rows = table_rows([itp_row, bundled_row, heur_row])
+    assert header[-2:] == ["goodput / bundled (paired)", "mean time / bundled (paired)"]
+    assert rows[0][-2:] == ["2.000x ± 0.000", "0.500x ± 0.000"] and rows[1][-2:] == ["", ""]
+    assert len(table_rows([heur_row])[0]) == len(header) - 2  # no such columns without the pair
+    header, rows = repeat_rows(runs, policies)
+    assert header[-4:] == ["itp goodput / best other", "itp p95 / best other", "itp goodput / bundled",
+                           "itp p95 / bundled"]
+    # Best other is the heuristic (0.8 s), not bundled, even where bundled is faster (repeat 1: 0.5 s).
+    assert rows[0][-4:] == ["1.600", "0.625", "2.000", "0.500"]
+    assert rows[1][-4:] == ["3.200", "0.312", "2.000", "0.500"]
+    without = repeat_rows([r for r in runs if not (r.repeat == 1 and r.policy == "bundled")], policies)[1]
+    assert without[1][-2:] == ["-", "-"] and without[1][2] == "-"
+    assert "itp goodput / bundled" not in repeat_rows(runs, ("itp", "heuristic"))[0]
 
 
 @pytest.mark.parametrize(
@@ -275,10 +311,11 @@ def test_short_real_run_moves_every_byte_and_leaves_nothing(real_testbed: None, 
 @pytest.mark.slow
 def test_a_learning_run_continues_one_deployment_across_repeats(real_testbed: None, tmp_path: Path) -> None:
     """2 paths, 4 tasks, 2 repeats, itp learning: its second session continues the first's store and
-    calibration (no retrain: the threshold is not reached), the folder is kept where it was asked."""
+    calibration (no retrain: the threshold is not reached), the folder is kept where it was asked; the
+    ``bundled`` control runs the model without the learning entry."""
     learn_dir = tmp_path / "deployment"
     cfg = RunConfig(
-        policies=("itp", "rate-proportional"),
+        policies=("itp", "bundled", "rate-proportional"),
         trace_files=TRACES,
         schedule=SHORT,
         repeats=2,
@@ -296,6 +333,8 @@ def test_a_learning_run_continues_one_deployment_across_repeats(real_testbed: No
     assert first["restored_calibration_observations"] == 0
     assert second["restored_calibration_observations"] == sum(first["calibration"]["observations"]) > 0
     assert all(r.learning is None for r in result.runs if r.policy != "itp")
+    bundled = [r for r in result.runs if r.policy == "bundled"]
+    assert len(bundled) == 2 and all(t.ok and t.action is not None for r in bundled for t in r.tasks)
     assert (learn_dir / "experience.sqlite3").exists() and (learn_dir / "calibration.json").exists()
     _header, rows = repeat_rows(result.runs, cfg.policies)
     assert len(rows) == 2 and rows[1][-2] == "8"
