@@ -101,10 +101,11 @@ POLICY_ALIASES: dict[str, str] = {
 }
 """Short names accepted on the command line, and what they mean."""
 BUNDLED_POLICY = "bundled"
-"""The ``itp`` policy serving the bundled model as it is: greedy, uncalibrated, never learning -- what
-``itp send`` without ``--learn`` runs. In a learning run it is the control that says what learning added,
-measured on the same schedules as the learning ``itp`` (``repeat_rows``, ``summarise``); without
-``RunConfig.learn`` it runs exactly what ``itp`` runs (two sessions of one policy: the run's noise floor)."""
+"""The ``itp`` policy serving the bundled model as it is: greedy, uncalibrated (start windows from
+``TCP_INFO`` as in every ``itp send``), never learning -- what ``itp send`` without ``--learn`` runs. In a
+learning run it is the control that says what learning added, measured on the same schedules as the
+learning ``itp`` (``repeat_rows``, ``summarise``); without ``RunConfig.learn`` it runs exactly what
+``itp`` runs (two sessions of one policy: the run's noise floor)."""
 _BLOCK_BYTES = 1 << 20
 
 
