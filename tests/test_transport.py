@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 import reference_transport as ref
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from itp import _native
@@ -87,14 +87,20 @@ def test_more_streams_never_raise_the_finish_time(size: int, rate: list[float], 
 def test_past_the_ramp_it_is_the_plain_split_with_ramp_latency(
     size: int, rate: list[float], rtt: list[float]
 ) -> None:
-    """For chunks far past slow start, t = a + s - rho/r + b/r exactly: the plain split with that latency."""
-    latency = []
+    """For chunks past slow start, t = a + s - rho/r + b/r exactly: the plain split with that latency.
+
+    A large task alone does not put every chunk past its ramp: a fast stream with a long RTT ramps over up
+    to r * R bits (5 Gbit/s at 500 ms: 306 MB), more than its share can be (hypothesis found 16 GiB over
+    1 Mbit/s, 4.9 and twice 9.8 Gbit/s). Such draws are outside the claim and are skipped."""
+    latency, ramp_bits = [], []
     for r, R in zip(rate, rtt, strict=True):
         bdp = r * R
         ramp = (R * math.log2(bdp / ref.W_BITS), bdp - ref.W_BITS) if bdp > ref.W_BITS else (0.0, 0.0)
         latency.append(ref.SETUP_RTTS * R + ramp[0] - ramp[1] / r)
+        ramp_bits.append(ramp[1])
     got = transport_split(size, 14, rate, rtt)
     plain = split_task(size, 14, rate, latency)
+    assume(all(8.0 * c >= 1.001 * b for c, b in zip(plain.chunk_bytes, ramp_bits, strict=True)))
     assert got.expected_time_s == pytest.approx(plain.expected_time_s, rel=1e-9)
     for g, w in zip(got.chunk_bytes, plain.chunk_bytes, strict=True):
         assert abs(g - w) <= 2 + 1e-8 * size
