@@ -355,6 +355,9 @@ class Sender:
         self._chunk_listeners: list[Callable[[ChunkReport], None]] = []
         self._threads: list[threading.Thread] = []
         self._threads_lock = threading.Lock()
+        # Serialises _publish: reading a stream's state and writing it to the partitioner are one step, so
+        # a telemetry sample that read the stream up cannot overwrite the "down" its failure published.
+        self._publish_lock = threading.Lock()
         for s in self._streams:
             self._publish(s)
 
@@ -1046,27 +1049,28 @@ class Sender:
         """``update_stream`` with the estimate; a stream that is down advertises no bandwidth. The start
         window comes from the last ``TCP_INFO`` sample, or a fresh read with ``fresh_window`` (just before
         a decision: the idle time decides whether the window survived)."""
-        est = s.estimator.estimate()
-        sock = s.sock
-        up = sock is not None and not s.dead
-        if not up:
-            window = 0.0
-        elif fresh_window:
-            window = self._start_window(sock)
-        elif s.last_info is not None:
-            window = start_window_from_tcp_info(
-                s.last_info, slow_start_after_idle=self._slow_start_after_idle
+        with self._publish_lock:
+            est = s.estimator.estimate()
+            sock = s.sock
+            up = sock is not None and not s.dead
+            if not up:
+                window = 0.0
+            elif fresh_window:
+                window = self._start_window(sock)
+            elif s.last_info is not None:
+                window = start_window_from_tcp_info(
+                    s.last_info, slow_start_after_idle=self._slow_start_after_idle
+                )
+            else:
+                window = 0.0
+            self._policy.partitioner.update_stream(
+                s.id,
+                bandwidth_bps=est.bandwidth_bps if up else 0.0,
+                latency_s=est.latency_s,
+                congestion=est.congestion if up else 1.0,
+                success_rate=est.success_rate,
+                start_window_bits=window,
             )
-        else:
-            window = 0.0
-        self._policy.partitioner.update_stream(
-            s.id,
-            bandwidth_bps=est.bandwidth_bps if up else 0.0,
-            latency_s=est.latency_s,
-            congestion=est.congestion if up else 1.0,
-            success_rate=est.success_rate,
-            start_window_bits=window,
-        )
 
     def _stream_reports(self) -> tuple[StreamReport, ...]:
         out = []

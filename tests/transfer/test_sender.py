@@ -201,6 +201,52 @@ def test_outcomes_reach_the_learner_and_telemetry_the_table(receiver: Receiver, 
     assert all(partitioner.get_stream(i)[0] == 0.0 for i in range(4))
 
 
+def test_a_stream_going_down_has_the_last_word_in_the_table(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A telemetry sample that read a stream up must not overwrite the "down" its failure published after
+    it (found as a rare failure of the test above: after close, a stream still advertised bandwidth).
+    The sample is held inside ``update_stream`` while the stream goes down and publishes; it must not be
+    the last to write."""
+    partitioner = TaskPartitioner(None)
+    sender = Sender(addr(receiver), secret=SECRET, policy="heuristic", partitioner=partitioner)
+    a, b = socket.socketpair()
+    in_update, down_published = threading.Event(), threading.Event()
+    real = TaskPartitioner.update_stream
+
+    def held(self: TaskPartitioner, stream_id: int, **kw: float) -> None:
+        if threading.current_thread().name == "sample" and kw["bandwidth_bps"] > 0:
+            in_update.set()
+            down_published.wait(0.5)  # unserialised, the "down" lands here and this write overwrites it
+        real(self, stream_id, **kw)
+
+    monkeypatch.setattr(TaskPartitioner, "update_stream", held)
+    s = sender._streams[0]
+    try:
+        with sender._cv:
+            s.sock = a  # up, as after a connect
+        sample = threading.Thread(target=sender._publish, args=(s,), name="sample")
+        sample.start()
+        assert in_update.wait(5)
+        with sender._cv:
+            s.sock = None  # the failure's state change (``_stream_failed``)
+
+        def go_down() -> None:
+            sender._publish(s)
+            down_published.set()
+
+        down = threading.Thread(target=go_down)
+        down.start()
+        sample.join(5)
+        down.join(5)
+        assert not sample.is_alive() and not down.is_alive()
+        assert partitioner.get_stream(0)[0] == 0.0
+    finally:
+        sender.close()
+        a.close()
+        b.close()
+
+
 def test_listeners_see_every_chunk_and_task(receiver: Receiver, src: Path) -> None:
     chunks: list[ChunkReport] = []
     tasks: list[TaskReport] = []
