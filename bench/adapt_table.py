@@ -86,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="fit each stream's failure model from the chunks' retries and score splits with it")
     p.add_argument("--holdout-fraction", type=float, default=None,
                    help="share of logged rows the gate holds back (default: FinetuneJob's)")
+    p.add_argument("--retrain-every", type=int, default=AdaptConfig.retrain_every, metavar="N",
+                   help=f"outcomes between retrain requests (default {AdaptConfig.retrain_every}); N >= "
+                   "--outcomes: never retrain (calibration, guard and exploration only)")
     p.add_argument("--out", type=Path, default=Path("adapt-results"), help="folder for JSON and PNG files")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -101,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
                           epsilon=args.epsilon, explore_top_k=args.top_k, finetune=finetune,
                           guard_margin=args.guard_margin, guard_exploration=args.guard_exploration,
                           explore_max_bytes=args.explore_max_bytes, model_failures=args.model_failures,
-                          trace_files=files,
+                          retrain_every=args.retrain_every, trace_files=files,
                           learner_trace_files=learner_files)
         r = run_adaptation(cfg)
         (args.out / f"adapt-{name}.json").write_text(r.to_json() + "\n")
