@@ -346,14 +346,11 @@ def summarise(runs: Sequence[PolicyRun], policies: Sequence[str]) -> list[Policy
     for p in policies:
         mine = [m for (_, policy), m in by_key.items() if policy == p]
         est = {m: mean_ci([x[m] for x in mine]) for m in METRICS}
-        refs = [(REFERENCE_POLICY, "heuristic")]
-        if p == "itp":
-            refs.append((BUNDLED_POLICY, "bundled"))
-        for ref_policy, label in refs:
+        for ref_policy in (REFERENCE_POLICY, BUNDLED_POLICY) if p == "itp" else (REFERENCE_POLICY,):
             for metric, key in (("mean_goodput_bps", "goodput"), ("mean_time_s", "time")):
                 e = paired(p, ref_policy, metric)
                 if e is not None:
-                    est[f"{key}_vs_{label}"] = e
+                    est[f"{key}_vs_{ref_policy}"] = e
         out.append(PolicySummary(p, est))
     return out
 
@@ -417,9 +414,9 @@ def _fmt_est(e: Estimate, kind: str) -> str:
 def table_rows(summaries: Sequence[PolicySummary]) -> tuple[list[str], list[list[str]]]:
     """Header and cells of the run table (goodputs in Mbit/s; ± is the 95% half-width over repeats); the
     two columns over ``bundled`` only when a summary has them (``summarise``)."""
-    paired = ["goodput_vs_heuristic", "time_vs_heuristic"]
-    if any("goodput_vs_bundled" in s.estimates for s in summaries):
-        paired += ["goodput_vs_bundled", "time_vs_bundled"]
+    refs = [REFERENCE_POLICY]
+    if any(f"goodput_vs_{BUNDLED_POLICY}" in s.estimates for s in summaries):
+        refs.append(BUNDLED_POLICY)
     header = [
         "policy",
         "mean time",
@@ -427,15 +424,14 @@ def table_rows(summaries: Sequence[PolicySummary]) -> tuple[list[str], list[list
         "mean goodput (Mbit/s)",
         "aggregate (Mbit/s)",
         "success",
-        "goodput / heuristic (paired)",
-        "mean time / heuristic (paired)",
     ]
-    if len(paired) > 2:
-        header += ["goodput / bundled (paired)", "mean time / bundled (paired)"]
+    for ref in refs:
+        header += [f"goodput / {ref} (paired)", f"mean time / {ref} (paired)"]
+    keys = [f"{key}_vs_{ref}" for ref in refs for key in ("goodput", "time")]
     rows = []
     for s in summaries:
         e = s.estimates
-        rel = [_fmt_est(e[k], "x") if k in e else "" for k in paired]
+        rel = [_fmt_est(e[k], "x") if k in e else "" for k in keys]
         rows.append(
             [
                 s.policy,
