@@ -251,6 +251,9 @@ class TaskResult:
         stream_bytes: bytes each stream carried (final attempts), one per path.
         action: the decision (0..14) or None.
         predicted_s: the engine's predicted completion time, seconds (NaN if none).
+        arm: the canary arm that decided (``"current"``/``"candidate"``), None for baselines
+            (``itp.transfer.TaskReport.arm``); model_version: the model that decided, or None.
+        reward: the learner's reward for the task, or None where none was reported.
     """
 
     name: str
@@ -263,6 +266,9 @@ class TaskResult:
     stream_bytes: tuple[int, ...]
     action: int | None
     predicted_s: float
+    arm: str | None = None
+    model_version: str | None = None
+    reward: float | None = None
 
 
 @dataclass(frozen=True)
@@ -371,6 +377,9 @@ def runs_from_dict(data: dict[str, Any]) -> list[PolicyRun]:
                 tuple(int(b) for b in t["stream_bytes"]),
                 t["action"],
                 math.nan if t["predicted_s"] is None else float(t["predicted_s"]),
+                t.get("arm"),
+                t.get("model_version"),
+                None if t.get("reward") is None else float(t["reward"]),
             )
             for t in r["tasks"]
         )
@@ -830,6 +839,9 @@ def _session(
                 tuple(carried),
                 t["action"],
                 float(t["predicted_s"]) if t.get("predicted_s") is not None else math.nan,
+                t.get("arm"),
+                t.get("model_version"),
+                None if t.get("reward") is None else float(t["reward"]),
             )
         )
     return PolicyRun(

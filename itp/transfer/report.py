@@ -71,6 +71,13 @@ class TaskReport:
         attempts: times the task was (re)started (>1 after a receiver restart or an INCOMPLETE commit).
         ok: delivered (receiver acknowledged the durable file).
         error: why it failed, or None.
+        arm: the canary arm whose model decided (``"current"``, or ``"candidate"`` while a canary routes a
+            share of decisions to a candidate model); None for baselines and empty tasks. Kept per task
+            so that the canary's two arms can be compared on what the transfer measured, not only on the
+            learner's reward.
+        model_version: version of the model that decided, or None (heuristic-only partitioner, baseline).
+        reward: what ``report_outcome`` returned for the task (:func:`itp.reward.compute_reward`), or None
+            when it was not reported (baselines, empty tasks, an expired decision).
     """
 
     name: str
@@ -93,6 +100,9 @@ class TaskReport:
     attempts: int
     ok: bool
     error: str | None
+    arm: str | None = None
+    model_version: str | None = None
+    reward: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

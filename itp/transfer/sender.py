@@ -33,6 +33,7 @@ and goodput are defined in :mod:`itp.transfer.report`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import enum
 import logging
 import math
@@ -920,10 +921,12 @@ class Sender:
         retries = sum(c.retries for c in task.chunks)
         report = self._task_report(task, acked_s, seconds, goodput, retries, ok=True)
         try:
-            self._policy.report(placement, throughput_bps=goodput, latency_s=seconds, success=True,
-                                retransmissions=retries, chunks=report.chunks)
+            reward = self._policy.report(placement, throughput_bps=goodput, latency_s=seconds, success=True,
+                                         retransmissions=retries, chunks=report.chunks)
         except ValueError as exc:  # e.g. the decision expired: the transfer still succeeded
             logger.warning("outcome of %s not reported to the partitioner: %s", task.name, exc)
+        else:
+            report = dataclasses.replace(report, reward=reward)
         logger.info("delivered %s: %d bytes in %.3f s (%.1f Mbit/s)", task.name, task.size_bytes, seconds,
                     goodput / 1e6, extra={"event": "task_delivered", "size_bytes": task.size_bytes})
         self._finish(task, report)
@@ -950,10 +953,14 @@ class Sender:
         report = self._task_report(task, None, max(now - dispatched, 0.0), 0.0, retries, ok=False)
         if task.placement is not None and task.placement.decision is not None:
             try:
-                self._policy.report(task.placement, throughput_bps=0.0, latency_s=max(now - dispatched, 1e-9),
-                                    success=False, retransmissions=retries, chunks=report.chunks)
+                reward = self._policy.report(
+                    task.placement, throughput_bps=0.0, latency_s=max(now - dispatched, 1e-9), success=False,
+                    retransmissions=retries, chunks=report.chunks,
+                )
             except ValueError as exc:
                 logger.debug("failed outcome of %s not reported: %s", task.name, exc)
+            else:
+                report = dataclasses.replace(report, reward=reward)
         logger.info("task %s failed: %s", task.name, why, extra={"event": "task_failed"})
         self._finish(task, report)
 
@@ -981,6 +988,7 @@ class Sender:
         self, task: _Task, acked_s: float | None, seconds: float, goodput: float, retries: int, *, ok: bool
     ) -> TaskReport:
         p = task.placement
+        d = p.decision if p is not None else None
         chunks = tuple(
             ChunkReport(
                 task.name, c.stream_id, c.offset, c.length, c.seconds, c.retries, c.state is _State.DONE,
@@ -1010,6 +1018,8 @@ class Sender:
             attempts=task.attempts,
             ok=ok,
             error=None if ok else task.error,
+            arm=d.arm if d is not None else None,
+            model_version=d.model_version if d is not None else None,
         )
 
     # ---------------------------------------------------------------------------- telemetry

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import socket
@@ -15,6 +16,8 @@ from pathlib import Path
 import pytest
 from transfer_helpers import SECRET, all_files, make_file, sha256_of
 
+import itp
+from itp.model_loading import load_model
 from itp.partitioner import TaskPartitioner
 from itp.transfer import (
     POLICY_NAMES,
@@ -181,6 +184,27 @@ def test_every_policy_delivers_and_reports_its_decision(
         assert all(len(t.stream_ids) == 1 for t in report.tasks)
     if policy in ("equal-split", "rate-proportional"):
         assert all(t.action == 14 for t in report.tasks)
+    for t in report.tasks:  # who decided, and the reward the learner was given (None: nothing reported)
+        if policy in ("itp", "heuristic"):
+            assert t.arm == "current" and t.reward is not None and math.isfinite(t.reward)
+            assert (t.model_version is not None) == (policy == "itp")
+        else:
+            assert t.arm is None and t.model_version is None and t.reward is None
+
+
+def test_canary_arm_and_model_are_reported_per_task(receiver: Receiver, src: Path) -> None:
+    partitioner = TaskPartitioner()
+    candidate = load_model(Path(itp.__file__).parent / "models" / "dqn_v1.onnx")
+    partitioner.set_candidate(candidate, 1.0)
+    paths = [make_file(src / f"f{i}", 200 * KiB) for i in range(3)]
+    report = send_files(
+        paths, addr(receiver), secret=SECRET, policy="itp", partitioner=partitioner, timeout_s=60
+    )
+    assert report.ok
+    assert [t.arm for t in report.tasks] == ["candidate"] * 3
+    assert all(t.model_version == candidate.version and t.reward is not None for t in report.tasks)
+    doc = json.loads(json.dumps(report.to_dict()))
+    assert doc["tasks"][0]["arm"] == "candidate" and doc["tasks"][0]["model_version"] == candidate.version
 
 
 def test_outcomes_reach_the_learner_and_telemetry_the_table(receiver: Receiver, src: Path) -> None:
