@@ -563,33 +563,54 @@ class CanaryConfig:
 
 @dataclass
 class ArmStats:
-    """Running count, mean and variance of one arm's rewards (Welford)."""
+    """Running count, mean and variance of one arm's rewards (Welford), and of its goodput.
+
+    The verdicts use the reward only. The goodput (bit/s, as reported) is kept beside it so that the
+    canary's record in the registry's history says whether what it judged followed what the transfer
+    measured (``docs/lifecycle.md``, "What the canary judges").
+    """
 
     n: int = 0
     mean: float = 0.0
     m2: float = 0.0
     successes: int = 0
+    goodput_n: int = 0
+    goodput_mean: float = 0.0
+    goodput_m2: float = 0.0
 
-    def add(self, reward: float, success: bool) -> None:
-        """Add one outcome."""
+    def add(self, reward: float, success: bool, goodput_bps: float | None = None) -> None:
+        """Add one outcome (``goodput_bps``: its reported goodput, if known and finite)."""
         self.n += 1
         d = reward - self.mean
         self.mean += d / self.n
         self.m2 += d * (reward - self.mean)
         self.successes += 1 if success else 0
+        if goodput_bps is not None and math.isfinite(goodput_bps):
+            self.goodput_n += 1
+            g = goodput_bps - self.goodput_mean
+            self.goodput_mean += g / self.goodput_n
+            self.goodput_m2 += g * (goodput_bps - self.goodput_mean)
 
     @property
     def variance(self) -> float:
-        """Sample variance (0 for fewer than 2 outcomes)."""
+        """Sample variance of the rewards (0 for fewer than 2 outcomes)."""
         return self.m2 / (self.n - 1) if self.n > 1 else 0.0
 
-    def as_dict(self) -> dict[str, float]:
-        """n, mean reward, variance, success rate."""
+    @property
+    def goodput_variance(self) -> float:
+        """Sample variance of the goodputs, (bit/s)^2 (0 for fewer than 2)."""
+        return self.goodput_m2 / (self.goodput_n - 1) if self.goodput_n > 1 else 0.0
+
+    def as_dict(self) -> dict[str, float | None]:
+        """n, mean reward, variance, success rate, mean goodput (bit/s; None without one) and its
+        variance."""
         return {
             "n": self.n,
             "mean_reward": self.mean,
             "variance": self.variance,
             "success_rate": self.successes / self.n if self.n else 0.0,
+            "mean_goodput_bps": self.goodput_mean if self.goodput_n else None,
+            "goodput_variance": self.goodput_variance if self.goodput_n else None,
         }
 
 
@@ -631,14 +652,15 @@ class CanaryRollout:
 
     # ------------------------------------------------------------------------------- feeding
     def on_outcome(self, record: Any) -> None:
-        """Outcome listener: counts rewards per arm for decisions made under this canary."""
+        """Outcome listener: counts rewards (and goodputs) per arm for decisions made under this canary."""
         if self.state != "running":
             return
         arm = record.arm
         if arm == "candidate" and record.model_version != self.candidate.version:
             return
+        goodput = float(record.throughput_bps)
         with self._lock:
-            self._stage.arms[arm].add(float(record.reward), bool(record.success))
+            self._stage.arms[arm].add(float(record.reward), bool(record.success), goodput)
 
     def on_fault(self, arm: str, cause: str, version: str | None) -> None:
         """Fault listener: a candidate fault rolls back at the next :meth:`step` (and stops routing now)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +87,15 @@ def test_arm_stats_welford_matches_numpy() -> None:
     for v in x:
         s.add(float(v), True)
     assert s.mean == pytest.approx(x.mean()) and s.variance == pytest.approx(x.var(ddof=1))
+    assert s.as_dict()["mean_goodput_bps"] is None  # no goodput was given
+    g = np.random.default_rng(2).lognormal(16.0, 1.0, 1000)
+    t = ArmStats()
+    for v, w in zip(x, g, strict=True):
+        t.add(float(v), True, float(w))
+    t.add(0.0, True, math.nan)  # an unknown goodput counts for the reward only
+    assert t.n == 1001 and t.goodput_n == 1000
+    assert t.goodput_mean == pytest.approx(g.mean()) and t.goodput_variance == pytest.approx(g.var(ddof=1))
+    assert t.as_dict()["mean_goodput_bps"] == pytest.approx(g.mean())
 
 
 def _outcomes_by_arm(bad_version: str | None, seed: int = 0):  # type: ignore[no-untyped-def]
@@ -121,6 +131,11 @@ def test_canary_promotes_a_candidate_that_is_not_worse(tmp_path: Path) -> None:
     assert canary.state == "promoted", canary.reason
     assert 0.5 in shares and len(canary.stages_passed) == 2
     assert p.model is cand and p.candidate is None
+    # Each stage's record keeps the arms' goodput beside the reward it judged (8 Mbit per 30-90 ms).
+    for stage in canary.stages_passed:
+        for arm in ("current", "candidate"):
+            g = stage["arms"][arm]["mean_goodput_bps"]
+            assert g is not None and 8e6 / 0.09 < g < 8e6 / 0.03
 
 
 def test_candidate_that_turns_bad_in_the_canary_is_rolled_back(tmp_path: Path) -> None:
