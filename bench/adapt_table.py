@@ -16,7 +16,9 @@ stream subset chosen with hindsight, every policy on the same tasks), writes ``a
 * final-window goodput: itp (learning) / the same bundled model served greedily without learning;
 * goodput and p95 over every outcome from 1 000 on: itp / the best baseline over that span (eight
   windows' tasks: a steadier reading of the first two figures, whose p95 moves by +-10% between seeds);
-* the learner's retrains, gate rejections, promotions and rollbacks; the best fixed subset; wall time.
+* the learner's retrains, gate rejections, promotions and rollbacks; the best fixed subset; wall time;
+* then, when a candidate reached a canary, one row per canary: its tasks against the current model's
+  inside its span, by mean goodput and by the reward the canary judges (``AdaptResult.canaries``).
 
 The figures are whatever the run measures: nothing is tuned per network. A run of the four default
 networks takes a few minutes per network on 2 cores.
@@ -62,6 +64,22 @@ def table(results: list[AdaptResult]) -> str:
             f"{r.best_fixed} | {r.wall_s:.0f} s |"
         )
     return head + "\n".join(rows) + "\n"
+
+
+def canary_table(results: list[AdaptResult]) -> str:
+    """Markdown: every canary of the runs, the candidate's tasks against the current model's inside its
+    span (outcome indices), by goodput and by the reward the canary judged; empty without a canary."""
+    from itp.learning.canary_arms import canary_rows
+    from itp.testbed.runner import render_table
+
+    rows = []
+    for r in results:
+        for row in canary_rows(r.canaries, session="network", span_unit="outcomes")[1]:
+            rows.append([r.config.network, *row[1:]])
+    if not rows:
+        return ""
+    header = canary_rows([], session="network", span_unit="outcomes")[0]
+    return render_table(header, rows, markdown=True) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         print(r.to_text(), file=sys.stderr)
         results.append(r)
     print(table(results))
+    canaries = canary_table(results)
+    if canaries:
+        print(canaries)
     print(f"{args.outcomes} outcomes per network, checkpoint {args.checkpoint}, seed {args.seed}; network "
           f"traces: {description}; `python bench/adapt_table.py "
           f"--networks {' '.join(args.networks)} --outcomes {args.outcomes} --epsilon {args.epsilon} "

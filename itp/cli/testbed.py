@@ -253,8 +253,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     tb.add_argument("run_json", type=Path, help="the JSON written by `itp testbed run --json`")
     tb.add_argument("--markdown", action="store_true", help="print a markdown table")
-    tb.add_argument("--by-repeat", action="store_true",
+    by = tb.add_mutually_exclusive_group()
+    by.add_argument("--by-repeat", action="store_true",
                     help="one row per repeat (a learning run's curve) instead of the summary")
+    by.add_argument("--canaries", action="store_true",
+                    help="a learning run's canaries: each candidate's arm against the current arm inside "
+                    "its span, by goodput and by the reward the canary judged")
 
     ip = tsub.add_parser(
         "iperf",
@@ -351,6 +355,7 @@ def _run_clean(args: argparse.Namespace) -> int:
 
 def _run_run(args: argparse.Namespace) -> int:
     from itp.sim.traces import select_trace_files
+    from itp.testbed.canary import canary_comparisons, canary_rows
     from itp.testbed.rates import QueueSpec
     from itp.testbed.runner import (
         RunConfig,
@@ -410,6 +415,9 @@ def _run_run(args: argparse.Namespace) -> int:
     finally:
         close()
     data = result.to_dict()
+    canaries = canary_comparisons(result.runs)
+    if canaries:
+        data["canaries"] = [c.to_dict() for c in canaries]
     if args.json is not None:  # now, so the run survives an interrupted calibration; again with it below
         args.json.write_text(json.dumps(data, indent=1) + "\n")
     header, rows = table_rows(result.summaries())
@@ -429,6 +437,10 @@ def _run_run(args: argparse.Namespace) -> int:
         print(f"by repeat (itp learning across repeats, a retrain every {config.retrain_every} outcomes; "
               "goodput in Mbit/s):")
         print(render_table(*repeat_rows(result.runs, policies), markdown=args.markdown))
+    if canaries:
+        print()
+        print(_CANARY_TITLE)
+        print(render_table(*canary_rows(canaries, session="repeat"), markdown=args.markdown))
     if not args.no_calibration:
         try:
             report = calibration_report(data)
@@ -460,7 +472,14 @@ def _run_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+_CANARY_TITLE = (
+    "canaries (each candidate's tasks against the current model's, dispatched inside the candidate's span; "
+    "goodput in Mbit/s; [ ] and ± are 95% intervals):"
+)
+
+
 def _run_table(args: argparse.Namespace) -> int:
+    from itp.testbed.canary import canary_comparisons, canary_rows
     from itp.testbed.runner import render_table, repeat_rows, runs_from_dict, summarise, table_rows
 
     try:
@@ -472,6 +491,14 @@ def _run_table(args: argparse.Namespace) -> int:
         raise CLIError(f"run file not found: {args.run_json}") from None
     except (ValueError, KeyError, TypeError) as exc:
         raise CLIError(f"{args.run_json}: not a testbed run JSON ({exc})") from None
+    if args.canaries:
+        canaries = canary_comparisons(runs)
+        if not canaries:
+            print("no canary decided tasks in this run (or the run predates per-task arms)")
+            return 0
+        print(_CANARY_TITLE)
+        print(render_table(*canary_rows(canaries, session="repeat"), markdown=args.markdown))
+        return 0
     header, rows = repeat_rows(runs, policies) if args.by_repeat else table_rows(summaries)
     print(render_table(header, rows, markdown=args.markdown))
     return 0

@@ -70,6 +70,7 @@ from typing import Any, Final
 import numpy as np
 
 from itp.actions import ACTION_STREAMS, NUM_ACTIONS
+from itp.learning.canary_arms import ArmOutcome, CanaryComparison, compare_canaries
 from itp.sim.env import PartitionEnv
 from itp.sim.evaluate import episode_seed
 from itp.sim.networks import NETWORK_NAMES, NETWORKS, network_config
@@ -286,7 +287,9 @@ class TaskRecord:
 
     ``expected_time_s`` is the decision-time prediction: the partitioner's ``Decision.expected_time``
     for the adaptive policy (calibrated when the partitioner calibrates its transport model), the
-    production split's prediction for the references.
+    production split's prediction for the references. ``arm``, ``model_version`` and ``reward`` (the
+    adaptive policy only): the canary arm and the model that decided (``Decision.arm``,
+    ``Decision.model_version``) and what ``report_outcome`` returned, for :attr:`AdaptResult.canaries`.
     """
 
     size_bytes: int
@@ -295,6 +298,9 @@ class TaskRecord:
     goodput_bps: float
     success: bool
     expected_time_s: float = math.nan
+    arm: str | None = None
+    model_version: str | None = None
+    reward: float | None = None
 
 
 @dataclass(frozen=True)
@@ -411,6 +417,17 @@ class AdaptResult:
             "late_p95_vs_best": late_p95,
         }
 
+    @property
+    def canaries(self) -> list[CanaryComparison]:
+        """Each canary of the adaptive policy: the candidate's tasks against the current model's inside
+        the candidate's span, by goodput and by reward (:mod:`itp.learning.canary_arms`; the span's
+        "times" are outcome indices). Empty without a canary, or when the records carry no arms."""
+        records = self.records.get(ADAPTIVE, ())
+        return compare_canaries([
+            ArmOutcome(float(i), r.arm, r.model_version, r.goodput_bps, r.completion_time_s, r.reward)
+            for i, r in enumerate(records)
+        ])
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready data (schema ``SCHEMA``; seconds and bit/s)."""
         cfg = dataclasses.asdict(self.config)
@@ -454,6 +471,7 @@ class AdaptResult:
             "checkpoints": checkpoints,
             "events": list(self.events),
             "learner": self.learner,
+            "canaries": [c.to_dict() for c in self.canaries],
             "summary": self.summary(),
         }
 
@@ -488,6 +506,13 @@ class AdaptResult:
 
         def fmt(x: float | None) -> str:
             return "n/a" if x is None else f"{x:.3f}"
+
+        for c in self.canaries:
+            lines.append(
+                f"canary of {c.candidate_version} (outcomes {c.start_s:.0f}-{c.end_s:.0f}; "
+                f"{c.current.tasks} current / {c.candidate.tasks} candidate tasks): goodput candidate / "
+                f"current {c.goodput_ratio_text()}, reward candidate - current {c.reward_difference_text()}"
+            )
 
         guarded = self.config.guard_margin is not None and self.config.guard_exploration
         exploration_note = ", exploration guarded" if guarded else ""
@@ -710,11 +735,12 @@ class _AdaptiveRun:
                 _, _, _, _, info = env.step_decision(SimDecision(d.action, d.bytes_per_stream))
                 # Reported at the decision's own time (a task longer than the decision TTL must not
                 # expire before its outcome); the clock moves on to the next decision afterwards.
-                self._report(task.id, d, info, t0, env, windows)
+                reward = self._report(task.id, d, info, t0, env, windows)
                 self._sim_s = max(self._sim_s, episode_start_s + env.time_s)
                 out.append(TaskRecord(task.size, arrival, float(info["completion_time_s"]),
                                       float(info["goodput_bps"]), bool(info["success"]),
-                                      float(d.expected_time)))
+                                      float(d.expected_time), getattr(d, "arm", None),
+                                      getattr(d, "model_version", None), reward))
                 n = len(out)
                 if progress is not None:
                     progress(n)
@@ -756,7 +782,8 @@ class _AdaptiveRun:
     def _report(
         self, task_id: str, d: Any, info: dict[str, Any], t0_s: float, env: PartitionEnv,
         start_windows: list[float],
-    ) -> None:
+    ) -> float | None:
+        """Report the outcome; returns the reward (None from a partitioner that returns none)."""
         kwargs: dict[str, Any] = {}
         if self.chunk_cls is not None:
             chunks = []
@@ -769,11 +796,12 @@ class _AdaptiveRun:
                                                  int(r.retransmissions), start_windows[i]))
             kwargs["chunks"] = chunks
             self._chunks_since_fit += len(chunks)
-        self.p.report_outcome(
+        reward = self.p.report_outcome(
             task_id, d, throughput_bps=float(info["goodput_bps"]),
             latency_s=float(info["completion_time_s"]), success=bool(info["success"]),
             retransmissions=int(info["retransmissions"]), **kwargs,
         )
+        return float(reward) if isinstance(reward, (int, float)) else None
 
     def close(self, outcome: int) -> dict[str, Any]:
         """Close the learner; returns its final counters."""

@@ -73,3 +73,22 @@ def test_user_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main(["testbed", "run", "--paths", "5"]) == 2
     assert "paths" in capsys.readouterr().err
     assert main(["testbed", "iperf", "--policy", "zzz"]) == 2
+
+
+def test_table_of_a_saved_run_shows_its_canaries(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = fake_run_result(TransportParams(1.0, 14600, True, 0.8))
+    run = tmp_path / "run.json"
+    run.write_text(json.dumps(data))
+    assert main(["testbed", "table", str(run), "--canaries"]) == 0
+    assert "no canary decided tasks" in capsys.readouterr().out  # a run without per-task arms
+    itp_run = next(r for r in data["runs"] if r["policy"] == "itp")
+    for k, t in enumerate(itp_run["tasks"]):  # alternate arms over the session
+        cand = k % 2 == 1
+        t.update(arm="candidate" if cand else "current", model_version="1.0.1" if cand else "1.0.0",
+                 reward=0.5 if cand else 0.25)
+    run.write_text(json.dumps(data))
+    assert main(["testbed", "table", str(run), "--canaries", "--markdown"]) == 0
+    out = capsys.readouterr().out
+    assert "goodput candidate / current" in out and "| 1.0.1 (1.0.0) |" in out and "+0.250 ± 0.000" in out
+    with pytest.raises(SystemExit):
+        main(["testbed", "table", str(run), "--canaries", "--by-repeat"])

@@ -143,6 +143,8 @@ def test_json_schema(result: AdaptResult) -> None:
     assert data["late_run"] == {"start": None, "policies": {}} and result.late_run == {}
     assert data["summary"]["late_goodput_vs_best"] is None and data["summary"]["late_p95_vs_best"] is None
     assert data["learner"]["update_count"] == 0  # retrain_every > outcomes
+    assert data["canaries"] == [] and result.canaries == []  # no retrain, so no canary
+    assert all(r.arm == "current" and r.reward is not None for r in result.records[ADAPTIVE])
     text = result.to_text()
     assert "outcomes 20-24:" in text and "best fixed subset (chosen with hindsight" in text
 
@@ -153,7 +155,10 @@ def test_the_greedy_partitioner_is_the_bundled_model_when_it_does_not_learn() ->
     for a, b in zip(r.records[ADAPTIVE], r.records[BUNDLED], strict=True):
         # Same decisions, hence the same outcomes; the predictions agree to the partitioner's float32
         # stream table.
-        assert dataclasses.replace(a, expected_time_s=0.0) == dataclasses.replace(b, expected_time_s=0.0)
+        assert a.arm == "current" and a.model_version is not None and a.reward is not None
+        assert b.arm is None and b.model_version is None and b.reward is None  # a reference: no learner
+        same = {"expected_time_s": 0.0, "arm": None, "model_version": None, "reward": None}
+        assert dataclasses.replace(a, **same) == dataclasses.replace(b, **same)
         assert a.expected_time_s == pytest.approx(b.expected_time_s, rel=1e-4)
 
 
@@ -321,3 +326,16 @@ def test_a_retrain_that_passes_the_gate_starts_a_canary_on_live_traffic() -> Non
     a, b = run_adaptation(refitting), run_adaptation(refitting)
     assert "canary_started" in [e["event"] for e in a.events]
     assert a.records[ADAPTIVE] == b.records[ADAPTIVE] and a.events == b.events
+    # The canary's candidate decided tasks: its arm is compared with the current one inside its span.
+    started = next(e for e in r.events if e["event"] == "canary_started")
+    canaries = r.canaries
+    assert canaries and canaries[0].candidate_version == started["version"]
+    first = canaries[0]
+    records = r.records[ADAPTIVE]
+    span = records[int(first.start_s): int(first.end_s) + 1]
+    cand = [x for x in span if x.arm == "candidate" and x.model_version == first.candidate_version]
+    assert first.candidate.tasks == len(cand) > 0 and records[int(first.start_s)].arm == "candidate"
+    assert first.current.tasks == sum(x.arm == "current" for x in span)
+    assert first.candidate.mean_goodput_bps == pytest.approx(np.mean([x.goodput_bps for x in cand]))
+    assert json.loads(r.to_json())["canaries"][0]["candidate_version"] == first.candidate_version
+    assert f"canary of {first.candidate_version} (outcomes " in r.to_text()

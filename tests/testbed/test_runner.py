@@ -11,6 +11,7 @@ import pytest
 from testbed_data import TRACES, fake_run_result
 
 from itp.testbed.calibrate import TransportParams
+from itp.testbed.canary import canary_comparisons
 from itp.testbed.host import find_leftovers
 from itp.testbed.runner import (
     BUNDLED_POLICY,
@@ -335,6 +336,15 @@ def test_a_learning_run_continues_one_deployment_across_repeats(real_testbed: No
     assert all(r.learning is None for r in result.runs if r.policy != "itp")
     bundled = [r for r in result.runs if r.policy == "bundled"]
     assert len(bundled) == 2 and all(t.ok and t.action is not None for r in bundled for t in r.tasks)
+    # Every task records who decided it and its reward (baselines: nobody, none); no canary ran, so
+    # there is no canary to compare.
+    for r in result.runs:
+        for t in r.tasks:
+            if r.policy == "rate-proportional":
+                assert t.arm is None and t.model_version is None and t.reward is None
+            else:
+                assert t.arm == "current" and t.model_version is not None and t.reward is not None
+    assert canary_comparisons(result.runs) == []
     assert (learn_dir / "experience.sqlite3").exists() and (learn_dir / "calibration.json").exists()
     _header, rows = repeat_rows(result.runs, cfg.policies)
     assert len(rows) == 2 and rows[1][-2] == "8"
