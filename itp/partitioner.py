@@ -400,6 +400,9 @@ class OutcomeRecord:
         propensity: probability in (0, 1] the behaviour policy gave the executed action (1 for the
             heuristic; see the module docstring), for off-policy corrections.
         chunks: the per-chunk outcomes reported with it (empty when none were).
+        size_bytes: the task's size, bytes (the decision's chunks summed; 0 where a listener's record was
+            made without one). The canary compares its arms within task-size strata
+            (:class:`itp.learning.rollout.CanaryConfig`).
     """
 
     arm: str
@@ -412,6 +415,7 @@ class OutcomeRecord:
     expected_time_s: float
     propensity: float = 1.0
     chunks: tuple[ChunkOutcome, ...] = ()
+    size_bytes: int = 0
 
 
 @dataclass(frozen=True, eq=False)
@@ -1069,6 +1073,7 @@ class TaskPartitioner:
                     expected_time_s=decision.expected_time,
                     propensity=decision.propensity,
                     chunks=checked,
+                    size_bytes=int(sum(decision.bytes_per_stream)),
                 )
             )
         return float(reward)
@@ -1125,7 +1130,7 @@ class TaskPartitioner:
         thr = np.asarray(throughput_bps, dtype=np.float64)
         lat = np.asarray(latency_s, dtype=np.float64)
         ok = np.asarray(success, dtype=bool)
-        for k, (arm, version, source, expected_s, propensity, _) in enumerate(rows):
+        for k, (arm, version, source, expected_s, propensity, _, size_bytes) in enumerate(rows):
             self._notify(
                 OutcomeRecord(
                     arm=arm,
@@ -1138,6 +1143,7 @@ class TaskPartitioner:
                     expected_time_s=expected_s,
                     propensity=propensity,
                     chunks=checked[k] if checked is not None else (),
+                    size_bytes=int(size_bytes),
                 )
             )
         return rewards

@@ -644,6 +644,7 @@ class TaskPartitioner:
                 latency_s=latency,
                 throughput_bps=throughput,
                 expected_time_s=decision.expected_time,
+                size_bytes=int(sum(decision.bytes_per_stream)),
             )
             for listener in self._listeners:
                 try:

@@ -932,3 +932,20 @@ def test_decision_propensities_reach_the_ring() -> None:
     d = h.partition_task(Task("h", 1 << 20))
     h.report_outcome("h", d, throughput_bps=1e8, latency_s=0.5, success=True)
     assert h.ring.drain(10).propensities.tolist() == [1.0]  # type: ignore[union-attr]
+
+
+def test_outcome_records_carry_the_task_size() -> None:
+    """Listeners (the canary compares its arms within size strata) get each task's size, bytes, from a
+    single report, a batch with decisions and a batch of array-decided tasks alike."""
+    seen: list[itp.OutcomeRecord] = []
+    p = _three_streams(TaskPartitioner(None))
+    p.add_outcome_listener(seen.append)
+    d = p.partition_task(Task("one", 123_457))
+    p.report_outcome("one", d, throughput_bps=1e8, latency_s=0.5, success=True)
+    ds = p.partition_tasks([Task("b0", 1), Task("b1", 5 << 30)])
+    p.report_outcomes(["b0", "b1"], ds, throughput_bps=[1e8] * 2, latency_s=[0.5] * 2,
+                      success=np.array([True, False]))
+    p.partition_arrays(["a0", "a1"], [777, 1 << 40], [0.5, 0.5])
+    p.report_outcomes(["a0", "a1"], None, throughput_bps=[1e8] * 2, latency_s=[0.5] * 2,
+                      success=np.array([True, True]))
+    assert [r.size_bytes for r in seen] == [123_457, 1, 5 << 30, 777, 1 << 40]

@@ -512,8 +512,8 @@ class PyPartitioner {
   // Outcome batch, all or nothing: every metric and every (id, decision) is checked before any changes.
   // decisions: a sequence of Decision aligned with task_ids, or None (tasks decided by partition_arrays,
   // which hands out no Decision objects: the id alone identifies them). Returns rewards float64[N]; with
-  // `details`, (rewards, [(arm, model_version, source, expected_time_s, propensity, (rates, rtts)) per
-  // task]) for the outcome listeners and the calibration.
+  // `details`, (rewards, [(arm, model_version, source, expected_time_s, propensity, (rates, rtts),
+  // size_bytes) per task]) for the outcome listeners and the calibration.
   py::object report_outcomes(const py::handle& ids_obj, const py::handle& decisions_obj, const py::handle& thr_obj,
                              const py::handle& lat_obj, const py::handle& succ_obj, const py::handle& retx_obj,
                              bool details) {
@@ -611,10 +611,12 @@ class PyPartitioner {
     py::list rows(n);
     for (std::size_t k = 0; k < n; ++k) {
       const PendingDecision& p = results[k].decision;
+      std::uint64_t size_bytes = 0;
+      for (const std::uint64_t b : p.chunk_bytes) size_bytes += b;
       rows[k] = py::make_tuple(py::handle(Names::get().arms[p.arm]),
                                p.has_model_version ? py::object(py::str(p.model_version)) : py::object(py::none()),
                                py::handle(Names::get().sources[p.source]), p.expected_time_s, p.propensity,
-                               decision_streams(p));
+                               decision_streams(p), size_bytes);
     }
     return py::make_tuple(rewards, rows);
   }
