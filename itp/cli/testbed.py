@@ -474,7 +474,8 @@ def _run_calibrate(args: argparse.Namespace) -> int:
 
 _CANARY_TITLE = (
     "canaries (each candidate's tasks against the current model's, dispatched inside the candidate's span; "
-    "goodput in Mbit/s; [ ] and ± are 95% intervals):"
+    "goodput in Mbit/s; ratio and difference compared within task-size strata, the arms' means pooled; "
+    "[ ] and ± are 95% intervals):"
 )
 
 

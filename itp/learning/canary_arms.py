@@ -16,20 +16,33 @@ and the same mix of tasks, and a difference of means estimates what the candidat
 routed to the candidate grows by stages, so the candidate's tasks lean toward the span's end; both
 measures are pooled over the same tasks, so that lean cannot explain a disagreement between them.
 
-Intervals (95%): the reward difference by Welch's t (Welch-Satterthwaite degrees of freedom); the goodput
-ratio (candidate's mean over the current arm's) on the log scale by the delta method,
-``var(log r) = s_c^2 / (n_c m_c^2) + s_u^2 / (n_u m_u^2)``, with the same quantile.
+Both measures are compared within task-size strata, as the canary's verdict does
+(:mod:`itp.learning.strata`: per-task goodput and reward depend on the task's size far more than on the
+model, and each arm's size mix differs by chance); where no stratum has 2 tasks on each arm, the pooled
+means are compared. Intervals (95%): the reward difference by Welch's t (Welch-Satterthwaite degrees of
+freedom); the goodput ratio (candidate's mean over the current arm's) on the log scale by the delta
+method, with the same quantile. The arms' figures (:class:`ArmFigures`) are the plain, pooled means.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 
+from itp.learning.strata import (
+    DEFAULT_SIZE_STRATA_BYTES,
+    Moments,
+    StratifiedEstimate,
+    check_size_strata,
+    size_stratum,
+    stratified_difference,
+    stratified_ratio,
+)
 from itp.testbed.stats import t_quantile_975
 
 __all__ = ["ArmFigures", "ArmOutcome", "CanaryComparison", "canary_rows", "compare_canaries"]
@@ -46,6 +59,7 @@ class ArmOutcome:
         goodput_bps: ``8 size / completion time``, bit/s (0 for a failed task).
         seconds: completion time, seconds.
         reward: what ``report_outcome`` returned, or None where nothing was reported.
+        size_bytes: the task's size, bytes (its stratum).
     """
 
     decided_s: float
@@ -54,6 +68,7 @@ class ArmOutcome:
     goodput_bps: float
     seconds: float
     reward: float | None
+    size_bytes: int
 
 
 @dataclass(frozen=True)
@@ -89,6 +104,8 @@ class CanaryComparison:
             goodput_ratio_low / goodput_ratio_high: its 95% interval.
         reward_difference: candidate's mean reward minus the current arm's (NaN where undefined);
             reward_half_width: its 95% half-width.
+        estimator: ``"stratified"`` (by task size) or ``"pooled"`` (the goodput ratio's; the reward's is
+            the same unless rewards are missing).
     """
 
     repeat: int
@@ -103,6 +120,7 @@ class CanaryComparison:
     goodput_ratio_high: float
     reward_difference: float
     reward_half_width: float
+    estimator: str = "stratified"
 
     def goodput_ratio_text(self) -> str:
         """``ratio [low, high]``, 3 decimals (``n/a`` where undefined)."""
@@ -132,11 +150,16 @@ class CanaryComparison:
         return out
 
 
-def compare_canaries(tasks: Sequence[ArmOutcome], *, session: int = 0) -> list[CanaryComparison]:
+def compare_canaries(
+    tasks: Sequence[ArmOutcome], *, session: int = 0,
+    size_strata_bytes: Sequence[int] = DEFAULT_SIZE_STRATA_BYTES,
+) -> list[CanaryComparison]:
     """Every candidate that decided tasks of one session, in the order of its first decision.
 
-    Tasks without a candidate arm (no canary ran, or they were recorded without arms) give none.
+    ``size_strata_bytes``: upper bounds of the size strata, bytes (``()``: pooled means). Tasks without
+    a candidate arm (no canary ran, or they were recorded without arms) give none.
     """
+    bounds = check_size_strata(size_strata_bytes, "size_strata_bytes")
     spans: dict[str, list[float]] = {}
     for t in tasks:
         if t.arm == "candidate" and t.model_version is not None and math.isfinite(t.decided_s):
@@ -148,7 +171,7 @@ def compare_canaries(tasks: Sequence[ArmOutcome], *, session: int = 0) -> list[C
         cand = [t for t in inside if t.arm == "candidate" and t.model_version == version]
         cur = [t for t in inside if t.arm == "current"]
         current_versions = tuple(sorted({t.model_version for t in cur}, key=str))
-        out.append(_compare(session, version, current_versions, start, end, cur, cand))
+        out.append(_compare(session, version, current_versions, start, end, cur, cand, bounds))
     return out
 
 
@@ -156,55 +179,72 @@ def _num(x: float, fmt: str) -> str:
     return "n/a" if math.isnan(x) else format(x, fmt)
 
 
-def _figures(tasks: Sequence[ArmOutcome]) -> tuple[ArmFigures, np.ndarray, np.ndarray]:
-    goodput = np.array([t.goodput_bps for t in tasks], dtype=np.float64)
-    rewards = np.array([t.reward for t in tasks if t.reward is not None], dtype=np.float64)
-    figures = ArmFigures(
+def _figures(tasks: Sequence[ArmOutcome]) -> ArmFigures:
+    rewards = [t.reward for t in tasks if t.reward is not None]
+    return ArmFigures(
         tasks=len(tasks),
-        mean_goodput_bps=float(goodput.mean()) if len(goodput) else math.nan,
+        mean_goodput_bps=float(np.mean([t.goodput_bps for t in tasks])) if tasks else math.nan,
         mean_time_s=float(np.mean([t.seconds for t in tasks])) if tasks else math.nan,
-        mean_reward=float(rewards.mean()) if len(rewards) else math.nan,
+        mean_reward=float(np.mean(rewards)) if rewards else math.nan,
         rewarded=len(rewards),
     )
-    return figures, goodput, rewards
 
 
-def _welch(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """(standard error of mean(a) - mean(b), Welch-Satterthwaite degrees of freedom); NaN if undefined."""
-    if len(a) < 2 or len(b) < 2:
-        return math.nan, math.nan
-    va, vb = float(a.var(ddof=1)) / len(a), float(b.var(ddof=1)) / len(b)
-    se = math.sqrt(va + vb)
-    if se == 0.0:
-        return 0.0, float(len(a) + len(b) - 2)
-    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-    return se, df
+def _moments(values: Sequence[float]) -> Moments:
+    a = np.asarray(values, dtype=np.float64)
+    return Moments(len(a), float(a.mean()) if len(a) else 0.0, float(a.var(ddof=1)) if len(a) > 1 else 0.0)
 
 
-def _quantile(df: float) -> float:
-    return t_quantile_975(max(1, int(df))) if math.isfinite(df) else math.nan
+def _by_stratum(
+    tasks: Sequence[ArmOutcome], bounds: tuple[int, ...], value: Callable[[ArmOutcome], float | None]
+) -> list[Moments]:
+    values: list[list[float]] = [[] for _ in range(len(bounds) + 1)]
+    for t in tasks:
+        v = value(t)
+        if v is not None:
+            values[size_stratum(t.size_bytes, bounds)].append(v)
+    return [_moments(v) for v in values]
+
+
+def _estimate(
+    cand: Sequence[ArmOutcome], cur: Sequence[ArmOutcome], bounds: tuple[int, ...],
+    value: Callable[[ArmOutcome], float | None], ratio: bool,
+) -> tuple[StratifiedEstimate, str]:
+    """Stratified where a stratum qualifies, else pooled; (estimate, which)."""
+    estimate = stratified_ratio if ratio else stratified_difference
+    e = estimate(_by_stratum(cand, bounds, value), _by_stratum(cur, bounds, value))
+    if bounds and math.isfinite(e.value):
+        return e, "stratified"
+    (c,), (u,) = _by_stratum(cand, (), value), _by_stratum(cur, (), value)
+    pooled = estimate([c], [u])
+    if math.isnan(pooled.value) and c.n and u.n:  # a point estimate from a single task, no interval
+        point = (c.mean / u.mean if c.mean > 0 and u.mean > 0 else math.nan) if ratio else c.mean - u.mean
+        pooled = StratifiedEstimate(point, math.nan, math.nan, c.mean, u.mean, 0, 0.0)
+    return pooled, "pooled"
+
+
+def _half_width(e: StratifiedEstimate) -> float:
+    """95% half-width: Student's t at the Welch-Satterthwaite df (normal where df is infinite)."""
+    if not math.isfinite(e.se) or math.isnan(e.df):
+        return math.nan
+    q = t_quantile_975(max(1, int(e.df))) if math.isfinite(e.df) else NormalDist().inv_cdf(0.975)
+    return q * e.se
 
 
 def _compare(
     repeat: int, version: str, current_versions: tuple[str | None, ...], start: float, end: float,
-    cur: Sequence[ArmOutcome], cand: Sequence[ArmOutcome],
+    cur: Sequence[ArmOutcome], cand: Sequence[ArmOutcome], bounds: tuple[int, ...],
 ) -> CanaryComparison:
-    f_cur, g_cur, r_cur = _figures(cur)
-    f_cand, g_cand, r_cand = _figures(cand)
-    ratio = low = high = math.nan
-    if len(g_cur) and len(g_cand) and f_cur.mean_goodput_bps > 0 and f_cand.mean_goodput_bps > 0:
-        ratio = f_cand.mean_goodput_bps / f_cur.mean_goodput_bps
-        se, df = _welch(g_cand / f_cand.mean_goodput_bps, g_cur / f_cur.mean_goodput_bps)
-        if math.isfinite(se):
-            q = _quantile(df) * se  # the delta method: se of log(ratio)
-            low, high = ratio * math.exp(-q), ratio * math.exp(q)
-    diff = half = math.nan
-    if len(r_cur) and len(r_cand):
-        diff = f_cand.mean_reward - f_cur.mean_reward
-        se, df = _welch(r_cand, r_cur)
-        half = _quantile(df) * se if math.isfinite(se) else math.nan
+    g, estimator = _estimate(cand, cur, bounds, lambda t: t.goodput_bps, ratio=True)
+    ratio = g.value
+    low = high = math.nan
+    h = _half_width(g)
+    if math.isfinite(ratio) and math.isfinite(h):
+        low, high = ratio * math.exp(-h), ratio * math.exp(h)
+    r, _ = _estimate(cand, cur, bounds, lambda t: t.reward, ratio=False)
     return CanaryComparison(
-        repeat, version, current_versions, start, end, f_cur, f_cand, ratio, low, high, diff, half
+        repeat, version, current_versions, start, end, _figures(cur), _figures(cand), ratio, low, high,
+        r.value, _half_width(r), estimator,
     )
 
 

@@ -51,15 +51,26 @@ Without a current model (heuristic only) the simulator check compares against th
 logged checks are skipped. A failed gate discards the candidate; the reason is recorded.
 
 **Canary** (:class:`CanaryRollout`): the candidate answers a share ``s_k`` of live decisions, stage by
-stage (default 10% -> 50% -> 100%, where 100% means promotion). Per stage, rewards of the two arms are
-accumulated (Welford); with ``n`` outcomes per arm, means ``m``, variances ``v``::
+stage (default 10% -> 50% -> 100%, where 100% means promotion). Per stage, rewards and goodputs of the
+two arms are accumulated (Welford), overall and per task-size stratum (``size_strata_bytes``); with
+``n`` outcomes per arm, means ``m``, variances ``v``::
 
     d  = m_cand - m_cur            se = sqrt(v_cand / n_cand + v_cur / n_cur)
     z  = Phi^-1(confidence)        (one-sided; 0.95 -> 1.645)
 
+where, with strata, ``d`` and ``se`` are the post-stratified difference and its standard error
+(:mod:`itp.learning.strata`: the arms compared within size strata, the strata weighted by their share of
+both arms' tasks; the same quantity without the noise of each arm's chance size mix, which dominated the
+pooled difference on real TCP). The goodput ratio ``g`` (candidate's mean goodput over the current's,
+stratified likewise) has the log-scale standard error ``se_g``.
+
 * **advance** (or promote at the last stage) when ``d - z se > -margin``: not worse than ``margin`` with
-  the given confidence (a one-sided non-inferiority test);
-* **roll back** when ``d + z se < -margin``: worse by more than ``margin`` with that confidence;
+  the given confidence (a one-sided non-inferiority test), and the goodput is not confidently worse
+  (below);
+* **roll back** when ``d + z se < -margin``: worse by more than ``margin`` with that confidence; or,
+  with ``goodput_margin``, when ``log g + z se_g < log(1 - goodput_margin)``: a goodput lower than the
+  current's by more than ``goodput_margin`` with that confidence, whatever the reward says (the reward is
+  not goodput: ``docs/reward.md``);
 * otherwise keep collecting; after ``max_outcomes_per_stage`` outcomes on the candidate arm without a
   verdict, roll back (inconclusive is not good enough to ship).
 
@@ -92,6 +103,15 @@ from itp.learning.offpolicy import (
     epsilon_greedy_probabilities,
     exploring_rows,
 )
+from itp.learning.strata import (
+    DEFAULT_SIZE_STRATA_BYTES,
+    Moments,
+    StratifiedEstimate,
+    check_size_strata,
+    size_stratum,
+    stratified_difference,
+    stratified_ratio,
+)
 from itp.model_loading import LoadedModel
 from itp.ring import TransitionBatch
 
@@ -100,6 +120,7 @@ __all__ = [
     "ArmStats",
     "CanaryConfig",
     "CanaryRollout",
+    "CanaryVerdict",
     "GateConfig",
     "GateResult",
     "holdout_newest",
@@ -538,6 +559,13 @@ class CanaryConfig:
         margin: tolerated loss of mean reward per task (reward units, >= 0).
         min_outcomes_per_stage: outcomes needed on each arm before a verdict (>= 2).
         max_outcomes_per_stage: candidate outcomes after which an undecided stage rolls back.
+        size_strata_bytes: upper bounds of the task-size strata the arms are compared within, bytes,
+            strictly ascending (default < 256 KiB, 256 KiB - 4 MiB, 4 - 64 MiB, >= 64 MiB); ``()``
+            compares the pooled means. Why: :mod:`itp.learning.strata`.
+        goodput_margin: tolerated relative loss of mean goodput (in [0, 1)), or None to judge the reward
+            alone. The reward is not goodput (``docs/reward.md``): a candidate whose goodput is lower than
+            the current's by more than this with the verdict's confidence is rolled back and never
+            advances, whatever its reward.
     """
 
     shares: tuple[float, ...] = (0.1, 0.5, 1.0)
@@ -545,6 +573,8 @@ class CanaryConfig:
     margin: float = 0.05
     min_outcomes_per_stage: int = 200
     max_outcomes_per_stage: int = 20_000
+    size_strata_bytes: tuple[int, ...] = DEFAULT_SIZE_STRATA_BYTES
+    goodput_margin: float | None = 0.05
 
     def __post_init__(self) -> None:
         s = tuple(self.shares)
@@ -559,6 +589,13 @@ class CanaryConfig:
                 "CanaryConfig needs 2 <= min_outcomes_per_stage <= max_outcomes_per_stage, got "
                 f"{self.min_outcomes_per_stage}, {self.max_outcomes_per_stage}"
             )
+        strata = check_size_strata(self.size_strata_bytes, "CanaryConfig.size_strata_bytes")
+        object.__setattr__(self, "size_strata_bytes", strata)
+        g = self.goodput_margin
+        if g is not None and (
+            isinstance(g, bool) or not isinstance(g, (int, float)) or not math.isfinite(g) or not 0 <= g < 1
+        ):
+            raise ValueError(f"CanaryConfig.goodput_margin must be None or a number in [0, 1), got {g!r}")
 
 
 @dataclass
@@ -618,9 +655,38 @@ class ArmStats:
 class _Stage:
     index: int
     share: float
+    strata: int = 1
     arms: dict[str, ArmStats] = field(
         default_factory=lambda: {"current": ArmStats(), "candidate": ArmStats()}
     )
+    by_stratum: dict[str, list[ArmStats]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.by_stratum = {arm: [ArmStats() for _ in range(self.strata)] for arm in self.arms}
+
+
+@dataclass(frozen=True)
+class CanaryVerdict:
+    """A stage's verdict and the estimates behind it (:meth:`CanaryRollout.judge`).
+
+    Attributes:
+        action: ``"advance"``, ``"rollback"`` or ``"wait"``.
+        reward_difference: candidate's mean reward minus the current's (stratified where the config
+            has strata and some stratum qualifies), NaN before a verdict is possible; reward_se: its
+            standard error.
+        goodput_ratio: candidate's mean goodput over the current's (stratified likewise), NaN where
+            unknown or not judged; goodput_log_se: the standard error of its logarithm.
+        estimator: ``"stratified"`` or ``"pooled"`` (the reward's).
+        why: what decided a rollback (``"reward"``, ``"goodput"``, ``"inconclusive"``), else ``""``.
+    """
+
+    action: str
+    reward_difference: float = math.nan
+    reward_se: float = math.nan
+    goodput_ratio: float = math.nan
+    goodput_log_se: float = math.nan
+    estimator: str = "pooled"
+    why: str = ""
 
 
 class CanaryRollout:
@@ -643,7 +709,7 @@ class CanaryRollout:
         self.config = config
         self._z = NormalDist().inv_cdf(config.confidence)
         self._lock = threading.Lock()
-        self._stage = _Stage(0, config.shares[0])
+        self._stage = self._new_stage(0)
         self._fault: str | None = None
         self.state = "running"  # running | promoted | rolled_back
         self.reason = ""
@@ -659,8 +725,11 @@ class CanaryRollout:
         if arm == "candidate" and record.model_version != self.candidate.version:
             return
         goodput = float(record.throughput_bps)
+        reward, success = float(record.reward), bool(record.success)
+        k = size_stratum(int(getattr(record, "size_bytes", 0)), self.config.size_strata_bytes)
         with self._lock:
-            self._stage.arms[arm].add(float(record.reward), bool(record.success), goodput)
+            self._stage.arms[arm].add(reward, success, goodput)
+            self._stage.by_stratum[arm][k].add(reward, success, goodput)
 
     def on_fault(self, arm: str, cause: str, version: str | None) -> None:
         """Fault listener: a candidate fault rolls back at the next :meth:`step` (and stops routing now)."""
@@ -674,22 +743,63 @@ class CanaryRollout:
 
     # ------------------------------------------------------------------------------- verdicts
     def verdict(self) -> tuple[str, float, float]:
-        """(``"advance"``/``"rollback"``/``"wait"``, d, se) for the current stage's statistics."""
+        """(``"advance"``/``"rollback"``/``"wait"``, reward difference, its se): :meth:`judge`, short."""
+        v = self.judge()
+        return v.action, v.reward_difference, v.reward_se
+
+    def judge(self) -> CanaryVerdict:
+        """The current stage's verdict (module docstring): the reward's non-inferiority decides, and a
+        goodput confidently worse than ``1 - goodput_margin`` times the current's rolls back."""
+        cfg = self.config
         with self._lock:
             cur, cand = self._stage.arms["current"], self._stage.arms["candidate"]
-            n_min = min(cur.n, cand.n)
-            if n_min < self.config.min_outcomes_per_stage:
-                if cand.n >= self.config.max_outcomes_per_stage:
-                    return "rollback", math.nan, math.nan
-                return "wait", math.nan, math.nan
-            d = cand.mean - cur.mean
-            se = math.sqrt(cand.variance / cand.n + cur.variance / cur.n)
-            zse = self._z * se
-            if d - zse > -self.config.margin:
-                return "advance", d, se
-            if d + zse < -self.config.margin or cand.n >= self.config.max_outcomes_per_stage:
-                return "rollback", d, se
-            return "wait", d, se
+            if min(cur.n, cand.n) < cfg.min_outcomes_per_stage:
+                if cand.n >= cfg.max_outcomes_per_stage:
+                    return CanaryVerdict("rollback", why="inconclusive")
+                return CanaryVerdict("wait")
+            strata = {a: list(v) for a, v in self._stage.by_stratum.items()}
+        reward = stratified_difference(
+            [Moments(s.n, s.mean, s.variance) for s in strata["candidate"]],
+            [Moments(s.n, s.mean, s.variance) for s in strata["current"]],
+        )
+        estimator = "stratified"
+        if len(strata["current"]) < 2 or not math.isfinite(reward.value):
+            estimator = "pooled"
+            reward = stratified_difference(
+                [Moments(cand.n, cand.mean, cand.variance)], [Moments(cur.n, cur.mean, cur.variance)]
+            )
+        d, se = reward.value, reward.se
+        ratio = log_se = math.nan
+        goodput_worse = False
+        if cfg.goodput_margin is not None:
+            g = self._goodput_ratio(strata, cur, cand)
+            ratio, log_se = g.value, g.se
+            if math.isfinite(ratio) and math.isfinite(log_se):
+                goodput_worse = math.log(ratio) + self._z * log_se < math.log(1.0 - cfg.goodput_margin)
+        zse = self._z * se
+        if d - zse > -cfg.margin and not goodput_worse:
+            action, why = "advance", ""
+        elif d + zse < -cfg.margin:
+            action, why = "rollback", "reward"
+        elif goodput_worse:
+            action, why = "rollback", "goodput"
+        elif cand.n >= cfg.max_outcomes_per_stage:
+            action, why = "rollback", "inconclusive"
+        else:
+            action, why = "wait", ""
+        return CanaryVerdict(action, d, se, ratio, log_se, estimator, why)
+
+    @staticmethod
+    def _goodput_ratio(
+        strata: dict[str, list[ArmStats]], cur: ArmStats, cand: ArmStats
+    ) -> StratifiedEstimate:
+        def moments(arm: list[ArmStats]) -> list[Moments]:
+            return [Moments(s.goodput_n, s.goodput_mean, s.goodput_variance) for s in arm]
+
+        g = stratified_ratio(moments(strata["candidate"]), moments(strata["current"]))
+        if len(strata["current"]) < 2 or not math.isfinite(g.value):
+            g = stratified_ratio(moments([cand]), moments([cur]))
+        return g
 
     def step(self) -> str:
         """Act on the statistics: advance, promote or roll back. Returns the state afterwards."""
@@ -700,26 +810,35 @@ class CanaryRollout:
         if fault is not None:
             self._finish("rolled_back", f"candidate {self.candidate.version} faulted ({fault})")
             return self.state
-        action, d, se = self.verdict()
-        if action == "wait":
+        v = self.judge()
+        if v.action == "wait":
             return self.state
-        stats = self.stats()
-        if action == "rollback":
-            why = (
-                f"candidate worse than current at share {self._stage.share:.0%}: reward difference "
-                f"{d:.4f} +- {self._z * se:.4f} < -{self.config.margin}"
-                if math.isfinite(d)
-                else f"no verdict after {self.config.max_outcomes_per_stage} outcomes"
-            )
+        d, se = v.reward_difference, v.reward_se
+        stats = {**self.stats(), "d": d, "se": se, "estimator": v.estimator,
+                 "goodput_ratio": v.goodput_ratio if math.isfinite(v.goodput_ratio) else None,
+                 "goodput_log_se": v.goodput_log_se if math.isfinite(v.goodput_log_se) else None}
+        share = f"at share {self._stage.share:.0%}"
+        if v.action == "rollback":
+            if v.why == "reward":
+                why = (f"candidate worse than current {share}: reward difference {d:.4f} "
+                       f"+- {self._z * se:.4f} < -{self.config.margin} ({v.estimator})")
+            elif v.why == "goodput":
+                why = (f"candidate's goodput worse than current's {share}: ratio {v.goodput_ratio:.3f}, "
+                       f"upper bound {v.goodput_ratio * math.exp(self._z * v.goodput_log_se):.3f} < "
+                       f"{1.0 - (self.config.goodput_margin or 0.0):.3f}")
+            else:
+                why = f"no verdict after {self.config.max_outcomes_per_stage} outcomes"
             self._finish("rolled_back", why, stats)
             return self.state
-        self.stages_passed.append({**stats, "d": d, "se": se})
+        self.stages_passed.append(stats)
         nxt = self._stage.index + 1
         if nxt >= len(self.config.shares) or self.config.shares[nxt] >= 1.0:
-            self._finish("promoted", f"not worse at every stage (last: d={d:.4f}, se={se:.4f})", stats)
+            goodput = f", goodput x{v.goodput_ratio:.3f}" if math.isfinite(v.goodput_ratio) else ""
+            reason = f"not worse at every stage (last: d={d:.4f}, se={se:.4f}{goodput})"
+            self._finish("promoted", reason, stats)
             return self.state
         with self._lock:
-            self._stage = _Stage(nxt, self.config.shares[nxt])
+            self._stage = self._new_stage(nxt)
         self._p.set_candidate(self.candidate, self._stage.share)
         logger.info(
             "canary: candidate %s advances to share %.0f%%", self.candidate.version, 100 * self._stage.share,
@@ -755,6 +874,9 @@ class CanaryRollout:
                 },
             )
 
+    def _new_stage(self, index: int) -> _Stage:
+        return _Stage(index, self.config.shares[index], len(self.config.size_strata_bytes) + 1)
+
     # ---------------------------------------------------------------------------------- views
     @property
     def share(self) -> float:
@@ -763,12 +885,22 @@ class CanaryRollout:
 
     def stats(self) -> dict[str, Any]:
         """Per-arm statistics of the current stage."""
+        bounds = self.config.size_strata_bytes
         with self._lock:
-            return {
+            out: dict[str, Any] = {
                 "stage": self._stage.index,
                 "share": self._stage.share,
                 "arms": {arm: s.as_dict() for arm, s in self._stage.arms.items()},
             }
+            if bounds:
+                out["strata"] = [
+                    {
+                        "below_bytes": bounds[k] if k < len(bounds) else None,
+                        **{arm: self._stage.by_stratum[arm][k].as_dict() for arm in self._stage.arms},
+                    }
+                    for k in range(len(bounds) + 1)
+                ]
+            return out
 
 
 def holdout_split(n: int, fraction: float, seed: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:

@@ -424,7 +424,8 @@ class AdaptResult:
         "times" are outcome indices). Empty without a canary, or when the records carry no arms."""
         records = self.records.get(ADAPTIVE, ())
         return compare_canaries([
-            ArmOutcome(float(i), r.arm, r.model_version, r.goodput_bps, r.completion_time_s, r.reward)
+            ArmOutcome(float(i), r.arm, r.model_version, r.goodput_bps, r.completion_time_s, r.reward,
+                       r.size_bytes)
             for i, r in enumerate(records)
         ])
 

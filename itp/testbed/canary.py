@@ -24,7 +24,9 @@ def canary_comparisons(runs: Sequence[PolicyRun]) -> list[CanaryComparison]:
     out: list[CanaryComparison] = []
     for run in sorted(runs, key=lambda r: (r.repeat, r.policy)):
         tasks = [
-            ArmOutcome(t.dispatched_s, t.arm, t.model_version, t.goodput_bps, t.seconds, t.reward)
+            ArmOutcome(
+                t.dispatched_s, t.arm, t.model_version, t.goodput_bps, t.seconds, t.reward, t.size_bytes
+            )
             for t in run.tasks
         ]
         out += compare_canaries(tasks, session=run.repeat)

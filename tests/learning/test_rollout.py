@@ -21,7 +21,7 @@ from itp.learning.rollout import (
     td_error_mse,
 )
 from itp.model_loading import load_model
-from itp.partitioner import Decision, Task
+from itp.partitioner import Decision, OutcomeRecord, Task
 from itp.ring import TransitionBatch
 from itp.sim import SimConfig
 
@@ -184,9 +184,97 @@ def test_canary_config_validation() -> None:
         {"confidence": 0.4},
         {"margin": -1.0},
         {"min_outcomes_per_stage": 1},
+        {"goodput_margin": 1.0},
+        {"goodput_margin": -0.1},
+        {"goodput_margin": math.nan},
+        {"size_strata_bytes": (4096, 1024)},
     ):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="CanaryConfig"):
             CanaryConfig(**bad)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"CanaryConfig\.size_strata_bytes"):
+        CanaryConfig(size_strata_bytes=(1.5,))  # type: ignore[arg-type]
+    assert CanaryConfig(size_strata_bytes=[10, 20]).size_strata_bytes == (10, 20)  # type: ignore[arg-type]
+
+
+SMALL, LARGE = 64 << 10, 16 << 20
+
+
+def _record(arm: str, version: str, size_bytes: int, reward: float, goodput_bps: float) -> OutcomeRecord:
+    return OutcomeRecord(arm, version, "model", reward, True, 0.1, goodput_bps, 0.1, size_bytes=size_bytes)
+
+
+def _feed_mixed(canary: CanaryRollout, rng: np.random.Generator, n: int, large_share: dict[str, float],
+                delta_reward: float, goodput_factor: float) -> None:
+    """``n`` outcomes per arm. A task's reward and goodput depend on its size (small: reward 0.5, 8
+    Mbit/s; large: 2.0, 80 Mbit/s) far more than on its arm; the candidate adds ``delta_reward`` and
+    multiplies the goodput by ``goodput_factor``; each arm draws large tasks with its own share."""
+    for arm, version in (("current", "1.0.0"), ("candidate", "1.0.1")):
+        for _ in range(n):
+            large = rng.random() < large_share[arm]
+            reward = (2.0 if large else 0.5) + rng.normal(0.0, 0.1)
+            goodput = (80e6 if large else 8e6) * rng.lognormal(0.0, 0.1)
+            if arm == "candidate":
+                reward, goodput = reward + delta_reward, goodput * goodput_factor
+            canary.on_outcome(_record(arm, version, LARGE if large else SMALL, reward, goodput))
+
+
+def test_the_verdict_compares_the_arms_within_size_strata(tmp_path: Path) -> None:
+    """The candidate is worse on every task size (reward -0.2) but its arm drew more large tasks (whose
+    reward is higher whatever the model): pooled means call it better, the stratified verdict rolls it
+    back. The pooled canary (``size_strata_bytes=()``, the old behaviour) is fooled."""
+    cand = load_model(write_constant_model(tmp_path / "b.onnx", 14, version="1.0.1"))
+    mix = {"current": 0.3, "candidate": 0.6}
+    verdicts = {}
+    for strata in ((), (1 << 20,)):
+        p = make_partitioner(write_constant_model(tmp_path / "a.onnx", 14, version="1.0.0"))
+        config = CanaryConfig(shares=(0.5, 1.0), min_outcomes_per_stage=100, size_strata_bytes=strata,
+                              goodput_margin=None)
+        canary = CanaryRollout(p, cand, config)
+        _feed_mixed(canary, np.random.default_rng(3), 300, mix, delta_reward=-0.2, goodput_factor=1.0)
+        verdicts[strata] = canary.judge()
+        canary.step()
+        if strata:
+            assert canary.state == "rolled_back" and "stratified" in canary.reason, canary.reason
+            assert p.candidate is None and p.model is not None and p.model.version == "1.0.0"
+    pooled, stratified = verdicts[()], verdicts[(1 << 20,)]
+    assert pooled.action == "advance" and pooled.estimator == "pooled" and pooled.reward_difference > 0.2
+    assert stratified.action == "rollback" and stratified.why == "reward"
+    assert stratified.estimator == "stratified"
+    assert stratified.reward_difference == pytest.approx(-0.2, abs=0.03)
+    assert stratified.reward_se < pooled.reward_se
+
+
+def test_a_candidate_whose_goodput_is_worse_is_rolled_back_whatever_its_reward(tmp_path: Path) -> None:
+    cand = load_model(write_constant_model(tmp_path / "b.onnx", 14, version="1.0.1"))
+    mix = {"current": 0.5, "candidate": 0.5}
+    outcomes = {}
+    for goodput_margin in (None, 0.05):
+        p = make_partitioner(write_constant_model(tmp_path / "a.onnx", 14, version="1.0.0"))
+        config = CanaryConfig(shares=(0.5, 1.0), min_outcomes_per_stage=100, goodput_margin=goodput_margin)
+        canary = CanaryRollout(p, cand, config)
+        # The reward says +0.1; the goodput is 20% lower on every size.
+        _feed_mixed(canary, np.random.default_rng(4), 200, mix, delta_reward=0.1, goodput_factor=0.8)
+        v = canary.judge()
+        assert v.goodput_ratio == pytest.approx(0.8, abs=0.03) if goodput_margin is not None else True
+        outcomes[goodput_margin] = (v, canary.step(), canary.reason)
+    assert outcomes[None][1] == "promoted"  # the reward alone promotes it
+    v, state, reason = outcomes[0.05]
+    assert v.action == "rollback" and v.why == "goodput" and state == "rolled_back"
+    assert "goodput worse" in reason
+
+
+def test_a_stage_record_keeps_the_strata_and_the_estimates(tmp_path: Path) -> None:
+    p = make_partitioner(write_constant_model(tmp_path / "a.onnx", 14, version="1.0.0"))
+    cand = load_model(write_constant_model(tmp_path / "b.onnx", 14, version="1.0.1"))
+    canary = CanaryRollout(p, cand, CanaryConfig(shares=(0.5, 1.0), min_outcomes_per_stage=100))
+    _feed_mixed(canary, np.random.default_rng(5), 150, {"current": 0.5, "candidate": 0.5}, 0.0, 1.0)
+    assert canary.step() == "promoted"
+    (stage,) = canary.stages_passed
+    assert stage["estimator"] == "stratified" and stage["goodput_ratio"] == pytest.approx(1.0, abs=0.05)
+    strata = stage["strata"]
+    assert [s["below_bytes"] for s in strata] == [*CanaryConfig().size_strata_bytes, None]
+    assert sum(s["current"]["n"] for s in strata) == 150 and strata[0]["candidate"]["n"] > 40
+    assert strata[3]["current"]["n"] == 0 and strata[3]["current"]["mean_goodput_bps"] is None
     with pytest.raises(ValueError, match="episodes"):
         GateConfig(episodes=0)
 

@@ -8,6 +8,7 @@ import random
 
 import pytest
 
+from itp.learning.canary_arms import ArmOutcome, compare_canaries
 from itp.testbed.canary import canary_comparisons, canary_rows
 from itp.testbed.runner import PolicyRun, TaskResult, render_table, runs_from_dict
 
@@ -16,12 +17,12 @@ MB = 1_000_000
 
 def _task(
     name: str, dispatched_s: float, goodput_bps: float, arm: str | None, version: str | None,
-    reward: float | None, ok: bool = True,
+    reward: float | None, ok: bool = True, size_bytes: int = MB,
 ) -> TaskResult:
-    seconds = 8.0 * MB / goodput_bps if ok else 5.0
+    seconds = 8.0 * size_bytes / goodput_bps if ok else 5.0
     return TaskResult(
-        name, MB, dispatched_s, ok, seconds, goodput_bps if ok else 0.0, dispatched_s, (MB,), 0, 1.0,
-        arm, version, reward,
+        name, size_bytes, dispatched_s, ok, seconds, goodput_bps if ok else 0.0, dispatched_s, (size_bytes,),
+        0, 1.0, arm, version, reward,
     )
 
 
@@ -126,3 +127,30 @@ def test_the_goodput_ratio_interval_covers_the_true_ratio_about_95_percent_of_th
         c = canary_comparisons([_run(tasks, repeat=k)])[0]
         covered += c.goodput_ratio_low <= 1.1 <= c.goodput_ratio_high
     assert 0.88 * 400 <= covered <= 0.99 * 400
+
+
+def test_the_arms_are_compared_within_task_sizes() -> None:
+    """The candidate is no better on any size, but its arm drew most of the large tasks (80 Mbit/s and
+    reward 2 against 8 Mbit/s and 0.5 for small ones, whatever the model). Pooled means credit the
+    candidate with the draw; the stratified comparison reads no difference."""
+    rng = random.Random(2)
+    tasks = []
+    for i in range(200):
+        cand = i % 2 == 1
+        large = rng.random() < (0.7 if cand else 0.3)
+        size = 16 * MB if large else 64_000
+        noise = math.exp(rng.gauss(0.0, 0.1))
+        arm, version = ("candidate", "1.0.1") if cand else ("current", "1.0.0")
+        reward = (2.0 if large else 0.5) + rng.gauss(0.0, 0.1)
+        tasks.append(_task(f"t{i}", float(i), (80e6 if large else 8e6) * noise, arm, version, reward,
+                           size_bytes=size))
+    (c,) = canary_comparisons([_run(tasks)])
+    assert c.estimator == "stratified"
+    assert c.goodput_ratio_low < 1.0 < c.goodput_ratio_high
+    assert abs(c.reward_difference) < c.reward_half_width
+    assert c.candidate.mean_goodput_bps > 1.5 * c.current.mean_goodput_bps  # the pooled figures
+    pooled = compare_canaries(
+        [ArmOutcome(t.dispatched_s, t.arm, t.model_version, t.goodput_bps, t.seconds, t.reward, t.size_bytes)
+         for t in tasks], size_strata_bytes=(),
+    )[0]
+    assert pooled.estimator == "pooled" and pooled.goodput_ratio_low > 1.5 and pooled.reward_difference > 0.4
