@@ -53,7 +53,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -392,9 +392,16 @@ class OnlineLearner:
             logger.error("online learner: interrupted canary of %s not resumed: %s", version, exc)
             self.registry.record("canary_not_resumed", version=version, error=str(exc))
             return
+        evidence = last.get("evidence")
         with self._rollout_lock:
-            self.start_canary(candidate, resumed=True)
-        logger.info("online learner: resumed the interrupted canary of %s", version,
+            try:
+                canary = self.start_canary(candidate, resumed=True, evidence=evidence)
+            except ValueError as exc:  # counted under other settings, or damaged: start over
+                logger.warning("online learner: the interrupted canary of %s starts over: %s", version, exc)
+                self.registry.record("canary_evidence_dropped", version=version, error=str(exc))
+                canary = self.start_canary(candidate, resumed=True)
+        logger.info("online learner: resumed the interrupted canary of %s (%d candidate outcomes carried)",
+                    version, canary.candidate_outcomes,
                     extra={"event": "canary_resumed", "model_version": version})
 
     def wait_for_retrain(self, timeout_s: float, *, start_due: bool = False) -> bool:
@@ -473,13 +480,17 @@ class OnlineLearner:
         with self._rollout_lock:  # after the thread stopped: it cannot finish this canary as a rollback
             canary = self._canary
             if canary is not None:
+                evidence = canary.evidence()
                 canary.abort("the online learner was closed")
-                # resumable: the next learner on this registry canaries the same candidate again from its
-                # first stage (a deployment that runs one process per batch must not lose gated
-                # candidates); once only, so a canary that never decides cannot stall retraining forever.
+                # resumable: the next learner on this registry continues this canary from its evidence
+                # (its stage and both arms' counts; a deployment that runs one process per batch must not
+                # lose gated candidates, nor the outcomes that judge them). The counts grow toward a
+                # verdict, bounded by max_outcomes_per_stage; a resumed canary that counted nothing in
+                # its process is not resumed again, so a canary without traffic cannot stall retraining.
                 self.registry.record(
                     "canary_aborted", version=canary.candidate.version, reason="learner closed",
-                    resumable=not self._canary_resumed,
+                    resumable=not self._canary_resumed or canary.candidate_outcomes_counted > 0,
+                    evidence=evidence,
                 )
                 self._canary = None
         self._closed = True
@@ -834,13 +845,23 @@ class OnlineLearner:
         )
         self.start_canary(candidate)
 
-    def start_canary(self, candidate: LoadedModel, *, resumed: bool = False) -> CanaryRollout:
+    def start_canary(
+        self, candidate: LoadedModel, *, resumed: bool = False, evidence: Mapping[str, Any] | None = None
+    ) -> CanaryRollout:
         """Canary a verified candidate now (also used by tests and operators with a hand-made model);
-        ``resumed``: it continues a canary an earlier learner's close interrupted (not resumed again)."""
-        canary = CanaryRollout(self._p, candidate, self.config.canary)
+        ``resumed``: it continues a canary an earlier learner's close interrupted; ``evidence``: what that
+        canary had gathered (:meth:`CanaryRollout.evidence`), to continue from.
+
+        Raises:
+            ValueError: ``evidence`` does not fit this candidate and config (nothing started).
+        """
+        canary = CanaryRollout(self._p, candidate, self.config.canary, evidence=evidence)
         self._canary = canary
         self._canary_resumed = resumed
-        self.registry.record("canary_started", version=candidate.version, share=canary.share, resumed=resumed)
+        self.registry.record(
+            "canary_started", version=candidate.version, share=canary.share, resumed=resumed,
+            carried_outcomes=canary.candidate_outcomes if evidence is not None else 0,
+        )
         return canary
 
     def step_canary(self) -> str | None:

@@ -84,7 +84,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import NormalDist
@@ -638,6 +638,33 @@ class ArmStats:
         """Sample variance of the goodputs, (bit/s)^2 (0 for fewer than 2)."""
         return self.goodput_m2 / (self.goodput_n - 1) if self.goodput_n > 1 else 0.0
 
+    def state(self) -> list[float]:
+        """The running sums, to carry an interrupted canary's evidence to the next process
+        (:meth:`from_state`): n, mean, m2, successes, goodput_n, goodput_mean, goodput_m2."""
+        return [
+            self.n, self.mean, self.m2, self.successes, self.goodput_n, self.goodput_mean, self.goodput_m2
+        ]
+
+    @classmethod
+    def from_state(cls, values: Any, field: str) -> ArmStats:
+        """The inverse of :meth:`state`.
+
+        Raises:
+            ValueError: naming ``field``, where ``values`` is not 7 finite numbers with counts that are
+                ints >= 0, successes <= n and sums of squares >= 0.
+        """
+        try:
+            v = [float(x) for x in values]
+        except (TypeError, ValueError):
+            raise ValueError(f"{field} must be 7 numbers, got {values!r}") from None
+        counts = (v[0], v[3], v[4]) if len(v) == 7 else ()
+        if (
+            len(v) != 7 or not all(math.isfinite(x) for x in v)
+            or any(c < 0 or c != int(c) for c in counts) or v[3] > v[0] or v[2] < 0 or v[6] < 0
+        ):
+            raise ValueError(f"{field} must be 7 finite running sums (counts ints >= 0), got {values!r}")
+        return cls(int(v[0]), v[1], v[2], int(v[3]), int(v[4]), v[5], v[6])
+
     def as_dict(self) -> dict[str, float | None]:
         """n, mean reward, variance, success rate, mean goodput (bit/s; None without one) and its
         variance."""
@@ -699,10 +726,17 @@ class CanaryRollout:
         partitioner: the live ``TaskPartitioner``.
         candidate: the candidate model (already verified).
         config: canary settings.
+        evidence: what an interrupted canary of this candidate had gathered (:meth:`evidence`), to
+            continue from its stage and counts instead of starting over; None starts at the first stage.
+
+    Raises:
+        ValueError: ``evidence`` is malformed or was counted under other shares or size strata (naming
+            the field); nothing is routed to the candidate then.
     """
 
     def __init__(
-        self, partitioner: Any, candidate: LoadedModel, config: CanaryConfig = CanaryConfig()
+        self, partitioner: Any, candidate: LoadedModel, config: CanaryConfig = CanaryConfig(),
+        evidence: Mapping[str, Any] | None = None,
     ) -> None:
         self._p = partitioner
         self.candidate = candidate
@@ -714,7 +748,74 @@ class CanaryRollout:
         self.state = "running"  # running | promoted | rolled_back
         self.reason = ""
         self.stages_passed: list[dict[str, Any]] = []
+        #: candidate outcomes this object counted (not restored ones): did this process add evidence?
+        self.candidate_outcomes_counted = 0
+        if evidence is not None:
+            self._restore(evidence)
         partitioner.set_candidate(candidate, self._stage.share)
+
+    def evidence(self) -> dict[str, Any]:
+        """What this canary has gathered, JSON-ready, for a later :class:`CanaryRollout` of the same
+        candidate (``evidence=``): the stage, its arms' running sums overall and per size stratum, the
+        stages passed, and the shares and strata they were counted under.
+
+        Why: a deployment that runs one process per batch (``itp send --learn``) ends its learner before
+        a canary has the outcomes for a verdict; starting over in the next process throws that evidence
+        away, so a canary could be cut by every session end and never decide. Carried over, the counts
+        accumulate until a verdict (bounded by ``max_outcomes_per_stage``). Both arms are counted in
+        every session, so what they are compared on stays paired.
+        """
+        with self._lock:
+            return {
+                "candidate_version": self.candidate.version,
+                "shares": list(self.config.shares),
+                "size_strata_bytes": list(self.config.size_strata_bytes),
+                "stage": self._stage.index,
+                "arms": {arm: s.state() for arm, s in self._stage.arms.items()},
+                "by_stratum": {arm: [s.state() for s in v] for arm, v in self._stage.by_stratum.items()},
+                "stages_passed": list(self.stages_passed),
+            }
+
+    def _restore(self, evidence: Mapping[str, Any]) -> None:
+        cfg = self.config
+        if not isinstance(evidence, Mapping):
+            raise ValueError(f"evidence must be a mapping, got {type(evidence).__name__}")
+        if evidence.get("candidate_version") != self.candidate.version:
+            raise ValueError(
+                f"evidence.candidate_version {evidence.get('candidate_version')!r} is not the candidate "
+                f"{self.candidate.version!r}"
+            )
+        for key, want in (("shares", list(cfg.shares)), ("size_strata_bytes", list(cfg.size_strata_bytes))):
+            if evidence.get(key) != want:
+                raise ValueError(f"evidence.{key} {evidence.get(key)!r} differs from the config's {want!r}")
+        index = evidence.get("stage")
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(cfg.shares):
+            raise ValueError(f"evidence.stage must be a stage index of the config, got {index!r}")
+        stage = self._new_stage(index)
+        arms, by_stratum = evidence.get("arms"), evidence.get("by_stratum")
+        if not isinstance(arms, Mapping) or not isinstance(by_stratum, Mapping):
+            raise ValueError("evidence.arms and evidence.by_stratum must be mappings")
+        for arm in stage.arms:
+            stage.arms[arm] = ArmStats.from_state(arms.get(arm), f"evidence.arms.{arm}")
+            per = by_stratum.get(arm)
+            if not isinstance(per, Sequence) or len(per) != stage.strata:
+                raise ValueError(f"evidence.by_stratum.{arm} must hold {stage.strata} strata, got {per!r}")
+            stage.by_stratum[arm] = [
+                ArmStats.from_state(v, f"evidence.by_stratum.{arm}[{k}]") for k, v in enumerate(per)
+            ]
+            if sum(x.n for x in stage.by_stratum[arm]) != stage.arms[arm].n:
+                raise ValueError(f"evidence.by_stratum.{arm} does not add up to evidence.arms.{arm}")
+        passed = evidence.get("stages_passed", [])
+        if not isinstance(passed, list) or len(passed) != index:
+            raise ValueError(f"evidence.stages_passed must list the {index} stages passed, got {passed!r}")
+        self._stage = stage
+        self.stages_passed = list(passed)
+
+    @property
+    def candidate_outcomes(self) -> int:
+        """Outcomes counted on the candidate arm in the current stage."""
+        with self._lock:
+            return self._stage.arms["candidate"].n
 
     # ------------------------------------------------------------------------------- feeding
     def on_outcome(self, record: Any) -> None:
@@ -726,6 +827,8 @@ class CanaryRollout:
             return
         goodput = float(record.throughput_bps)
         reward, success = float(record.reward), bool(record.success)
+        if arm == "candidate":
+            self.candidate_outcomes_counted += 1
         k = size_stratum(int(getattr(record, "size_bytes", 0)), self.config.size_strata_bytes)
         with self._lock:
             self._stage.arms[arm].add(reward, success, goodput)

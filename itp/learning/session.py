@@ -23,8 +23,9 @@ Retraining needs torch (the ``train`` extra); without it experience is still col
 (``OnlineLearner`` reports why). ``close(wait_for_retrain_s=...)`` lets a running retrain, or one the last
 outcomes made due, finish and its gate verdict be recorded; one still running at the close is cancelled
 (its rows stay in the store and count towards the next retrain, which then starts in the next session). A
-candidate whose canary the close interrupts is canaried again, from its first stage, by the next session
-(``OnlineLearner`` resumes it from the registry's history).
+candidate whose canary the close interrupts is canaried again by the next session, continuing from the
+stage and the counts the interrupted canary had gathered (``OnlineLearner`` resumes it from the
+registry's history), so a canary needs the outcomes of a verdict over all sessions, not in one.
 """
 
 from __future__ import annotations

@@ -320,17 +320,89 @@ def test_a_canary_interrupted_by_close_resumes_in_the_next_learner(tmp_path: Pat
         assert learner3.canary is None and p3.get_metrics().model_version == "1.0.1"
 
 
-def test_an_interrupted_canary_is_resumed_once(tmp_path: Path) -> None:
+def test_a_resumed_canary_that_counted_nothing_is_not_resumed_again(tmp_path: Path) -> None:
     cfg, registry = _closed_during_a_canary(tmp_path)
     p2 = make_partitioner(None)
     learner2 = OnlineLearner(p2, registry=tmp_path / "models", config=cfg)
     assert learner2.canary is not None
-    learner2.close()  # interrupted again, before a verdict
+    learner2.close()  # interrupted again, before a verdict and without a single outcome
     last = registry.history()[-1]
     assert last["event"] == "canary_aborted" and last["resumable"] is False
     p3 = make_partitioner(None)
     with OnlineLearner(p3, registry=tmp_path / "models", config=cfg) as learner3:
         assert learner3.canary is None and p3.get_metrics().model_version == "1.0.0"
+
+
+def _step_through(learner: OnlineLearner, p: object, n: int, prefix: str) -> int:
+    """Report up to ``n`` tasks one at a time, stepping the canary after each; returns how many ran
+    before the canary ended (``n`` if it did not)."""
+    for k in range(n):
+        run_traffic(p, 1, prefix=f"{prefix}{k}-")  # type: ignore[arg-type]
+        if learner.step_canary() != "running":
+            return k + 1
+    return n
+
+
+def test_an_interrupted_canary_carries_its_evidence_to_the_next_learner(tmp_path: Path) -> None:
+    """70 tasks cannot give a verdict that needs 40 outcomes on each arm; closed there, the next learner
+    continues from the same counts and decides within fewer tasks than starting over needs (80)."""
+    cfg = tiny_config(poll_interval_s=3600.0,
+                      canary=CanaryConfig(shares=(0.5, 1.0), min_outcomes_per_stage=40, margin=0.1))
+    p = make_partitioner(write_constant_model(tmp_path / "a.onnx", 14, version="1.0.0"), seed=3)
+    learner = OnlineLearner(p, registry=tmp_path / "models", config=cfg)
+    version = learner.registry.publish(write_constant_model(tmp_path / "b.onnx", 14), "1.0.1")
+    canary = learner.start_canary(learner.registry.load(version))
+    assert _step_through(learner, p, 70, "a") == 70 and learner.canary is canary
+    counted = {arm: s["n"] for arm, s in canary.stats()["arms"].items()}
+    assert counted["candidate"] + counted["current"] == 70 and min(counted.values()) >= 20
+    learner.close()
+    last = learner.registry.history()[-1]
+    assert last["event"] == "canary_aborted" and last["resumable"] is True
+    assert last["evidence"]["arms"]["candidate"][0] == counted["candidate"]
+
+    p2 = make_partitioner(None, seed=4)
+    learner2 = OnlineLearner(p2, registry=tmp_path / "models", config=cfg)
+    try:
+        assert learner2.canary is not None
+        assert {arm: s["n"] for arm, s in learner2.canary.stats()["arms"].items()} == counted
+        started = learner2.registry.history()[-1]
+        assert started["event"] == "canary_started" and started["resumed"] is True
+        assert started["carried_outcomes"] == counted["candidate"]
+        needed = _step_through(learner2, p2, 200, "b")
+        assert needed < 80 and learner2.canary is None
+        assert learner2.registry.current_version() == "1.0.1"
+    finally:
+        learner2.close()
+
+
+def test_a_canary_that_keeps_counting_keeps_being_resumed(tmp_path: Path) -> None:
+    cfg = tiny_config(poll_interval_s=3600.0,
+                      canary=CanaryConfig(shares=(0.5, 1.0), min_outcomes_per_stage=100, margin=0.1))
+    p = make_partitioner(write_constant_model(tmp_path / "a.onnx", 14, version="1.0.0"), seed=5)
+    learner = OnlineLearner(p, registry=tmp_path / "models", config=cfg)
+    version = learner.registry.publish(write_constant_model(tmp_path / "b.onnx", 14), "1.0.1")
+    learner.start_canary(learner.registry.load(version))
+    learner.close()
+    total = 0
+    for session in range(3):  # each process adds outcomes: each close leaves it resumable
+        ps = make_partitioner(None, seed=10 + session)
+        ls = OnlineLearner(ps, registry=tmp_path / "models", config=cfg)
+        assert ls.canary is not None and ls.canary.candidate_outcomes == total
+        _step_through(ls, ps, 40, f"s{session}-")
+        total = ls.canary.candidate_outcomes
+        ls.close()
+        assert ls.registry.history()[-1]["resumable"] is True
+    assert 40 < total < 100
+
+
+def test_evidence_counted_under_other_settings_is_dropped_and_the_canary_starts_over(tmp_path: Path) -> None:
+    _, registry = _closed_during_a_canary(tmp_path)
+    other = tiny_config(canary=CanaryConfig(shares=(0.2, 1.0), min_outcomes_per_stage=40, margin=0.1))
+    p2 = make_partitioner(None)
+    with OnlineLearner(p2, registry=tmp_path / "models", config=other) as learner2:
+        assert learner2.canary is not None and learner2.canary.share == 0.2
+        dropped = [e for e in registry.history() if e["event"] == "canary_evidence_dropped"]
+        assert len(dropped) == 1 and "evidence.shares" in dropped[0]["error"]
 
 
 def test_a_manual_change_cancels_the_resumption(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from pathlib import Path
 
@@ -534,3 +535,45 @@ def test_holdout_newest_holds_back_the_newest_rows() -> None:
     assert len(holdout_newest(10, 0.0)[1]) == 0
     with pytest.raises(ValueError, match="fraction"):
         holdout_newest(10, 1.0)
+
+
+def test_a_canary_continues_from_its_evidence(tmp_path: Path) -> None:
+    """The evidence survives JSON, and a canary built from it judges exactly as the one that gathered it;
+    malformed or mismatched evidence is refused, naming the field, before anything is routed."""
+    cand = load_model(write_constant_model(tmp_path / "b.onnx", 14, version="1.0.1"))
+    config = CanaryConfig(shares=(0.1, 0.5, 1.0), min_outcomes_per_stage=100)
+    p = make_partitioner(write_constant_model(tmp_path / "a.onnx", 14, version="1.0.0"))
+    first = CanaryRollout(p, cand, config)
+    rng = np.random.default_rng(6)
+    _feed_mixed(first, rng, 150, {"current": 0.5, "candidate": 0.5}, 0.0, 1.0)
+    assert first.step() == "running" and first.share == 0.5  # stage 0 passed
+    _feed_mixed(first, rng, 60, {"current": 0.5, "candidate": 0.5}, 0.0, 1.0)
+    evidence = json.loads(json.dumps(first.evidence(), allow_nan=False))
+    p2 = make_partitioner(write_constant_model(tmp_path / "a.onnx", 14, version="1.0.0"))
+    again = CanaryRollout(p2, cand, config, evidence=evidence)
+    assert again.share == 0.5 and p2.canary_share == 0.5 and again.stages_passed == first.stages_passed
+    assert again.stats() == first.stats() and again.judge() == first.judge()
+    assert again.candidate_outcomes == 60 and again.candidate_outcomes_counted == 0
+
+    def bad(**change: object) -> dict[str, object]:
+        return {**evidence, **change}
+
+    cases = [
+        (bad(candidate_version="9.9.9"), "evidence.candidate_version"),
+        (bad(shares=[0.5, 1.0]), "evidence.shares"),
+        (bad(size_strata_bytes=[]), "evidence.size_strata_bytes"),
+        (bad(stage=3), "evidence.stage"),
+        (bad(stage=True), "evidence.stage"),
+        (bad(arms={"current": [1, 0, 0, 0, 0, 0, 0], "candidate": [1, 0, 0, 2, 0, 0, 0]}),
+         "evidence.arms.current"),
+        (bad(arms={**evidence["arms"], "candidate": [60, math.inf, 0, 0, 0, 0, 0]}),  # type: ignore[dict-item]
+         "evidence.arms.candidate"),
+        (bad(by_stratum={**evidence["by_stratum"], "current": []}),  # type: ignore[dict-item]
+         "evidence.by_stratum.current"),
+        (bad(stages_passed=[]), "evidence.stages_passed"),
+    ]
+    for broken, field in cases:
+        p3 = make_partitioner(write_constant_model(tmp_path / "a.onnx", 14, version="1.0.0"))
+        with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+            CanaryRollout(p3, cand, config, evidence=broken)
+        assert p3.candidate is None
