@@ -39,9 +39,9 @@ from itp.learning.strata import (
     Moments,
     StratifiedEstimate,
     check_size_strata,
+    compare_arms,
+    pooled_moments,
     size_stratum,
-    stratified_difference,
-    stratified_ratio,
 )
 from itp.testbed.stats import t_quantile_975
 
@@ -210,17 +210,17 @@ def _estimate(
     cand: Sequence[ArmOutcome], cur: Sequence[ArmOutcome], bounds: tuple[int, ...],
     value: Callable[[ArmOutcome], float | None], ratio: bool,
 ) -> tuple[StratifiedEstimate, str]:
-    """Stratified where a stratum qualifies, else pooled; (estimate, which)."""
-    estimate = stratified_ratio if ratio else stratified_difference
-    e = estimate(_by_stratum(cand, bounds, value), _by_stratum(cur, bounds, value))
-    if bounds and math.isfinite(e.value):
-        return e, "stratified"
-    (c,), (u,) = _by_stratum(cand, (), value), _by_stratum(cur, (), value)
-    pooled = estimate([c], [u])
-    if math.isnan(pooled.value) and c.n and u.n:  # a point estimate from a single task, no interval
-        point = (c.mean / u.mean if c.mean > 0 and u.mean > 0 else math.nan) if ratio else c.mean - u.mean
-        pooled = StratifiedEstimate(point, math.nan, math.nan, c.mean, u.mean, 0, 0.0)
-    return pooled, "pooled"
+    """Stratified where a stratum qualifies, else pooled (:func:`compare_arms`); (estimate, which)."""
+    c, u = _by_stratum(cand, bounds, value), _by_stratum(cur, bounds, value)
+    e, estimator = compare_arms(c, u, ratio=ratio)
+    pc, pu = pooled_moments(c), pooled_moments(u)
+    if math.isnan(e.value) and pc.n and pu.n:  # a point estimate from a single task, no interval
+        if ratio:
+            point = pc.mean / pu.mean if pc.mean > 0 and pu.mean > 0 else math.nan
+        else:
+            point = pc.mean - pu.mean
+        e = StratifiedEstimate(point, math.nan, math.nan, pc.mean, pu.mean, 0, 0.0)
+    return e, estimator
 
 
 def _half_width(e: StratifiedEstimate) -> float:

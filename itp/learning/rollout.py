@@ -106,11 +106,9 @@ from itp.learning.offpolicy import (
 from itp.learning.strata import (
     DEFAULT_SIZE_STRATA_BYTES,
     Moments,
-    StratifiedEstimate,
     check_size_strata,
+    compare_arms,
     size_stratum,
-    stratified_difference,
-    stratified_ratio,
 )
 from itp.model_loading import LoadedModel
 from itp.ring import TransitionBatch
@@ -855,27 +853,24 @@ class CanaryRollout:
         goodput confidently worse than ``1 - goodput_margin`` times the current's rolls back."""
         cfg = self.config
         with self._lock:
-            cur, cand = self._stage.arms["current"], self._stage.arms["candidate"]
-            if min(cur.n, cand.n) < cfg.min_outcomes_per_stage:
-                if cand.n >= cfg.max_outcomes_per_stage:
+            cur, cand = self._stage.arms["current"].n, self._stage.arms["candidate"].n
+            if min(cur, cand) < cfg.min_outcomes_per_stage:
+                if cand >= cfg.max_outcomes_per_stage:
                     return CanaryVerdict("rollback", why="inconclusive")
                 return CanaryVerdict("wait")
-            strata = {a: list(v) for a, v in self._stage.by_stratum.items()}
-        reward = stratified_difference(
-            [Moments(s.n, s.mean, s.variance) for s in strata["candidate"]],
-            [Moments(s.n, s.mean, s.variance) for s in strata["current"]],
-        )
-        estimator = "stratified"
-        if len(strata["current"]) < 2 or not math.isfinite(reward.value):
-            estimator = "pooled"
-            reward = stratified_difference(
-                [Moments(cand.n, cand.mean, cand.variance)], [Moments(cur.n, cur.mean, cur.variance)]
-            )
+            rewards = {
+                a: [Moments(s.n, s.mean, s.variance) for s in v] for a, v in self._stage.by_stratum.items()
+            }
+            goodputs = {
+                a: [Moments(s.goodput_n, s.goodput_mean, s.goodput_variance) for s in v]
+                for a, v in self._stage.by_stratum.items()
+            }
+        reward, estimator = compare_arms(rewards["candidate"], rewards["current"])
         d, se = reward.value, reward.se
         ratio = log_se = math.nan
         goodput_worse = False
         if cfg.goodput_margin is not None:
-            g = self._goodput_ratio(strata, cur, cand)
+            g, _ = compare_arms(goodputs["candidate"], goodputs["current"], ratio=True)
             ratio, log_se = g.value, g.se
             if math.isfinite(ratio) and math.isfinite(log_se):
                 goodput_worse = math.log(ratio) + self._z * log_se < math.log(1.0 - cfg.goodput_margin)
@@ -886,23 +881,11 @@ class CanaryRollout:
             action, why = "rollback", "reward"
         elif goodput_worse:
             action, why = "rollback", "goodput"
-        elif cand.n >= cfg.max_outcomes_per_stage:
+        elif cand >= cfg.max_outcomes_per_stage:
             action, why = "rollback", "inconclusive"
         else:
             action, why = "wait", ""
         return CanaryVerdict(action, d, se, ratio, log_se, estimator, why)
-
-    @staticmethod
-    def _goodput_ratio(
-        strata: dict[str, list[ArmStats]], cur: ArmStats, cand: ArmStats
-    ) -> StratifiedEstimate:
-        def moments(arm: list[ArmStats]) -> list[Moments]:
-            return [Moments(s.goodput_n, s.goodput_mean, s.goodput_variance) for s in arm]
-
-        g = stratified_ratio(moments(strata["candidate"]), moments(strata["current"]))
-        if len(strata["current"]) < 2 or not math.isfinite(g.value):
-            g = stratified_ratio(moments([cand]), moments([cur]))
-        return g
 
     def step(self) -> str:
         """Act on the statistics: advance, promote or roll back. Returns the state afterwards."""

@@ -32,6 +32,8 @@ __all__ = [
     "Moments",
     "StratifiedEstimate",
     "check_size_strata",
+    "compare_arms",
+    "pooled_moments",
     "size_stratum",
     "stratified_difference",
     "stratified_ratio",
@@ -151,3 +153,32 @@ def stratified_ratio(candidate: Sequence[Moments], current: Sequence[Moments]) -
     se = math.sqrt(v_c / (m_c * m_c) + v_u / (m_u * m_u))
     df = _df(terms, 1.0 / (m_c * m_c), 1.0 / (m_u * m_u))
     return StratifiedEstimate(m_c / m_u, se, df, m_c, m_u, used, coverage)
+
+
+def pooled_moments(parts: Sequence[Moments]) -> Moments:
+    """The moments of all the parts' values together (Chan et al.'s parallel merge of count, mean and
+    sum of squared deviations; exact up to rounding)."""
+    n, mean, m2 = 0, 0.0, 0.0
+    for p in parts:
+        if p.n == 0:
+            continue
+        total = n + p.n
+        delta = p.mean - mean
+        m2 += p.variance * (p.n - 1) + delta * delta * n * p.n / total
+        mean += delta * p.n / total
+        n = total
+    return Moments(n, mean if n else 0.0, m2 / (n - 1) if n > 1 else 0.0)
+
+
+def compare_arms(
+    candidate: Sequence[Moments], current: Sequence[Moments], *, ratio: bool = False
+) -> tuple[StratifiedEstimate, str]:
+    """The candidate against the current arm: within strata where there is more than one stratum and
+    some stratum has 2 outcomes on each arm, else on the pooled means. Returns the estimate (a difference,
+    or with ``ratio`` a ratio) and ``"stratified"`` or ``"pooled"``."""
+    estimate = stratified_ratio if ratio else stratified_difference
+    if len(candidate) > 1:
+        e = estimate(candidate, current)
+        if math.isfinite(e.value):
+            return e, "stratified"
+    return estimate([pooled_moments(candidate)], [pooled_moments(current)]), "pooled"

@@ -13,6 +13,8 @@ from itp.learning.strata import (
     DEFAULT_SIZE_STRATA_BYTES,
     Moments,
     check_size_strata,
+    compare_arms,
+    pooled_moments,
     size_stratum,
     stratified_difference,
     stratified_ratio,
@@ -123,3 +125,25 @@ def test_size_strata_bounds_and_errors() -> None:
         check_size_strata(5, "f")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="same strata"):
         stratified_difference([Moments(2, 0.0, 1.0)], [])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(values, min_size=1, max_size=5))
+def test_pooled_moments_are_those_of_all_the_values(parts: list[list[float]]) -> None:
+    everything = [x for p in parts for x in p]
+    got = pooled_moments([_moments(p) for p in parts])
+    want = _moments(everything)
+    assert got.n == want.n
+    assert got.mean == pytest.approx(want.mean, rel=1e-9, abs=1e-9)
+    assert got.variance == pytest.approx(want.variance, rel=1e-7, abs=1e-7)
+
+
+def test_compare_arms_falls_back_to_the_pooled_means() -> None:
+    a, b = [[1.0, 2.0, 3.0], [10.0]], [[2.0], [11.0, 12.0, 13.0]]  # no stratum has 2 on both arms
+    e, how = compare_arms([_moments(v) for v in a], [_moments(v) for v in b])
+    assert how == "pooled" and e.value == pytest.approx(16.0 / 4 - 38.0 / 4)
+    cand, cur = [[1.0, 3.0], [5.0, 7.0]], [[2.0, 2.0], [4.0, 6.0]]  # the second stratum differs by +1
+    e, how = compare_arms([_moments(v) for v in cand], [_moments(v) for v in cur])
+    assert how == "stratified" and e.value == pytest.approx(0.5) and e.strata_used == 2
+    r, how = compare_arms([_moments([2.0, 4.0])], [_moments([1.0, 3.0])], ratio=True)
+    assert how == "pooled" and r.value == pytest.approx(1.5)  # one stratum is the pooled comparison
