@@ -825,12 +825,12 @@ class CanaryRollout:
             return
         goodput = float(record.throughput_bps)
         reward, success = float(record.reward), bool(record.success)
-        if arm == "candidate":
-            self.candidate_outcomes_counted += 1
         k = size_stratum(int(getattr(record, "size_bytes", 0)), self.config.size_strata_bytes)
         with self._lock:
             self._stage.arms[arm].add(reward, success, goodput)
             self._stage.by_stratum[arm][k].add(reward, success, goodput)
+            if arm == "candidate":
+                self.candidate_outcomes_counted += 1
 
     def on_fault(self, arm: str, cause: str, version: str | None) -> None:
         """Fault listener: a candidate fault rolls back at the next :meth:`step` (and stops routing now)."""

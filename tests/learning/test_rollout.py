@@ -577,3 +577,34 @@ def test_a_canary_continues_from_its_evidence(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match=field.replace(".", r"\.")):
             CanaryRollout(p3, cand, config, evidence=broken)
         assert p3.candidate is None
+
+
+def test_outcomes_from_many_threads_are_all_counted(tmp_path: Path) -> None:
+    """Real threads report at once (as a sender's stream threads do): every outcome lands in its arm and
+    its stratum, and the verdict reads a consistent copy meanwhile."""
+    import threading
+
+    p = make_partitioner(write_constant_model(tmp_path / "a.onnx", 14, version="1.0.0"))
+    cand = load_model(write_constant_model(tmp_path / "b.onnx", 14, version="1.0.1"))
+    canary = CanaryRollout(p, cand, CanaryConfig(shares=(0.5, 1.0), min_outcomes_per_stage=10**6,
+                                                   max_outcomes_per_stage=10**6))
+    per_thread = 2000
+
+    def feed(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        for i in range(per_thread):
+            arm, version = ("candidate", "1.0.1") if i % 2 else ("current", "1.0.0")
+            canary.on_outcome(_record(arm, version, LARGE if rng.random() < 0.5 else SMALL, 1.0, 1e7))
+
+    threads = [threading.Thread(target=feed, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        assert canary.judge().action == "wait"
+    for t in threads:
+        t.join()
+    stats = canary.stats()
+    for arm in ("current", "candidate"):
+        assert stats["arms"][arm]["n"] == 2 * per_thread
+        assert sum(s[arm]["n"] for s in stats["strata"]) == 2 * per_thread
+    assert canary.candidate_outcomes_counted == 2 * per_thread == canary.candidate_outcomes
