@@ -919,7 +919,8 @@ class OnlineLearner:
         else:
             self._rollbacks += 1
             self.registry.record(
-                "canary_rolled_back", version=version, reason=canary.reason, stats=canary.stats()
+                "canary_rolled_back", version=version, reason=canary.reason,
+                stats=canary.final_stats if canary.final_stats is not None else canary.stats(),
             )
 
     def _on_outcome(self, record: Any) -> None:

@@ -748,6 +748,8 @@ class CanaryRollout:
         self.stages_passed: list[dict[str, Any]] = []
         #: candidate outcomes this object counted (not restored ones): did this process add evidence?
         self.candidate_outcomes_counted = 0
+        #: the last stage's statistics and the verdict's estimates, once a verdict ended the canary
+        self.final_stats: dict[str, Any] | None = None
         if evidence is not None:
             self._restore(evidence)
         partitioner.set_candidate(candidate, self._stage.share)
@@ -900,9 +902,11 @@ class CanaryRollout:
         if v.action == "wait":
             return self.state
         d, se = v.reward_difference, v.reward_se
-        stats = {**self.stats(), "d": d, "se": se, "estimator": v.estimator,
-                 "goodput_ratio": v.goodput_ratio if math.isfinite(v.goodput_ratio) else None,
-                 "goodput_log_se": v.goodput_log_se if math.isfinite(v.goodput_log_se) else None}
+        def finite(x: float) -> float | None:  # the history is JSON: no NaN (an inconclusive rollback)
+            return x if math.isfinite(x) else None
+
+        stats = {**self.stats(), "d": finite(d), "se": finite(se), "estimator": v.estimator,
+                 "goodput_ratio": finite(v.goodput_ratio), "goodput_log_se": finite(v.goodput_log_se)}
         share = f"at share {self._stage.share:.0%}"
         if v.action == "rollback":
             if v.why == "reward":
@@ -944,6 +948,7 @@ class CanaryRollout:
     def _finish(self, state: str, reason: str, stats: dict[str, Any] | None = None) -> None:
         self.state = state
         self.reason = reason
+        self.final_stats = stats
         if state == "promoted":
             self._p.promote_candidate()
             logger.info(

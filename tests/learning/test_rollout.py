@@ -258,6 +258,12 @@ def test_a_candidate_whose_goodput_is_worse_is_rolled_back_whatever_its_reward(t
         v = canary.judge()
         assert v.goodput_ratio == pytest.approx(0.8, abs=0.03) if goodput_margin is not None else True
         outcomes[goodput_margin] = (v, canary.step(), canary.reason)
+        final = json.loads(json.dumps(canary.final_stats, allow_nan=False))  # what the history records
+        assert final["d"] == pytest.approx(0.1, abs=0.05)
+        if goodput_margin is None:
+            assert final["goodput_ratio"] is None  # not judged
+        else:
+            assert final["goodput_ratio"] == pytest.approx(v.goodput_ratio)
     assert outcomes[None][1] == "promoted"  # the reward alone promotes it
     v, state, reason = outcomes[0.05]
     assert v.action == "rollback" and v.why == "goodput" and state == "rolled_back"
