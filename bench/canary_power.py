@@ -5,9 +5,12 @@ depend on its size far more than on the model; with a hundred tasks per arm the 
 by chance (``itp.learning.strata``). This script measures what that does to the verdicts, on synthetic
 outcomes shaped like the testbed's real-TCP canaries, for three canaries:
 
-* ``pooled``: the previous release's canary (pooled means, no goodput veto);
-* ``strata``: within task-size strata, no goodput veto;
-* ``strata+veto``: this release's default (strata, and a goodput confidently 5% lower rolls back).
+* ``pooled``: the previous release's canary (pooled means, no goodput veto, a verdict after every
+  outcome);
+* ``strata``: within task-size strata, no goodput veto, every outcome;
+* ``strata+veto``: strata, and a goodput confidently 5% lower rolls back, every outcome;
+* ``default``: this release's canary: strata, the veto, and verdicts at doubling looks with a Bonferroni
+  quantile (``CanaryConfig.looks``).
 
 Outcomes (measured on the testbed's canaries, ``docs/lifecycle.md``): task sizes log-uniform in 16 KiB
 - 16 MiB (``itp testbed run --size-kib 16 16384``); with ``u`` the size's position on that log scale in
@@ -50,9 +53,10 @@ SCENARIOS: tuple[tuple[str, float, float], ...] = (
 )
 
 CANARIES: dict[str, dict[str, Any]] = {
-    "pooled": {"size_strata_bytes": (), "goodput_margin": None},
-    "strata": {"size_strata_bytes": DEFAULT_SIZE_STRATA_BYTES, "goodput_margin": None},
-    "strata+veto": {},
+    "pooled": {"size_strata_bytes": (), "goodput_margin": None, "looks": "every"},
+    "strata": {"size_strata_bytes": DEFAULT_SIZE_STRATA_BYTES, "goodput_margin": None, "looks": "every"},
+    "strata+veto": {"looks": "every"},
+    "default": {},
 }
 
 

@@ -614,3 +614,66 @@ def test_outcomes_from_many_threads_are_all_counted(tmp_path: Path) -> None:
         assert stats["arms"][arm]["n"] == 2 * per_thread
         assert sum(s[arm]["n"] for s in stats["strata"]) == 2 * per_thread
     assert canary.candidate_outcomes_counted == 2 * per_thread == canary.candidate_outcomes
+
+
+def test_a_doubling_stage_is_judged_only_at_its_looks(tmp_path: Path) -> None:
+    from statistics import NormalDist
+
+    config = CanaryConfig(shares=(0.5, 1.0), min_outcomes_per_stage=100, max_outcomes_per_stage=1000)
+    assert config.looks == "doubling" and config.look_thresholds == (100, 200, 400, 800)
+    with pytest.raises(ValueError, match=r"CanaryConfig\.looks"):
+        CanaryConfig(looks="sometimes")
+    p = make_partitioner(write_constant_model(tmp_path / "a.onnx", 14, version="1.0.0"))
+    cand = load_model(write_constant_model(tmp_path / "b.onnx", 14, version="1.0.1"))
+    canary = CanaryRollout(p, cand, config)
+    assert canary._z == pytest.approx(NormalDist().inv_cdf(1 - 0.05 / 5))  # 5 looks: Bonferroni
+    rng = np.random.default_rng(8)
+    mix = {"current": 0.5, "candidate": 0.5}
+    _feed_mixed(canary, rng, 100, mix, delta_reward=-0.05, goodput_factor=1.0)  # ambiguous at 100
+    first = canary.judge()
+    assert first.look == 1 and first.action == "wait" and math.isfinite(first.reward_difference)
+    assert canary.step() == "running"
+    _feed_mixed(canary, rng, 50, mix, delta_reward=-0.05, goodput_factor=1.0)
+    between = canary.judge()  # 150 per arm: no look is due
+    assert between.look == 0 and between.action == "wait" and math.isnan(between.reward_difference)
+    _feed_mixed(canary, rng, 50, mix, delta_reward=-0.05, goodput_factor=1.0)
+    assert canary.judge().look == 2  # 200 per arm
+    evidence = canary.evidence()
+    assert evidence["looks_done"] == 1
+
+
+@pytest.mark.statistical
+def test_looking_at_doubling_counts_keeps_a_worse_candidate_out() -> None:
+    """150 canaries of a candidate worse by twice the margin (reward sd 0.5, no size effect): judged at
+    doubling looks with the Bonferroni quantile, at most 3% promote it (expected well under 1%); a
+    candidate better by three times the margin is promoted in at least 95% of 40."""
+
+    class Stub:
+        candidate: object = None
+
+        def set_candidate(self, c: object, share: float = 0.0) -> None:
+            self.candidate, self.share = c, share
+
+        def promote_candidate(self) -> None:
+            self.candidate = None
+
+    @dataclasses.dataclass(frozen=True)
+    class Cand:
+        version: str = "c"
+
+    def run(delta: float, seed: int) -> str:
+        rng = np.random.default_rng(seed)
+        p = Stub()
+        canary = CanaryRollout(p, Cand(), CanaryConfig(shares=(0.5, 1.0), min_outcomes_per_stage=40,
+                                                       max_outcomes_per_stage=320, size_strata_bytes=()))
+        while canary.state == "running":
+            cand = rng.random() < 0.5
+            reward = rng.normal(delta if cand else 0.0, 0.5)
+            canary.on_outcome(_record("candidate" if cand else "current", "c" if cand else "u", SMALL,
+                                      reward, 1e7))
+            canary.step()
+        return canary.state
+
+    worse = sum(run(-0.10, k) == "promoted" for k in range(150))
+    better = sum(run(0.15, 1000 + k) == "promoted" for k in range(40))
+    assert worse <= 4 and better >= 38
