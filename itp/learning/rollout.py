@@ -114,6 +114,7 @@ from itp.learning.strata import (
     Moments,
     check_size_strata,
     compare_arms,
+    pooled_moments,
     size_stratum,
 )
 from itp.model_loading import LoadedModel
@@ -670,23 +671,32 @@ class ArmStats:
         ]
 
     @classmethod
-    def from_state(cls, values: Any, field: str) -> ArmStats:
+    def merged(cls, parts: Sequence[ArmStats]) -> ArmStats:
+        """The statistics of all the parts' outcomes together (the parallel merge of
+        :func:`itp.learning.strata.pooled_moments`, for the rewards and for the goodputs)."""
+        r = pooled_moments([Moments(p.n, p.mean, p.variance) for p in parts])
+        g = pooled_moments([Moments(p.goodput_n, p.goodput_mean, p.goodput_variance) for p in parts])
+        return cls(r.n, r.mean, r.variance * max(r.n - 1, 0), sum(p.successes for p in parts),
+                   g.n, g.mean, g.variance * max(g.n - 1, 0))
+
+    @classmethod
+    def from_state(cls, values: Any, name: str) -> ArmStats:
         """The inverse of :meth:`state`.
 
         Raises:
-            ValueError: naming ``field``, where ``values`` is not 7 finite numbers with counts that are
-                ints >= 0, successes <= n and sums of squares >= 0.
+            ValueError: naming ``name`` (the field), where ``values`` is not 7 finite numbers with
+                counts that are ints >= 0, successes <= n and sums of squares >= 0.
         """
         try:
             v = [float(x) for x in values]
         except (TypeError, ValueError):
-            raise ValueError(f"{field} must be 7 numbers, got {values!r}") from None
+            raise ValueError(f"{name} must be 7 numbers, got {values!r}") from None
         counts = (v[0], v[3], v[4]) if len(v) == 7 else ()
         if (
             len(v) != 7 or not all(math.isfinite(x) for x in v)
             or any(c < 0 or c != int(c) for c in counts) or v[3] > v[0] or v[2] < 0 or v[6] < 0
         ):
-            raise ValueError(f"{field} must be 7 finite running sums (counts ints >= 0), got {values!r}")
+            raise ValueError(f"{name} must be 7 finite running sums (counts ints >= 0), got {values!r}")
         return cls(int(v[0]), v[1], v[2], int(v[3]), int(v[4]), v[5], v[6])
 
     def as_dict(self) -> dict[str, float | None]:
@@ -702,19 +712,29 @@ class ArmStats:
         }
 
 
+_ARMS: Final = ("current", "candidate")
+
+
 @dataclass
 class _Stage:
+    """One stage's outcomes, per arm and task-size stratum; an arm's totals are their merge."""
+
     index: int
     share: float
     strata: int = 1
-    arms: dict[str, ArmStats] = field(
-        default_factory=lambda: {"current": ArmStats(), "candidate": ArmStats()}
-    )
     by_stratum: dict[str, list[ArmStats]] = field(default_factory=dict)
     looks_done: int = 0
 
     def __post_init__(self) -> None:
-        self.by_stratum = {arm: [ArmStats() for _ in range(self.strata)] for arm in self.arms}
+        self.by_stratum = {arm: [ArmStats() for _ in range(self.strata)] for arm in _ARMS}
+
+    def count(self, arm: str) -> int:
+        """Outcomes counted on ``arm``."""
+        return sum(s.n for s in self.by_stratum[arm])
+
+    def totals(self, arm: str) -> ArmStats:
+        """``arm``'s statistics over all strata."""
+        return ArmStats.merged(self.by_stratum[arm])
 
 
 @dataclass(frozen=True)
@@ -803,7 +823,7 @@ class CanaryRollout:
                 "size_strata_bytes": list(self.config.size_strata_bytes),
                 "stage": self._stage.index,
                 "looks_done": self._stage.looks_done,
-                "arms": {arm: s.state() for arm, s in self._stage.arms.items()},
+                "arms": {arm: self._stage.totals(arm).state() for arm in _ARMS},
                 "by_stratum": {arm: [s.state() for s in v] for arm, v in self._stage.by_stratum.items()},
                 "stages_passed": list(self.stages_passed),
             }
@@ -827,15 +847,15 @@ class CanaryRollout:
         arms, by_stratum = evidence.get("arms"), evidence.get("by_stratum")
         if not isinstance(arms, Mapping) or not isinstance(by_stratum, Mapping):
             raise ValueError("evidence.arms and evidence.by_stratum must be mappings")
-        for arm in stage.arms:
-            stage.arms[arm] = ArmStats.from_state(arms.get(arm), f"evidence.arms.{arm}")
+        for arm in _ARMS:
+            total = ArmStats.from_state(arms.get(arm), f"evidence.arms.{arm}")
             per = by_stratum.get(arm)
             if not isinstance(per, Sequence) or len(per) != stage.strata:
                 raise ValueError(f"evidence.by_stratum.{arm} must hold {stage.strata} strata, got {per!r}")
             stage.by_stratum[arm] = [
                 ArmStats.from_state(v, f"evidence.by_stratum.{arm}[{k}]") for k, v in enumerate(per)
             ]
-            if sum(x.n for x in stage.by_stratum[arm]) != stage.arms[arm].n:
+            if stage.count(arm) != total.n:
                 raise ValueError(f"evidence.by_stratum.{arm} does not add up to evidence.arms.{arm}")
         looks_done = evidence.get("looks_done", 0)
         if isinstance(looks_done, bool) or not isinstance(looks_done, int) or not (
@@ -853,7 +873,7 @@ class CanaryRollout:
     def candidate_outcomes(self) -> int:
         """Outcomes counted on the candidate arm in the current stage."""
         with self._lock:
-            return self._stage.arms["candidate"].n
+            return self._stage.count("candidate")
 
     # ------------------------------------------------------------------------------- feeding
     def on_outcome(self, record: Any) -> None:
@@ -867,7 +887,6 @@ class CanaryRollout:
         reward, success = float(record.reward), bool(record.success)
         k = size_stratum(int(getattr(record, "size_bytes", 0)), self.config.size_strata_bytes)
         with self._lock:
-            self._stage.arms[arm].add(reward, success, goodput)
             self._stage.by_stratum[arm][k].add(reward, success, goodput)
             if arm == "candidate":
                 self.candidate_outcomes_counted += 1
@@ -893,7 +912,7 @@ class CanaryRollout:
         goodput confidently worse than ``1 - goodput_margin`` times the current's rolls back."""
         cfg = self.config
         with self._lock:
-            cur, cand = self._stage.arms["current"].n, self._stage.arms["candidate"].n
+            cur, cand = self._stage.count("current"), self._stage.count("candidate")
             if min(cur, cand) < cfg.min_outcomes_per_stage:
                 if cand >= cfg.max_outcomes_per_stage:
                     return CanaryVerdict("rollback", why="inconclusive")
@@ -1030,13 +1049,13 @@ class CanaryRollout:
             out: dict[str, Any] = {
                 "stage": self._stage.index,
                 "share": self._stage.share,
-                "arms": {arm: s.as_dict() for arm, s in self._stage.arms.items()},
+                "arms": {arm: self._stage.totals(arm).as_dict() for arm in _ARMS},
             }
             if bounds:
                 out["strata"] = [
                     {
                         "below_bytes": bounds[k] if k < len(bounds) else None,
-                        **{arm: self._stage.by_stratum[arm][k].as_dict() for arm in self._stage.arms},
+                        **{arm: self._stage.by_stratum[arm][k].as_dict() for arm in _ARMS},
                     }
                     for k in range(len(bounds) + 1)
                 ]

@@ -740,8 +740,7 @@ class _AdaptiveRun:
                 self._sim_s = max(self._sim_s, episode_start_s + env.time_s)
                 out.append(TaskRecord(task.size, arrival, float(info["completion_time_s"]),
                                       float(info["goodput_bps"]), bool(info["success"]),
-                                      float(d.expected_time), getattr(d, "arm", None),
-                                      getattr(d, "model_version", None), reward))
+                                      float(d.expected_time), d.arm, d.model_version, reward))
                 n = len(out)
                 if progress is not None:
                     progress(n)
@@ -783,8 +782,8 @@ class _AdaptiveRun:
     def _report(
         self, task_id: str, d: Any, info: dict[str, Any], t0_s: float, env: PartitionEnv,
         start_windows: list[float],
-    ) -> float | None:
-        """Report the outcome; returns the reward (None from a partitioner that returns none)."""
+    ) -> float:
+        """Report the outcome; returns its reward."""
         kwargs: dict[str, Any] = {}
         if self.chunk_cls is not None:
             chunks = []
@@ -802,7 +801,7 @@ class _AdaptiveRun:
             latency_s=float(info["completion_time_s"]), success=bool(info["success"]),
             retransmissions=int(info["retransmissions"]), **kwargs,
         )
-        return float(reward) if isinstance(reward, (int, float)) else None
+        return float(reward)
 
     def close(self, outcome: int) -> dict[str, Any]:
         """Close the learner; returns its final counters."""

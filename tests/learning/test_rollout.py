@@ -677,3 +677,19 @@ def test_looking_at_doubling_counts_keeps_a_worse_candidate_out() -> None:
     worse = sum(run(-0.10, k) == "promoted" for k in range(150))
     better = sum(run(0.15, 1000 + k) == "promoted" for k in range(40))
     assert worse <= 4 and better >= 38
+
+
+def test_merged_arm_stats_are_those_of_all_the_outcomes() -> None:
+    rng = np.random.default_rng(9)
+    parts, whole = [ArmStats() for _ in range(4)], ArmStats()
+    for _ in range(500):
+        r, g, ok = float(rng.normal(1.0, 0.7)), float(rng.lognormal(16.0, 1.0)), bool(rng.random() < 0.9)
+        parts[int(rng.integers(0, 3))].add(r, ok, g)  # the last part stays empty
+        whole.add(r, ok, g)
+    merged = ArmStats.merged(parts)
+    assert (merged.n, merged.successes, merged.goodput_n) == (whole.n, whole.successes, whole.goodput_n)
+    pairs = ((merged.mean, whole.mean), (merged.variance, whole.variance),
+             (merged.goodput_mean, whole.goodput_mean), (merged.goodput_variance, whole.goodput_variance))
+    for a, b in pairs:
+        assert a == pytest.approx(b, rel=1e-9)
+    assert ArmStats.merged([]) == ArmStats()
