@@ -465,13 +465,13 @@ class Receiver:
                     thread = threading.Thread(target=self._serve, args=(sock, peer), name="itp-receiver-conn",
                                               daemon=True)
                     self._conns[sock] = thread
+                    thread.start()  # under the lock: close() joins what it finds in _conns, started or not
             if full or self._closed.is_set():
                 self._count("connections_refused")
                 logger.warning("refused connection from %s: %d connections open", peer, self._max_connections)
                 self._send_error(sock, f"too many connections (limit {self._max_connections})")
                 sock.close()
                 continue
-            thread.start()
 
     @staticmethod
     def _send_error(sock: socket.socket, message: str) -> None:

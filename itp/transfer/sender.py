@@ -458,10 +458,18 @@ class Sender:
                 sock = s.sock
             if sock is not None:
                 self._shutdown(sock)
-        with self._threads_lock:
-            threads = list(self._threads)
-        for t in threads:
-            t.join(timeout=timeout_s)
+        # Writers spawn a reader as their connection comes up, possibly after the snapshot below: join until
+        # no thread is left that was not joined, so every reader has published its stream down on return.
+        deadline = time.monotonic() + timeout_s
+        joined: set[threading.Thread] = {threading.current_thread()}  # close() from a listener's thread
+        while True:
+            with self._threads_lock:
+                threads = [t for t in self._threads if t not in joined]
+            if not threads:
+                break
+            for t in threads:
+                t.join(timeout=max(0.0, deadline - time.monotonic()))
+                joined.add(t)
 
     def __enter__(self) -> Sender:
         return self
@@ -485,10 +493,12 @@ class Sender:
     def _spawn(self, target: Callable[..., None], name: str, *args: object) -> threading.Thread:
         t = threading.Thread(target=target, name=name, args=args, daemon=True)
         with self._threads_lock:  # writers spawn readers concurrently
-            # Forget finished threads (one reader per reconnect), so a long-lived sender stays bounded.
+            # Forget finished threads (one reader per reconnect), so a long-lived sender stays bounded. The
+            # thread starts under the lock: one not yet started is not alive, and a concurrent spawn would
+            # forget it, so close() would not wait for it.
             self._threads = [x for x in self._threads if x.is_alive()]
             self._threads.append(t)
-        t.start()
+            t.start()
         return t
 
     @staticmethod
@@ -699,6 +709,10 @@ class Sender:
             raise
         s.estimator.observe_connect(connect_s)
         with self._cv:
+            if self._closing:  # close() already shut the connections down: this one must not outlive it
+                self._shutdown(sock)
+                sock.close()
+                return
             if self._instance_id is not None and challenge.instance_id != self._instance_id:
                 self._receiver_restarted_locked()
             self._instance_id = challenge.instance_id

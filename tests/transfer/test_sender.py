@@ -271,6 +271,74 @@ def test_a_stream_going_down_has_the_last_word_in_the_table(
         b.close()
 
 
+def test_close_waits_for_every_thread_spawned_concurrently(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writers spawn readers concurrently. A thread appended but not yet started is not alive; a spawn
+    that pruned the list then forgot it, close() did not wait for that reader, and its stream still
+    advertised bandwidth after close (the second cause of the rare failure above, seen in CI). Starting
+    late widens that window to every spawn."""
+    real_start = threading.Thread.start
+
+    def late_start(self: threading.Thread) -> None:
+        time.sleep(0.002)
+        real_start(self)
+
+    sender = Sender(addr(receiver), secret=SECRET, policy="heuristic", partitioner=TaskPartitioner(None))
+    release = threading.Event()
+    monkeypatch.setattr(threading.Thread, "start", late_start)
+    spawners = [
+        threading.Thread(target=lambda: [sender._spawn(release.wait, "held") for _ in range(5)])
+        for _ in range(4)
+    ]
+    for t in spawners:
+        real_start(t)
+    for t in spawners:
+        t.join(10)
+    monkeypatch.undo()
+    with sender._threads_lock:
+        held = [t for t in sender._threads if t.name == "held"]
+    release.set()
+    sender.close()
+    assert len(held) == 20
+    assert not any(t.is_alive() for t in held)
+
+
+def test_a_connection_that_comes_up_during_close_is_closed(
+    receiver: Receiver, src: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connect that finishes after close() shut the connections down must not install its socket:
+    nothing would shut it, its reader would idle until the receiver's timeout, and the table would show
+    the stream up."""
+    import itp.transfer.sender as sender_module
+
+    connecting, proceed = threading.Event(), threading.Event()
+    real_connect = sender_module.connect_stream
+
+    def slow_connect(endpoint: object, **kw: float) -> object:
+        connecting.set()
+        proceed.wait(10)
+        return real_connect(endpoint, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sender_module, "connect_stream", slow_connect)
+    partitioner = TaskPartitioner(None)
+    sender = Sender(addr(receiver), secret=SECRET, policy="heuristic", partitioner=partitioner)
+    future = sender.submit(make_file(src / "f", 64 * KiB))
+    assert connecting.wait(10)
+    closer = threading.Thread(target=sender.close)
+    closer.start()
+    deadline = time.monotonic() + 10
+    while not sender._closing and time.monotonic() < deadline:
+        time.sleep(0.001)
+    proceed.set()
+    closer.join(20)
+    assert not closer.is_alive()
+    assert not future.result(timeout=5).ok  # the sender closed before the task finished
+    assert all(s.sock is None for s in sender._streams)
+    assert all(partitioner.get_stream(i)[0] == 0.0 for i in range(4))
+    assert not any(t.name.startswith("itp-send-reader") and t.is_alive() for t in threading.enumerate())
+
+
 def test_listeners_see_every_chunk_and_task(receiver: Receiver, src: Path) -> None:
     chunks: list[ChunkReport] = []
     tasks: list[TaskReport] = []
