@@ -43,7 +43,7 @@ from itp.learning.strata import (
     pooled_moments,
     size_stratum,
 )
-from itp.testbed.stats import t_quantile_975
+from itp.quantiles import t_quantile_975
 
 __all__ = ["ArmFigures", "ArmOutcome", "CanaryComparison", "canary_rows", "compare_canaries"]
 
