@@ -3,14 +3,16 @@
 Why: a canary routes each decision to an arm by an independent draw, and a task's reward and goodput
 depend on its size far more than on the model; with a hundred tasks per arm the arms' size mixes differ
 by chance (``itp.learning.strata``). This script measures what that does to the verdicts, on synthetic
-outcomes shaped like the testbed's real-TCP canaries, for three canaries:
+outcomes shaped like the testbed's real-TCP canaries, for these canaries:
 
 * ``pooled``: the previous release's canary (pooled means, no goodput veto, a verdict after every
   outcome);
 * ``strata``: within task-size strata, no goodput veto, every outcome;
 * ``strata+veto``: strata, and a goodput confidently 5% lower rolls back, every outcome;
-* ``default``: this release's canary: strata, the veto, and verdicts at doubling looks with a Bonferroni
-  quantile (``CanaryConfig.looks``).
+* ``bonferroni``: strata, the veto, and verdicts at doubling looks (``CanaryConfig.looks``), each at the
+  Bonferroni quantile (``CanaryConfig.boundary="bonferroni"``, the previous release's default);
+* ``default``: this release's canary: the same looks at the exact constant group-sequential boundary
+  (``itp.learning.sequential``).
 
 Outcomes (measured on the testbed's canaries, ``docs/lifecycle.md``): task sizes log-uniform in 16 KiB
 - 16 MiB (``itp testbed run --size-kib 16 16384``); with ``u`` the size's position on that log scale in
@@ -56,6 +58,7 @@ CANARIES: dict[str, dict[str, Any]] = {
     "pooled": {"size_strata_bytes": (), "goodput_margin": None, "looks": "every"},
     "strata": {"size_strata_bytes": DEFAULT_SIZE_STRATA_BYTES, "goodput_margin": None, "looks": "every"},
     "strata+veto": {"looks": "every"},
+    "bonferroni": {"boundary": "bonferroni"},
     "default": {},
 }
 

@@ -76,9 +76,12 @@ stratified likewise) has the log-scale standard error ``se_g``.
 
 A stage is judged at K looks (``looks="doubling"``, default): when the smaller arm first reaches
 ``min_outcomes_per_stage``, twice and four times that ..., and at ``max_outcomes_per_stage`` candidate
-outcomes; the Bonferroni quantile keeps the chance that any look passes a candidate worse than the
-margin within ``1 - confidence``. Judging after every outcome at the plain quantile (``looks="every"``)
-promoted a candidate worse by twice the margin 6-8% of the time (``bench/canary_power.py``).
+outcomes; every look uses one quantile, the constant group-sequential boundary for those looks
+(``boundary="exact"``, :mod:`itp.learning.sequential`), so that the chance that any look passes a
+candidate exactly at the margin is ``1 - confidence``; ``boundary="bonferroni"`` bounds it by splitting
+the error evenly between the looks, which overpays because the looks share their data. Judging after
+every outcome at the plain quantile (``looks="every"``) promoted a candidate worse by twice the margin
+6-8% of the time (``bench/canary_power.py``).
 
 Any model fault of the candidate (NaN/inf output, inference error) rolls back at once. Each stage needs
 at least ``min_outcomes_per_stage`` outcomes on *both* arms before a verdict. Rollback and promotion
@@ -109,6 +112,7 @@ from itp.learning.offpolicy import (
     epsilon_greedy_probabilities,
     exploring_rows,
 )
+from itp.learning.sequential import bonferroni_quantile, constant_boundary
 from itp.learning.strata import (
     DEFAULT_SIZE_STRATA_BYTES,
     Moments,
@@ -573,11 +577,15 @@ class CanaryConfig:
             advances, whatever its reward.
         looks: when a stage is judged. ``"doubling"`` (default): when the smaller arm first reaches
             ``min_outcomes_per_stage``, then twice, four times that ... below ``max_outcomes_per_stage``,
-            and when the candidate arm reaches ``max_outcomes_per_stage``; each of those K looks at
-            confidence ``1 - (1 - confidence) / K`` (Bonferroni), so that looking repeatedly spends at
-            most ``1 - confidence`` per stage. ``"every"``: after every outcome at ``confidence`` (the
-            earlier behaviour; ``bench/canary_power.py`` measured it promoting a candidate worse by
-            twice the margin 6-8% of the time).
+            and when the candidate arm reaches ``max_outcomes_per_stage``; all K looks together spend
+            ``1 - confidence`` per stage (``boundary``). ``"every"``: after every outcome at
+            ``confidence`` (the earlier behaviour; ``bench/canary_power.py`` measured it promoting a
+            candidate worse by twice the margin 6-8% of the time).
+        boundary: the quantile of the ``"doubling"`` looks. ``"exact"`` (default): the constant
+            group-sequential boundary for looks at those counts (:mod:`itp.learning.sequential`; 2.37
+            for the default eight looks at 95%), which spends exactly ``1 - confidence`` when the
+            statistic moves as a Brownian motion in the outcome count. ``"bonferroni"``: ``z(1 - (1 -
+            confidence) / K)`` (2.50), which holds whatever the looks' correlation.
     """
 
     shares: tuple[float, ...] = (0.1, 0.5, 1.0)
@@ -588,6 +596,7 @@ class CanaryConfig:
     size_strata_bytes: tuple[int, ...] = DEFAULT_SIZE_STRATA_BYTES
     goodput_margin: float | None = 0.05
     looks: str = "doubling"
+    boundary: str = "exact"
 
     def __post_init__(self) -> None:
         s = tuple(self.shares)
@@ -611,6 +620,8 @@ class CanaryConfig:
             raise ValueError(f"CanaryConfig.goodput_margin must be None or a number in [0, 1), got {g!r}")
         if self.looks not in ("doubling", "every"):
             raise ValueError(f"CanaryConfig.looks must be 'doubling' or 'every', got {self.looks!r}")
+        if self.boundary not in ("exact", "bonferroni"):
+            raise ValueError(f"CanaryConfig.boundary must be 'exact' or 'bonferroni', got {self.boundary!r}")
 
     @property
     def look_thresholds(self) -> tuple[int, ...]:
@@ -621,6 +632,19 @@ class CanaryConfig:
             out.append(t)
             t *= 2
         return tuple(out)
+
+    @property
+    def quantile(self) -> float:
+        """The one-sided normal quantile every verdict of a stage uses (``looks`` and ``boundary``): the
+        smaller arm's count at each look stands for its information, the last look's at most
+        ``max_outcomes_per_stage`` (a later look only raises the boundary: conservative)."""
+        alpha = 1.0 - self.confidence
+        if self.looks == "every":
+            return NormalDist().inv_cdf(1.0 - alpha)
+        information = (*self.look_thresholds, self.max_outcomes_per_stage)
+        if self.boundary == "bonferroni":
+            return bonferroni_quantile(len(information), alpha)
+        return constant_boundary(information, alpha)
 
 
 @dataclass
@@ -788,9 +812,8 @@ class CanaryRollout:
         self._p = partitioner
         self.candidate = candidate
         self.config = config
-        looks = len(config.look_thresholds) + 1 if config.looks == "doubling" else 1
-        #: the one-sided quantile of every verdict (Bonferroni over the stage's looks)
-        self._z = NormalDist().inv_cdf(1.0 - (1.0 - config.confidence) / looks)
+        #: the one-sided quantile of every verdict (``CanaryConfig.quantile``: over the stage's looks)
+        self._z = config.quantile
         self._lock = threading.Lock()
         self._stage = self._new_stage(0)
         self._fault: str | None = None

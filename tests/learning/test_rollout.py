@@ -21,6 +21,7 @@ from itp.learning.rollout import (
     offline_gate,
     td_error_mse,
 )
+from itp.learning.sequential import constant_boundary
 from itp.model_loading import load_model
 from itp.partitioner import Decision, OutcomeRecord, Task
 from itp.ring import TransitionBatch
@@ -626,7 +627,14 @@ def test_a_doubling_stage_is_judged_only_at_its_looks(tmp_path: Path) -> None:
     p = make_partitioner(write_constant_model(tmp_path / "a.onnx", 14, version="1.0.0"))
     cand = load_model(write_constant_model(tmp_path / "b.onnx", 14, version="1.0.1"))
     canary = CanaryRollout(p, cand, config)
-    assert canary._z == pytest.approx(NormalDist().inv_cdf(1 - 0.05 / 5))  # 5 looks: Bonferroni
+    # 5 looks at the exact constant boundary; Bonferroni's for the same looks is higher.
+    assert canary._z == pytest.approx(constant_boundary((100, 200, 400, 800, 1000), 0.05))
+    bonferroni = dataclasses.replace(config, boundary="bonferroni")
+    assert bonferroni.quantile == pytest.approx(NormalDist().inv_cdf(1 - 0.05 / 5))
+    assert bonferroni.quantile > canary._z
+    assert dataclasses.replace(config, looks="every").quantile == pytest.approx(NormalDist().inv_cdf(0.95))
+    with pytest.raises(ValueError, match=r"CanaryConfig\.boundary"):
+        CanaryConfig(boundary="pocock")
     rng = np.random.default_rng(8)
     mix = {"current": 0.5, "candidate": 0.5}
     _feed_mixed(canary, rng, 100, mix, delta_reward=-0.05, goodput_factor=1.0)  # ambiguous at 100
@@ -645,7 +653,7 @@ def test_a_doubling_stage_is_judged_only_at_its_looks(tmp_path: Path) -> None:
 @pytest.mark.statistical
 def test_looking_at_doubling_counts_keeps_a_worse_candidate_out() -> None:
     """150 canaries of a candidate worse by twice the margin (reward sd 0.5, no size effect): judged at
-    doubling looks with the Bonferroni quantile, at most 3% promote it (expected well under 1%); a
+    doubling looks at the exact constant boundary, at most 3% promote it (expected well under 1%); a
     candidate better by three times the margin is promoted in at least 95% of 40."""
 
     class Stub:
