@@ -9,10 +9,13 @@ outcomes shaped like the testbed's real-TCP canaries, for these canaries:
   outcome);
 * ``strata``: within task-size strata, no goodput veto, every outcome;
 * ``strata+veto``: strata, and a goodput confidently 5% lower rolls back, every outcome;
-* ``bonferroni``: strata, the veto, and verdicts at doubling looks (``CanaryConfig.looks``), each at the
-  Bonferroni quantile (``CanaryConfig.boundary="bonferroni"``, the previous release's default);
-* ``default``: this release's canary: the same looks at the exact constant group-sequential boundary
-  (``itp.learning.sequential``).
+* ``doubling, Bonferroni``: strata, the veto, and verdicts when the smaller arm reaches 100, 200, 400,
+  800 outcomes and at 1 000 candidate outcomes, each at the Bonferroni quantile (the previous release's
+  default: ``CanaryConfig(looks="doubling", boundary="bonferroni")``);
+* ``doubling, exact``: the same looks at the exact constant group-sequential boundary
+  (``itp.learning.sequential``);
+* ``default``: this release's canary: looks growing by 1.5 (100, 150, 225, 338, 506, 759 and 1 000) at
+  the exact boundary (``CanaryConfig.looks="geometric"``, ``look_growth``).
 
 Outcomes (measured on the testbed's canaries, ``docs/lifecycle.md``): task sizes log-uniform in 16 KiB
 - 16 MiB (``itp testbed run --size-kib 16 16384``); with ``u`` the size's position on that log scale in
@@ -58,7 +61,8 @@ CANARIES: dict[str, dict[str, Any]] = {
     "pooled": {"size_strata_bytes": (), "goodput_margin": None, "looks": "every"},
     "strata": {"size_strata_bytes": DEFAULT_SIZE_STRATA_BYTES, "goodput_margin": None, "looks": "every"},
     "strata+veto": {"looks": "every"},
-    "bonferroni": {"boundary": "bonferroni"},
+    "doubling, Bonferroni": {"looks": "doubling", "boundary": "bonferroni"},
+    "doubling, exact": {"looks": "doubling"},
     "default": {},
 }
 

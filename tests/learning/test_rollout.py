@@ -620,10 +620,18 @@ def test_outcomes_from_many_threads_are_all_counted(tmp_path: Path) -> None:
 def test_a_doubling_stage_is_judged_only_at_its_looks(tmp_path: Path) -> None:
     from statistics import NormalDist
 
-    config = CanaryConfig(shares=(0.5, 1.0), min_outcomes_per_stage=100, max_outcomes_per_stage=1000)
-    assert config.looks == "doubling" and config.look_thresholds == (100, 200, 400, 800)
+    config = CanaryConfig(shares=(0.5, 1.0), min_outcomes_per_stage=100, max_outcomes_per_stage=1000,
+                          looks="doubling")
+    assert config.look_thresholds == (100, 200, 400, 800)
+    geometric = dataclasses.replace(config, looks="geometric")
+    assert CanaryConfig().looks == "geometric" and geometric.look_growth == 1.5
+    assert geometric.look_thresholds == (100, 150, 225, 338, 506, 759)
+    assert dataclasses.replace(geometric, look_growth=1.001).look_thresholds[:3] == (100, 101, 102)
     with pytest.raises(ValueError, match=r"CanaryConfig\.looks"):
         CanaryConfig(looks="sometimes")
+    for bad in (1.0, 0.5, math.inf, True, "2"):
+        with pytest.raises(ValueError, match=r"CanaryConfig\.look_growth"):
+            CanaryConfig(look_growth=bad)  # type: ignore[arg-type]
     p = make_partitioner(write_constant_model(tmp_path / "a.onnx", 14, version="1.0.0"))
     cand = load_model(write_constant_model(tmp_path / "b.onnx", 14, version="1.0.1"))
     canary = CanaryRollout(p, cand, config)
@@ -651,10 +659,10 @@ def test_a_doubling_stage_is_judged_only_at_its_looks(tmp_path: Path) -> None:
 
 
 @pytest.mark.statistical
-def test_looking_at_doubling_counts_keeps_a_worse_candidate_out() -> None:
+def test_looking_at_growing_counts_keeps_a_worse_candidate_out() -> None:
     """150 canaries of a candidate worse by twice the margin (reward sd 0.5, no size effect): judged at
-    doubling looks at the exact constant boundary, at most 3% promote it (expected well under 1%); a
-    candidate better by three times the margin is promoted in at least 95% of 40."""
+    the default geometric looks at the exact constant boundary, at most 3% promote it (expected well
+    under 1%); a candidate better by three times the margin is promoted in at least 95% of 40."""
 
     class Stub:
         candidate: object = None
