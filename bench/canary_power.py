@@ -14,8 +14,11 @@ outcomes shaped like the testbed's real-TCP canaries, for these canaries:
   default: ``CanaryConfig(looks="doubling", boundary="bonferroni")``);
 * ``doubling, exact``: the same looks at the exact constant group-sequential boundary
   (``itp.learning.sequential``);
-* ``default``: this release's canary: looks growing by 1.5 (100, 150, 225, 338, 506, 759 and 1 000) at
-  the exact boundary (``CanaryConfig.looks="geometric"``, ``look_growth``).
+* ``x1.5, exact``: looks growing by 1.5 (100, 150, 225, 338, 506, 759 and 1 000) at the exact boundary
+  (``CanaryConfig.looks="geometric"``, ``look_growth``), no futility stop;
+* ``default``: this release's canary: those looks, and a stage rolled back at a look where its chance to
+  advance by its last look, were the measured difference the true one, is under 1%
+  (``CanaryConfig.futility``).
 
 Outcomes (measured on the testbed's canaries, ``docs/lifecycle.md``): task sizes log-uniform in 16 KiB
 - 16 MiB (``itp testbed run --size-kib 16 16384``); with ``u`` the size's position on that log scale in
@@ -61,8 +64,9 @@ CANARIES: dict[str, dict[str, Any]] = {
     "pooled": {"size_strata_bytes": (), "goodput_margin": None, "looks": "every"},
     "strata": {"size_strata_bytes": DEFAULT_SIZE_STRATA_BYTES, "goodput_margin": None, "looks": "every"},
     "strata+veto": {"looks": "every"},
-    "doubling, Bonferroni": {"looks": "doubling", "boundary": "bonferroni"},
-    "doubling, exact": {"looks": "doubling"},
+    "doubling, Bonferroni": {"looks": "doubling", "boundary": "bonferroni", "futility": None},
+    "doubling, exact": {"looks": "doubling", "futility": None},
+    "x1.5, exact": {"futility": None},
     "default": {},
 }
 

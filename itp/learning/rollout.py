@@ -81,8 +81,8 @@ group-sequential boundary for those looks (``boundary="exact"``, :mod:`itp.learn
 that the chance that any look passes a candidate exactly at the margin is ``1 - confidence``;
 ``boundary="bonferroni"`` bounds it by splitting the error evenly between the looks, which overpays
 because the looks share their data. Judging after every outcome at the plain quantile
-(``looks="every"``) promoted a candidate worse by twice the margin
-6-8% of the time (``bench/canary_power.py``).
+(``looks="every"``) promoted a candidate worse by twice the margin 6-8% of the time
+(``bench/canary_power.py``).
 
 Any model fault of the candidate (NaN/inf output, inference error) rolls back at once. Each stage needs
 at least ``min_outcomes_per_stage`` outcomes on *both* arms before a verdict. Rollback and promotion
@@ -126,7 +126,9 @@ from itp.model_loading import LoadedModel
 from itp.ring import TransitionBatch
 
 __all__ = [
+    "FUTILITY_FROM",
     "GATE_MODES",
+    "MAX_LOOKS",
     "ArmStats",
     "CanaryConfig",
     "CanaryRollout",
@@ -558,6 +560,14 @@ def gate_from_files(
 # ---------------------------------------------------------------------------------- canary
 
 
+#: the most looks a canary stage may be judged at (``CanaryConfig.look_growth``)
+MAX_LOOKS = 32
+#: the share of a stage's last look's information in before the futility rule acts
+#: (``CanaryConfig.futility``): earlier looks' differences are too noisy to give up on (at 0, a clearly
+#: better candidate was lost 3.5% of the time in ``bench/canary_power.py``; from 0.2 on, 0.8%)
+FUTILITY_FROM = 0.2
+
+
 @dataclass(frozen=True)
 class CanaryConfig:
     """Canary settings.
@@ -583,15 +593,24 @@ class CanaryConfig:
             same with growth 2 (the previous release's default). ``"every"``: after every outcome at
             ``confidence`` (``bench/canary_power.py`` measured it promoting a candidate worse by twice
             the margin 6-8% of the time).
-        look_growth: the ratio between successive ``"geometric"`` looks, > 1. Why 1.5: with the exact
-            boundary more looks cost little (2.24 instead of 2.17 for ``itp send --learn``'s six
-            looks), and a clearly better candidate is promoted after a median 308 outcomes instead of
-            403 at growth 2 (``bench/canary_power.py``).
+        look_growth: the ratio between successive ``"geometric"`` looks, > 1, giving at most
+            ``MAX_LOOKS`` looks. Why 1.5: with the exact boundary more looks cost little (2.24 for
+            ``itp send --learn``'s seven looks, 2.17 for its five at growth 2), and a clearly better
+            candidate is promoted after a median 308 outcomes instead of 403 at growth 2
+            (``bench/canary_power.py``).
         boundary: the quantile of the looks. ``"exact"`` (default): the constant group-sequential
             boundary for looks at those counts (:mod:`itp.learning.sequential`; 2.46 for the default
             thirteen looks at 95%), which spends exactly ``1 - confidence`` when the statistic moves as a
             Brownian motion in the outcome count. ``"bonferroni"``: ``z(1 - (1 - confidence) / K)``
             (2.67), which holds whatever the looks' correlation.
+        futility: roll a stage back at a look (not with ``looks="every"``; from the look where
+            ``FUTILITY_FROM`` of the last look's information is in) when its chance to advance by its
+            last look, were the candidate's true reward difference the one measured so far, is below
+            this (conditional power; default 0.01; None waits for the last look). Why: an equal
+            candidate cannot be shown within the margin in ``max_outcomes_per_stage`` outcomes at a
+            real deployment's reward variance, and while it holds the canary the learner does not
+            retrain (on the testbed one held it for seven sessions). Stopping for futility only
+            removes promotions, so it never raises the chance of passing a worse candidate.
     """
 
     shares: tuple[float, ...] = (0.1, 0.5, 1.0)
@@ -604,6 +623,7 @@ class CanaryConfig:
     looks: str = "geometric"
     look_growth: float = 1.5
     boundary: str = "exact"
+    futility: float | None = 0.01
 
     def __post_init__(self) -> None:
         s = tuple(self.shares)
@@ -632,8 +652,19 @@ class CanaryConfig:
         r = self.look_growth
         if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r) or r <= 1.0:
             raise ValueError(f"CanaryConfig.look_growth must be a finite number > 1, got {r!r}")
+        if self.looks != "every" and len(self.look_thresholds) + 1 > MAX_LOOKS:
+            raise ValueError(
+                f"CanaryConfig.look_growth {r!r} gives {len(self.look_thresholds) + 1} looks between "
+                f"{self.min_outcomes_per_stage} and {self.max_outcomes_per_stage} outcomes; at most "
+                f"{MAX_LOOKS} (each look costs power and its boundary costs time to compute)"
+            )
         if self.boundary not in ("exact", "bonferroni"):
             raise ValueError(f"CanaryConfig.boundary must be 'exact' or 'bonferroni', got {self.boundary!r}")
+        f = self.futility
+        if f is not None and (
+            isinstance(f, bool) or not isinstance(f, (int, float)) or not math.isfinite(f) or not 0 < f < 0.5
+        ):
+            raise ValueError(f"CanaryConfig.futility must be None or a number in (0, 0.5), got {f!r}")
 
     @property
     def look_thresholds(self) -> tuple[int, ...]:
@@ -789,9 +820,12 @@ class CanaryVerdict:
         goodput_ratio: candidate's mean goodput over the current's (stratified likewise), NaN where
             unknown or not judged; goodput_log_se: the standard error of its logarithm.
         estimator: ``"stratified"`` or ``"pooled"`` (the reward's).
-        why: what decided a rollback (``"reward"``, ``"goodput"``, ``"inconclusive"``), else ``""``.
+        why: what decided a rollback (``"reward"``, ``"goodput"``, ``"futility"``,
+            ``"inconclusive"``), else ``""``.
         look: with looks at counts (``"geometric"``, ``"doubling"``), the look this verdict was taken
             at (1..K; 0: none was due).
+        pass_chance: the chance to advance by the stage's last look were the true difference the
+            measured one (``CanaryConfig.futility``); NaN where not computed.
     """
 
     action: str
@@ -802,6 +836,7 @@ class CanaryVerdict:
     estimator: str = "pooled"
     why: str = ""
     look: int = 0
+    pass_chance: float = math.nan
 
 
 class CanaryRollout:
@@ -992,7 +1027,34 @@ class CanaryRollout:
             action, why = "rollback", "inconclusive"
         else:
             action, why = "wait", ""
-        return CanaryVerdict(action, d, se, ratio, log_se, estimator, why, look)
+        chance = math.nan
+        if action == "wait" and cfg.futility is not None and cfg.looks != "every":
+            chance = self._pass_chance(d, se, cur, cand)
+            if chance < cfg.futility:
+                action, why = "rollback", "futility"
+        return CanaryVerdict(action, d, se, ratio, log_se, estimator, why, look, chance)
+
+    def _pass_chance(self, d: float, se: float, current: int, candidate: int) -> float:
+        """Conditional power: the chance that the stage advances at its last look (``max_outcomes_per_
+        stage`` candidate outcomes, the current arm at the stage's share) if the true difference is
+        ``d``. The information grows as ``1 / (1 / n_candidate + 1 / n_current)``; with a fraction ``f``
+        of the last look's already seen, the last estimate is normal with mean ``d`` and variance
+        ``se_end^2 (1 - f)``. NaN before ``FUTILITY_FROM`` of it is in, at the last look, or where it
+        cannot be computed (then nothing is stopped)."""
+        cfg = self.config
+        share = self._stage.share
+        if not (math.isfinite(d) and math.isfinite(se) and se > 0 and 0 < share < 1):
+            return math.nan
+        if current < 1 or candidate < 1:
+            return math.nan
+        info_now = 1.0 / (1.0 / candidate + 1.0 / current)
+        info_end = (1.0 - share) * cfg.max_outcomes_per_stage  # 1 / (1/max + share / ((1 - share) max))
+        f = info_now / info_end
+        if not FUTILITY_FROM <= f < 1.0:
+            return math.nan
+        se_end = se * math.sqrt(f)
+        needed = -cfg.margin + self._z * se_end
+        return 1.0 - NormalDist().cdf((needed - d) / (se_end * math.sqrt(1.0 - f)))
 
     def step(self) -> str:
         """Act on the statistics: advance, promote or roll back. Returns the state afterwards."""
@@ -1024,6 +1086,10 @@ class CanaryRollout:
                 why = (f"candidate's goodput worse than current's {share}: ratio {v.goodput_ratio:.3f}, "
                        f"upper bound {v.goodput_ratio * math.exp(self._z * v.goodput_log_se):.3f} < "
                        f"{1.0 - (self.config.goodput_margin or 0.0):.3f}")
+            elif v.why == "futility":
+                why = (f"candidate cannot pass {share}: reward difference {d:.4f} (se {se:.4f}, "
+                       f"{v.estimator}) leaves a {v.pass_chance:.1%} chance to advance by "
+                       f"{self.config.max_outcomes_per_stage} outcomes < {self.config.futility:.0%}")
             else:
                 why = f"no verdict after {self.config.max_outcomes_per_stage} outcomes"
             self._finish("rolled_back", why, stats)

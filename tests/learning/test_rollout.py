@@ -626,7 +626,10 @@ def test_a_doubling_stage_is_judged_only_at_its_looks(tmp_path: Path) -> None:
     geometric = dataclasses.replace(config, looks="geometric")
     assert CanaryConfig().looks == "geometric" and geometric.look_growth == 1.5
     assert geometric.look_thresholds == (100, 150, 225, 338, 506, 759)
-    assert dataclasses.replace(geometric, look_growth=1.001).look_thresholds[:3] == (100, 101, 102)
+    small = CanaryConfig(min_outcomes_per_stage=2, max_outcomes_per_stage=10, look_growth=1.2)
+    assert small.look_thresholds == (2, 3, 4, 5, 6, 7, 9)  # rounded; a repeated count is skipped
+    with pytest.raises(ValueError, match=r"CanaryConfig\.look_growth 1\.001 gives \d+ looks"):
+        dataclasses.replace(geometric, look_growth=1.001)
     with pytest.raises(ValueError, match=r"CanaryConfig\.looks"):
         CanaryConfig(looks="sometimes")
     for bad in (1.0, 0.5, math.inf, True, "2"):
@@ -709,3 +712,98 @@ def test_merged_arm_stats_are_those_of_all_the_outcomes() -> None:
     for a, b in pairs:
         assert a == pytest.approx(b, rel=1e-9)
     assert ArmStats.merged([]) == ArmStats()
+
+
+class _StubPartitioner:
+    """What a canary asks of a partitioner: route a share to the candidate, promote it."""
+
+    def __init__(self) -> None:
+        self.candidate: object = None
+        self.share = 0.0
+
+    def set_candidate(self, c: object, share: float = 0.0) -> None:
+        self.candidate, self.share = c, share
+
+    def promote_candidate(self) -> None:
+        self.candidate = None
+
+
+@dataclasses.dataclass(frozen=True)
+class _StubCandidate:
+    version: str = "1.0.1"
+
+
+def _pooled_canary(futility: float | None, looks: str = "geometric") -> CanaryRollout:
+    config = CanaryConfig(shares=(0.5, 1.0), min_outcomes_per_stage=100, max_outcomes_per_stage=1000,
+                          size_strata_bytes=(), goodput_margin=None, looks=looks, futility=futility)
+    return CanaryRollout(_StubPartitioner(), _StubCandidate(), config)  # type: ignore[arg-type]
+
+
+def _feed_exact(canary: CanaryRollout, n: int, delta: float, sd: float) -> None:
+    """``n`` outcomes per arm whose rewards alternate ``mean +- sd``: the measured difference is exactly
+    ``delta`` and each arm's spread about ``sd``, with no draw to make a verdict depend on the seed."""
+    for arm, version, mean in (("current", "1.0.0", 0.0), ("candidate", "1.0.1", delta)):
+        for k in range(n):
+            canary.on_outcome(_record(arm, version, SMALL, mean + (sd if k % 2 else -sd), 1e7))
+
+
+def test_a_candidate_that_cannot_pass_is_rolled_back_at_a_look() -> None:
+    """At reward sd 1.3 (the testbed's) and 1 000 outcomes per stage, a candidate measured 0.15 below the
+    current has almost no chance to show itself within 0.05 by the stage's end. At the first look (100
+    per arm, a tenth of the last look's information) the rule does not act yet; at the third (225 per
+    arm, over FUTILITY_FROM) the stage is rolled back for futility, with the chance in the verdict and
+    the reason in the canary's. Without the futility rule, or judged after every outcome, it waits."""
+    canary = _pooled_canary(0.01)
+    _feed_exact(canary, 100, -0.15, 1.3)
+    first = canary.judge()
+    assert first.action == "wait" and first.look == 1 and math.isnan(first.pass_chance)
+    assert canary.step() == "running"
+    _feed_exact(canary, 125, -0.15, 1.3)
+    v = canary.judge()
+    assert v.action == "rollback" and v.why == "futility" and v.look == 3
+    assert v.reward_difference == pytest.approx(-0.15) and 0.0 <= v.pass_chance < 0.01
+    assert canary.step() == "rolled_back" and "chance to advance" in canary.reason
+    patient = _pooled_canary(None)
+    _feed_exact(patient, 225, -0.15, 1.3)
+    w = patient.judge()
+    assert w.action == "wait" and math.isnan(w.pass_chance)
+    every = _pooled_canary(0.01, looks="every")
+    _feed_exact(every, 225, -0.15, 1.3)
+    assert every.judge().action == "wait"
+
+
+def test_a_candidate_that_can_pass_keeps_its_stage() -> None:
+    canary = _pooled_canary(0.01)
+    _feed_exact(canary, 225, 0.1, 1.3)
+    v = canary.judge()
+    assert v.action == "wait" and 0.5 < v.pass_chance < 0.8
+    assert canary.step() == "running"
+
+
+@pytest.mark.statistical
+def test_the_pass_chance_is_the_share_of_continuations_that_pass() -> None:
+    """Conditional power against simulation: from a canary's state at a look (250 outcomes per arm,
+    measured difference 0.05, sd 1.0), 2 000 continuations to the stage's last look (1 000 per arm)
+    drawn with the measured difference as the truth; the share that pass the last look's test is the
+    verdict's pass_chance within 0.045 (4 standard errors at 0.5)."""
+    rng = np.random.default_rng(11)
+    sd, n0, n1 = 1.0, 250, 1000
+    start = _pooled_canary(None)
+    _feed_exact(start, n0, 0.05, sd)
+    v = start.judge()
+    d, se = v.reward_difference, v.reward_se
+    chance = start._pass_chance(d, se, n0, n0)
+    assert 0.2 < chance < 0.8  # a case in between
+    z, margin = start.config.quantile, start.config.margin
+    se_end = se * math.sqrt(n0 / n1)  # what the formula assumes the last look's standard error is
+    trials = 2000
+    rest_cur = rng.normal(0.0, sd, (trials, n1 - n0)).mean(axis=1)
+    rest_cand = rng.normal(d, sd, (trials, n1 - n0)).mean(axis=1)
+    d_end = (n0 * d + (n1 - n0) * (rest_cand - rest_cur)) / n1
+    passed = float(np.mean(d_end - z * se_end > -margin))
+    assert abs(passed - chance) < 0.045
+def test_futility_is_validated() -> None:
+    for bad in (0.0, 0.5, -0.1, math.nan, True, "0.01"):
+        with pytest.raises(ValueError, match=r"CanaryConfig\.futility"):
+            CanaryConfig(futility=bad)  # type: ignore[arg-type]
+    assert CanaryConfig().futility == 0.01 and CanaryConfig(futility=None).futility is None
