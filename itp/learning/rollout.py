@@ -564,7 +564,7 @@ def gate_from_files(
 MAX_LOOKS = 32
 #: the share of a stage's last look's information in before the futility rule acts
 #: (``CanaryConfig.futility``): earlier looks' differences are too noisy to give up on (at 0, a clearly
-#: better candidate was lost 3.5% of the time in ``bench/canary_power.py``; from 0.2 on, 0.8%)
+#: better candidate was lost 3.5% of the time in ``bench/canary_power.py``; from 0.2 on, 3 in 400)
 FUTILITY_FROM = 0.2
 
 
