@@ -661,30 +661,37 @@ def test_a_doubling_stage_is_judged_only_at_its_looks(tmp_path: Path) -> None:
     assert evidence["looks_done"] == 1
 
 
+class _StubPartitioner:
+    """What a canary asks of a partitioner: route a share to the candidate, promote it."""
+
+    def __init__(self) -> None:
+        self.candidate: object = None
+        self.share = 0.0
+
+    def set_candidate(self, c: object, share: float = 0.0) -> None:
+        self.candidate, self.share = c, share
+
+    def promote_candidate(self) -> None:
+        self.candidate = None
+
+
+@dataclasses.dataclass(frozen=True)
+class _StubCandidate:
+    version: str = "1.0.1"
+
+
 @pytest.mark.statistical
 def test_looking_at_growing_counts_keeps_a_worse_candidate_out() -> None:
     """150 canaries of a candidate worse by twice the margin (reward sd 0.5, no size effect): judged at
     the default geometric looks at the exact constant boundary, at most 3% promote it (expected well
     under 1%); a candidate better by three times the margin is promoted in at least 95% of 40."""
 
-    class Stub:
-        candidate: object = None
-
-        def set_candidate(self, c: object, share: float = 0.0) -> None:
-            self.candidate, self.share = c, share
-
-        def promote_candidate(self) -> None:
-            self.candidate = None
-
-    @dataclasses.dataclass(frozen=True)
-    class Cand:
-        version: str = "c"
-
     def run(delta: float, seed: int) -> str:
         rng = np.random.default_rng(seed)
-        p = Stub()
-        canary = CanaryRollout(p, Cand(), CanaryConfig(shares=(0.5, 1.0), min_outcomes_per_stage=40,
-                                                       max_outcomes_per_stage=320, size_strata_bytes=()))
+        p = _StubPartitioner()
+        config = CanaryConfig(shares=(0.5, 1.0), min_outcomes_per_stage=40, max_outcomes_per_stage=320,
+                              size_strata_bytes=())
+        canary = CanaryRollout(p, _StubCandidate("c"), config)  # type: ignore[arg-type]
         while canary.state == "running":
             cand = rng.random() < 0.5
             reward = rng.normal(delta if cand else 0.0, 0.5)
@@ -712,25 +719,6 @@ def test_merged_arm_stats_are_those_of_all_the_outcomes() -> None:
     for a, b in pairs:
         assert a == pytest.approx(b, rel=1e-9)
     assert ArmStats.merged([]) == ArmStats()
-
-
-class _StubPartitioner:
-    """What a canary asks of a partitioner: route a share to the candidate, promote it."""
-
-    def __init__(self) -> None:
-        self.candidate: object = None
-        self.share = 0.0
-
-    def set_candidate(self, c: object, share: float = 0.0) -> None:
-        self.candidate, self.share = c, share
-
-    def promote_candidate(self) -> None:
-        self.candidate = None
-
-
-@dataclasses.dataclass(frozen=True)
-class _StubCandidate:
-    version: str = "1.0.1"
 
 
 def _pooled_canary(futility: float | None, looks: str = "geometric") -> CanaryRollout:
