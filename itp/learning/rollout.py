@@ -91,6 +91,7 @@ are atomic for new decisions (:meth:`itp.agent.Agent.set_candidate`, ``promote_c
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
@@ -666,11 +667,12 @@ class CanaryConfig:
         ):
             raise ValueError(f"CanaryConfig.futility must be None or a number in (0, 0.5), got {f!r}")
 
-    @property
+    @functools.cached_property
     def look_thresholds(self) -> tuple[int, ...]:
         """Outcomes on the smaller arm at which a stage is judged, ascending (``looks`` ``"geometric"``
         or ``"doubling"``; the last look, at ``max_outcomes_per_stage`` candidate outcomes, comes on
-        top). Rounded to whole outcomes; a growth that would repeat a count skips it."""
+        top). Rounded to whole outcomes; a growth that would repeat a count skips it. Computed once per
+        config (every verdict reads it)."""
         growth = 2.0 if self.looks == "doubling" else float(self.look_growth)
         out: list[int] = []
         t = float(self.min_outcomes_per_stage)

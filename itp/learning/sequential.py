@@ -1,11 +1,11 @@
 """Group-sequential boundaries: how far a verdict must clear its margin when one stage is judged at
 several counts, so that all the looks together spend no more than the one-sided error ``alpha``.
 
-Why: the canary judges a stage at doubling counts (``CanaryConfig.looks``), and every look that could
-advance a candidate spends part of ``alpha``. The Bonferroni quantile ``z(1 - alpha / K)`` bounds the total
-whatever the looks' correlation, but looks at 200, 400, 800 ... outcomes share most of their data (the
-test statistics correlate as ``sqrt(n_j / n_k)``), so it overpays: for the default eight looks it asks
-for z = 2.50 where 2.37 spends exactly ``alpha``. The exact constant boundary (Pocock's, for looks at
+Why: the canary judges a stage at a few growing counts (``CanaryConfig.looks``), and every look that
+could advance a candidate spends part of ``alpha``. The Bonferroni quantile ``z(1 - alpha / K)`` bounds
+the total whatever the looks' correlation, but looks at 200, 400, 800 ... outcomes share most of their
+data (the test statistics correlate as ``sqrt(n_j / n_k)``), so it overpays: for eight doubling looks it
+asks for z = 2.50 where 2.37 spends exactly ``alpha``. The exact constant boundary (Pocock's, for looks at
 unequal information) is the ``c`` with ``P(Z_k >= c at some look) = alpha`` when the statistic is a
 Brownian motion observed at the looks' information (the counts) with no drift: the candidate exactly at
 the margin. It is found here by recursive numerical integration (Armitage, McPherson & Rowe, 1969) over a

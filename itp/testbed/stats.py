@@ -27,6 +27,7 @@ from itp.quantiles import t_quantile_975
 
 __all__ = ["Estimate", "mean_ci", "percentile", "t_quantile_975"]
 
+
 @dataclass(frozen=True)
 class Estimate:
     """A mean over repeats with its 95% confidence half-width (NaN when fewer than 2 values).
