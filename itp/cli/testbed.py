@@ -42,6 +42,20 @@ def _float_in(lo: float, hi: float) -> Any:
     return parse
 
 
+def _repeat_order(text: str) -> tuple[int, ...]:
+    """``--repeat-order``: comma-separated distinct repeat indices >= 0, e.g. ``7,6,5``."""
+    parts = [x.strip() for x in text.split(",") if x.strip()]
+    try:
+        order = tuple(int(x) for x in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected repeat indices like 2,1,0, got {text!r}") from None
+    if not order or min(order) < 0:
+        raise argparse.ArgumentTypeError(f"expected repeat indices >= 0 like 2,1,0, got {text!r}")
+    if len(set(order)) != len(order):
+        raise argparse.ArgumentTypeError(f"repeat indices must be distinct, got {text!r}")
+    return order
+
+
 def _queue(text: str) -> Any:
     from itp.testbed.rates import QueueSpec
 
@@ -153,8 +167,22 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "--paths", type=int_at_least(1), default=4, help="emulated paths = streams, 1..4 (default 4)"
     )
     r.add_argument("--tasks", type=int_at_least(1), default=12, help="tasks per repeat (default 12)")
-    r.add_argument("--repeats", type=int_at_least(1), default=3, help="independent schedules (default 3)")
+    r.add_argument(
+        "--repeats",
+        type=int_at_least(1),
+        default=None,
+        help="independent schedules (default 3, or as many as --repeat-order names)",
+    )
     r.add_argument("--seed", type=int_at_least(0), default=0, help="schedule seed (default 0)")
+    r.add_argument(
+        "--repeat-order",
+        type=_repeat_order,
+        default=None,
+        metavar="R,R,...",
+        help="run these repeats' schedules, in this order (e.g. 7,6,5,4,3,2,1,0: a learning run's "
+        "schedules reversed, to tell what it learned from which paths each repeat drew; default "
+        "0,1,...)",
+    )
     r.add_argument(
         "--rate-mbps",
         type=float,
@@ -383,12 +411,15 @@ def _run_run(args: argparse.Namespace) -> int:
             mean_interarrival_s=args.gap_s,
             loss_max=args.loss,
         )
+        if args.repeats is None:
+            args.repeats = len(args.repeat_order) if args.repeat_order is not None else 3
         config = RunConfig(
             policies=policies,
             trace_files=tuple(str(f) for f in selection.files),
             schedule=schedule,
             repeats=args.repeats,
             seed=args.seed,
+            repeat_order=args.repeat_order,
             queue=args.queue or QueueSpec(delay_s=0.05),
             transport=_transport(args),
             window=args.window,

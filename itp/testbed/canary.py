@@ -11,18 +11,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from itp.learning.canary_arms import ArmOutcome, CanaryComparison, canary_rows, compare_canaries
-from itp.testbed.runner import PolicyRun
+from itp.testbed.runner import PolicyRun, run_order
 
 __all__ = ["canary_comparisons", "canary_rows"]
 
 
 def canary_comparisons(runs: Sequence[PolicyRun]) -> list[CanaryComparison]:
-    """Every candidate that decided tasks in ``runs``, by repeat, then by its first dispatch.
+    """Every candidate that decided tasks in ``runs``, by repeat in the order they ran, then by its first
+    dispatch.
 
     Runs recorded before tasks carried their arm (or without a canary) give none.
     """
     out: list[CanaryComparison] = []
-    for run in sorted(runs, key=lambda r: (r.repeat, r.policy)):
+    position = {rep: i for i, rep in enumerate(run_order(runs))}
+    for run in sorted(runs, key=lambda r: (position[r.repeat], r.policy)):
         tasks = [
             ArmOutcome(
                 t.dispatched_s, t.arm, t.model_version, t.goodput_bps, t.seconds, t.reward, t.size_bytes

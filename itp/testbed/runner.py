@@ -1,6 +1,7 @@
 """A testbed run: every policy moves the same schedules over the same emulated paths, repeated R times.
 
-For repeat r (``itp.testbed.schedule.make_schedule(seed, r)``) the run
+For repeat r (``itp.testbed.schedule.make_schedule(seed, r)``; r = 0, 1, ... or the order
+``RunConfig.repeat_order`` gives) the run
 
 1. writes the repeat's task files (sizes from the schedule; content: a seeded random 1 MiB block
    repeated, so nothing compresses and nothing is read from a slow source);
@@ -140,6 +141,11 @@ class RunConfig:
         schedule: what the schedules are drawn from.
         repeats: independent schedules, >= 1.
         seed: base seed of the schedules.
+        repeat_order: the schedules' repeat indices in the order they run (distinct, >= 0, as many as
+            ``repeats``); None: 0, 1, ..., repeats - 1. A learning run's repeats are consecutive
+            stretches of one deployment, so its curve mixes what the deployment has learned with
+            which paths each repeat drew; running the same schedules in another order (e.g. reversed)
+            tells the two apart. Each schedule keeps its own policy rotation.
         queue: bottleneck queue of every path.
         transport: congestion control and slow-start-after-idle inside the paths.
         step_s: rate controller period, seconds.
@@ -169,6 +175,7 @@ class RunConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     repeats: int = 3
     seed: int = 0
+    repeat_order: tuple[int, ...] | None = None
     queue: QueueSpec = field(default_factory=lambda: QueueSpec(delay_s=0.05))
     transport: TransportSettings = field(default_factory=TransportSettings)
     step_s: float = 0.1
@@ -199,6 +206,20 @@ class RunConfig:
         for name, v, lo in (("repeats", self.repeats, 1), ("seed", self.seed, 0), ("window", self.window, 1)):
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 raise ValueError(f"RunConfig.{name} must be an int >= {lo}, got {v!r}")
+        if self.repeat_order is not None:
+            order = self.repeat_order
+            if not isinstance(order, tuple) or not all(
+                isinstance(r, int) and not isinstance(r, bool) and r >= 0 for r in order
+            ):
+                raise ValueError(
+                    f"RunConfig.repeat_order must be a tuple of ints >= 0 or None, got {order!r}"
+                )
+            if len(set(order)) != len(order):
+                raise ValueError(f"RunConfig.repeat_order has duplicates: {order}")
+            if len(order) != self.repeats:
+                raise ValueError(
+                    f"RunConfig.repeat_order has {len(order)} repeats, RunConfig.repeats is {self.repeats}"
+                )
         if not (math.isfinite(self.step_s) and 0.01 <= self.step_s <= 10.0):
             raise ValueError(f"RunConfig.step_s must be in [0.01, 10] s, got {self.step_s!r}")
         if self.timeout_s is not None and not (math.isfinite(self.timeout_s) and self.timeout_s > 0):
@@ -225,6 +246,11 @@ class RunConfig:
             )
         if not (math.isfinite(self.wait_for_retrain_s) and self.wait_for_retrain_s >= 0):
             raise ValueError(f"RunConfig.wait_for_retrain_s must be >= 0, got {self.wait_for_retrain_s!r}")
+
+    @property
+    def order(self) -> tuple[int, ...]:
+        """The repeat indices in the order they run (``repeat_order``, or 0 .. repeats - 1)."""
+        return self.repeat_order if self.repeat_order is not None else tuple(range(self.repeats))
 
 
 def policy_timeout_s(schedule: RepeatSchedule) -> float:
@@ -455,6 +481,12 @@ def table_rows(summaries: Sequence[PolicySummary]) -> tuple[list[str], list[list
     return header, rows
 
 
+def run_order(runs: Sequence[PolicyRun]) -> list[int]:
+    """The repeat indices of ``runs`` in the order they ran: ``runs`` is in run order (``run_testbed``
+    and a run's JSON keep it), so each repeat's first appearance."""
+    return list(dict.fromkeys(r.repeat for r in runs))
+
+
 def repeat_rows(runs: Sequence[PolicyRun], policies: Sequence[str]) -> tuple[list[str], list[list[str]]]:
     """Header and cells of the table by repeat: per repeat, each policy's mean per-task goodput (Mbit/s)
     and p95 completion time, ``itp``'s goodput and p95 over the best other policy's on the same schedule
@@ -463,10 +495,11 @@ def repeat_rows(runs: Sequence[PolicyRun], policies: Sequence[str]) -> tuple[lis
     end of the repeat (version, outcomes stored, retrains, promotions / gate rejections / rollbacks).
 
     With ``RunConfig.learn`` the repeats are consecutive stretches of one deployment, so the rows are its
-    learning curve on real TCP; without it each repeat is independent.
+    learning curve on real TCP; without it each repeat is independent. Rows follow the order in which
+    the repeats ran (``run_order``), which ``RunConfig.repeat_order`` may have changed.
     """
     by_key = {(r.repeat, r.policy): r for r in runs}
-    repeats = sorted({r.repeat for r in runs})
+    repeats = run_order(runs)
     others = [p for p in policies if p not in ("itp", BUNDLED_POLICY)]
     control = "itp" in policies and BUNDLED_POLICY in policies
     header = ["repeat", *(f"{p} goodput / p95" for p in policies)]
@@ -565,6 +598,7 @@ class RunResult:
                 "trace_files": list(c.trace_files),
                 "repeats": c.repeats,
                 "seed": c.seed,
+                "repeat_order": list(c.order),
                 "schedule": c.schedule.__dict__,
                 "queue": c.queue.describe(),
                 "queue_packets": c.queue.packets,
@@ -924,7 +958,7 @@ def run_testbed(
     logger.info("testbed run in %s", run_dir, extra={"event": "run_start"})
     try:
         with _sigterm_as_interrupt():
-            for r in range(config.repeats):
+            for position, r in enumerate(config.order):
                 schedule = make_schedule(config.schedule, config.trace_files, seed=config.seed, repeat=r)
                 schedules.append(schedule)
                 timeout_s = config.timeout_s if config.timeout_s is not None else policy_timeout_s(schedule)
@@ -976,7 +1010,7 @@ def run_testbed(
                         for f in recv_dir.iterdir():
                             f.unlink()
                         if progress is not None:
-                            progress(1, f"repeat {r + 1}/{config.repeats} {policy}")
+                            progress(1, f"repeat {position + 1}/{config.repeats} (schedule {r}) {policy}")
                         time.sleep(config.settle_s)
                     kill_group(receiver, grace_s=2.0)
                     _LIVE.procs.remove(receiver)

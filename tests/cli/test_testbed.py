@@ -72,6 +72,12 @@ def test_user_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "unknown policy 'nope'" in capsys.readouterr().err
     assert main(["testbed", "run", "--paths", "5"]) == 2
     assert "paths" in capsys.readouterr().err
+    for bad_order, why in (("1,1", "distinct"), ("2,x", "like 2,1,0"), ("-1", "like 2,1,0")):
+        with pytest.raises(SystemExit) as stop:  # argparse: usage and the reason on stderr, status 2
+            main(["testbed", "run", "--repeat-order", bad_order])
+        assert stop.value.code == 2 and why in capsys.readouterr().err
+    assert main(["testbed", "run", "--repeat-order", "1,0", "--repeats", "3"]) == 2
+    assert "repeat_order has 2 repeats, RunConfig.repeats is 3" in capsys.readouterr().err
     assert main(["testbed", "iperf", "--policy", "zzz"]) == 2
 
 

@@ -77,11 +77,14 @@ def test_each_candidate_of_each_session_gets_its_own_comparison() -> None:
           _task("f", 12.0, 1e7, "candidate", "1.0.2", 0.1)]
     s1 = [_task("a", 0.0, 1e7, "current", None, 0.1), _task("b", 1.0, 1e7, "candidate", "1.0.3", 0.1)]
     baseline = _run([_task("a", 0.0, 1e7, None, None, None)], policy="rate-proportional")
-    found = canary_comparisons([_run(s1, repeat=1), baseline, _run(s0)])
+    found = canary_comparisons([_run(s0), baseline, _run(s1, repeat=1)])
     assert [(c.repeat, c.candidate_version, c.current_versions) for c in found] == [
         (0, "1.0.1", ("1.0.0",)), (0, "1.0.2", ("1.0.1",)), (1, "1.0.3", ())
     ]
     assert math.isnan(found[2].goodput_ratio)  # no current-arm task inside a one-task span
+    # In the order the repeats ran (``RunConfig.repeat_order`` may reverse them), not by index.
+    backwards = canary_comparisons([_run(s1, repeat=1), baseline, _run(s0)])
+    assert [(c.repeat, c.candidate_version) for c in backwards] == [(1, "1.0.3"), (0, "1.0.1"), (0, "1.0.2")]
     header, rows = canary_rows(found, session="repeat")
     assert header[0] == "repeat" and len(rows) == 3 and all(len(r) == len(header) for r in rows)
     assert header[2] == "span (s)" and rows[0][:4] == ["0", "1.0.1 (1.0.0)", "0-2", "1 / 2"]

@@ -25,6 +25,7 @@ from itp.testbed.runner import (
     render_table,
     repeat_rows,
     resolve_policy,
+    run_order,
     run_testbed,
     runs_from_dict,
     summarise,
@@ -99,6 +100,11 @@ def test_the_bundled_control_is_paired_with_the_learning_itp() -> None:
         ({"learn": True, "wait_for_retrain_s": -1.0}, "wait_for_retrain_s"),
         ({"learn": True, "learn_explore_max_bytes": 0}, "learn_explore_max_bytes"),
         ({"learn": True, "learn_explore_max_bytes": 2.5}, "learn_explore_max_bytes"),
+        ({"repeats": 2, "repeat_order": (1, 1)}, "repeat_order has duplicates"),
+        ({"repeats": 2, "repeat_order": (1, -1)}, "repeat_order"),
+        ({"repeats": 2, "repeat_order": [1, 0]}, "repeat_order"),
+        ({"repeats": 2, "repeat_order": (1, True)}, "repeat_order"),
+        ({"repeats": 3, "repeat_order": (1, 0)}, "repeat_order has 2 repeats, RunConfig.repeats is 3"),
     ],
 )
 def test_bad_run_config(kwargs: dict[str, object], field: str) -> None:
@@ -152,6 +158,21 @@ def test_the_learning_folder_is_absolute_and_outside_the_run_directory(
     inside = learn_entry(RunConfig(policies=("itp",), trace_files=TRACES, learn=True), run_dir)
     assert inside is not None and inside["folder"] == str(tmp_path / "itptb-run-x" / "learning")
     assert learn_entry(RunConfig(policies=("itp",), trace_files=TRACES), run_dir) is None
+
+
+def test_the_repeats_run_in_the_order_asked_and_the_tables_follow_it() -> None:
+    assert RunConfig(policies=("itp",), trace_files=TRACES, repeats=3).order == (0, 1, 2)
+    cfg = RunConfig(policies=("itp",), trace_files=TRACES, repeats=3, repeat_order=(5, 2, 0))
+    assert cfg.order == (5, 2, 0)
+    # Rows by repeat follow the runs' order (a reversed learning run reads as its own learning curve).
+    times = {(2, "itp"): 0.5, (2, "heuristic"): 1.0, (0, "itp"): 0.25, (0, "heuristic"): 1.0}
+    runs = [PolicyRun(r, p, (_task("a", t),), 8e6 / t, 1.0, 0.0, False) for (r, p), t in times.items()]
+    assert run_order(runs) == [2, 0]
+    _header, rows = repeat_rows(runs, ("itp", "heuristic"))
+    assert [row[0] for row in rows] == ["2", "0"] and rows[0][-2:] == ["2.000", "0.500"]
+    assert [row[0] for row in repeat_rows(runs[2:] + runs[:2], ("itp", "heuristic"))[1]] == ["0", "2"]
+    # The paired summary does not depend on the order.
+    assert summarise(runs, ("itp", "heuristic")) == summarise(runs[::-1], ("itp", "heuristic"))
 
 
 def test_metrics_of_one_session() -> None:
@@ -311,22 +332,26 @@ def test_short_real_run_moves_every_byte_and_leaves_nothing(real_testbed: None, 
 
 @pytest.mark.slow
 def test_a_learning_run_continues_one_deployment_across_repeats(real_testbed: None, tmp_path: Path) -> None:
-    """2 paths, 4 tasks, 2 repeats, itp learning: its second session continues the first's store and
-    calibration (no retrain: the threshold is not reached), the folder is kept where it was asked; the
-    ``bundled`` control runs the model without the learning entry."""
+    """2 paths, 4 tasks, 2 repeats run in reverse order, itp learning: its second session (schedule 0)
+    continues the first's (schedule 1) store and calibration (no retrain: the threshold is not reached),
+    the folder is kept where it was asked; the ``bundled`` control runs the model without the learning
+    entry."""
     learn_dir = tmp_path / "deployment"
     cfg = RunConfig(
         policies=("itp", "bundled", "rate-proportional"),
         trace_files=TRACES,
         schedule=SHORT,
         repeats=2,
+        repeat_order=(1, 0),
         settle_s=0.2,
         learn=True,
         learn_dir=str(learn_dir),
         retrain_every=1000,
     )
     result = run_testbed(cfg, workdir=tmp_path)
-    itp_runs = sorted((r for r in result.runs if r.policy == "itp"), key=lambda r: r.repeat)
+    itp_runs = [r for r in result.runs if r.policy == "itp"]  # in the order they ran
+    assert [r.repeat for r in itp_runs] == [1, 0] and [s.repeat for s in result.schedules] == [1, 0]
+    assert result.to_dict()["config"]["repeat_order"] == [1, 0]
     assert all(all(t.ok for t in r.tasks) for r in result.runs)
     first, second = (r.learning for r in itp_runs)
     assert first is not None and second is not None
