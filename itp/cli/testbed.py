@@ -7,6 +7,7 @@ Examples::
     itp testbed run --tasks 12 --repeats 3 --json run.json
     itp testbed run --policies itp,heuristic --paths 2 --tasks 4 --repeats 1 --no-progress
     itp testbed calibrate run.json       # simulator vs measured per size class, and the fitted transport
+    itp testbed progress fwd.json rev.json   # learning runs' gain per repeat, apart from their paths
     itp testbed iperf --size-mib 1024    # engine vs iperf3 over 4 x 100 Mbit/s
     itp testbed clean                    # remove what a crashed run left
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -288,6 +290,18 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                     help="a learning run's canaries: each candidate's arm against the current arm inside "
                     "its span, by goodput and by the reward the canary judged")
 
+    pr = tsub.add_parser(
+        "progress",
+        help="what learning runs gained per repeat, apart from which paths each repeat drew",
+        description="Over learning runs of the same schedules in different orders (--repeat-order), "
+        "fit log(itp / bundled mean goodput) = schedule effect + position effect: the gain per repeat "
+        "the deployment has run, with 95%% intervals (itp.testbed.progress). Runs all in one order "
+        "cannot separate the two, and say so.",
+    )
+    pr.add_argument("run_json", type=Path, nargs="+", help="JSONs of `itp testbed run --learn --json` "
+                    "with the policies itp and bundled")
+    pr.add_argument("--markdown", action="store_true", help="print markdown tables")
+
     ip = tsub.add_parser(
         "iperf",
         help="the engine against iperf3 over constant-rate paths",
@@ -536,6 +550,45 @@ def _run_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_progress(args: argparse.Namespace) -> int:
+    from itp.testbed.progress import check_same_schedules, fit_progress, progress_rows, run_ratios
+    from itp.testbed.runner import render_table
+
+    datas, names = [], []
+    for path in args.run_json:
+        try:
+            datas.append(json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise CLIError(f"run file not found: {path}") from None
+        except ValueError as exc:
+            raise CLIError(f"{path}: not a testbed run JSON ({exc})") from None
+        names.append(path.parent.name if path.name == "run.json" and path.parent.name else path.name)
+    try:
+        check_same_schedules(datas, names)
+        ratios = [run_ratios(d, n) for d, n in zip(datas, names, strict=True)]
+        fit = fit_progress(ratios)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CLIError(f"not comparable learning runs: {exc}") from None
+    by_schedule, by_position = progress_rows(ratios, fit)
+    print("itp / bundled mean per-task goodput by schedule (its position in each run):")
+    print(render_table(by_schedule[0], by_schedule[1:], markdown=args.markdown))
+    print()
+    s = fit.slope
+    if s.identified():
+        half = f" [{s.ratio_low:.3f}, {s.ratio_high:.3f}]" if math.isfinite(s.half_width) else ""
+        print(
+            f"per repeat run (linear): {s.ratio:.4f}x{half}; residual sd {fit.slope_residual_sd:.3f} "
+            f"(log), {fit.observations} observations, {fit.df_slope} df"
+        )
+    else:
+        print("per repeat run: not identified (every schedule ran at the same position: run the same "
+              "schedules in another order, --repeat-order)")
+    print()
+    print(f"by position (one level each; residual sd {fit.level_residual_sd:.3f}, {fit.df_levels} df):")
+    print(render_table(by_position[0], by_position[1:], markdown=args.markdown))
+    return 0
+
+
 def _run_iperf(args: argparse.Namespace) -> int:
     from itp.testbed.ceiling import measure_ceiling
     from itp.testbed.runner import engine_policy, resolve_policy
@@ -576,6 +629,7 @@ def run(args: argparse.Namespace) -> int:
         "run": _run_run,
         "calibrate": _run_calibrate,
         "table": _run_table,
+        "progress": _run_progress,
         "iperf": _run_iperf,
     }
     status: int = handlers[args.testbed_command](args)
