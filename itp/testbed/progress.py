@@ -31,7 +31,15 @@ import numpy as np
 from itp.quantiles import t_quantile_975
 from itp.testbed.runner import BUNDLED_POLICY, run_order, runs_from_dict
 
-__all__ = ["Effect", "ProgressFit", "RunRatios", "fit_progress", "progress_rows", "run_ratios"]
+__all__ = [
+    "Effect",
+    "ProgressFit",
+    "RunRatios",
+    "check_same_schedules",
+    "fit_progress",
+    "progress_rows",
+    "run_ratios",
+]
 
 
 @dataclass(frozen=True)
@@ -147,16 +155,15 @@ def _fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, i
     """Least squares: coefficients, their standard errors (NaN for directions the design does not
     identify), residual sd, residual df, and which coefficients are identified."""
     n, p = x.shape
-    coef, _res, rank, _sv = np.linalg.lstsq(x, y, rcond=None)
-    df = n - int(rank)
+    pinv = np.linalg.pinv(x)  # the minimum-norm least-squares solution, whatever the design's rank
+    coef = pinv @ y
+    df = n - int(np.linalg.matrix_rank(x))
     resid = y - x @ coef
     sigma = math.sqrt(float(resid @ resid) / df) if df > 0 else math.nan
-    # A coefficient is identified when its unit vector lies in the row space of x.
-    pinv = np.linalg.pinv(x)
-    proj = pinv @ x
-    identified = np.array([np.allclose(proj[:, j], np.eye(p)[:, j], atol=1e-8) for j in range(p)])
-    cov = sigma**2 * (pinv @ pinv.T)
-    se = np.where(identified, np.sqrt(np.clip(np.diag(cov), 0.0, None)), math.nan)
+    # A coefficient is identified when its unit vector lies in the row space of x: the projector onto
+    # that space, pinv @ x, leaves it unchanged.
+    identified = np.all(np.isclose(pinv @ x, np.eye(p), atol=1e-8), axis=0)
+    se = np.where(identified, sigma * np.sqrt(np.einsum("ij,ij->i", pinv, pinv)), math.nan)
     return coef, se, sigma, df, identified
 
 
@@ -201,7 +208,7 @@ def fit_progress(runs: Sequence[RunRatios]) -> ProgressFit:
         j = k + lcol[p]
         pos_effects[p] = effect(coef2[j], se2[j], bool(ident2[j]), df_levels)
     return ProgressFit(
-        len(obs), slope, sd_slope, pos_effects, sd_levels, sched, max(df_slope, 0), max(df_levels, 0)
+        len(obs), slope, sd_slope, pos_effects, sd_levels, sched, df_slope, df_levels
     )
 
 
